@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make run` and `make test` (both set everything up).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+# the torch pair is installed first and pinned for every later install
+TORCH := torch==2.14.1 torchvision==0.29.1
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE ?= 1
+export MPLBACKEND ?= Agg
+
+.PHONY: help install run test test-all lint format bench reproduce clean
+
+help:
+	@echo "make run       set up .venv and run the default experiment (Grad-CeAM on UCR Trace)"
+	@echo "make test      set up .venv and run the fast tests"
+	@echo "make test-all  all tests, the slow ones too"
+	@echo "make bench     benchmarks -> benchmarks/RESULTS.md"
+	@echo "make reproduce Table I sweep -> outputs/reproduction/table1.md"
+	@echo "make lint      ruff"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install $(TORCH)
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(PY) -m clustercam.train experiment=trace $(ARGS)
+
+test: install
+	$(PY) -m pytest -m "not slow" -q $(ARGS)
+
+test-all: install
+	$(PY) -m pytest -q $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+bench: install
+	$(PY) -m benchmarks.run_all
+
+reproduce: install
+	$(PY) -m clustercam.reproduce $(ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

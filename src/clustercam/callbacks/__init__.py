@@ -1,0 +1,1 @@
+"""Callbacks: glue between the trainer, the methods in ``clustercam.explain`` and the loggers."""

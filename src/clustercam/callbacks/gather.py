@@ -1,0 +1,40 @@
+"""Gather per-batch outputs of a whole split across DDP ranks, once, without sampler padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from lightning import Trainer
+from torch import Tensor
+
+
+def gather_split(trainer: Trainer, chunks: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Concatenate this rank's batch outputs, all-gather them, drop duplicates, sort by index.
+
+    Each chunk holds ``idx`` (dataset indices) and tensors with the same first dimension.
+    A DistributedSampler pads ranks to equal length by repeating samples; sorting by index
+    and keeping one row per index gives exactly the single-process split, in order.
+    """
+    if not chunks:
+        raise RuntimeError("no batch outputs were collected: did the loop run any batch?")
+    keys = list(chunks[0])
+    local = {k: torch.cat([c[k].detach() for c in chunks]) for k in keys}
+    if trainer.world_size > 1:
+        n_local = torch.tensor([len(local["idx"])], device=trainer.strategy.root_device)
+        sizes = trainer.strategy.all_gather(n_local).flatten()
+        n_max = int(sizes.max())
+        gathered = {}
+        for k, v in local.items():
+            pad = torch.zeros((n_max - len(v), *v.shape[1:]), dtype=v.dtype, device=v.device)
+            g = trainer.strategy.all_gather(torch.cat([v, pad]).to(trainer.strategy.root_device))
+            gathered[k] = torch.cat([g[r, : int(sizes[r])] for r in range(len(sizes))])
+        local = gathered
+    local = {k: v.cpu() for k, v in local.items()}
+    idx = local["idx"].long()
+    order = torch.argsort(idx, stable=True)
+    idx_sorted = idx[order]
+    keep = torch.ones_like(idx_sorted, dtype=torch.bool)
+    keep[1:] = idx_sorted[1:] != idx_sorted[:-1]
+    sel = order[keep]
+    return {k: v[sel] for k, v in local.items()}

@@ -1,0 +1,41 @@
+"""Hand scalars, tables and figures to whatever loggers the trainer has (rank zero only)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning import Trainer
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def log_scalars(trainer: Trainer, metrics: Mapping[str, float], step: int | None = None) -> None:
+    for logger in trainer.loggers:
+        logger.log_metrics(dict(metrics), step=trainer.global_step if step is None else step)
+
+
+@rank_zero_only
+def log_table(trainer: Trainer, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """A ``wandb.Table`` on W&B; other loggers get nothing (the CSV is in the run directory)."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key=key, columns=columns, data=[[r[c] for c in columns] for r in rows])
+
+
+@rank_zero_only
+def log_images(trainer: Trainer, key: str, paths: Sequence[str | Path], captions: Sequence[str] | None = None) -> None:
+    if not paths:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            kwargs = {"caption": list(captions)} if captions else {}
+            logger.log_image(key=key, images=[str(p) for p in paths], **kwargs)

@@ -1,0 +1,15 @@
+"""The methods: plain torch (+ scikit-learn) functions, usable on any ``nn.Module``.
+
+Nothing in this package imports Lightning or Hydra.
+"""
+
+from clustercam.explain.cardinality import CardinalityResult, cardinality
+from clustercam.explain.gradceam import GradCeAMResult, centroid_weights, grad_ceam
+
+__all__ = [
+    "CardinalityResult",
+    "GradCeAMResult",
+    "cardinality",
+    "centroid_weights",
+    "grad_ceam",
+]

@@ -1,0 +1,143 @@
+"""Matplotlib figures from tensors (no trainer, no logger): the paper's Fig. 9 and Fig. 11.
+
+Series are drawn as lines coloured by the map; images (N x C x H x W) get the map blended
+over them. Every figure has axis labels, a colour bar and the cluster sizes in its titles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+CMAP = "jet"
+
+
+def _np(a) -> np.ndarray:
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
+def _coloured_line(ax, series: np.ndarray, heat: np.ndarray, norm) -> LineCollection:
+    """One channel of a series, each segment coloured by the map value at its start."""
+    t = np.arange(len(series))
+    points = np.stack([t, series], 1)[:, None, :]
+    segments = np.concatenate([points[:-1], points[1:]], axis=1)
+    lc = LineCollection(segments, cmap=CMAP, norm=norm, linewidth=2)
+    lc.set_array((heat[:-1] + heat[1:]) / 2)
+    ax.add_collection(lc)
+    ax.set_xlim(0, len(series) - 1)
+    pad = 0.05 * (series.max() - series.min() + 1e-9)
+    ax.set_ylim(series.min() - pad, series.max() + pad)
+    return lc
+
+
+def _image(ax, image: np.ndarray, heat: np.ndarray | None, alpha: float = 0.5):
+    """An image (C x H x W) in grey or colour with an optional map blended over it."""
+    img = image.transpose(1, 2, 0)
+    lo, hi = img.min(), img.max()
+    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if heat is None:
+        return None
+    return ax.imshow(heat, cmap=CMAP, vmin=0, vmax=1, alpha=alpha)
+
+
+def _panel(ax, x: np.ndarray, heat: np.ndarray, norm, xlabel: bool):
+    if x.ndim == 2:  # C x L series
+        mappable = None
+        for ch in range(x.shape[0]):
+            mappable = _coloured_line(ax, x[ch], heat, norm)
+        ax.set_ylabel("value (z-norm.)")
+        if xlabel:
+            ax.set_xlabel("time step")
+        return mappable
+    return _image(ax, x, heat)
+
+
+def cluster_members_figure(
+    x: Sequence, heatmaps: Sequence, cluster: int, size: int, labels: Sequence[int] | None = None,
+    majority: int | None = None, mode: str = "",
+) -> Figure:
+    """Fig. 7-9: members of one cluster (nearest the centroid first) under that cluster's map.
+
+    ``x``: n x C x L (series) or n x C x H x W (images); ``heatmaps``: n x L or n x H x W in [0, 1].
+    """
+    x, heatmaps = _np(x), _np(heatmaps)
+    n = len(x)
+    title = f"Cluster {cluster} (size {size})"
+    if majority is not None:
+        title += f", majority label {majority}"
+    if mode:
+        title += f" - Grad-CeAM {mode}"
+    norm = plt.Normalize(0, 1)
+    if x.ndim == 3:
+        fig, axes = plt.subplots(n, 1, figsize=(8, 1.6 * n + 0.8), sharex=True, squeeze=False)
+        axes = axes[:, 0]
+    else:
+        cols = min(n, 5)
+        rows = int(np.ceil(n / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.8, 2.3 * rows + 0.6), squeeze=False)
+        axes = axes.ravel()
+        for ax in axes[n:]:
+            ax.axis("off")
+    mappable = None
+    for i in range(n):
+        mappable = _panel(axes[i], x[i], heatmaps[i], norm, xlabel=i == n - 1) or mappable
+        rank = f"#{i + 1} nearest"
+        axes[i].set_title(rank if labels is None else f"{rank}, label {int(labels[i])}", fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    if mappable is not None:
+        cax = fig.add_axes((0.91, 0.15, 0.02, 0.7))
+        fig.colorbar(mappable, cax=cax, label="Grad-CeAM (normalised)")
+    return fig
+
+
+def sample_all_clusters_figure(
+    x: Sequence, heatmaps: Sequence, sizes: Sequence[int], assigned: int,
+    label: int | None = None, raw_max: Sequence[float] | None = None, mode: str = "",
+) -> Figure:
+    """Fig. 11: one sample under every cluster's map (its own cluster marked).
+
+    ``x``: C x L or C x H x W; ``heatmaps``: K x L or K x H x W. ``raw_max`` (per cluster,
+    the unnormalised map's maximum) is shown because normalisation hides weak evidence.
+    """
+    x, heatmaps = _np(x), _np(heatmaps)
+    k = len(heatmaps)
+    norm = plt.Normalize(0, 1)
+    if x.ndim == 2:
+        fig, axes = plt.subplots(k, 1, figsize=(8, 1.6 * k + 0.8), sharex=True, squeeze=False)
+        axes = axes[:, 0]
+    else:
+        cols = min(k, 5)
+        rows = int(np.ceil(k / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.8, 2.4 * rows + 0.6), squeeze=False)
+        axes = axes.ravel()
+        for ax in axes[k:]:
+            ax.axis("off")
+    mappable = None
+    for c in range(k):
+        mappable = _panel(axes[c], x, heatmaps[c], norm, xlabel=c == k - 1) or mappable
+        t = f"cluster {c} (size {int(sizes[c])})" + (" - assigned" if c == assigned else "")
+        if raw_max is not None:
+            t += f", raw max {float(raw_max[c]):.3g}"
+        axes[c].set_title(t, fontsize=8)
+    head = "One sample under every cluster's map"
+    if label is not None:
+        head += f" (label {int(label)})"
+    if mode:
+        head += f" - Grad-CeAM {mode}"
+    fig.suptitle(head, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    if mappable is not None:
+        cax = fig.add_axes((0.91, 0.15, 0.02, 0.7))
+        fig.colorbar(mappable, cax=cax, label="Grad-CeAM (normalised)")
+    return fig

@@ -1,0 +1,1 @@
+"""nn.Modules (autoencoders, classifier wrappers) and the LightningModules that train them."""

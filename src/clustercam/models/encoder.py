@@ -1,0 +1,45 @@
+"""The encoder shape every clustercam autoencoder shares: conv ``features`` -> pool -> linear."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+POOLINGS = ("gap", "flatten")
+
+
+class Encoder(nn.Module):
+    """``features`` (the target layer Grad-CeAM explains by default), pooling, linear embedding.
+
+    ``pooling="gap"`` averages over positions; ``"flatten"`` keeps them (the authors' code).
+    """
+
+    target_layer = "features"
+
+    def __init__(
+        self, features: nn.Module, feature_shape: tuple[int, ...], embedding_dim: int, pooling: str
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        self.features = features
+        self.pooling = pooling
+        channels = feature_shape[0]
+        n_in = channels if pooling == "gap" else int(torch.tensor(feature_shape).prod())
+        self.fc = nn.Linear(n_in, embedding_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.features(x)
+        pooled = a.flatten(2).mean(-1) if self.pooling == "gap" else a.flatten(1)
+        return self.fc(pooled)
+
+
+def check_input(x: Tensor, expected: tuple[int, ...], name: str) -> None:
+    """A clear error when a batch does not have the shape the autoencoder was built for."""
+    if tuple(x.shape[1:]) != tuple(expected):
+        raise ValueError(
+            f"{name} was built for inputs of shape (N, {', '.join(map(str, expected))}), "
+            f"got {tuple(x.shape)}"
+        )

@@ -1,0 +1,89 @@
+"""Time-series ResNet convolutional autoencoder (SPEC § 4, paper § IV-B)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from clustercam.models.encoder import Encoder, check_input
+
+
+class ResidualBlock1d(nn.Module):
+    """Conv k=8 -> BN -> ReLU -> Conv k=5 -> BN -> ReLU -> Conv k=3 -> BN, + 1x1 conv shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernels: Sequence[int] = (8, 5, 3)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, k in enumerate(kernels):
+            layers += [nn.Conv1d(c, out_channels, k, padding="same"), nn.BatchNorm1d(out_channels)]
+            if i < len(kernels) - 1:
+                layers.append(nn.ReLU())
+            c = out_channels
+        self.body = nn.Sequential(*layers)
+        self.shortcut = nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, 1), nn.BatchNorm1d(out_channels)
+        )
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class ResNetCAE(nn.Module):
+    """Encoder: residual blocks -> GAP -> linear (m = ``embedding_dim``); decoder mirrors it.
+
+    ``input_shape`` is (channels, length). The decoder maps the embedding linearly to
+    length x last filters, runs the blocks in reverse and a final Conv1d to the input
+    channels with a linear output (the series are z-normalised).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        filters: Sequence[int] = (64, 128, 128),
+        embedding_dim: int = 10,
+        pooling: str = "gap",
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 2:
+            raise ValueError(f"ResNetCAE needs input_shape (channels, length), got {input_shape}")
+        if not filters:
+            raise ValueError("filters must list at least one block width")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        c_in, length = self.input_shape
+        blocks, c = [], c_in
+        for f in filters:
+            blocks.append(ResidualBlock1d(c, f))
+            c = f
+        self.encoder = Encoder(nn.Sequential(*blocks), (c, length), embedding_dim, pooling)
+        rev = list(reversed(filters))
+        dec_blocks, c = [], rev[0]
+        for f in rev:
+            dec_blocks.append(ResidualBlock1d(c, f))
+            c = f
+        self.decoder = _SeriesDecoder(embedding_dim, rev[0], length, nn.Sequential(*dec_blocks), c, c_in)
+
+    @property
+    def target_layer(self) -> str:
+        return Encoder.target_layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.input_shape, type(self).__name__)
+        return self.decoder(self.encoder(x))
+
+
+class _SeriesDecoder(nn.Module):
+    def __init__(
+        self, m: int, channels: int, length: int, blocks: nn.Module, c_last: int, c_out: int
+    ) -> None:
+        super().__init__()
+        self.channels, self.length = channels, length
+        self.fc = nn.Linear(m, channels * length)
+        self.blocks = blocks
+        self.out = nn.Conv1d(c_last, c_out, 1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.fc(z).reshape(z.shape[0], self.channels, self.length)
+        return self.out(self.blocks(h))

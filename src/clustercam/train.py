@@ -1,0 +1,104 @@
+"""The Hydra entry point: compose, instantiate, fit, test, and return the optimised metric.
+
+    python -m clustercam.train experiment=trace trainer.max_epochs=2 seed=3
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+# offline unless the user chose otherwise (the default run needs no network)
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))
+
+import hydra  # noqa: E402
+import lightning as L  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from clustercam import outputs  # noqa: E402
+from clustercam.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
+from clustercam.report import print_config, print_summary  # noqa: E402
+
+log = logging.getLogger("clustercam")
+CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate everything from ``cfg``, train and/or test; return the final metrics."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:
+        outputs.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    log.info("Instantiating datamodule <%s>", cfg.data._target_)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    extra: dict[str, Any] = {}
+    if hasattr(datamodule, "input_shape") and "input_shape" in cfg.model:
+        extra["input_shape"] = list(datamodule.input_shape)
+    log.info("Instantiating model <%s>", cfg.model._target_)
+    model = hydra.utils.instantiate(cfg.model, **extra)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("train"):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if cfg.get("test"):
+        trainer.test(model=model, datamodule=datamodule,
+                     ckpt_path=None if cfg.get("train") else ckpt_path)
+
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for cb in callbacks:
+        metrics.update({f"test/{k}": v for k, v in getattr(cb, "results", {}).items()})
+    if trainer.is_global_zero and cfg.get("test"):
+        print_summary(out, metrics)
+    return metrics
+
+
+def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
+    """The value a sweeper optimises; a clear error if the config names a missing metric."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(
+            f"optimized_metric {name!r} was not computed; available: {sorted(metrics)[:30]}"
+        )
+    value = float(metrics[name])
+    return value if math.isfinite(value) else float("nan")
+
+
+def _finish_wandb() -> None:
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train.yaml")
+def main(cfg: DictConfig) -> float | None:
+    if cfg.get("print_config"):
+        print_config(cfg)
+    try:
+        metrics = run(cfg)
+    finally:
+        _finish_wandb()  # each job of a multirun closes its own W&B run
+    return metric_value(metrics, cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
