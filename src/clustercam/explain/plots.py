@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -37,17 +38,42 @@ def _coloured_line(ax, series: np.ndarray, heat: np.ndarray, norm) -> LineCollec
     return lc
 
 
-def _image(ax, image: np.ndarray, heat: np.ndarray | None, alpha: float = 0.5):
-    """An image (C x H x W) in grey or colour with an optional map blended over it."""
+def _image(ax, image: np.ndarray, heat: np.ndarray | None, alpha: float = 0.45):
+    """An image (C x H x W) in grey or colour with an optional map blended over it.
+
+    The image is min-max scaled for display only; the map keeps its [0, 1] scale so
+    colours mean the same in every panel.
+    """
     img = image.transpose(1, 2, 0)
     lo, hi = img.min(), img.max()
     img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     if heat is None:
         return None
-    return ax.imshow(heat, cmap=CMAP, vmin=0, vmax=1, alpha=alpha)
+    return ax.imshow(heat, cmap=CMAP, vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
+
+
+def _colour_bar(fig: Figure) -> None:
+    """A map colour bar at full opacity (the blended panels use a transparent map)."""
+    cax = fig.add_axes((0.91, 0.15, 0.02, 0.7))
+    sm = ScalarMappable(norm=plt.Normalize(0, 1), cmap=CMAP)
+    fig.colorbar(sm, cax=cax, label="Grad-CeAM (normalised)")
+
+
+def _image_grid(n: int, cols: int, with_inputs: bool, height: float) -> tuple[Figure, np.ndarray]:
+    """Axes for n image panels, ``cols`` a row; with ``with_inputs`` each row of maps sits
+    under a row of the plain images, so colour images stay readable under the map."""
+    cols = max(1, min(n, cols))
+    rows = int(np.ceil(n / cols))
+    per = 2 if with_inputs else 1
+    fig, axes = plt.subplots(rows * per, cols, figsize=(2.2 * cols + 0.8, height * rows * per + 0.7),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    return fig, axes
 
 
 def _panel(ax, x: np.ndarray, heat: np.ndarray, norm, xlabel: bool):
@@ -77,17 +103,11 @@ def cluster_members_figure(
         title += f", majority label {majority}"
     if mode:
         title += f" - Grad-CeAM {mode}"
+    if x.ndim == 4:
+        return _members_images(x, heatmaps, title, labels)
     norm = plt.Normalize(0, 1)
-    if x.ndim == 3:
-        fig, axes = plt.subplots(n, 1, figsize=(8, 1.6 * n + 0.8), sharex=True, squeeze=False)
-        axes = axes[:, 0]
-    else:
-        cols = min(n, 5)
-        rows = int(np.ceil(n / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.8, 2.3 * rows + 0.6), squeeze=False)
-        axes = axes.ravel()
-        for ax in axes[n:]:
-            ax.axis("off")
+    fig, axes = plt.subplots(n, 1, figsize=(8, 1.6 * n + 0.8), sharex=True, squeeze=False)
+    axes = axes[:, 0]
     mappable = None
     for i in range(n):
         mappable = _panel(axes[i], x[i], heatmaps[i], norm, xlabel=i == n - 1) or mappable
@@ -112,17 +132,16 @@ def sample_all_clusters_figure(
     """
     x, heatmaps = _np(x), _np(heatmaps)
     k = len(heatmaps)
+    head = "One sample under every cluster's map"
+    if label is not None:
+        head += f" (label {int(label)})"
+    if mode:
+        head += f" - Grad-CeAM {mode}"
+    if x.ndim == 3:
+        return _sample_images(x, heatmaps, sizes, assigned, raw_max, head)
     norm = plt.Normalize(0, 1)
-    if x.ndim == 2:
-        fig, axes = plt.subplots(k, 1, figsize=(8, 1.6 * k + 0.8), sharex=True, squeeze=False)
-        axes = axes[:, 0]
-    else:
-        cols = min(k, 5)
-        rows = int(np.ceil(k / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.8, 2.4 * rows + 0.6), squeeze=False)
-        axes = axes.ravel()
-        for ax in axes[k:]:
-            ax.axis("off")
+    fig, axes = plt.subplots(k, 1, figsize=(8, 1.6 * k + 0.8), sharex=True, squeeze=False)
+    axes = axes[:, 0]
     mappable = None
     for c in range(k):
         mappable = _panel(axes[c], x, heatmaps[c], norm, xlabel=c == k - 1) or mappable
@@ -130,14 +149,66 @@ def sample_all_clusters_figure(
         if raw_max is not None:
             t += f", raw max {float(raw_max[c]):.3g}"
         axes[c].set_title(t, fontsize=8)
-    head = "One sample under every cluster's map"
-    if label is not None:
-        head += f" (label {int(label)})"
-    if mode:
-        head += f" - Grad-CeAM {mode}"
     fig.suptitle(head, fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.9, 1))
     if mappable is not None:
         cax = fig.add_axes((0.91, 0.15, 0.02, 0.7))
         fig.colorbar(mappable, cax=cax, label="Grad-CeAM (normalised)")
+    return fig
+
+
+# -- images (paper Fig. 7, 8, 11) -------------------------------------------------------------
+
+
+def _members_images(
+    x: np.ndarray, heatmaps: np.ndarray, title: str, labels: Sequence[int] | None, cols: int = 5
+) -> Figure:
+    """Members as columns: the plain image above the same image with the cluster's map."""
+    n = len(x)
+    fig, axes = _image_grid(n, cols, with_inputs=True, height=1.9)
+    cols = axes.shape[1]
+    for i in range(n):
+        r, c = divmod(i, cols)
+        top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
+        for ax in (top, bottom):
+            ax.axis("on")
+        _image(top, x[i], None)
+        _image(bottom, x[i], heatmaps[i])
+        rank = f"#{i + 1} nearest"
+        top.set_title(rank if labels is None else f"{rank}, label {int(labels[i])}", fontsize=8)
+        if c == 0:
+            top.set_ylabel("input", fontsize=8)
+            bottom.set_ylabel("Grad-CeAM", fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.9, 0.97))
+    _colour_bar(fig)
+    return fig
+
+
+def _sample_images(
+    x: np.ndarray, heatmaps: np.ndarray, sizes: Sequence[int], assigned: int,
+    raw_max: Sequence[float] | None, head: str, cols: int = 6,
+) -> Figure:
+    """The plain image first, then one panel per cluster with that cluster's map."""
+    k = len(heatmaps)
+    fig, axes = _image_grid(k + 1, cols, with_inputs=False, height=2.1)
+    panels = axes.ravel()
+    panels[0].axis("on")
+    _image(panels[0], x, None)
+    panels[0].set_title(f"input (cluster {assigned})", fontsize=8)
+    for c in range(k):
+        ax = panels[c + 1]
+        ax.axis("on")
+        _image(ax, x, heatmaps[c])
+        t = f"cluster {c} (size {int(sizes[c])})"
+        if raw_max is not None:
+            t += f"\nraw max {float(raw_max[c]):.3g}"
+        ax.set_title(t, fontsize=8, fontweight="bold" if c == assigned else "normal")
+        if c == assigned:  # a frame marks the sample's own cluster
+            for spine in ax.spines.values():
+                spine.set_edgecolor("black")
+                spine.set_linewidth(2.5)
+    fig.suptitle(head, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.9, 0.97))
+    _colour_bar(fig)
     return fig

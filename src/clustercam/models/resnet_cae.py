@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from clustercam.models.encoder import Encoder, check_input
+
+# 'same' padding with the paper's even kernel (k=8) is intended; torch warns on every call
+warnings.filterwarnings("ignore", message="Using padding='same' with even kernel", category=UserWarning)
 
 
 class ResidualBlock1d(nn.Module):

@@ -1,0 +1,139 @@
+"""Image convolutional autoencoder (SPEC § 4, paper § IV-B) for MNIST, STL-10 and the like.
+
+The encoder is d strided Conv2d + ReLU layers (``features``, the Grad-CeAM target layer),
+then global average pooling (or flatten, as the authors' code) and a linear layer to the
+embedding. The decoder mirrors it: linear -> reshape -> transposed convolutions -> a final
+convolution to the input channels with a sigmoid, because the images are scaled to [0, 1].
+Each transposed convolution gets the ``output_padding`` that restores the exact spatial
+size of the matching encoder input, so odd sizes (28 -> 14 -> 7 -> 14 -> 28, or 27 -> 14
+-> 7 -> 14 -> 27) reconstruct to the input shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from clustercam.models.encoder import Encoder, check_input
+
+OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
+
+
+def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Spatial size after a Conv2d (dilation 1)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def transposed_output_padding(target: int, size: int, kernel: int, stride: int, padding: int) -> int:
+    """The ``output_padding`` that makes a ConvTranspose2d map ``size`` back to ``target``."""
+    op = target - ((size - 1) * stride - 2 * padding + kernel)
+    if not 0 <= op < max(stride, 1):  # cannot happen for a size produced by the matching conv
+        raise ValueError(
+            f"cannot invert a conv (kernel {kernel}, stride {stride}, padding {padding}) "
+            f"from {size} back to {target}"
+        )
+    return op
+
+
+class ConvAutoencoder(nn.Module):
+    """Conv2d encoder -> GAP (or flatten) -> linear to ``embedding_dim``; mirrored decoder.
+
+    ``input_shape`` is (channels, height, width). Layer i has ``filters[i]`` channels,
+    a ``kernels[i]`` square kernel, stride ``strides[i]`` and padding ``kernels[i] // 2``
+    ("same"-like: 28 -> 14 -> 7 for MNIST, 96 -> 48 -> 24 -> 12 for STL-10).
+    ``output_activation``: ``sigmoid`` for [0, 1] images, ``linear`` for standardised inputs.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        filters: Sequence[int] = (32, 64),
+        kernels: Sequence[int] = (3, 5),
+        strides: Sequence[int] = (2, 2),
+        embedding_dim: int = 10,
+        pooling: str = "gap",
+        output_activation: str = "sigmoid",
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"ConvAutoencoder needs input_shape (channels, height, width), got {tuple(input_shape)}"
+            )
+        if not filters:
+            raise ValueError("filters must list at least one convolution width")
+        if not len(filters) == len(kernels) == len(strides):
+            raise ValueError(
+                f"filters, kernels and strides need one entry per layer, got {len(filters)}, "
+                f"{len(kernels)} and {len(strides)}"
+            )
+        if any(int(v) < 1 for v in (*filters, *kernels, *strides)):
+            raise ValueError("filters, kernels and strides must all be >= 1")
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(
+                f"unknown output_activation {output_activation!r}; choose one of {OUTPUT_ACTIVATIONS}"
+            )
+        self.input_shape = tuple(int(s) for s in input_shape)
+        c_in, h, w = self.input_shape
+        filters, kernels, strides = list(map(int, filters)), list(map(int, kernels)), list(map(int, strides))
+
+        # encoder: record every layer's input size so the decoder can invert it exactly
+        sizes = [(h, w)]
+        layers: list[nn.Module] = []
+        c = c_in
+        for f, k, s in zip(filters, kernels, strides):
+            p = k // 2
+            nh, nw = conv_out_size(sizes[-1][0], k, s, p), conv_out_size(sizes[-1][1], k, s, p)
+            if nh < 1 or nw < 1:
+                raise ValueError(
+                    f"input of spatial size {h}x{w} is too small for {len(filters)} conv layers "
+                    f"with kernels {kernels} and strides {strides}"
+                )
+            layers += [nn.Conv2d(c, f, k, stride=s, padding=p), nn.ReLU()]
+            sizes.append((nh, nw))
+            c = f
+        self.feature_shape = (c, *sizes[-1])
+        self.encoder = Encoder(nn.Sequential(*layers), self.feature_shape, embedding_dim, pooling)
+
+        # decoder: transposed convs in reverse order; the first layer keeps filters[0] channels
+        # and a final 3x3 conv maps them to the input channels
+        dec: list[nn.Module] = []
+        for i in reversed(range(len(filters))):
+            k, s, p = kernels[i], strides[i], kernels[i] // 2
+            c_out = filters[i - 1] if i > 0 else filters[0]
+            (th, tw), (ih, iw) = sizes[i], sizes[i + 1]
+            op = (
+                transposed_output_padding(th, ih, k, s, p),
+                transposed_output_padding(tw, iw, k, s, p),
+            )
+            dec += [
+                nn.ConvTranspose2d(filters[i], c_out, k, stride=s, padding=p, output_padding=op),
+                nn.ReLU(),
+            ]
+        dec.append(nn.Conv2d(filters[0], c_in, 3, padding=1))
+        if output_activation == "sigmoid":
+            dec.append(nn.Sigmoid())
+        self.decoder = _ImageDecoder(embedding_dim, self.feature_shape, nn.Sequential(*dec))
+
+    @property
+    def target_layer(self) -> str:
+        return Encoder.target_layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.input_shape, type(self).__name__)
+        return self.decoder(self.encoder(x))
+
+
+class _ImageDecoder(nn.Module):
+    """Linear (+ ReLU) to the encoder's feature shape, reshape, transposed convolutions."""
+
+    def __init__(self, m: int, feature_shape: tuple[int, int, int], body: nn.Module) -> None:
+        super().__init__()
+        self.feature_shape = feature_shape
+        c, h, w = feature_shape
+        self.fc = nn.Linear(m, c * h * w)
+        self.act = nn.ReLU()
+        self.body = body
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.body(self.act(self.fc(z)).reshape(z.shape[0], *self.feature_shape))
