@@ -130,8 +130,8 @@ def _loop_reference(encoder, layer, x, mu, mode):
     """One backward per sample and cluster: what the batched call must equal."""
     weights, maps = [], []
     for i in range(len(x)):
-        captured = {}
-        handle = layer.register_forward_hook(lambda m, a, out: captured.__setitem__("A", out))
+        captured: dict = {}
+        handle = layer.register_forward_hook(lambda m, a, out, box=captured: box.__setitem__("A", out))
         z = encoder(x[i : i + 1])
         handle.remove()
         a = captured["A"]
