@@ -1,0 +1,1 @@
+"""LightningDataModules: every one yields (x, y, index) batches and knows its input shape."""

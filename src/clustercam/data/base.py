@@ -1,0 +1,139 @@
+"""One datamodule interface for series and images.
+
+A subclass implements ``load_split(split) -> (x, y)`` (float inputs N x C x ..., integer
+labels 0..K-1) and sets ``name``; everything else (index tracking for DDP gathering,
+loaders, shapes, class count) lives here, so a new dataset is a config plus one method.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+
+
+class IndexedDataset(Dataset):
+    """(x, y, index) triples: the index lets epoch-end callbacks undo a DistributedSampler."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
+        return self.x[i], self.y[i], i
+
+
+def check_finite(x: Tensor, what: str) -> None:
+    if not torch.isfinite(x).all():
+        rows = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()
+        raise ValueError(
+            f"{what} contains NaN or infinite values in {len(rows)} samples "
+            f"(first indices {rows[:5].tolist()}); clean or impute the data first"
+        )
+
+
+class ClusterDataModule(LightningDataModule):
+    """Base datamodule: a train split to fit the autoencoder, an evaluated split to cluster.
+
+    ``eval_split`` ("test" by default, as the authors' code) is what validation, testing,
+    k-means and the explanations use. ``max_samples`` caps each split (quick runs, tests).
+    """
+
+    name: str = "dataset"
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        eval_split: str = "test",
+        max_samples: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if eval_split not in SPLITS:
+            raise ValueError(f"eval_split must be one of {SPLITS}, got {eval_split!r}")
+        if max_samples is not None and max_samples < 1:
+            raise ValueError(f"max_samples must be >= 1 or null, got {max_samples}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 256)
+        self.num_workers = num_workers
+        self.eval_split = eval_split
+        self.max_samples = max_samples
+        self.pin_memory = pin_memory
+        self._splits: dict[str, IndexedDataset] = {}
+
+    # -- to implement -------------------------------------------------------------------
+    def load_split(self, split: str) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------
+    def split(self, split: str) -> IndexedDataset:
+        """The (cached) dataset of one split."""
+        if split not in self._splits:
+            x, y = self.load_split(split)
+            x = torch.as_tensor(x, dtype=torch.float32)
+            y = torch.as_tensor(y, dtype=torch.long)
+            if self.max_samples is not None:
+                x, y = x[: self.max_samples], y[: self.max_samples]
+            check_finite(x, f"{self.name} {split} split")
+            self._splits[split] = IndexedDataset(x, y)
+            log.info("%s %s split: %d samples of shape %s", self.name, split, len(x), tuple(x.shape[1:]))
+        return self._splits[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        self.data_train = self.split("train")
+        self.data_eval = self.split(self.eval_split)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.split("train").x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        ys = torch.cat([self.split(s).y for s in {"train", self.eval_split}])
+        return int(ys.max()) + 1
+
+    def eval_tensors(self) -> tuple[Tensor, Tensor]:
+        """All inputs and labels of the evaluated split, in index order."""
+        ds = self.split(self.eval_split)
+        return ds.x, ds.y
+
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.split("train"), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.split(self.eval_split), self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes}
