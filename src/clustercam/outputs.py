@@ -77,6 +77,13 @@ def write_text(path: str | Path, text: str) -> Path:
     return _atomic_write(Path(path), lambda fh: fh.write(text))
 
 
+def write_npz(path: str | Path, **arrays: Any) -> Path:
+    """Arrays in one compressed ``.npz`` (e.g. the maps behind the figures)."""
+    import numpy as np
+
+    return _atomic_write(Path(path), lambda fh: np.savez_compressed(fh, **arrays), mode="wb")
+
+
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt

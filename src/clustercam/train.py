@@ -17,8 +17,10 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
 from clustercam.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
@@ -45,7 +47,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     log.info("Instantiating model <%s>", cfg.model._target_)
     model = hydra.utils.instantiate(cfg.model, **extra)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(group_multirun(cfg).get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
@@ -65,6 +67,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero and cfg.get("test"):
         print_summary(out, metrics)
     return metrics
+
+
+def group_multirun(cfg: DictConfig) -> DictConfig:
+    """Jobs of one multirun share a W&B group named after the sweep (unless one is set)."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:  # composed outside @hydra.main (tests, notebooks)
+        return cfg
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if hc.mode == RunMode.MULTIRUN and wandb_cfg is not None and not wandb_cfg.get("group"):
+        with open_dict(cfg):
+            cfg.logger.wandb.group = Path(hc.sweep.dir).name
+            cfg.logger.wandb.name = cfg.logger.wandb.get("name") or f"job{hc.job.num}"
+    return cfg
 
 
 def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:

@@ -32,6 +32,8 @@ class AutoencoderModule(LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        # plain ints, so checkpoints load with torch.load(weights_only=True) (no OmegaConf types)
+        input_shape = None if input_shape is None else [int(s) for s in input_shape]
         self.save_hyperparameters(ignore=["net", "optimizer"])
         if isinstance(net, nn.Module):
             self.net = net
