@@ -1,0 +1,217 @@
+"""ImageNet images from an ImageFolder of synset folders, preprocessed as the classifier expects.
+
+``<data_dir>/<synset>/<file>.JPEG`` (e.g. ``n01440764/...``). Each synset maps to its
+ImageNet-1k class index (timm's table; the 11 classes of SPEC § 5 are built in), so the
+concept importance is measured for the right class. Preprocessing comes from timm's data
+config for the model (``nf_resnet50``: resize 272 bicubic, centre crop 256, ImageNet
+mean/std). Batches are ``(x, y, index)``; :attr:`image_paths` and :meth:`display_image`
+give the original file and the un-normalised crop for figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+
+# SPEC § 5: the paper's 11 classes (synset -> (ImageNet-1k index, name))
+PAPER_CLASSES: dict[str, tuple[int, str]] = {
+    "n01440764": (0, "tench"),
+    "n02102040": (217, "English springer"),
+    "n02325366": (330, "wood rabbit"),
+    "n02979186": (482, "cassette player"),
+    "n03000684": (491, "chain saw"),
+    "n03028079": (497, "church"),
+    "n03394916": (566, "French horn"),
+    "n03417042": (569, "garbage truck"),
+    "n03425413": (571, "gas pump"),
+    "n03445777": (574, "golf ball"),
+    "n03888257": (701, "parachute"),
+}
+
+
+def synset_class(synset: str, class_map: Mapping[str, int] | None = None) -> tuple[int, str]:
+    """(ImageNet-1k index, short name) of a synset folder; a clear error if unknown."""
+    if class_map and synset in class_map:
+        return int(class_map[synset]), synset
+    if synset in PAPER_CLASSES:
+        return PAPER_CLASSES[synset]
+    try:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        names = info.label_names()
+        if synset in names:
+            idx = names.index(synset)
+            return idx, info.index_to_description(idx).split(",")[0]
+    except ImportError:  # pragma: no cover
+        pass
+    raise ValueError(
+        f"folder {synset!r} is not an ImageNet-1k synset (like n01440764); rename it, or map it "
+        f"to a class index with data.class_map={{{synset}: <index>}}"
+    )
+
+
+def data_config(model_name: str, pretrained_tag: str | None = None) -> dict[str, Any]:
+    """timm's eval preprocessing for a model name (input size, interpolation, crop, mean/std)."""
+    from timm.data import resolve_data_config
+
+    from clustercam.models.classifier_module import pretrained_cfg
+
+    arch, _, tag = model_name.partition(".")
+    tag = pretrained_tag or tag
+    cfg = pretrained_cfg(f"{arch}.{tag}" if tag else arch)
+    if cfg is None:
+        cfg = pretrained_cfg(arch)
+    return resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg is not None else {})
+
+
+class ImageFileDataset(Dataset):
+    """(x, y, index) from image files; ``transform`` maps a PIL image to a tensor."""
+
+    def __init__(self, paths: list[Path], targets: list[int], transform: Any) -> None:
+        self.paths, self.targets, self.transform = paths, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        with Image.open(self.paths[i]) as img:
+            x = self.transform(img.convert("RGB"))
+        return x, self.targets[i], i
+
+
+class ImageNetSubsetDataModule(LightningDataModule):
+    """A few ImageNet classes from synset folders, for a frozen ImageNet classifier.
+
+    The same images serve test and predict (there is nothing to train).
+    ``class_map`` maps extra folder names to class indices; ``max_images`` caps the set.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        model_name: str = "nf_resnet50",
+        pretrained_tag: str | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        max_images: int | None = None,
+        class_map: Mapping[str, int] | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"max_images must be >= 1 or null, got {max_images}")
+        self.data_dir = Path(data_dir).expanduser()
+        self.model_name = model_name
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.max_images = max_images
+        self.class_map = dict(class_map or {})
+        self.pin_memory = pin_memory
+        self.config = data_config(model_name, pretrained_tag)
+        self.image_paths, self.targets, self.class_names = self._scan()
+        log.info("%d images of %d classes from %s", len(self.image_paths),
+                 len(set(self.targets)), self.data_dir)
+
+    def _scan(self) -> tuple[list[Path], list[int], list[str]]:
+        if not self.data_dir.is_dir():
+            raise FileNotFoundError(
+                f"image folder {str(self.data_dir)!r} does not exist; set data.data_dir to a "
+                "folder of synset sub-folders (<data_dir>/n01440764/*.JPEG, ...)"
+            )
+        paths: list[Path] = []
+        targets: list[int] = []
+        names: list[str] = []
+        folders = sorted(p for p in self.data_dir.iterdir() if p.is_dir())
+        for folder in folders:
+            files = sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS)
+            if not files:
+                continue
+            idx, name = synset_class(folder.name, self.class_map)
+            paths += files
+            targets += [idx] * len(files)
+            names += [name] * len(files)
+        if not paths:
+            raise ValueError(
+                f"no images found in {str(self.data_dir)!r}: expected synset sub-folders "
+                f"(n01440764/, ...) holding {'/'.join(EXTENSIONS)} files; found "
+                f"{len(folders)} sub-folders"
+            )
+        if self.max_images is not None:
+            paths, targets, names = (paths[: self.max_images], targets[: self.max_images],
+                                     names[: self.max_images])
+        return paths, targets, names
+
+    # -- transforms ---------------------------------------------------------------------
+    @property
+    def transform(self) -> Any:
+        from timm.data import create_transform
+
+        return create_transform(**self.config, is_training=False)
+
+    @property
+    def display_transform(self) -> Any:
+        """The same resize + crop without normalisation: what the model sees, in [0, 1]."""
+        from torchvision import transforms as T
+
+        steps = [t for t in self.transform.transforms if not isinstance(t, T.Normalize)]
+        return T.Compose(steps)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.config["input_size"][-2:])  # type: ignore[return-value]
+
+    def display_image(self, index: int) -> Tensor:
+        """3 x H x W in [0, 1]: image ``index`` resized and cropped as for the model."""
+        with Image.open(self.image_paths[index]) as img:
+            return self.display_transform(img.convert("RGB"))
+
+    @property
+    def num_classes(self) -> int:
+        return 1000
+
+    # -- loaders ------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self.dataset = ImageFileDataset(self.image_paths, self.targets, self.transform)
+
+    def _loader(self) -> DataLoader:
+        if not hasattr(self, "dataset"):
+            self.setup()
+        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def image_name(self, index: int) -> str:
+        return self.image_paths[index].stem
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset": "imagenet_subset", "data_dir": str(self.data_dir),
+                "n_images": len(self.image_paths), "classes": sorted(set(self.targets)),
+                "preprocessing": {k: (list(v) if isinstance(v, tuple) else v)
+                                  for k, v in self.config.items()}}
+
+
+def load_images(paths: list[Path], transform: Any) -> Tensor:
+    """Stack the transformed images of ``paths`` (a convenience for notebooks and tests)."""
+    return torch.stack([ImageFileDataset(paths, [0] * len(paths), transform)[i][0]
+                        for i in range(len(paths))])

@@ -1,0 +1,223 @@
+"""A frozen timm classifier split into ``g`` (features) and ``h`` (head) for concepts (SPEC § 4).
+
+``g = forward_features`` (for ``nf_resnet50``: 2048 x 8 x 8, non-negative), ``h =
+forward_head`` (average pool + linear). Weights: from a local file when
+``checkpoint_path`` is given, else from the Hugging Face cache or hub; only
+``pretrained: false`` gives random weights (logged as a warning and recorded as
+``weights_source == "random"``). Offline without weights the run ends at once with one
+message that says how to provide them (no download retry loop).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from lightning import LightningModule
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for but cannot be found or downloaded."""
+
+
+def split_model_name(name: str, pretrained_tag: str | None = None) -> tuple[str, str | None]:
+    """``"nf_resnet50.ra2_in1k"`` -> (architecture, tag); an explicit tag wins."""
+    arch, _, tag = name.partition(".")
+    return arch, pretrained_tag or (tag or None)
+
+
+def check_model_name(arch: str) -> None:
+    """A clear error (with close matches) for a name timm does not know."""
+    import timm
+
+    if arch in timm.list_models():
+        return
+    close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+    hint = f"; did you mean one of {close}?" if close else "; see timm.list_models()"
+    raise ValueError(f"unknown timm model name {arch!r}{hint}")
+
+
+def pretrained_cfg(full_name: str) -> Any:
+    """timm's pretrained config for ``arch[.tag]``, or None (unknown tag / no weights)."""
+    from timm.models import get_pretrained_cfg
+
+    try:
+        return get_pretrained_cfg(full_name)
+    except RuntimeError:  # invalid tag
+        return None
+
+
+def _hub_reachable(endpoint: str, timeout: float = 1.5) -> bool:
+    """One quick TCP connect to the hub (or the configured HTTPS proxy); no retries."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlparse(proxy or endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cached_hub_file(hub_id: str) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return None
+    for filename in HUB_FILENAMES:
+        path = try_to_load_from_cache(hub_id, filename)
+        if isinstance(path, str) and Path(path).is_file():
+            return path
+    return None
+
+
+def _weights_help(full_name: str, reason: str) -> str:
+    return (
+        f"pretrained weights for {full_name!r} are not available: {reason}. Provide them in "
+        f"one of these ways: (1) model.checkpoint_path=/path/to/weights "
+        f"(.safetensors / .pth / .bin state dict); (2) fill the Hugging Face cache once on a "
+        f"machine with internet: python -c \"import timm; timm.create_model('{full_name}', "
+        f"pretrained=True)\" and copy ~/.cache/huggingface (or set HF_HOME); (3) "
+        f"model.pretrained=false for random weights (tests only: the concepts mean nothing)."
+    )
+
+
+def build_timm_model(
+    name: str = "nf_resnet50",
+    pretrained: bool = True,
+    checkpoint_path: str | Path | None = None,
+    pretrained_tag: str | None = None,
+) -> tuple[nn.Module, str]:
+    """Create the timm model and load its weights; returns (model, where the weights came from).
+
+    Order: ``checkpoint_path`` if given (must exist), else the local Hugging Face cache,
+    else the hub if it answers within ~1.5 s (and ``HF_HUB_OFFLINE`` is not set), else one
+    :class:`PretrainedWeightsError`. ``pretrained=False``: random weights, a warning.
+    """
+    import timm
+
+    arch, tag = split_model_name(name, pretrained_tag)
+    check_model_name(arch)
+    full = f"{arch}.{tag}" if tag else arch
+    if not pretrained:
+        log.warning(
+            "MODEL %s HAS RANDOM WEIGHTS (model.pretrained=false): concepts and importances "
+            "describe an untrained network; use this for tests only", arch)
+        return timm.create_model(arch, pretrained=False), "random"
+    if checkpoint_path:
+        path = Path(checkpoint_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model.checkpoint_path {str(path)!r} does not exist (weights for {full!r}); "
+                "give an existing .safetensors/.pth file, or leave it null to use the hub"
+            )
+        known = tag is not None and pretrained_cfg(full) is not None
+        try:
+            model = timm.create_model(full if known else arch, pretrained=True,
+                                      pretrained_cfg_overlay={"file": str(path), "hf_hub_id": None})
+        except (RuntimeError, KeyError, ValueError, OSError) as err:
+            raise PretrainedWeightsError(
+                f"could not load {str(path)!r} into {arch!r}: {str(err).splitlines()[0][:300]}"
+            ) from None
+        log.info("Loaded %s weights from %s", arch, path)
+        return model, f"file:{path}"
+    cfg = pretrained_cfg(full)
+    if cfg is None:
+        raise PretrainedWeightsError(_weights_help(full, f"timm has no pretrained tag {full!r}"))
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    cached = _cached_hub_file(hub_id) if hub_id else None
+    if cached:
+        model = timm.create_model(full, pretrained=True,
+                                  pretrained_cfg_overlay={"file": cached, "hf_hub_id": None})
+        log.info("Loaded %s weights from the Hugging Face cache (%s)", full, cached)
+        return model, f"hub:{hub_id}"
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise PretrainedWeightsError(_weights_help(full, "HF_HUB_OFFLINE is set and they are not in the local cache"))
+    if not _hub_reachable(constants.ENDPOINT):
+        raise PretrainedWeightsError(_weights_help(full, f"{constants.ENDPOINT} cannot be reached and they are not in the local cache"))
+    try:
+        model = timm.create_model(full, pretrained=True)
+    except Exception as err:  # noqa: BLE001 - any download failure gets the same help
+        raise PretrainedWeightsError(_weights_help(full, f"the download failed ({type(err).__name__})")) from None
+    return model, f"hub:{hub_id or full}"
+
+
+class ClassifierModule(LightningModule):
+    """A frozen timm classifier whose test/predict steps return ``g(x)`` for each batch.
+
+    ``name``: any timm model, optionally with its pretrained tag (``nf_resnet50.ra2_in1k``;
+    ``pretrained_tag`` overrides the tag).
+    Batches are ``(x, y, index, ...)``; steps return ``{"activations", "y", "idx",
+    "logits"}`` for the concept callback, which calls :meth:`head` (``h``) itself.
+    ``concepts`` (the callback's settings, kept under ``model.concepts`` so a multirun can
+    sweep them) is accepted and stored in the hyperparameters, nothing else.
+    There is no training step: the classifier stays frozen.
+    """
+
+    def __init__(
+        self,
+        name: str = "nf_resnet50.ra2_in1k",
+        pretrained: bool = True,
+        checkpoint_path: str | None = None,
+        pretrained_tag: str | None = None,
+        concepts: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net, self.weights_source = build_timm_model(name, pretrained, checkpoint_path,
+                                                         pretrained_tag)
+        arch, tag = split_model_name(name, pretrained_tag)
+        self.model_name = arch
+        self.full_name = f"{arch}.{tag}" if tag else arch
+        self.pretrained = self.weights_source != "random"
+        self.net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ClassifierModule:
+        """Always eval: the classifier is frozen (no dropout, fixed statistics)."""
+        return super().train(False)
+
+    def features(self, x: Tensor) -> Tensor:
+        """g: the last feature map before pooling (B x C x H x W)."""
+        return self.net.forward_features(x)
+
+    def head(self, activations: Tensor) -> Tensor:
+        """h: logits from (possibly ablated) activations."""
+        return self.net.forward_head(activations)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def _step(self, batch: Any) -> dict[str, Tensor]:
+        x, y, idx = batch[0], batch[1], batch[2]
+        a = self.features(x)
+        return {"activations": a, "logits": self.head(a), "y": y, "idx": idx}
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        return self._step(batch)
+
+    def describe(self) -> dict[str, Any]:
+        """What metrics.json records about the classifier."""
+        return {"model": self.full_name, "pretrained": self.pretrained,
+                "weights": self.weights_source}
