@@ -30,11 +30,13 @@ def _fmt(v: Any) -> str:
 @rank_zero_only
 def print_summary(output_dir: Path, metrics: dict[str, Any]) -> None:
     console = Console()
-    scores = Table(title="Clustering (evaluated split)")
-    for key in ("nmi", "ari", "acc", "recon_loss"):
-        scores.add_column(key)
-    scores.add_row(*(_fmt(metrics.get(f"test/{k}", float("nan"))) for k in ("nmi", "ari", "acc", "recon_loss")))
-    console.print(scores)
+    if "test/nmi" in metrics:  # autoencoder runs (concept runs have no clustering of samples)
+        scores = Table(title="Clustering (evaluated split)")
+        keys = ("nmi", "ari", "acc", "recon_loss")
+        for key in keys:
+            scores.add_column(key)
+        scores.add_row(*(_fmt(metrics.get(f"test/{k}", float("nan"))) for k in keys))
+        console.print(scores)
     rows = metrics.get("test/cardinality_rows")
     if rows:
         mode = metrics.get("test/gradceam_mode", "")

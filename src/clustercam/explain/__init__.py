@@ -4,6 +4,7 @@ Nothing in this package imports Lightning or Hydra.
 """
 
 from clustercam.explain.cardinality import CardinalityResult, cardinality
+from clustercam.explain.concepts import concept_importance, concept_maps, extract_concepts
 from clustercam.explain.gradceam import GradCeAMResult, centroid_weights, grad_ceam
 
 __all__ = [
@@ -11,5 +12,8 @@ __all__ = [
     "GradCeAMResult",
     "cardinality",
     "centroid_weights",
+    "concept_importance",
+    "concept_maps",
+    "extract_concepts",
     "grad_ceam",
 ]

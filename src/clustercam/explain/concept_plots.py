@@ -10,12 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+# no matplotlib.use(): headless runs fall back to Agg, notebooks keep their inline backend
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 CMAP = "jet"
 
