@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+# no matplotlib.use(): headless runs fall back to Agg, notebooks keep their inline backend
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
 
 CMAP = "jet"
 
@@ -191,11 +189,11 @@ def _sample_images(
 ) -> Figure:
     """The plain image first, then one panel per cluster with that cluster's map."""
     k = len(heatmaps)
-    fig, axes = _image_grid(k + 1, cols, with_inputs=False, height=2.1)
+    fig, axes = _image_grid(k + 1, cols, with_inputs=False, height=2.4)
     panels = axes.ravel()
     panels[0].axis("on")
     _image(panels[0], x, None)
-    panels[0].set_title(f"input (cluster {assigned})", fontsize=8)
+    panels[0].set_title(f"input\nassigned to cluster {assigned}", fontsize=8)
     for c in range(k):
         ax = panels[c + 1]
         ax.axis("on")

@@ -125,15 +125,19 @@ class ConvAutoencoder(nn.Module):
 
 
 class _ImageDecoder(nn.Module):
-    """Linear (+ ReLU) to the encoder's feature shape, reshape, transposed convolutions."""
+    """Linear to the encoder's feature shape, reshape, transposed convolutions.
+
+    No activation after the linear layer: with a ReLU there, MNIST training sat on a
+    plateau (MSE 0.11, the same flat grey output for every digit) for 200+ Adam steps in
+    3 of 3 seeds; without it, all 3 left it within 50 steps.
+    """
 
     def __init__(self, m: int, feature_shape: tuple[int, int, int], body: nn.Module) -> None:
         super().__init__()
         self.feature_shape = feature_shape
         c, h, w = feature_shape
         self.fc = nn.Linear(m, c * h * w)
-        self.act = nn.ReLU()
         self.body = body
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.body(self.act(self.fc(z)).reshape(z.shape[0], *self.feature_shape))
+        return self.body(self.fc(z).reshape(z.shape[0], *self.feature_shape))
