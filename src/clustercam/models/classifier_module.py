@@ -23,12 +23,14 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from clustercam.errors import ResourceUnavailableError
+
 log = logging.getLogger(__name__)
 
 HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(ResourceUnavailableError, RuntimeError):
     """Pretrained weights were asked for but cannot be found or downloaded."""
 
 
