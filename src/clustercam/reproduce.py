@@ -79,7 +79,10 @@ def collect(runs_dir: Path) -> list[dict]:
         if not cfg_path.is_file() or not summary_path.is_file():
             continue
         cfg = yaml.safe_load(cfg_path.read_text())
-        name = str(cfg.get("data", {}).get("name") or cfg.get("data", {}).get("_target_", "?"))
+        data = cfg.get("data", {})
+        # UCR configs name their dataset; the image datamodules are named by their class
+        name = str(data.get("name") or data.get("_target_", "?").rsplit(".", 1)[-1]
+                   .replace("DataModule", ""))
         modes = {}
         by_mode = run / "cardinality_by_mode.csv"
         if by_mode.is_file():
