@@ -1,0 +1,91 @@
+"""The scores callback: switched on from the command line, and on its own (own k-means)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from lightning import Trainer
+
+from clustercam.callbacks.explanation_scores import (
+    LOCALISATION_COLUMNS,
+    SCORES_COLUMNS,
+    ExplanationScoresCallback,
+)
+from clustercam.data.synthetic import SyntheticCBFDataModule
+from clustercam.explain.scores import METHODS
+from clustercam.models.autoencoder_module import AutoencoderModule
+from clustercam.models.resnet_cae import ResNetCAE
+
+REPO = Path(__file__).resolve().parents[2]
+CONF = str(REPO / "conf")
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_synthetic_cbf_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "clustercam.train", "print_config=false", "experiment=synthetic_cbf",
+         "trainer.max_epochs=1", "data.max_samples=30", "logger=csv",
+         "callbacks.explanation_scores.steps=4", "callbacks.cluster_explain.n_init=2",
+         "callbacks.cluster_explain.figures=false", "model.net.filters=[8,16]",
+         f"paths.output_dir={out}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = _read(out / "explanation_scores.csv")
+    assert list(rows[0]) == list(SCORES_COLUMNS)
+    assert [r["method"] for r in rows if r["cluster"] == "all"] == list(METHODS)
+    for r in rows:
+        for key in ("deletion_auc", "insertion_auc", "deletion_hard_auc", "insertion_hard_auc"):
+            assert 0 <= float(r[key]) <= 1
+    per_cluster = [r for r in rows if r["cluster"].isdigit() and r["method"] == "random"]
+    assert sum(int(r["n_samples"]) for r in per_cluster) == 30
+    loc = _read(out / "localisation_scores.csv")
+    assert list(loc[0]) == list(LOCALISATION_COLUMNS)
+    assert [r["method"] for r in loc] == list(METHODS)
+    for r in loc:
+        assert 0 <= float(r["pointing_game"]) <= 1 and 0 <= float(r["auroc"]) <= 1
+        assert int(r["n_samples"]) == 30
+    assert (out / "figures" / "deletion_insertion.png").stat().st_size > 1000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "scores/gradceam_reference/deletion_auc" in metrics and "nmi" in metrics
+    assert "scores/gradceam_paper/pointing_game" in metrics
+
+
+def test_hydra_switches():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        for override in ("callbacks=default_with_scores", "callbacks=[default,scores]"):
+            cfg = compose("train.yaml", overrides=["experiment=trace", override])
+            assert {"cluster_explain", "explanation_scores"} <= set(cfg.callbacks), override
+        cfg = compose("train.yaml", overrides=["experiment=trace", "data=synthetic_cbf"])
+        assert cfg.data._target_.endswith("SyntheticCBFDataModule")
+        cfg = compose("train.yaml", overrides=["experiment=trace"])
+        assert "explanation_scores" not in cfg.callbacks  # off by default
+
+
+def test_own_kmeans_without_cluster_explain(tmp_path):
+    torch.manual_seed(0)
+    dm = SyntheticCBFDataModule(max_samples=24, batch_size=8)
+    net = ResNetCAE((1, 128), filters=(4, 4), embedding_dim=3)
+    model = AutoencoderModule(net)
+    cb = ExplanationScoresCallback(tmp_path, methods=["random", "gradceam_assignment"], steps=3,
+                                   n_init=2, max_samples=20, figures=False)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      inference_mode=False, callbacks=[cb])
+    trainer.test(model, datamodule=dm)
+    rows = _read(tmp_path / "explanation_scores.csv")
+    assert {r["method"] for r in rows} == {"random", "gradceam_assignment"}
+    assert [int(r["n_samples"]) for r in rows if r["cluster"] == "all"] == [20, 20]
+    assert len(_read(tmp_path / "localisation_scores.csv")) == 2
+    assert cb.results["scores/n_samples"] == 20 and cb.results["scores/temperature"] > 0
