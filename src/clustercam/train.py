@@ -65,8 +65,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
     for cb in callbacks:
         metrics.update({f"test/{k}": v for k, v in getattr(cb, "results", {}).items()})
-    if trainer.is_global_zero and cfg.get("test"):
-        print_summary(out, metrics)
     return metrics
 
 
@@ -116,6 +114,8 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(f"error: {err}") from None
     finally:
         _finish_wandb()  # each job of a multirun closes its own W&B run
+    if cfg.get("test"):  # last, after W&B's own footer (rank zero only)
+        print_summary(Path(cfg.paths.output_dir), metrics)
     return metric_value(metrics, cfg.get("optimized_metric"))
 
 
