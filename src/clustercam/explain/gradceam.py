@@ -2,7 +2,10 @@
 
 All K clusters come from one forward pass and one batched backward pass
 (``is_grads_batched``), so the cost barely grows with K; samples are processed
-in chunks so memory stays bounded on whole test sets.
+in chunks so memory stays bounded on whole test sets. When the encoder says, through a
+``linear_head(layer)`` method, that z = fc(pool(A)) exactly (pool = mean over positions or
+flatten; clustercam's encoders do), dL/dA follows in closed form from dL/dz (SPEC § 2), so
+the batched backward only runs through the K targets, not through the encoder.
 """
 
 from __future__ import annotations
@@ -115,14 +118,94 @@ def smooth_series(maps: Tensor, radius: int | None = None) -> Tensor:
     return out.reshape(maps.shape)
 
 
-def minmax_normalise(maps: Tensor, dims: int) -> Tensor:
-    """Min-max normalise over the last ``dims`` axes; a constant map becomes all zeros."""
+def minmax_normalise(maps: Tensor, dims: int, out: Tensor | None = None) -> Tensor:
+    """Min-max normalise over the last ``dims`` axes; a constant map becomes all zeros.
+
+    ``out`` (contiguous, the shape of ``maps``; may be ``maps`` itself) receives the result
+    instead of a new tensor.
+    """
     flat = maps.flatten(-dims)
-    lo = flat.min(-1, keepdim=True).values
-    hi = flat.max(-1, keepdim=True).values
+    lo = flat.amin(-1, keepdim=True)  # amin/amax: no argmin/argmax indices to compute
+    hi = flat.amax(-1, keepdim=True)
     span = hi - lo
-    out = torch.where(span > 0, (flat - lo) / span.clamp_min(torch.finfo(flat.dtype).tiny), 0.0)
-    return out.reshape(maps.shape)
+    if out is None:
+        out = torch.empty_like(maps, memory_format=torch.contiguous_format)
+    res = out.view(flat.shape)
+    torch.sub(flat, lo, out=res)
+    res.div_(span.clamp_min(torch.finfo(flat.dtype).tiny))
+    flat_or_nan = ~(span > 0)  # constant maps (and NaN spans) become zeros
+    if bool(flat_or_nan.any()):
+        res.masked_fill_(flat_or_nan, 0.0)
+    return out
+
+
+def _interp_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """n_out x n_in weights of 1-D linear interpolation, ``align_corners=False`` (as F.interpolate)."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    lam = (src - i0).clamp(0, 1)
+    i1 = (i0 + 1).clamp_max(n_in - 1)
+    rows = torch.arange(n_out)
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m.index_put_((rows, i0), 1 - lam, accumulate=True)
+    m.index_put_((rows, i1), lam, accumulate=True)
+    return m.to(dtype=dtype, device=device)
+
+
+def _bilinear_into(maps: Tensor, size: tuple[int, int], out: Tensor) -> Tensor:
+    """Bilinear resize (``align_corners=False``) of N x K x h x w maps into ``out``.
+
+    The same weights as ``F.interpolate``, applied as two small matrix products per map
+    (the values agree to float rounding); several times faster than the CPU upsampling
+    kernel on the small maps of a target layer, and it writes straight into ``out``.
+    """
+    h, w = maps.shape[-2:]
+    big_h, big_w = size
+    rows = _interp_matrix(h, big_h, maps.dtype, maps.device)  # H x h
+    cols_t = _interp_matrix(w, big_w, maps.dtype, maps.device).T  # w x W
+    src = maps.reshape(-1, h, w)
+    dst = out.view(-1, big_h, big_w)
+    block = max(1, 2**20 // (big_h * w))  # bounds the H x w temporary to ~4 MiB of floats
+    for s in range(0, src.shape[0], block):
+        torch.matmul(torch.matmul(rows, src[s : s + block]), cols_t, out=dst[s : s + block])
+    return out
+
+
+def _heatmaps(raw: Tensor, size: tuple[int, ...], smooth: bool, out: Tensor | None) -> Tensor:
+    """Raw maps -> resized to the input, optionally smoothed, min-max normalised (into ``out``)."""
+    if out is None:
+        out = torch.empty((*raw.shape[:2], *size), dtype=raw.dtype, device=raw.device)
+    if len(size) == 2 and tuple(raw.shape[2:]) != tuple(size):
+        src = _bilinear_into(raw, size, out)
+    else:
+        src = _resize(raw, size)  # 1-D: F.interpolate (fast there); same size: raw itself
+    if smooth:
+        src = smooth_series(src)
+    return minmax_normalise(src, len(size), out=out)
+
+
+def _closed_form_head(encoder: nn.Module, layer: nn.Module) -> tuple[Tensor, str] | None:
+    """(fc weight, pooling) when z = fc(pool(A)) exactly, else None.
+
+    The encoder declares it (``encoder.linear_head(layer)``, duck-typed so this layer
+    imports no model class); no hook may change the computation after A.
+    """
+    declare = getattr(encoder, "linear_head", None)
+    spec = declare(layer) if callable(declare) else None
+    if spec is None or spec[1] not in ("gap", "flatten"):
+        return None
+    from torch.nn.modules import module as _module
+
+    global_hooks = (getattr(_module, "_global_forward_hooks", None),
+                    getattr(_module, "_global_forward_pre_hooks", None),
+                    getattr(_module, "_global_backward_hooks", None))
+    if any(global_hooks):
+        return None
+    for m in (encoder, getattr(encoder, "fc", encoder)):
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
+            return None
+    return spec
 
 
 def _chunk(
@@ -134,30 +217,35 @@ def _chunk(
     temperature: float,
     maps: bool,
     smooth: bool,
+    heat_out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    captured: dict[str, Tensor] = {}
-
-    def keep(output: Tensor) -> Tensor:
-        if not output.requires_grad:  # frozen encoder: make A a leaf we can differentiate to
-            output = output.detach().requires_grad_(True)
-        captured["A"] = output
-        return output
-
-    with hooked(layer, keep), torch.enable_grad():
-        z = encoder(x)
-    if "A" not in captured:
-        raise RuntimeError("the target layer was not called during the encoder's forward pass")
-    check_embedding(z, centroids)
-    acts = captured["A"]
-    loss = cluster_losses(z, centroids, mode, temperature)
-    grads = _batched_grads(loss, acts)  # K x N x C x spatial...
-    spatial_dims = tuple(range(3, grads.dim()))
-    if mode == "reference":
-        weights = 2 * grads.sum(spatial_dims)
+    head = _closed_form_head(encoder, layer)
+    if head is not None:
+        weights, z, acts = _closed_form_weights(encoder, layer, x, centroids, mode, temperature, head)
     else:
-        weights = grads.mean(spatial_dims)
-    weights = weights.transpose(0, 1).detach()  # N x K x C
-    del grads
+        captured: dict[str, Tensor] = {}
+
+        def keep(output: Tensor) -> Tensor:
+            if not output.requires_grad:  # frozen encoder: make A a leaf we can differentiate to
+                output = output.detach().requires_grad_(True)
+            captured["A"] = output
+            return output
+
+        with hooked(layer, keep), torch.enable_grad():
+            z = encoder(x)
+        if "A" not in captured:
+            raise RuntimeError("the target layer was not called during the encoder's forward pass")
+        check_embedding(z, centroids)
+        acts = captured["A"]
+        loss = cluster_losses(z, centroids, mode, temperature)
+        grads = _batched_grads(loss, acts)  # K x N x C x spatial...
+        spatial_dims = tuple(range(3, grads.dim()))
+        if mode == "reference":
+            weights = 2 * grads.sum(spatial_dims)
+        else:
+            weights = grads.mean(spatial_dims)
+        weights = weights.transpose(0, 1).detach()  # N x K x C
+        del grads
     raw = heat = None
     if maps:
         a = acts.detach().flatten(2)  # N x C x S
@@ -165,11 +253,52 @@ def _chunk(
         raw = torch.einsum("nkc,ncs->nks", w, a).reshape(
             a.shape[0], w.shape[1], *acts.shape[2:]
         )
-        heat = _resize(raw, tuple(x.shape[2:]))
-        if smooth and x.dim() == 3:
-            heat = smooth_series(heat)
-        heat = minmax_normalise(heat, x.dim() - 2)
+        heat = _heatmaps(raw, tuple(x.shape[2:]), smooth and x.dim() == 3, heat_out)
     return z.detach(), weights, raw, heat
+
+
+def _closed_form_weights(
+    encoder: nn.Module,
+    layer: nn.Module,
+    x: Tensor,
+    centroids: Tensor,
+    mode: str,
+    temperature: float,
+    head: tuple[Tensor, str],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Channel weights N x K x C, z and A for z = fc(pool(A)), without autograd through f.
+
+    With g_c = dL_c/dz (one batched backward through the K targets only) and fc weight
+    V (m x C·S), dL_c/dA_k,s = (g_c V)_k / S for pool = mean (the same for every position)
+    and (g_c V)_(k,s) for pool = flatten; eq. 9 averages (or, reference mode, 2 x sums)
+    this over the positions.
+    """
+    captured: dict[str, Tensor] = {}
+
+    def store(output: Tensor) -> None:
+        captured["A"] = output
+
+    with hooked(layer, store), torch.no_grad():
+        z = encoder(x)
+    if "A" not in captured:
+        raise RuntimeError("the target layer was not called during the encoder's forward pass")
+    check_embedding(z, centroids)
+    acts = captured["A"]
+    fc_weight, pooling = head
+    v = fc_weight.detach()
+    z_leaf = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = cluster_losses(z_leaf, centroids, mode, temperature)
+        g = _batched_grads(loss, z_leaf).detach()  # K x N x m
+    positions = math.prod(acts.shape[2:])
+    if pooling == "gap":
+        gv = g @ v  # K x N x C
+        weights = 2 * gv if mode == "reference" else gv / positions
+    else:
+        per_pos = v.reshape(v.shape[0], acts.shape[1], positions)  # m x C x S
+        reduced = 2 * per_pos.sum(-1) if mode == "reference" else per_pos.mean(-1)
+        weights = g @ reduced
+    return weights.transpose(0, 1), z, acts
 
 
 def grad_ceam(
@@ -203,22 +332,22 @@ def grad_ceam(
     device = module_device(encoder, x.device)
     dtype = next((p.dtype for p in encoder.parameters()), torch.float32)
     mu = centroids.detach().to(device=device, dtype=dtype)
-    step = x.shape[0] if batch_size is None else batch_size
-    parts: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None]] = []
+    n = x.shape[0]
+    step = n if batch_size is None else batch_size
+    parts: list[tuple[Tensor, Tensor, Tensor | None]] = []
+    heat = None
     with eval_mode(encoder), torch.inference_mode(False):
-        for start in range(0, x.shape[0], step):
+        if return_maps:  # the largest output: filled chunk by chunk, never concatenated
+            heat = torch.empty((n, mu.shape[0], *x.shape[2:]), dtype=dtype)
+        for start in range(0, n, step):
             xb = x[start : start + step].to(device=device, dtype=dtype).clone()
-            z, w, raw, heat = _chunk(encoder, layer, xb, mu, mode, temperature, return_maps, smooth)
-            parts.append(
-                (
-                    z.cpu(),
-                    w.cpu(),
-                    None if raw is None else raw.cpu(),
-                    None if heat is None else heat.cpu(),
-                )
-            )
+            dest = heat[start : start + step] if heat is not None and device.type == "cpu" else None
+            z, w, raw, hb = _chunk(encoder, layer, xb, mu, mode, temperature, return_maps, smooth,
+                                   heat_out=dest)
+            if heat is not None and dest is None:
+                heat[start : start + step].copy_(hb)
+            parts.append((z.cpu(), w.cpu(), None if raw is None else raw.cpu()))
     z = torch.cat([p[0] for p in parts])
     w = torch.cat([p[1] for p in parts])
     raw = torch.cat([p[2] for p in parts]) if return_maps else None
-    heat = torch.cat([p[3] for p in parts]) if return_maps else None
     return GradCeAMResult(heatmaps=heat, raw=raw, channel_weights=w, embeddings=z, mode=mode)

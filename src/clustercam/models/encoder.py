@@ -30,6 +30,18 @@ class Encoder(nn.Module):
         n_in = channels if pooling == "gap" else int(torch.tensor(feature_shape).prod())
         self.fc = nn.Linear(n_in, embedding_dim)
 
+    def linear_head(self, layer: nn.Module) -> tuple[Tensor, str] | None:
+        """(fc weight, pooling) when z = fc(pool(layer's output)) exactly, else None.
+
+        Lets Grad-CeAM compute dL/dA in closed form; a subclass that overrides ``forward``
+        opts out.
+        """
+        if type(self).forward is not Encoder.forward or layer is not self.features:
+            return None
+        if type(self.fc) is not nn.Linear:
+            return None
+        return self.fc.weight, self.pooling
+
     def forward(self, x: Tensor) -> Tensor:
         a = self.features(x)
         pooled = a.flatten(2).mean(-1) if self.pooling == "gap" else a.flatten(1)

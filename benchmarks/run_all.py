@@ -1,0 +1,96 @@
+"""Run every benchmark and write ``benchmarks/RESULTS.md`` (``make bench``).
+
+    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training]
+
+``--quick`` writes ``benchmarks/.cache/RESULTS-quick.md`` instead (small sizes are a smoke
+run, not results), unless ``--out`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from benchmarks import bench_concepts, bench_gradceam, bench_training
+from benchmarks.common import (
+    CACHE,
+    ROOT,
+    CpuMeter,
+    Headline,
+    check_device,
+    headline_table,
+    load_average,
+    machine_info,
+    machine_markdown,
+    parser,
+)
+
+BENCHES = {
+    "gradceam": bench_gradceam.run,
+    "concepts": bench_concepts.run,
+    "training": bench_training.run,
+}
+
+
+def main() -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset")
+    args = p.parse_args()
+    check_device(args.device)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}")
+    out = Path(args.out) if args.out else (
+        CACHE / "RESULTS-quick.md" if args.quick else ROOT / "benchmarks" / "RESULTS.md")
+    t0, load0, meter = time.perf_counter(), load_average(), CpuMeter()
+    repeats = args.repeats
+    sections, headlines, failed = [], [], []
+    for name in names:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        args.repeats = repeats  # each benchmark picks its own default when None
+        try:
+            section = BENCHES[name](args)
+        except Exception:  # noqa: BLE001 - one failing benchmark must not hide the others
+            failed.append(name)
+            err = traceback.format_exc()
+            print(err, file=sys.stderr)
+            sections.append(f"## {name}: FAILED\n\n```\n{err[-3000:]}\n```\n")
+            headlines.append(Headline(f"{name}: the benchmark failed", "–", "–", False))
+            continue
+        sections.append(section.markdown())
+        headlines += section.headlines
+        print(f"[bench] {name} done in {section.seconds:.0f} s", file=sys.stderr, flush=True)
+    load1, others = load_average(), meter.others()
+    info = machine_info(args.device)
+    text = "\n".join([
+        "# clustercam benchmarks",
+        "",
+        "Written by `make bench` (`python -m benchmarks.run_all"
+        f"{' --quick' if args.quick else ''}{' --device ' + args.device if args.device != 'cpu' else ''}`"
+        "). Benchmarks are not tests: they measure, they do not assert. Times are medians of "
+        "repeated runs after warm-up, cases interleaved; ratios matter more than absolute "
+        "times, which are shown too.",
+        "",
+        machine_markdown(info),
+        f"- Load: 1-minute load average {load0:.2f} at the start (before the benchmark's own "
+        f"threads), {load1:.2f} at the end; during the run other processes kept {others:.2f} "
+        f"of the {info['cores']} cores busy on average (from `/proc/stat` minus this run's own "
+        f"CPU time); the whole run took {time.perf_counter() - t0:.0f} s. On a shared machine "
+        "small-op code with 2 threads (k-means, OpenMP parallel regions) slows down far more "
+        "than the load figure suggests; see each section's own figures.",
+        "",
+        headline_table(headlines),
+        "",
+        *sections,
+    ])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text.rstrip() + "\n")
+    print(f"[bench] wrote {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
