@@ -49,8 +49,9 @@ format: install
 bench: install
 	$(PY) -m benchmarks.run_all
 
+# two jobs at a time, one thread each: on 2 cores, 2-thread jobs slow each other down
 reproduce: install
-	$(PY) -m clustercam.reproduce $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m clustercam.reproduce --launcher joblib_local $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache
