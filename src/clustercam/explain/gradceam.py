@@ -208,6 +208,26 @@ def _closed_form_head(encoder: nn.Module, layer: nn.Module) -> tuple[Tensor, str
     return spec
 
 
+def _forward(
+    encoder: nn.Module, layer: nn.Module, x: Tensor, centroids: Tensor, with_grad: bool
+) -> tuple[Tensor, Tensor]:
+    """z = encoder(x) and the target layer's output A (a grad leaf if nothing upstream has grad)."""
+    captured: dict[str, Tensor] = {}
+
+    def keep(output: Tensor) -> Tensor:
+        if with_grad and not output.requires_grad:  # frozen encoder: a leaf to differentiate to
+            output = output.detach().requires_grad_(True)
+        captured["A"] = output
+        return output
+
+    with hooked(layer, keep), torch.set_grad_enabled(with_grad):
+        z = encoder(x)
+    if "A" not in captured:
+        raise RuntimeError("the target layer was not called during the encoder's forward pass")
+    check_embedding(z, centroids)
+    return z, captured["A"]
+
+
 def _chunk(
     encoder: nn.Module,
     layer: nn.Module,
@@ -223,20 +243,7 @@ def _chunk(
     if head is not None:
         weights, z, acts = _closed_form_weights(encoder, layer, x, centroids, mode, temperature, head)
     else:
-        captured: dict[str, Tensor] = {}
-
-        def keep(output: Tensor) -> Tensor:
-            if not output.requires_grad:  # frozen encoder: make A a leaf we can differentiate to
-                output = output.detach().requires_grad_(True)
-            captured["A"] = output
-            return output
-
-        with hooked(layer, keep), torch.enable_grad():
-            z = encoder(x)
-        if "A" not in captured:
-            raise RuntimeError("the target layer was not called during the encoder's forward pass")
-        check_embedding(z, centroids)
-        acts = captured["A"]
+        z, acts = _forward(encoder, layer, x, centroids, with_grad=True)
         loss = cluster_losses(z, centroids, mode, temperature)
         grads = _batched_grads(loss, acts)  # K x N x C x spatial...
         spatial_dims = tuple(range(3, grads.dim()))
@@ -273,17 +280,7 @@ def _closed_form_weights(
     and (g_c V)_(k,s) for pool = flatten; eq. 9 averages (or, reference mode, 2 x sums)
     this over the positions.
     """
-    captured: dict[str, Tensor] = {}
-
-    def store(output: Tensor) -> None:
-        captured["A"] = output
-
-    with hooked(layer, store), torch.no_grad():
-        z = encoder(x)
-    if "A" not in captured:
-        raise RuntimeError("the target layer was not called during the encoder's forward pass")
-    check_embedding(z, centroids)
-    acts = captured["A"]
+    z, acts = _forward(encoder, layer, x, centroids, with_grad=False)
     fc_weight, pooling = head
     v = fc_weight.detach()
     z_leaf = z.detach().requires_grad_(True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from clustercam.models.encoder import Encoder, check_input
+from clustercam.models.encoder import Autoencoder, Encoder
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
 
@@ -36,7 +36,7 @@ def transposed_output_padding(target: int, size: int, kernel: int, stride: int, 
     return op
 
 
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(Autoencoder):
     """Conv2d encoder -> GAP (or flatten) -> linear to ``embedding_dim``; mirrored decoder.
 
     ``input_shape`` is (channels, height, width). Layer i has ``filters[i]`` channels,
@@ -115,13 +115,6 @@ class ConvAutoencoder(nn.Module):
             dec.append(nn.Sigmoid())
         self.decoder = _ImageDecoder(embedding_dim, self.feature_shape, nn.Sequential(*dec))
 
-    @property
-    def target_layer(self) -> str:
-        return Encoder.target_layer
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.input_shape, type(self).__name__)
-        return self.decoder(self.encoder(x))
 
 
 class _ImageDecoder(nn.Module):

@@ -55,3 +55,19 @@ def check_input(x: Tensor, expected: tuple[int, ...], name: str) -> None:
             f"{name} was built for inputs of shape (N, {', '.join(map(str, expected))}), "
             f"got {tuple(x.shape)}"
         )
+
+
+class Autoencoder(nn.Module):
+    """Shared by the CAEs: ``encoder`` (an :class:`Encoder`), ``decoder``, ``input_shape``."""
+
+    encoder: Encoder
+    decoder: nn.Module
+    input_shape: tuple[int, ...]
+
+    @property
+    def target_layer(self) -> str:
+        return Encoder.target_layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.input_shape, type(self).__name__)
+        return self.decoder(self.encoder(x))

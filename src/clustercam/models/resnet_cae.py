@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from clustercam.models.encoder import Encoder, check_input
+from clustercam.models.encoder import Autoencoder, Encoder
 
 # 'same' padding with the paper's even kernel (k=8) is intended; torch warns on every call
 warnings.filterwarnings("ignore", message="Using padding='same' with even kernel", category=UserWarning)
@@ -35,7 +35,7 @@ class ResidualBlock1d(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-class ResNetCAE(nn.Module):
+class ResNetCAE(Autoencoder):
     """Encoder: residual blocks -> GAP -> linear (m = ``embedding_dim``); decoder mirrors it.
 
     ``input_shape`` is (channels, length). The decoder maps the embedding linearly to
@@ -69,13 +69,6 @@ class ResNetCAE(nn.Module):
             c = f
         self.decoder = _SeriesDecoder(embedding_dim, rev[0], length, nn.Sequential(*dec_blocks), c, c_in)
 
-    @property
-    def target_layer(self) -> str:
-        return Encoder.target_layer
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.input_shape, type(self).__name__)
-        return self.decoder(self.encoder(x))
 
 
 class _SeriesDecoder(nn.Module):
