@@ -62,7 +62,7 @@ def test_trace_end_to_end_with_wandb_offline(tmp_path):
     assert "Cluster-cardinality discrimination" in proc.stdout
 
 
-@pytest.mark.parametrize("logger", ["csv", "none"])
+@pytest.mark.parametrize("logger", ["csv", pytest.param("none", marks=pytest.mark.slow)])
 def test_other_loggers_and_overrides(tmp_path, logger):
     out = tmp_path / "run"
     run_cli(

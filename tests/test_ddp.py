@@ -35,6 +35,7 @@ def test_ddp_two_cpu_processes_equal_one(tmp_path, checkpoint):
     assert one[2] == two[2]  # every sample's cluster
 
 
+@pytest.mark.slow
 def test_odd_split_over_two_ranks_drops_sampler_padding(tmp_path, checkpoint):
     # 99 samples: the DistributedSampler pads rank 1 with a repeat of sample 0
     _, _, one = _evaluate(tmp_path / "one", checkpoint, "data.max_samples=99")
