@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -354,11 +354,24 @@ class Section:
     device: str
     quick: bool
     others: float = math.nan  # cores kept busy by other processes, on average
+    date: str = field(default_factory=lambda: _dt.datetime.now().astimezone().strftime(
+        "%Y-%m-%d %H:%M %Z"))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Section:
+        d = json.loads(text)
+        d["tables"] = [Table(**t) for t in d["tables"]]
+        d["headlines"] = [Headline(**h) for h in d["headlines"]]
+        return cls(**d)
 
     def markdown(self) -> str:
         lines = [f"## {self.title}", ""]
         lines += self.intro
-        lines += ["", f"*Device {self.device}{', --quick sizes' if self.quick else ''}; "
+        lines += ["", f"*Measured {self.date} on device {self.device}"
+                  f"{', --quick sizes' if self.quick else ''}; "
                   f"1-minute load average {self.load_before:.2f} before, {self.load_after:.2f} "
                   f"after (the benchmark's own threads included); other processes kept "
                   f"{self.others:.2f} cores busy on average; this section took "

@@ -4,6 +4,11 @@
 
 ``--quick`` writes ``benchmarks/.cache/RESULTS-quick.md`` instead (small sizes are a smoke
 run, not results), unless ``--out`` says otherwise.
+
+Each section is also saved to ``benchmarks/.cache/section-NAME.json``. On a shared machine,
+``--only NAME --keep-others`` re-runs one benchmark (say, once the load is low again) and
+writes the results file with the other sections as last measured; every section states
+when and under which load it was measured.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from benchmarks.common import (
     ROOT,
     CpuMeter,
     Headline,
+    Section,
     check_device,
     headline_table,
     load_average,
@@ -37,6 +43,8 @@ BENCHES = {
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset")
+    p.add_argument("--keep-others", action="store_true",
+                   help="fill the sections not run from their last saved results")
     args = p.parse_args()
     check_device(args.device)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -48,7 +56,15 @@ def main() -> int:
     t0, load0, meter = time.perf_counter(), load_average(), CpuMeter()
     repeats = args.repeats
     sections, headlines, failed = [], [], []
-    for name in names:
+    for name in BENCHES:
+        saved = CACHE / f"section-{name}{'-quick' if args.quick else ''}.json"
+        if name not in names:
+            if args.keep_others and saved.is_file():
+                section = Section.from_json(saved.read_text())
+                sections.append(section.markdown())
+                headlines += section.headlines
+                print(f"[bench] {name}: kept from {section.date}", file=sys.stderr)
+            continue
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         args.repeats = repeats  # each benchmark picks its own default when None
         try:
@@ -62,6 +78,8 @@ def main() -> int:
             continue
         sections.append(section.markdown())
         headlines += section.headlines
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(section.to_json())
         print(f"[bench] {name} done in {section.seconds:.0f} s", file=sys.stderr, flush=True)
     load1, others = load_average(), meter.others()
     info = machine_info(args.device)
@@ -75,12 +93,13 @@ def main() -> int:
         "times, which are shown too.",
         "",
         machine_markdown(info),
-        f"- Load: 1-minute load average {load0:.2f} at the start (before the benchmark's own "
-        f"threads), {load1:.2f} at the end; during the run other processes kept {others:.2f} "
-        f"of the {info['cores']} cores busy on average (from `/proc/stat` minus this run's own "
-        f"CPU time); the whole run took {time.perf_counter() - t0:.0f} s. On a shared machine "
-        "small-op code with 2 threads (k-means, OpenMP parallel regions) slows down far more "
-        "than the load figure suggests; see each section's own figures.",
+        f"- Load of this invocation ({', '.join(names)}): 1-minute load average {load0:.2f} at "
+        f"the start (before the benchmark's own threads), {load1:.2f} at the end; other "
+        f"processes kept {others:.2f} of the {info['cores']} cores busy on average (from "
+        f"`/proc/stat` minus this run's own CPU time); it took {time.perf_counter() - t0:.0f} s."
+        " Each section below states when and under which load it was measured. On a shared "
+        "machine small-op code with 2 threads (k-means, OpenMP parallel regions) slows down "
+        "far more than the load figure suggests.",
         "",
         headline_table(headlines),
         "",
