@@ -254,7 +254,7 @@ def make_case(case: str, options: dict[str, Any]) -> Callable[[], Any]:
 # where the batched path spends its time
 # ---------------------------------------------------------------------------------------
 PHASES = {
-    "_check_activations": "input checks (finite values)",
+    "check_activations": "input checks (finite values)",
     "kept_channels": "non-zero channels",
     "_raw_features": "features (flatten / argmax)",
     "_n_distinct": "degenerate-image check: `torch.unique(rows, dim=0)` per image",
@@ -269,10 +269,12 @@ def breakdown(acts: torch.Tensor, method: str, repeats: int = 3) -> tuple[float,
 
     Wraps the module's internal functions with clocks for the measurement, then restores them.
     """
-    from clustercam.explain import concepts as mod
+    from clustercam.explain.concepts import extract, kmeans
 
     names = [*PHASES, "batched_kmeans"]
-    saved = {n: getattr(mod, n) for n in names}
+    # each internal function is patched in the module that calls it
+    owners = {n: [m for m in (extract, kmeans) if hasattr(m, n)] for n in names}
+    saved = {n: getattr(owners[n][0], n) for n in names}
     clock: dict[str, list[float]] = {}
 
     def timed(name: str, fn: Callable) -> Callable:
@@ -287,7 +289,8 @@ def breakdown(acts: torch.Tensor, method: str, repeats: int = 3) -> tuple[float,
     runs = []
     try:
         for n in names:
-            setattr(mod, n, timed(n, saved[n]))
+            for m in owners[n]:
+                setattr(m, n, timed(n, saved[n]))
         torch_batched(acts, method)
         for _ in range(repeats):
             clock.clear()
@@ -297,7 +300,8 @@ def breakdown(acts: torch.Tensor, method: str, repeats: int = 3) -> tuple[float,
             runs.append((total, {n: (sum(v), len(v)) for n, v in clock.items()}))
     finally:
         for n, fn in saved.items():
-            setattr(mod, n, fn)
+            for m in owners[n]:
+                setattr(m, n, fn)
     runs.sort(key=lambda r: r[0])
     return runs[len(runs) // 2]
 
@@ -306,12 +310,8 @@ def top_ops(acts: torch.Tensor, method: str, rows: int = 6) -> list[tuple[str, s
     """torch.profiler's top operators (self CPU time) of the batched k-means call."""
     from torch.profiler import ProfilerActivity, profile
 
-    from clustercam.explain.concepts import (
-        _raw_features,
-        batched_kmeans,
-        batched_pca,
-        kept_channels,
-    )
+    from clustercam.explain.concepts import batched_kmeans, batched_pca, kept_channels
+    from clustercam.explain.concepts.extract import _raw_features
 
     mask = kept_channels(acts)
     raw = _raw_features(acts, method, torch.float64)

@@ -69,7 +69,7 @@ class Setup:
 
 
 def _centroids(encoder: nn.Module, x: Tensor, ks: tuple[int, ...]) -> dict[int, Tensor]:
-    from clustercam.clustering import fit_kmeans
+    from clustercam.explain.clustering import fit_kmeans
 
     with torch.no_grad():
         z = encoder(x[:2000]).double().cpu().numpy()
@@ -125,7 +125,7 @@ def loop_over_clusters(
 
     Returns channel weights N x K x C, raw maps and heatmaps N x K x ..., like grad_ceam.
     """
-    from clustercam.explain.gradceam import cluster_losses
+    from clustercam.explain.gradceam import resolve_target
 
     captured: dict[str, Tensor] = {}
     handle = layer.register_forward_hook(lambda _m, _i, out: captured.__setitem__("A", out))
@@ -135,7 +135,7 @@ def loop_over_clusters(
     finally:
         handle.remove()
     acts = captured["A"]
-    loss = cluster_losses(z, mu, mode)
+    loss = resolve_target(mode).losses(z, mu)
     k = mu.shape[0]
     dims = tuple(range(2, acts.dim()))
     ws, raws, heats = [], [], []
@@ -154,9 +154,9 @@ def captum_per_cluster(encoder: nn.Module, layer: nn.Module, mu: Tensor, mode: s
     """captum's LayerGradCam on the per-cluster losses, one ``attribute`` call per cluster."""
     from captum.attr import LayerGradCam
 
-    from clustercam.explain.gradceam import cluster_losses
+    from clustercam.explain.gradceam import resolve_target
 
-    lgc = LayerGradCam(lambda inp: cluster_losses(encoder(inp), mu, mode), layer)
+    lgc = LayerGradCam(lambda inp: resolve_target(mode).losses(encoder(inp), mu), layer)
 
     def run(x: Tensor) -> list[Tensor]:
         return [lgc.attribute(x, target=c) for c in range(mu.shape[0])]
@@ -233,13 +233,13 @@ def captum_agreement(setup: Setup, k: int, n: int) -> list[list[str]]:
     """
     from captum._utils.gradient import compute_layer_gradients_and_eval
 
-    from clustercam.explain.gradceam import cluster_losses, grad_ceam
+    from clustercam.explain.gradceam import grad_ceam, resolve_target
 
     enc, layer, mu = setup.encoder, setup.layer, setup.centroids[k]
     x = setup.x[:n]
     res = grad_ceam(enc, layer, x, mu, mode="paper", batch_size=None)
     lgc, _ = captum_per_cluster(enc, layer, mu, "paper")
-    fwd = lambda inp: cluster_losses(enc(inp), mu, "paper")  # noqa: E731
+    fwd = lambda inp: resolve_target("paper").losses(enc(inp), mu)  # noqa: E731
     err_w = err_map = err_raw = 0.0
     neg = 0.0
     for c in range(k):
@@ -409,7 +409,7 @@ def run(args) -> Section:
         "- *floor*: `encoder(x)` once for the whole batch with autograd on — the cost of the "
         "activations every method needs; *loop*: that forward, then one `autograd.grad` per "
         "cluster and the same maps as grad_ceam; *captum*: `LayerGradCam(lambda x: "
-        "cluster_losses(encoder(x), mu, mode), encoder.features).attribute(x, target=c)` for "
+        "resolve_target(mode).losses(encoder(x), mu), encoder.features).attribute(x, target=c)` for "
         "each c — a forward and a backward per cluster, and it returns layer-resolution maps "
         "only (no resize, no normalisation), so its time is a lower bound for the same output; "
         "*grad_ceam*: `clustercam.explain.gradceam.grad_ceam` (one forward, one batched "

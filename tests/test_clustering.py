@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from clustercam.callbacks.cluster_explain import ClusterExplainCallback
-from clustercam.clustering import clustering_scores, fit_kmeans, hungarian_accuracy
 from clustercam.data.ucr import UCRDataModule
+from clustercam.explain.clustering import clustering_scores, fit_kmeans, hungarian_accuracy
 
 
 def test_hungarian_accuracy_by_hand():

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -99,7 +100,7 @@ def test_checkpoint_file_loads_into_any_timm_model(tmp_path: Path) -> None:
 
 def test_random_weights_are_loud_frozen_and_split_into_g_and_h(caplog) -> None:
     with caplog.at_level(logging.WARNING):
-        model = ClassifierModule("test_resnet", pretrained=False, concepts={"method": "cgap"})
+        model = ClassifierModule("test_resnet", pretrained=False)
     assert "RANDOM WEIGHTS" in caplog.text
     assert model.describe() == {"model": "test_resnet", "pretrained": False, "weights": "random"}
     assert not any(p.requires_grad for p in model.parameters())
@@ -173,24 +174,41 @@ def compose(overrides: list[str]):
         return hydra_compose("train.yaml", overrides=overrides)
 
 
-def test_concept_settings_live_under_model_concepts_and_reach_the_callback(tmp_path: Path) -> None:
+def test_concept_settings_live_under_callbacks_concepts_and_reach_the_callback(tmp_path: Path) -> None:
     import hydra
 
     cfg = compose(["experiment=concepts_imagenet", "model.pretrained=false", "logger=csv",
-                   f"paths.output_dir={tmp_path}", "model.concepts.algorithm=agglomerative",
-                   "model.concepts.n_concepts=[3,5]", "model.concepts.backend=sklearn"])
+                   f"paths.output_dir={tmp_path}", "callbacks.concepts.algorithm=agglomerative",
+                   "callbacks.concepts.n_concepts=[3,5]", "callbacks.concepts.backend=sklearn"])
     assert cfg.train is False and cfg.test is True and cfg.optimized_metric is None
     assert "model_checkpoint" not in cfg.callbacks and "rich_progress_bar" in cfg.callbacks
     cb = hydra.utils.instantiate(cfg.callbacks.concepts)
     assert isinstance(cb, ConceptExplainCallback)
-    assert cb.methods == ["cgap", "cpha"] and cb.algorithms == ["agglomerative"]
-    assert cb.n_concepts == [3, 5] and cb.backend == "sklearn" and cb.seed == cfg.seed
+    s = cb.settings
+    assert s.methods == ["cgap", "cpha"] and s.algorithms == ["agglomerative"]
+    assert s.n_list == [3, 5] and s.backend == "sklearn" and s.seed == cfg.seed
     assert cb.output_dir == tmp_path
     assert cfg.data.model_name == cfg.model.name == "nf_resnet50.ra2_in1k"
     with pytest.raises(ValueError, match="'dbscan'"):
         ConceptExplainCallback(tmp_path, algorithm="dbscan")
     with pytest.raises(ValueError, match="n_concepts must be >= 2, got 1"):
         ConceptExplainCallback(tmp_path, n_concepts=[1, 5])
+
+
+def test_the_old_model_concepts_key_still_works_with_a_warning(tmp_path: Path) -> None:
+    from clustercam.train import move_deprecated_keys
+
+    cfg = compose(["experiment=concepts_imagenet", "model.pretrained=false",
+                   f"paths.output_dir={tmp_path}", "model.concepts.algorithm=birch"])
+    with pytest.warns(FutureWarning, match=r"model.concepts.\* is deprecated.*\['algorithm'\]"):
+        cfg = move_deprecated_keys(cfg)
+    assert cfg.callbacks.concepts.algorithm == "birch" and "concepts" not in cfg.model
+    # unset old keys change nothing and say nothing
+    cfg = compose(["experiment=concepts_imagenet", f"paths.output_dir={tmp_path}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = move_deprecated_keys(cfg)
+    assert cfg.callbacks.concepts.algorithm == "kmeans" and "concepts" not in cfg.model
 
 
 # ---------------------------------------------------------------------------------------

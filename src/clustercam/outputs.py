@@ -19,6 +19,8 @@ METRICS = "metrics.json"
 CARDINALITY = "cardinality.csv"
 CARDINALITY_SUMMARY = "cardinality_summary.json"
 CARDINALITY_COLUMNS = ("cluster", "before", "after", "ratio")
+ASSIGNMENTS = "assignments.csv"
+ASSIGNMENT_COLUMNS = ("index", "label", "cluster")
 FIGURES = "figures"
 
 
@@ -55,6 +57,15 @@ def write_json(path: str | Path, data: Mapping[str, Any], merge: bool = False) -
         payload = json.loads(path.read_text())
     payload.update(_jsonable(dict(data)))
     return _atomic_write(path, lambda fh: json.dump(payload, fh, indent=2, sort_keys=True))
+
+
+def start_run(output_dir: str | Path) -> Path:
+    """Begin a run in ``output_dir``: drop a ``metrics.json`` left by an earlier run there, so
+    the callbacks' merged writes hold this run's keys only."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS).unlink(missing_ok=True)
+    return out
 
 
 def write_csv(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,30 @@ log = logging.getLogger("clustercam")
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
 
 
+def move_deprecated_keys(cfg: DictConfig) -> DictConfig:
+    """``model.concepts.*`` (before 0.2) -> ``callbacks.concepts.*``, with a warning."""
+    old = cfg.get("model", {}).get("concepts") if isinstance(cfg.get("model"), DictConfig) else None
+    if old is None:
+        return cfg
+    with open_dict(cfg):
+        moved = {k: v for k, v in old.items() if v is not None}
+        del cfg.model["concepts"]
+        if moved:
+            warnings.warn(
+                f"model.concepts.* is deprecated: use callbacks.concepts.* ({sorted(moved)} were "
+                "moved there for this run)", FutureWarning, stacklevel=2)
+            if "concepts" not in (cfg.get("callbacks") or {}):
+                raise ValueError("model.concepts.* was set but no concepts callback is configured "
+                                 "(callbacks=concepts)")
+            for k, v in moved.items():
+                cfg.callbacks.concepts[k] = v
+    return cfg
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate everything from ``cfg``, train and/or test; return the final metrics."""
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = move_deprecated_keys(cfg)
+    out = outputs.start_run(cfg.paths.output_dir) if rank_zero_only.rank == 0 else Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:
         outputs.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("seed") is not None:

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from clustercam.explain.cardinality import amplification_weights, cardinality
-from clustercam.explain.gradceam import grad_ceam
+from clustercam.explain.gradceam import amplification_weights, cardinality, grad_ceam
 from tests.explain.tiny import GapLinear
 
 # channel means = embeddings: (0.6, 0.4) -> cluster 0; (0.4, 0.6), (0.3, 0.7) -> cluster 1

@@ -16,13 +16,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from clustercam.concept_summary import class_means, overall_means, summary_markdown, write_summary
-from clustercam.explain.concept_plots import (
-    blend,
-    concept_figure,
-    importance_order,
-    sub_concept_figure,
-)
+from clustercam.concept_summary import write_summary
 from clustercam.explain.concepts import (
     ALGORITHMS,
     DegenerateClusteringWarning,
@@ -33,10 +27,13 @@ from clustercam.explain.concepts import (
     concept_maps,
     concept_metrics,
     extract_concepts,
-    normalise_maps,
+    importance_order,
     sub_concept_maps,
     sub_concepts,
 )
+from clustercam.explain.concepts.summary import class_means, overall_means, summary_markdown
+from clustercam.explain.maps import minmax_normalise
+from clustercam.explain.plots.concepts import blend, concept_figure, sub_concept_figure
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 IMAGES = SHARED / "data" / "imagenet-11"
@@ -325,7 +322,7 @@ def test_concept_maps_sum_resize_and_normalise() -> None:
 
 def test_normalise_maps_with_given_bounds_clamps() -> None:
     m = torch.tensor([[[0.0, 2.0], [4.0, 6.0]]])
-    out = normalise_maps(m, torch.tensor([2.0]), torch.tensor([4.0]))
+    out = minmax_normalise(m, 2, torch.tensor([2.0]), torch.tensor([4.0]))
     assert out.tolist() == [[[0.0, 0.0], [1.0, 1.0]]]
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clustercam.explain.gradceam import centroid_weights, cluster_losses, grad_ceam
+from clustercam.explain.gradceam import centroid_weights, grad_ceam, resolve_target
 from clustercam.models.resnet_cae import ResNetCAE
 from tests.explain.tiny import GapLinear
 
@@ -43,7 +43,7 @@ def test_paper_mode_1d_by_hand():
     torch.testing.assert_close(res.heatmaps, torch.tensor([[[0.0, 0.0], [0.0, 1.0], [0.0, 0.0]]]))
     # losses: L0 = z.g0 = 1, L1 = 3, L2 = 0
     torch.testing.assert_close(
-        cluster_losses(res.embeddings, MU, "paper"), torch.tensor([[1.0, 3.0, 0.0]])
+        resolve_target("paper").losses(res.embeddings, MU), torch.tensor([[1.0, 3.0, 0.0]])
     )
 
 
@@ -122,7 +122,7 @@ def test_assignment_mode_by_hand(temperature):
     raw = np.einsum("ck,kp->cp", np.maximum(g / 2, 0), X1D[0].double().numpy())
     np.testing.assert_allclose(res.raw[0].numpy(), raw, rtol=1e-6, atol=1e-9)
     # the log soft-assignment of the sample's own (nearest) cluster is the largest
-    losses = cluster_losses(torch.tensor(z)[None], MU.double(), "assignment", temperature)
+    losses = resolve_target("assignment", temperature).losses(torch.tensor(z)[None], MU.double())
     assert int(losses.argmax()) == int(np.argmin(sq))
 
 
@@ -135,7 +135,7 @@ def _loop_reference(encoder, layer, x, mu, mode):
         z = encoder(x[i : i + 1])
         handle.remove()
         a = captured["A"]
-        loss = cluster_losses(z, mu, mode)
+        loss = resolve_target(mode).losses(z, mu)
         wi, mi = [], []
         for c in range(len(mu)):
             (g,) = torch.autograd.grad(loss[0, c], a, retain_graph=True)

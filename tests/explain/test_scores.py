@@ -9,10 +9,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from clustercam.explain.assignments import ClusterScoreModel, soft_assignment, spread_temperature
 from clustercam.explain.gradceam import grad_ceam
 from clustercam.explain.scores import (
     METHODS,
-    ClusterScoreModel,
     curve_auc,
     deletion_insertion,
     explanation_maps,
@@ -24,8 +24,6 @@ from clustercam.explain.scores import (
     position_ranks,
     random_maps,
     relevance_mass,
-    soft_assignment,
-    spread_temperature,
     step_counts,
     summarise_curves,
 )

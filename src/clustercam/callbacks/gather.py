@@ -1,4 +1,5 @@
-"""Gather per-batch outputs of a whole split across DDP ranks, once, without sampler padding."""
+"""The evaluated split across DDP ranks: gather per-batch outputs once, without sampler padding;
+read the inputs and the number of clusters from the datamodule."""
 
 from __future__ import annotations
 
@@ -38,3 +39,24 @@ def gather_split(trainer: Trainer, chunks: Sequence[dict[str, Tensor]]) -> dict[
     keep[1:] = idx_sorted[1:] != idx_sorted[:-1]
     sel = order[keep]
     return {k: v[sel] for k, v in local.items()}
+
+
+def eval_inputs(trainer: Trainer, idx: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Inputs and labels of the evaluated split at the dataset indices ``idx`` (None: all)."""
+    dm = getattr(trainer, "datamodule", None)
+    if dm is None or not hasattr(dm, "eval_tensors"):
+        raise RuntimeError(
+            "this callback needs a clustercam datamodule (with eval_tensors()) to read the "
+            "inputs it explains")
+    x, y = dm.eval_tensors()
+    if idx is None or (len(idx) == len(x) and torch.equal(idx.cpu(), torch.arange(len(x)))):
+        return x, y  # the whole split in order: no copy (8,000 STL-10 images are 885 MB)
+    return x[idx], y[idx]
+
+
+def number_of_clusters(trainer: Trainer, n_clusters: int | None) -> int | None:
+    """K: as configured, else the datamodule's number of classes (None if it has none)."""
+    if n_clusters is not None:
+        return int(n_clusters)
+    dm = getattr(trainer, "datamodule", None)
+    return int(dm.num_classes) if dm is not None and hasattr(dm, "num_classes") else None

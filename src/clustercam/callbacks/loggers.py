@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,14 @@ log = logging.getLogger(__name__)
 
 
 @rank_zero_only
-def log_scalars(trainer: Trainer, metrics: Mapping[str, float], step: int | None = None) -> None:
+def log_scalars(trainer: Trainer, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """The finite numbers of ``metrics`` (strings, booleans, NaN and lists are left out)."""
+    numbers = {k: float(v) for k, v in metrics.items()
+               if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    if not numbers:
+        return
     for logger in trainer.loggers:
-        logger.log_metrics(dict(metrics), step=trainer.global_step if step is None else step)
+        logger.log_metrics(numbers, step=trainer.global_step if step is None else step)
 
 
 @rank_zero_only

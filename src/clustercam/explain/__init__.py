@@ -1,19 +1,44 @@
-"""The methods: plain torch (+ scikit-learn) functions, usable on any ``nn.Module``.
+"""The methods and their pipelines: plain torch (+ scikit-learn) functions on any ``nn.Module``.
 
-Nothing in this package imports Lightning or Hydra.
+Nothing here imports Lightning, Hydra or W&B: a notebook gets everything a callback gets.
+
+- Grad-CeAM (:mod:`.gradceam`): :func:`grad_ceam` with a :class:`GradCeAMTarget` (or the
+  name of one), :func:`cardinality`, and :func:`explain_clusters` for a clustered split.
+- Concepts (:mod:`.concepts`): :func:`extract_concepts`, :func:`concept_importance`,
+  :func:`concept_maps`, and :func:`run_concepts` for a batch of activations.
+- Scores (:mod:`.scores`): :func:`score_explanations` (deletion / insertion, localisation).
+- Shared: :mod:`.maps` (resize, normalise, smooth), :mod:`.assignments`, :mod:`.clustering`
+  (k-means and NMI / ARI / accuracy), :mod:`.hooks`, :mod:`.plots`.
 """
 
-from clustercam.explain.cardinality import CardinalityResult, cardinality
-from clustercam.explain.concepts import concept_importance, concept_maps, extract_concepts
-from clustercam.explain.gradceam import GradCeAMResult, centroid_weights, grad_ceam
+from clustercam.explain.clustering import KMeansResult, clustering_scores, fit_kmeans
+from clustercam.explain.concepts import (
+    ConceptSettings,
+    concept_importance,
+    concept_maps,
+    extract_concepts,
+    run_concepts,
+)
+from clustercam.explain.gradceam import (
+    ASSIGNMENT,
+    MODES,
+    PAPER,
+    REFERENCE,
+    CardinalityResult,
+    ClusterExplanation,
+    GradCeAMResult,
+    GradCeAMTarget,
+    cardinality,
+    centroid_weights,
+    explain_clusters,
+    grad_ceam,
+)
+from clustercam.explain.scores import ScoreReport, score_explanations
 
 __all__ = [
-    "CardinalityResult",
-    "GradCeAMResult",
-    "cardinality",
-    "centroid_weights",
-    "concept_importance",
-    "concept_maps",
-    "extract_concepts",
-    "grad_ceam",
+    "ASSIGNMENT", "MODES", "PAPER", "REFERENCE", "CardinalityResult", "ClusterExplanation",
+    "ConceptSettings", "GradCeAMResult", "GradCeAMTarget", "KMeansResult", "ScoreReport",
+    "cardinality", "centroid_weights", "clustering_scores", "concept_importance", "concept_maps",
+    "explain_clusters", "extract_concepts", "fit_kmeans", "grad_ceam", "run_concepts",
+    "score_explanations",
 ]

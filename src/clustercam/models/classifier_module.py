@@ -14,7 +14,6 @@ import difflib
 import logging
 import os
 import socket
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -167,8 +166,6 @@ class ClassifierModule(LightningModule):
     ``pretrained_tag`` overrides the tag).
     Batches are ``(x, y, index, ...)``; steps return ``{"activations", "y", "idx",
     "logits"}`` for the concept callback, which calls :meth:`head` (``h``) itself.
-    ``concepts`` (the callback's settings, kept under ``model.concepts`` so a multirun can
-    sweep them) is accepted and stored in the hyperparameters, nothing else.
     There is no training step: the classifier stays frozen.
     """
 
@@ -178,7 +175,6 @@ class ClassifierModule(LightningModule):
         pretrained: bool = True,
         checkpoint_path: str | None = None,
         pretrained_tag: str | None = None,
-        concepts: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

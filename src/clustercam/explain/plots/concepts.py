@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-# no matplotlib.use(): headless runs fall back to Agg, notebooks keep their inline backend
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-CMAP = "jet"
+from clustercam.explain.concepts.importance import importance_order
+from clustercam.explain.plots.common import CMAP
 
 
 def _np(a) -> np.ndarray:
@@ -44,12 +44,6 @@ def blend(image, heat, cmap: str = CMAP, alpha: float = 0.6) -> np.ndarray:
     colour = plt.get_cmap(cmap)(h)[..., :3]
     a = (alpha * h)[..., None]
     return (1 - a) * gray[..., None] + a * colour
-
-
-def importance_order(importance: Sequence[float]) -> list[int]:
-    """Indices by decreasing importance, NaN (empty concepts) last."""
-    imp = [float(v) for v in importance]
-    return sorted(range(len(imp)), key=lambda i: (math.isnan(imp[i]), -imp[i] if not math.isnan(imp[i]) else 0))
 
 
 def _fmt(v: float) -> str:

@@ -1,4 +1,4 @@
-"""Cluster-cardinality discrimination (SPEC § 3, paper eq. 12 and Table I).
+"""Cluster-cardinality discrimination (paper eq. 12 and Table I).
 
 Amplify each channel of the target layer by cluster c's Grad-CeAM channel weight,
 re-encode, and count how many samples the *original* centroids now assign to c.
@@ -15,14 +15,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from clustercam.explain._layers import (
-    check_embedding,
-    check_inputs,
-    eval_mode,
-    hooked,
-    module_device,
-    resolve_layer,
-)
+from clustercam.explain.assignments import nearest
+from clustercam.explain.checks import check_embedding, check_inputs
+from clustercam.explain.hooks import eval_mode, hooked, module_device, module_dtype, resolve_layer
+from clustercam.explain.maps import minmax_normalise
 
 Normalise = Literal["minmax", "raw"]
 
@@ -64,7 +60,7 @@ class CardinalityResult:
 
 
 def amplification_weights(channel_weights: Tensor, normalise: Normalise = "minmax") -> Tensor:
-    """Per-sample channel multipliers from N x K x C channel weights.
+    """Eq. 12's per-sample channel multipliers ``||ReLU(W_c)||_[0, 2]`` from N x K x C weights.
 
     ``minmax``: ReLU, then min-max over the channels to [0, 2] (a constant row gives 1).
     ``raw``: the weights as they are (what the authors' code did with reference-mode weights).
@@ -73,16 +69,7 @@ def amplification_weights(channel_weights: Tensor, normalise: Normalise = "minma
         return channel_weights
     if normalise != "minmax":
         raise ValueError(f"unknown normalise {normalise!r}; choose 'minmax' or 'raw'")
-    w = channel_weights.clamp_min(0)
-    lo = w.min(-1, keepdim=True).values
-    hi = w.max(-1, keepdim=True).values
-    span = hi - lo
-    return torch.where(span > 0, 2 * (w - lo) / span.clamp_min(torch.finfo(w.dtype).tiny), 1.0)
-
-
-def nearest(z: Tensor, centroids: Tensor) -> Tensor:
-    """Index of the nearest centroid (squared Euclidean distance) for each row of z."""
-    return torch.cdist(z.double(), centroids.double()).argmin(1)
+    return 2 * minmax_normalise(channel_weights.clamp_min(0), 1, constant=0.5)
 
 
 def cardinality(
@@ -94,13 +81,26 @@ def cardinality(
     normalise: Normalise = "minmax",
     batch_size: int | None = 256,
 ) -> CardinalityResult:
-    """The discrimination table for K clusters.
+    """The discrimination table: ``ratio_c = #{assigned to c after} / #{assigned to c before}``.
 
-    ``channel_weights`` (N x K x C) are Grad-CeAM's ``channel_weights``. Every sample is
-    re-encoded once per cluster with its target-layer channels multiplied by that
-    cluster's weights; all K variants of a chunk go through the rest of the encoder as one
-    batch, so layers after the target must treat samples independently (no skip
-    connection may jump over the target layer).
+    ``channel_weights`` (N x K x C) are Grad-CeAM's ``channel_weights`` (any target). Every
+    sample is re-encoded once per cluster with its target-layer channels A_k multiplied by
+    that cluster's amplification weights (eq. 12) and assigned to the nearest *original*
+    centroid; all K variants of a chunk go through the rest of the encoder as one batch, so
+    layers after the target must treat samples independently (no skip connection may jump
+    over the target layer).
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import cardinality, grad_ceam
+        >>> from clustercam.models.resnet_cae import ResNetCAE
+        >>> net = ResNetCAE((1, 32), filters=(4, 4), embedding_dim=3)
+        >>> x = torch.randn(20, 1, 32)
+        >>> mu = net.encoder.eval()(x)[:3].detach()
+        >>> w = grad_ceam(net.encoder, "features", x, mu, return_maps=False).channel_weights
+        >>> table = cardinality(net.encoder, "features", x, mu, w)
+        >>> int(table.before.sum()), sorted(table.summary())
+        (20, ['empty_clusters', 'max', 'mean', 'median', 'min'])
     """
     check_inputs(x, centroids)
     n, k = x.shape[0], centroids.shape[0]
@@ -108,9 +108,15 @@ def cardinality(
         raise ValueError(
             f"channel_weights must be N x K x C = {n} x {k} x C, got {tuple(channel_weights.shape)}"
         )
+    if not torch.isfinite(channel_weights).all():
+        bad = (~torch.isfinite(channel_weights)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"channel_weights contain NaN or infinite values (samples {bad} ...); recompute them "
+            "with grad_ceam (a diverged encoder gives non-finite gradients)"
+        )
     layer = resolve_layer(encoder, target_layer)
     device = module_device(encoder, x.device)
-    dtype = next((p.dtype for p in encoder.parameters()), torch.float32)
+    dtype = module_dtype(encoder)
     mu = centroids.detach().to(device=device, dtype=dtype)
     amp = amplification_weights(channel_weights.detach(), normalise)
     step = n if batch_size is None else max(1, batch_size // k)

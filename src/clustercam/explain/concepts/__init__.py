@@ -1,0 +1,40 @@
+"""Concepts by clustering a frozen classifier's channels (CGAP / CPHA): extraction, batched
+k-means, importance, maps, quality metrics, the Tables 1-2 summary and the batch pipeline."""
+
+from clustercam.explain.concepts.checks import (
+    ALGORITHMS,
+    BACKENDS,
+    METHODS,
+    METRICS,
+    DegenerateClusteringWarning,
+    NegativeActivationWarning,
+)
+from clustercam.explain.concepts.extract import (
+    ConceptClustering,
+    SubConcepts,
+    cluster_channels,
+    concept_counts,
+    extract_concepts,
+    kept_channels,
+    sub_concepts,
+)
+from clustercam.explain.concepts.importance import concept_importance, importance_order
+from clustercam.explain.concepts.kmeans import batched_kmeans, batched_pca
+from clustercam.explain.concepts.maps import concept_maps, raw_concept_maps, sub_concept_maps
+from clustercam.explain.concepts.metrics import clustering_quality, concept_metrics
+from clustercam.explain.concepts.pipeline import (
+    ConceptSettings,
+    ConceptTables,
+    concept_results,
+    concept_tables,
+    run_concepts,
+)
+
+__all__ = [
+    "ALGORITHMS", "BACKENDS", "METHODS", "METRICS", "ConceptClustering", "ConceptSettings",
+    "ConceptTables", "DegenerateClusteringWarning", "NegativeActivationWarning", "SubConcepts",
+    "batched_kmeans", "batched_pca", "cluster_channels", "clustering_quality", "concept_counts",
+    "concept_importance", "concept_maps", "concept_metrics", "concept_results", "concept_tables",
+    "extract_concepts", "importance_order", "kept_channels", "raw_concept_maps", "run_concepts",
+    "sub_concept_maps", "sub_concepts",
+]

@@ -1,0 +1,74 @@
+"""What the concept functions accept: names, counts, activations (post-ReLU, finite)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor
+
+METHODS = ("cgap", "cpha")
+ALGORITHMS = ("kmeans", "agglomerative", "birch", "gmm")
+BACKENDS = ("torch", "sklearn")
+METRICS = ("silhouette", "calinski_harabasz", "davies_bouldin")
+
+
+class DegenerateClusteringWarning(UserWarning):
+    """An image could not be clustered as asked (too few distinct channels, one cluster...)."""
+
+
+class NegativeActivationWarning(UserWarning):
+    """Activations with negative values: CGAP/CPHA assume post-ReLU (non-negative) features."""
+
+
+def check_activations(activations: Tensor, warn_negative: bool = True) -> None:
+    """B x C x H x W, floating point, finite; a warning if any value is negative.
+
+    "Dropped" channels are the all-zero ones and a concept map is a sum of channels, which
+    only mean what the paper says for non-negative (post-ReLU) features.
+    """
+    if not isinstance(activations, Tensor):
+        raise TypeError(f"activations must be a torch.Tensor, got {type(activations).__name__}")
+    if activations.ndim != 4:
+        hint = " (one image? add a batch dimension: a[None])" if activations.ndim == 3 else ""
+        raise ValueError(
+            f"activations must have shape B x C x H x W, got shape {tuple(activations.shape)}{hint}"
+        )
+    if not activations.is_floating_point():
+        raise ValueError(f"activations must be floating point, got dtype {activations.dtype}")
+    finite = torch.isfinite(activations).flatten(1).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise ValueError(
+            f"activations contain NaN or infinite values in {len(bad)} images "
+            f"(first indices {bad[:5].tolist()})"
+        )
+    if warn_negative and activations.numel() and float(activations.min()) < 0:
+        warnings.warn(
+            f"activations have negative values (min {float(activations.min()):.3g}): CGAP/CPHA "
+            "assume post-ReLU features (the last layer of g should end with a ReLU); channels "
+            "that are never zero are all kept and concept maps can cancel out",
+            NegativeActivationWarning,
+            stacklevel=3,
+        )
+
+
+def check_args(method: str, n_concepts: int, algorithm: str, n_init: int, backend: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown concept method {method!r}; choose one of {METHODS}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown clustering algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+    if isinstance(n_concepts, bool) or not isinstance(n_concepts, int | np.integer):
+        raise ValueError(f"n_concepts must be an integer >= 2, got {n_concepts!r}")
+    if n_concepts < 2:
+        raise ValueError(f"n_concepts must be >= 2, got {n_concepts}")
+    if n_init < 1:
+        raise ValueError(f"n_init must be >= 1, got {n_init}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+
+
+def warn_degenerate(message: str) -> None:
+    """A :class:`DegenerateClusteringWarning` attributed to the caller's caller."""
+    warnings.warn(message, DegenerateClusteringWarning, stacklevel=3)

@@ -1,0 +1,342 @@
+"""Concepts of one image's activations by clustering its channels (CGAP / CPHA, paper § 3.2-3.3).
+
+Every function takes a batch ``B x C x H x W`` of activations (the output of ``g`` for B
+images) and treats each image independently, as the paper does. CGAP clusters the
+channels' flattened activation maps after a per-image PCA to ``n_concepts - 1`` dimensions
+(eq. 1); CPHA clusters the (row, col) of each channel's maximum (eq. 2). k-means has a
+batched torch path (all images and all restarts at once, any device, see
+:mod:`.kmeans`); the other algorithms run scikit-learn per image.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clustercam.explain.concepts.checks import (
+    check_activations,
+    check_args,
+    warn_degenerate,
+)
+from clustercam.explain.concepts.kmeans import batched_kmeans, batched_pca
+
+
+@dataclass
+class ConceptClustering:
+    """The concepts of a batch and what is needed to judge them.
+
+    ``labels``: B x C (long, on the activations' device), ``-1`` for dropped channels,
+    concepts numbered by decreasing size (concept 0 is the largest).
+    ``features``: per image, the clustered space of its kept channels in channel order
+    (``n_kept x (n_concepts - 1)`` PCA scores for CGAP, ``n_kept x 2`` (row, col) for CPHA).
+    ``seconds``: per image, feature extraction + clustering wall time (the batched k-means
+    path reports its batch time divided by the number of images).
+    ``degenerate``: per image, why it could not be clustered as asked (``None`` if fine);
+    ``clustered``: False where the algorithm was not run at all (no non-zero channel, fewer
+    distinct channels than concepts: one concept per distinct channel instead).
+    """
+
+    labels: Tensor
+    features: list[np.ndarray]
+    seconds: list[float]
+    degenerate: list[str | None]
+    clustered: list[bool]
+    method: str
+    algorithm: str
+    n_concepts: int
+    backend: str
+
+    def counts(self) -> Tensor:
+        """B x n_concepts: the number of channels in each concept."""
+        return concept_counts(self.labels, self.n_concepts)
+
+
+@dataclass
+class SubConcepts:
+    """Sub-concepts of every concept of a batch.
+
+    ``labels``: B x C, ``parent * n_sub + sub`` for channels of a split parent, ``-1``
+    elsewhere (dropped channels, parents too small to split). ``split``: B x n_concepts,
+    whether the parent was split. ``n_sub``: the maximum number of sub-concepts.
+    """
+
+    labels: Tensor
+    split: Tensor
+    n_sub: int
+    n_concepts: int
+    parents: Tensor = field(repr=False)
+
+    def counts(self) -> Tensor:
+        """B x n_concepts x n_sub: the channels of each sub-concept."""
+        return concept_counts(self.labels, self.n_concepts * self.n_sub).view(
+            -1, self.n_concepts, self.n_sub
+        )
+
+
+
+def kept_channels(activations: Tensor) -> Tensor:
+    """B x C bool: channels with at least one non-zero value (the others play no role)."""
+    return (activations != 0).flatten(2).any(2)
+
+
+def _raw_features(activations: Tensor, method: str, dtype: torch.dtype) -> Tensor:
+    """B x C x F: flattened maps (CGAP) or (row, col) of the first maximum (CPHA)."""
+    flat = activations.flatten(2)
+    if method == "cgap":
+        return flat.to(dtype)
+    pos = flat.argmax(2)  # torch returns the first maximal index on ties
+    w = activations.shape[-1]
+    return torch.stack([pos // w, pos % w], dim=-1).to(dtype)
+
+
+def _n_distinct(rows: Tensor) -> int:
+    return 0 if len(rows) == 0 else int(torch.unique(rows, dim=0).shape[0])
+
+
+def _distinct_inverse(rows: Tensor) -> Tensor:
+    return torch.unique(rows, dim=0, return_inverse=True)[1]
+
+
+
+def _sklearn_cluster(
+    z: np.ndarray, n: int, algorithm: str, seed: int, n_init: int, kwargs: Mapping[str, Any]
+) -> np.ndarray:
+    from sklearn.cluster import AgglomerativeClustering, Birch, KMeans
+    from sklearn.mixture import GaussianMixture
+
+    if algorithm == "kmeans":
+        return KMeans(n_clusters=n, n_init=n_init, random_state=seed, **kwargs).fit_predict(z)
+    if algorithm == "agglomerative":
+        return AgglomerativeClustering(n_clusters=n, linkage="ward", **kwargs).fit_predict(z)
+    if algorithm == "birch":
+        with warnings.catch_warnings():  # "fewer subclusters than n_clusters": handled below
+            warnings.simplefilter("ignore")
+            return Birch(n_clusters=n, **kwargs).fit_predict(z)
+    opts = {"covariance_type": "full", "reg_covar": 1e-6, **kwargs}
+    try:
+        return GaussianMixture(n_components=n, n_init=n_init, random_state=seed, **opts).fit_predict(z)
+    except ValueError:  # ill-defined covariances (many identical points): regularise more
+        opts["reg_covar"] = max(1e-3, 10 * opts["reg_covar"])
+        return GaussianMixture(n_components=n, n_init=n_init, random_state=seed, **opts).fit_predict(z)
+
+
+def _sklearn_pca(raw: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    k = min(k, raw.shape[1], raw.shape[0])
+    return PCA(n_components=k, svd_solver="auto", random_state=seed).fit_transform(raw)
+
+
+def _relabel_by_size(labels: Tensor, n: int) -> Tensor:
+    """Renumber concepts per image by decreasing size (ties: lowest old id); keeps -1."""
+    counts = concept_counts(labels, n)  # B x n
+    order = torch.argsort(-counts * (n + 1) + torch.arange(n, device=labels.device), dim=1)
+    new_id = torch.empty_like(order)
+    new_id.scatter_(1, order, torch.arange(n, device=labels.device).expand_as(order).contiguous())
+    out = torch.gather(new_id, 1, labels.clamp_min(0))
+    return torch.where(labels >= 0, out, labels)
+
+
+def concept_counts(labels: Tensor, n_concepts: int) -> Tensor:
+    """B x n_concepts: channels per concept (labels ``-1`` are not counted)."""
+    onehot = F.one_hot(labels.clamp_min(0).long(), n_concepts) * (labels >= 0).unsqueeze(-1)
+    return onehot.sum(1)
+
+
+def cluster_channels(
+    activations: Tensor,
+    method: str = "cgap",
+    n_concepts: int = 5,
+    algorithm: str = "kmeans",
+    seed: int = 0,
+    n_init: int = 10,
+    backend: str = "torch",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    algorithm_kwargs: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    warn: bool = True,
+) -> ConceptClustering:
+    """Cluster the kept channels of each image into concepts; labels + the clustered space.
+
+    ``backend="torch"`` runs k-means batched over the images (PCA included) on the
+    activations' device; ``"sklearn"`` runs scikit-learn's PCA + KMeans per image (the
+    reference). Agglomerative (ward), Birch and GMM always run scikit-learn per image;
+    ``algorithm_kwargs`` go to their constructors (e.g. Birch ``threshold``).
+    ``dtype``: the torch k-means precision (default float32: twice as fast, same partitions
+    in our parity tests); PCA and the returned features are float64.
+    Images that cannot be clustered (no non-zero channel, fewer distinct channels than
+    concepts) get one concept per distinct channel and a warning, never an error.
+    """
+    check_args(method, n_concepts, algorithm, n_init, backend)
+    check_activations(activations, warn_negative=warn)
+    kwargs = dict(algorithm_kwargs or {})
+    dev = activations.device
+    dtype = torch.float32 if dtype is None else dtype
+    b, c = activations.shape[:2]
+    mask = kept_channels(activations)
+    raw = _raw_features(activations, method, torch.float64)
+    k = n_concepts - 1
+    labels = torch.full((b, c), -1, dtype=torch.long, device=dev)
+    features: list[np.ndarray | None] = [None] * b
+    seconds = [0.0] * b
+    degenerate: list[str | None] = [None] * b
+    dims = min(k, raw.shape[-1]) if method == "cgap" else 2
+
+    # degenerate images first: no kept channel, or fewer distinct channels than concepts
+    good: list[int] = []
+    for i in range(b):
+        t0 = time.perf_counter()
+        rows = raw[i][mask[i]]
+        n_distinct = _n_distinct(rows)
+        if n_distinct >= n_concepts:
+            good.append(i)
+            continue
+        if n_distinct == 0:
+            degenerate[i] = "no non-zero channel"
+            features[i] = np.zeros((0, dims))
+        else:
+            degenerate[i] = f"{n_distinct} distinct channels for {n_concepts} concepts"
+            labels[i, mask[i]] = _distinct_inverse(rows)
+            z = batched_pca(rows[None], torch.ones(1, len(rows), dtype=torch.bool, device=dev), k)[0] \
+                if method == "cgap" else rows
+            features[i] = z.double().cpu().numpy()
+        if warn:
+            warn_degenerate(f"image {i}: {degenerate[i]} ({method}, {algorithm}); NaN metrics")
+        seconds[i] = time.perf_counter() - t0
+
+    if good and algorithm == "kmeans" and backend == "torch":
+        t0 = time.perf_counter()
+        sel = torch.tensor(good, device=dev)
+        # kept channels first, padded to the largest count: the cost follows the kept
+        # channels, not C (sub-concepts keep only one concept's channels)
+        m_sel = mask[sel]
+        n_kept = m_sel.sum(1)
+        order = torch.argsort((~m_sel).to(torch.uint8), dim=1, stable=True)[:, : int(n_kept.max())]
+        m_cmp = torch.arange(order.shape[1], device=dev) < n_kept[:, None]
+        x_cmp = torch.gather(raw[sel], 1, order.unsqueeze(-1).expand(*order.shape, raw.shape[-1]))
+        z = batched_pca(x_cmp, m_cmp, k) if method == "cgap" else x_cmp
+        lab, _, _ = batched_kmeans(z.to(dtype), m_cmp, n_concepts, n_init=n_init, seed=seed,
+                                   max_iter=max_iter, tol=tol)
+        full = torch.full((len(good), c), -1, dtype=torch.long, device=dev)
+        labels[sel] = full.scatter(1, order, lab)
+        zc = z.double().cpu()
+        nk = n_kept.cpu().tolist()
+        per = (time.perf_counter() - t0) / len(good)
+        for j, i in enumerate(good):
+            features[i] = zc[j, : nk[j]].numpy()
+            seconds[i] = per
+    elif good:
+        mask_cpu = mask.cpu()
+        raw_cpu = raw.double().cpu()
+        for i in good:
+            t0 = time.perf_counter()
+            rows = raw_cpu[i][mask_cpu[i]].numpy()
+            z = _sklearn_pca(rows, k, seed) if method == "cgap" else rows
+            lab_i = _sklearn_cluster(z, n_concepts, algorithm, seed, n_init, kwargs)
+            labels[i, mask[i]] = torch.as_tensor(lab_i, dtype=torch.long, device=dev)
+            features[i] = np.ascontiguousarray(z, dtype=np.float64)
+            seconds[i] = time.perf_counter() - t0
+    labels = _relabel_by_size(labels, n_concepts)
+    good_set = set(good)
+    for i in good:
+        found = int(torch.unique(labels[i][labels[i] >= 0]).numel())
+        if found < n_concepts:
+            degenerate[i] = f"{algorithm} found {found} of {n_concepts} concepts"
+    return ConceptClustering(
+        labels=labels,
+        features=[f if f is not None else np.zeros((0, dims)) for f in features],
+        seconds=seconds,
+        degenerate=degenerate,
+        clustered=[i in good_set for i in range(b)],
+        method=method,
+        algorithm=algorithm,
+        n_concepts=n_concepts,
+        backend=backend if algorithm == "kmeans" else "sklearn",
+    )
+
+
+def extract_concepts(
+    activations: Tensor,
+    method: str = "cgap",
+    n_concepts: int = 5,
+    algorithm: str = "kmeans",
+    seed: int = 0,
+    n_init: int = 10,
+    **kwargs: Any,
+) -> Tensor:
+    """B x C x H x W activations -> B x C concept labels C_l (eq. 1; ``-1`` for all-zero channels).
+
+    Concepts are numbered 0 .. n_concepts - 1 by decreasing size. See
+    :func:`cluster_channels` for the options and for the clustered space and timings that
+    the metrics need.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import extract_concepts
+        >>> a = torch.zeros(1, 6, 4, 4)
+        >>> a[0, :3, 0, 0] = torch.tensor([1.0, 2.0, 3.0])   # three channels peak top-left
+        >>> a[0, 3:5, 3, 3] = torch.tensor([1.0, 2.0])       # two peak bottom-right
+        >>> extract_concepts(a, method="cpha", n_concepts=2).tolist()
+        [[0, 0, 0, 1, 1, -1]]
+    """
+    return cluster_channels(activations, method=method, n_concepts=n_concepts,
+                            algorithm=algorithm, seed=seed, n_init=n_init, **kwargs).labels
+
+
+def sub_concepts(
+    activations: Tensor,
+    labels: Tensor,
+    method: str = "cgap",
+    n_sub: int = 3,
+    algorithm: str = "kmeans",
+    seed: int = 0,
+    n_init: int = 10,
+    n_concepts: int | None = None,
+    min_channels: int | None = None,
+    **kwargs: Any,
+) -> SubConcepts:
+    """Split every concept again with the same method into up to ``n_sub`` sub-concepts.
+
+    A parent with fewer than ``min_channels`` channels (default ``2 * n_sub``) or fewer
+    than 2 distinct channels is left whole; one with fewer distinct channels than
+    ``n_sub`` gets that many sub-concepts. Each parent is clustered for all images at once
+    by zeroing the other channels (which :func:`cluster_channels` then drops).
+    """
+    check_activations(activations)
+    if n_sub < 2:
+        raise ValueError(f"n_sub must be >= 2, got {n_sub}")
+    if labels.shape != activations.shape[:2]:
+        raise ValueError(f"labels must be B x C = {tuple(activations.shape[:2])}, got {tuple(labels.shape)}")
+    n = int(labels.max()) + 1 if n_concepts is None else int(n_concepts)
+    n = max(n, 1)
+    min_channels = 2 * n_sub if min_channels is None else min_channels
+    raw = _raw_features(activations, method, torch.float64)
+    b = activations.shape[0]
+    out = torch.full_like(labels, -1)
+    split = torch.zeros(b, n, dtype=torch.bool, device=labels.device)
+    for parent in range(n):
+        member = labels == parent  # B x C
+        eff = torch.zeros(b, dtype=torch.long)
+        for i in range(b):
+            if int(member[i].sum()) >= min_channels:
+                eff[i] = min(n_sub, _n_distinct(raw[i][member[i]]))
+        for m in range(2, n_sub + 1):
+            sel = (eff == m).nonzero().flatten().to(labels.device)
+            if len(sel) == 0:
+                continue
+            part = activations[sel] * member[sel].unsqueeze(-1).unsqueeze(-1).to(activations.dtype)
+            res = cluster_channels(part, method=method, n_concepts=m, algorithm=algorithm,
+                                   seed=seed, n_init=n_init, warn=False, **kwargs)
+            sub = res.labels
+            out[sel] = torch.where(sub >= 0, parent * n_sub + sub, out[sel])
+            split[sel, parent] = True
+    return SubConcepts(labels=out, split=split, n_sub=n_sub, n_concepts=n, parents=labels)

@@ -1,0 +1,185 @@
+"""Batched PCA and k-means in torch: every image (and every restart) of a batch at once.
+
+Each image is its own problem: P problems of N points (the kept channels, padded to the
+largest count and masked) in d dimensions run side by side on any device, with the random
+numbers of each problem drawn from its own generator so a result does not depend on which
+other images share the batch, on the DDP rank, or on the device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def batched_pca(x: Tensor, mask: Tensor, n_components: int) -> Tensor:
+    """Per-problem PCA scores: B x N x D -> B x N x n_components (zero rows where masked).
+
+    Each problem is centred on its own valid rows; the components are the top eigenvectors
+    of its covariance (D x D, small for 8 x 8 maps), all problems in one ``eigh`` call.
+    Signs are arbitrary, as in any PCA; clustering and the metrics do not depend on them.
+    """
+    m = mask.to(x.dtype).unsqueeze(-1)
+    n = m.sum(1, keepdim=True).clamp_min(1)
+    xc = (x - (x * m).sum(1, keepdim=True) / n) * m
+    cov = xc.transpose(1, 2) @ xc
+    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
+    k = min(n_components, x.shape[-1])
+    comps = vecs[..., -k:].flip(-1)
+    return xc @ comps
+
+
+
+def _sqdist(x: Tensor, xsq: Tensor, c: Tensor) -> Tensor:
+    """Squared distances: x Q x N x d (xsq = |x|^2, Q x N x 1) against c Q x K x d -> Q x N x K."""
+    d = torch.baddbmm(xsq, x, c.transpose(1, 2), alpha=-2) + (c * c).sum(-1).unsqueeze(1)
+    return d.clamp_min_(0)
+
+
+def _rows(x: Tensor, idx: Tensor) -> Tensor:
+    """Rows of x (Q x N x d) at idx (Q x J) -> Q x J x d."""
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(*idx.shape, x.shape[-1]))
+
+
+def _sample(weights: Tensor, u: Tensor) -> Tensor:
+    """Inverse-CDF draws: row q picks index i with probability weights[q, i] / sum (u in (0, 1])."""
+    cum = weights.cumsum(-1)
+    idx = torch.searchsorted(cum, (u * cum[:, -1:]).contiguous())
+    return idx.clamp_max(weights.shape[-1] - 1)
+
+
+def kmeans_pp_uniforms(n_problems: int, n_init: int, k: int, seed: int, device: torch.device) -> Tensor:
+    """The random numbers of k-means++ seeding: P x n_init x (1 + (k - 1) * (2 + log k)).
+
+    Every problem (image) draws from its own generator seeded with ``seed`` (as
+    scikit-learn's ``random_state=seed`` per image), so an image's concepts do not depend
+    on which other images share its batch, on the DDP rank, or on the device.
+    """
+    n_local = 2 + int(math.log(k))
+    gen = torch.Generator().manual_seed(int(seed))
+    u = 1 - torch.rand(n_init, 1 + (k - 1) * n_local, generator=gen, dtype=torch.float64)
+    return u.to(device).expand(n_problems, -1, -1)
+
+
+def _kmeans_pp(x: Tensor, xsq: Tensor, valid: Tensor, k: int, u: Tensor) -> Tensor:
+    """Greedy k-means++ seeding of Q problems (``2 + log(k)`` candidates per centre).
+
+    ``u``: Q x (1 + (k - 1) * n_local) uniforms in (0, 1], see :func:`kmeans_pp_uniforms`.
+    """
+    q, n, d = x.shape
+    vf = valid.to(x.dtype)
+    n_local = 2 + int(math.log(k))
+    u = u.to(x.dtype)
+    first = _sample(vf, u[:, :1])  # Q x 1, uniform over the valid rows
+    centres = [_rows(x, first)]
+    closest = _sqdist(x, xsq, centres[0]).squeeze(-1) * vf  # Q x N
+    for step in range(1, k):
+        weights = torch.where(closest.sum(1, keepdim=True) > 0, closest, vf)  # duplicates: uniform
+        cand = _sample(weights, u[:, 1 + (step - 1) * n_local: 1 + step * n_local])  # Q x L
+        cpts = _rows(x, cand)
+        new = torch.minimum(closest.unsqueeze(-1), _sqdist(x, xsq, cpts)) * vf.unsqueeze(-1)
+        best = new.sum(1).argmin(-1)  # Q
+        closest = torch.gather(new, 2, best.view(q, 1, 1).expand(q, n, 1)).squeeze(-1)
+        centres.append(torch.gather(cpts, 1, best.view(q, 1, 1).expand(q, 1, d)))
+    return torch.cat(centres, 1)
+
+
+def _lloyd_step(
+    xt: Tensor, xw: Tensor, xsq: Tensor, vf: Tensor, c: Tensor
+) -> tuple[Tensor, Tensor]:
+    """One Lloyd iteration for Q problems: labels (Q x N) and new centres (Q x K x d).
+
+    ``xt`` is x transposed (Q x d x N), ``xw`` x times the validity weights ``vf``
+    (Q x N x d). The assignment only needs ``|c|^2 - 2 c.x``, computed as Q x K x N (one
+    ``baddbmm``, reduced over K which is not the contiguous dimension: fast on CPU);
+    sums and counts use ``scatter_add`` (O(N d)).
+    """
+    q, d, n = xt.shape
+    k = c.shape[1]
+    score = torch.baddbmm((c * c).sum(-1).unsqueeze(-1), c, xt, alpha=-2)  # Q x K x N
+    best, lab = score.min(1)  # Q x N
+    counts = torch.zeros(q, k, dtype=xt.dtype, device=xt.device).scatter_add_(1, lab, vf)
+    sums = torch.zeros(q, k, d, dtype=xt.dtype, device=xt.device).scatter_add_(
+        1, lab.unsqueeze(-1).expand(q, n, d), xw)
+    new_c = sums / counts.clamp_min(1).unsqueeze(-1)
+    empty = counts == 0
+    if bool(empty.any()):  # move empty clusters onto the points farthest from their centres
+        mind = (best + xsq) * vf - (1 - vf)
+        far = mind.topk(k, dim=-1).indices  # Q x K
+        rank = (empty.long().cumsum(-1) - 1).clamp_min(0)
+        pts = torch.gather(xt, 2, torch.gather(far, 1, rank).unsqueeze(1).expand(q, d, k))
+        new_c = torch.where(empty.unsqueeze(-1), pts.transpose(1, 2), new_c)
+    return lab, new_c
+
+
+def batched_kmeans(
+    x: Tensor,
+    mask: Tensor,
+    n_clusters: int,
+    n_init: int = 10,
+    seed: int = 0,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """k-means on P independent problems at once: x P x N x d, mask P x N (valid rows).
+
+    Greedy k-means++ seeding (as scikit-learn; each problem's random numbers come from its
+    own generator seeded with ``seed``, so a problem's result does not depend on the
+    others in the batch), ``n_init`` restarts run side by side as P x n_init problems, Lloyd iterations until the labels stop changing or the centre
+    shift falls below ``tol`` x the mean feature variance (scikit-learn's criteria).
+    Converged problems are frozen and leave the working batch once it has shrunk by a
+    quarter. Empty clusters move to the points farthest from their centres. Keeps the
+    restart with the lowest inertia. Every problem needs at least ``n_clusters`` valid
+    rows. Returns labels (P x N, ``-1`` where masked), centres (P x K x d), inertia (P).
+    """
+    p, n, d = x.shape
+    k, r = n_clusters, n_init
+    dev, dt = x.device, x.dtype
+    valid = mask.bool()
+    if bool((valid.sum(1) < k).any()):
+        raise ValueError(f"every problem needs at least n_clusters={k} valid rows")
+    w = valid.to(dt)
+    cnt = w.sum(1, keepdim=True)
+    mean = (x * w[..., None]).sum(1) / cnt
+    var = (((x - mean[:, None]) ** 2) * w[..., None]).sum(1) / cnt
+    tol_q = (var.mean(-1) * tol).repeat_interleave(r)  # Q
+    xq = x.repeat_interleave(r, 0)  # Q x N x d, restarts of a problem are adjacent
+    vq = valid.repeat_interleave(r, 0)
+    vfq = vq.to(dt)
+    xsq = (xq * xq).sum(-1)  # Q x N
+    u = kmeans_pp_uniforms(p, r, k, seed, dev).reshape(p * r, -1)
+    c = _kmeans_pp(xq, xsq.unsqueeze(-1), vq, k, u)
+    labels = torch.full((p * r, n), -1, dtype=torch.long, device=dev)
+
+    xt, xw = xq.transpose(1, 2).contiguous(), xq * vfq.unsqueeze(-1)
+    ids = torch.arange(p * r, device=dev)  # the working set
+    w_xt, w_xw, w_xsq, w_vf, w_c, w_lab = xt, xw, xsq, vfq, c, labels
+    w_act = torch.ones(p * r, dtype=torch.bool, device=dev)
+    for _ in range(max_iter):
+        lab, new_c = _lloyd_step(w_xt, w_xw, w_xsq, w_vf, w_c)
+        shift = ((new_c - w_c) ** 2).sum((1, 2))
+        same = (lab == w_lab).all(1)
+        upd = w_act.view(-1, 1, 1)
+        w_c = torch.where(upd, new_c, w_c)
+        w_lab = torch.where(upd.view(-1, 1), lab, w_lab)
+        w_act = w_act & (shift > tol_q[ids]) & ~same
+        n_act = int(w_act.sum())
+        if n_act == 0 or n_act <= 0.75 * len(ids):
+            c[ids], labels[ids] = w_c, w_lab
+            if n_act == 0:
+                break
+            keep = w_act.nonzero().flatten()
+            ids = ids[keep]
+            w_xt, w_xw, w_xsq, w_vf = xt[ids], xw[ids], xsq[ids], vfq[ids]
+            w_c, w_lab, w_act = w_c[keep], w_lab[keep], w_act[keep]
+    else:
+        c[ids], labels[ids] = w_c, w_lab
+    score = torch.baddbmm((c * c).sum(-1).unsqueeze(-1), c, xt, alpha=-2)
+    best, lab = score.min(1)
+    inertia = ((best + xsq).clamp_min(0) * vfq).sum(-1).view(p, r)
+    pick_r = inertia.argmin(1)
+    pick = torch.arange(p, device=dev) * r + pick_r
+    return (lab[pick].masked_fill(~valid, -1), c[pick],
+            inertia.gather(1, pick_r[:, None]).squeeze(1))

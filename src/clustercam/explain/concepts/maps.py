@@ -1,0 +1,63 @@
+"""Concept maps (paper § 3.4): the sum of a concept's channels, resized, min-max normalised."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clustercam.explain.concepts.checks import check_activations
+from clustercam.explain.concepts.extract import SubConcepts
+from clustercam.explain.maps import minmax_normalise, resize_maps
+
+
+def raw_concept_maps(activations: Tensor, labels: Tensor, n_concepts: int | None = None) -> Tensor:
+    """B x n_concepts x H x W: ``M_l = sum_{c in l} A_c`` (activation resolution)."""
+    check_activations(activations, warn_negative=False)
+    n = int(labels.max()) + 1 if n_concepts is None else int(n_concepts)
+    onehot = F.one_hot(labels.clamp_min(0).long(), max(n, 1)).to(activations.dtype)
+    onehot = onehot * (labels >= 0).unsqueeze(-1).to(activations.dtype)
+    return torch.einsum("bchw,bcl->blhw", activations, onehot.to(activations.device))
+
+
+def concept_maps(
+    activations: Tensor,
+    labels: Tensor,
+    size: int | Sequence[int],
+    n_concepts: int | None = None,
+    normalise: bool = True,
+) -> Tensor:
+    """B x n_concepts x H_out x W_out: summed channels, bilinear resize, min-max normalised.
+
+    ``normalise=False`` keeps the resized sums (e.g. to normalise sub-concepts with their
+    parent's bounds, see :func:`sub_concept_maps`).
+    """
+    maps = resize_maps(raw_concept_maps(activations, labels, n_concepts), size)
+    return minmax_normalise(maps, 2) if normalise else maps
+
+
+def sub_concept_maps(
+    activations: Tensor,
+    sub: SubConcepts,
+    size: int | Sequence[int],
+) -> Tensor:
+    """B x n_concepts x n_sub x H_out x W_out, each normalised with its PARENT's min and max.
+
+    So a sub-concept is drawn in proportion to the whole concept (paper § 3.4).
+    """
+    parent = raw_concept_maps(activations, sub.parents, sub.n_concepts)
+    maps = raw_concept_maps(activations, sub.labels, sub.n_concepts * sub.n_sub)
+    maps = maps.view(maps.shape[0], sub.n_concepts, sub.n_sub, *maps.shape[-2:])
+    return sub_maps_with_parent_bounds(maps, parent, size)
+
+
+def sub_maps_with_parent_bounds(raw_sub: Tensor, raw_parent: Tensor, size: int | Sequence[int]) -> Tensor:
+    """Resize ... x L x S x h x w sub-concept sums and normalise each with its parent's
+    (... x L x h x w, resized the same way) min and max, clamped to [0, 1]."""
+    parent = resize_maps(raw_parent, size)
+    maps = resize_maps(raw_sub, size)
+    lo = parent.flatten(-2).amin(-1).unsqueeze(-1).expand(*maps.shape[:-2])
+    hi = parent.flatten(-2).amax(-1).unsqueeze(-1).expand(*maps.shape[:-2])
+    return minmax_normalise(maps, 2, lo=lo, hi=hi)

@@ -1,0 +1,202 @@
+"""Grad-CeAM (paper eq. 5-10): which input regions pull a sample's embedding towards each centroid.
+
+All K clusters come from one forward pass and one batched backward pass
+(``is_grads_batched``), so the cost barely grows with K; samples are processed in chunks so
+memory stays bounded on whole test sets. When the encoder says, through a
+``linear_head(layer)`` method, that z = fc(pool(A)) exactly (pool = mean over positions or
+flatten; clustercam's encoders do), dL/dA follows in closed form from dL/dz, so the batched
+backward only runs through the K targets, not through the encoder. Both paths work for
+any :class:`~clustercam.explain.gradceam.targets.GradCeAMTarget`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from clustercam.explain.checks import check_embedding, check_inputs
+from clustercam.explain.gradceam.targets import GradCeAMTarget, resolve_target
+from clustercam.explain.hooks import (
+    eval_mode,
+    forward_with_layer,
+    module_device,
+    module_dtype,
+    resolve_layer,
+)
+from clustercam.explain.maps import input_maps
+
+
+@dataclass
+class GradCeAMResult:
+    """Maps for N samples x K clusters.
+
+    ``heatmaps``: N x K x input spatial size, min-max normalised per sample and cluster.
+    ``raw``: N x K x target-layer spatial size, unnormalised (keeps which cluster's evidence
+    is weaker overall, paper Fig. 11). ``channel_weights``: N x K x C, the weights of eq. 9
+    before any ReLU. ``embeddings``: N x m. ``heatmaps``/``raw`` are None when not requested.
+    ``mode``: the target's name.
+    """
+
+    heatmaps: Tensor | None
+    raw: Tensor | None
+    channel_weights: Tensor
+    embeddings: Tensor
+    mode: str
+
+
+def _batched_grads(loss: Tensor, activations: Tensor) -> Tensor:
+    """dL_c/dA for every cluster c at once: K x N x C x spatial."""
+    k = loss.shape[1]
+    eye = torch.eye(k, dtype=loss.dtype, device=loss.device)
+    grad_outputs = eye[:, None, :].expand(k, loss.shape[0], k)
+    try:
+        (grads,) = torch.autograd.grad(
+            loss, activations, grad_outputs=grad_outputs, is_grads_batched=True
+        )
+        return grads
+    except RuntimeError as err:  # an op after the target layer without a batching rule
+        warnings.warn(
+            f"batched backward failed ({err}); falling back to one backward per cluster",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    grads = [
+        torch.autograd.grad(loss[:, c].sum(), activations, retain_graph=c < k - 1)[0]
+        for c in range(k)
+    ]
+    return torch.stack(grads)
+
+
+def _closed_form_head(encoder: nn.Module, layer: nn.Module) -> tuple[Tensor, str] | None:
+    """(fc weight, pooling) when z = fc(pool(A)) exactly, else None.
+
+    The encoder declares it (``encoder.linear_head(layer)``, duck-typed so this layer
+    imports no model class); no hook may change the computation after A.
+    """
+    declare = getattr(encoder, "linear_head", None)
+    spec = declare(layer) if callable(declare) else None
+    if spec is None or spec[1] not in ("gap", "flatten"):
+        return None
+    from torch.nn.modules import module as _module
+
+    global_hooks = (getattr(_module, "_global_forward_hooks", None),
+                    getattr(_module, "_global_forward_pre_hooks", None),
+                    getattr(_module, "_global_backward_hooks", None))
+    if any(global_hooks):
+        return None
+    for m in (encoder, getattr(encoder, "fc", encoder)):
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
+            return None
+    return spec
+
+
+def _closed_form_weights(
+    encoder: nn.Module, layer: nn.Module, x: Tensor, centroids: Tensor, target: GradCeAMTarget,
+    head: tuple[Tensor, str],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Channel weights N x K x C, z and A for z = fc(pool(A)), without autograd through f.
+
+    With g_c = dL_c/dz (one batched backward through the K targets only) and fc weight V
+    (m x C·S): dL_c/dA_k,s = (g_c V)_k / S for pool = mean (the same at every position),
+    (g_c V)_(k,s) for pool = flatten; eq. 9 then pools this over the S positions.
+    """
+    z, acts = forward_with_layer(encoder, layer, x, with_grad=False)
+    check_embedding(z, centroids)
+    v = head[0].detach()
+    z_leaf = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        g = _batched_grads(target.losses(z_leaf, centroids), z_leaf).detach()  # K x N x m
+    positions = math.prod(acts.shape[2:])
+    if head[1] == "gap":
+        weights = target.pool_total(g @ v, positions)  # K x N x C
+    else:
+        per_pos = v.reshape(v.shape[0], acts.shape[1], positions)  # m x C x S
+        weights = g @ target.pool(per_pos, (-1,))
+    return weights.transpose(0, 1), z, acts
+
+
+def _chunk(
+    encoder: nn.Module, layer: nn.Module, x: Tensor, centroids: Tensor, target: GradCeAMTarget,
+    maps: bool, smooth: bool, heat_out: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    head = _closed_form_head(encoder, layer)
+    if head is not None:
+        weights, z, acts = _closed_form_weights(encoder, layer, x, centroids, target, head)
+    else:
+        z, acts = forward_with_layer(encoder, layer, x, with_grad=True)
+        check_embedding(z, centroids)
+        grads = _batched_grads(target.losses(z, centroids), acts)  # K x N x C x spatial
+        weights = target.pool(grads, tuple(range(3, grads.dim()))).transpose(0, 1).detach()
+        del grads
+    raw = heat = None
+    if maps:
+        a = acts.detach().flatten(2)  # N x C x S
+        w = weights.clamp_min(0) if target.relu else weights
+        raw = torch.einsum("nkc,ncs->nks", w, a).reshape(a.shape[0], w.shape[1], *acts.shape[2:])
+        heat = input_maps(raw, tuple(x.shape[2:]), smooth=smooth, out=heat_out)
+    return z.detach(), weights, raw, heat
+
+
+def grad_ceam(
+    encoder: nn.Module,
+    target_layer: nn.Module | str,
+    x: Tensor,
+    centroids: Tensor,
+    mode: str | GradCeAMTarget = "reference",
+    temperature: float = 1.0,
+    batch_size: int | None = 512,
+    return_maps: bool = True,
+    smooth: bool = False,
+) -> GradCeAMResult:
+    """Grad-CeAM maps M_c = sum_k ReLU(W_c,k) A_k (eq. 10) for every sample and centroid.
+
+    ``encoder`` maps x (N x C x L or N x C x H x W) to embeddings N x m; ``target_layer``
+    is one of its modules (or the dotted name of one) whose output A is explained;
+    ``centroids`` is K x m. ``mode``: a target name, ``reference`` (the authors' code,
+    default), ``paper`` (eq. 5-9 as printed) or ``assignment`` (log soft-assignment at
+    ``temperature``), or any :class:`GradCeAMTarget`. ``batch_size`` bounds memory (None:
+    one chunk). ``return_maps=False`` keeps only the channel weights and embeddings, for
+    tables over whole test sets. ``smooth``: moving average of series maps.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import grad_ceam
+        >>> from clustercam.models.resnet_cae import ResNetCAE
+        >>> net = ResNetCAE((1, 64), filters=(8, 8), embedding_dim=4)
+        >>> x, mu = torch.randn(6, 1, 64), torch.randn(3, 4)
+        >>> res = grad_ceam(net.encoder, "features", x, mu, mode="assignment")
+        >>> tuple(res.heatmaps.shape), tuple(res.channel_weights.shape)
+        ((6, 3, 64), (6, 3, 8))
+        >>> bool(res.heatmaps.min() >= 0) and bool(res.heatmaps.max() <= 1)
+        True
+    """
+    target = resolve_target(mode, temperature)
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    check_inputs(x, centroids)
+    layer = resolve_layer(encoder, target_layer)
+    device = module_device(encoder, x.device)
+    dtype = module_dtype(encoder)
+    mu = centroids.detach().to(device=device, dtype=dtype)
+    n = x.shape[0]
+    step = n if batch_size is None else batch_size
+    parts: list[tuple[Tensor, Tensor, Tensor | None]] = []
+    heat = None
+    with eval_mode(encoder), torch.inference_mode(False):
+        if return_maps:  # the largest output: filled chunk by chunk, never concatenated
+            heat = torch.empty((n, mu.shape[0], *x.shape[2:]), dtype=dtype)
+        for start in range(0, n, step):
+            xb = x[start : start + step].to(device=device, dtype=dtype).clone()
+            dest = heat[start : start + step] if heat is not None and device.type == "cpu" else None
+            z, w, raw, hb = _chunk(encoder, layer, xb, mu, target, return_maps, smooth, heat_out=dest)
+            if heat is not None and dest is None:
+                heat[start : start + step].copy_(hb)
+            parts.append((z.cpu(), w.cpu(), None if raw is None else raw.cpu()))
+    z = torch.cat([p[0] for p in parts])
+    w = torch.cat([p[1] for p in parts])
+    raw = torch.cat([p[2] for p in parts]) if return_maps else None
+    return GradCeAMResult(heatmaps=heat, raw=raw, channel_weights=w, embeddings=z, mode=target.name)

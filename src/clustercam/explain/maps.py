@@ -1,0 +1,134 @@
+"""Maps on a grid: resize to the input, min-max normalise, smooth. The one copy of each.
+
+Every method in :mod:`clustercam.explain` (Grad-CeAM, concepts, the scores' baselines)
+draws its maps through these, so a Grad-CeAM map and a concept map of the same values are
+resized and normalised the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def as_size(size: int | Sequence[int], dims: int = 2) -> tuple[int, ...]:
+    """``size`` as a tuple of ``dims`` ints (an int means a square / a length)."""
+    if isinstance(size, int):
+        return (int(size),) * dims
+    return tuple(int(s) for s in size)
+
+
+def interpolation_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """n_out x n_in weights of 1-D linear interpolation, ``align_corners=False`` (as F.interpolate)."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    lam = (src - i0).clamp(0, 1)
+    i1 = (i0 + 1).clamp_max(n_in - 1)
+    rows = torch.arange(n_out)
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m.index_put_((rows, i0), 1 - lam, accumulate=True)
+    m.index_put_((rows, i1), lam, accumulate=True)
+    return m.to(dtype=dtype, device=device)
+
+
+def _bilinear(maps: Tensor, size: tuple[int, int], out: Tensor) -> Tensor:
+    """Bilinear resize (``align_corners=False``) of ... x h x w maps into ``out``.
+
+    The weights of ``F.interpolate``, applied as two small matrix products per map (equal
+    to float rounding); several times faster than the CPU upsampling kernel on the small
+    maps of a target layer, and it writes straight into ``out``.
+    """
+    h, w = maps.shape[-2:]
+    big_h, big_w = size
+    rows = interpolation_matrix(h, big_h, maps.dtype, maps.device)  # H x h
+    cols_t = interpolation_matrix(w, big_w, maps.dtype, maps.device).T  # w x W
+    src = maps.reshape(-1, h, w)
+    dst = out.view(-1, big_h, big_w)
+    block = max(1, 2**20 // (big_h * w))  # bounds the H x w temporary to ~4 MiB of floats
+    for s in range(0, src.shape[0], block):
+        torch.matmul(torch.matmul(rows, src[s : s + block]), cols_t, out=dst[s : s + block])
+    return out
+
+
+def resize_maps(maps: Tensor, size: int | Sequence[int], out: Tensor | None = None) -> Tensor:
+    """... x L -> ... x L' (linear) or ... x h x w -> ... x H x W (bilinear), ``align_corners=False``.
+
+    ``len(size)`` says how many trailing axes are spatial (an int: 2, a square). ``out``
+    (contiguous, the output shape) receives the result instead of a new tensor.
+    """
+    size = as_size(size)
+    if len(size) not in (1, 2):
+        raise ValueError(f"size must have 1 (series) or 2 (images) entries, got {size}")
+    lead = maps.shape[: maps.dim() - len(size)]
+    if out is None:
+        if tuple(maps.shape[-len(size) :]) == size:
+            return maps
+        out = torch.empty((*lead, *size), dtype=maps.dtype, device=maps.device)
+    if tuple(maps.shape[-len(size) :]) == size:
+        return out.copy_(maps)
+    if len(size) == 2:
+        return _bilinear(maps, size, out)
+    flat = maps.reshape(-1, 1, maps.shape[-1])
+    res = F.interpolate(flat, size=size, mode="linear", align_corners=False)
+    return out.copy_(res.view(*lead, *size))
+
+
+def minmax_normalise(
+    maps: Tensor,
+    dims: int,
+    lo: Tensor | None = None,
+    hi: Tensor | None = None,
+    constant: float = 0.0,
+    out: Tensor | None = None,
+) -> Tensor:
+    """``(M - lo) / (hi - lo)`` over the last ``dims`` axes; ``lo``/``hi`` default to M's own.
+
+    With given bounds (e.g. a parent concept's) values are clamped to [0, 1]. A constant map
+    (``hi == lo``, or NaN bounds) becomes ``constant``. ``out`` (contiguous, the shape of
+    ``maps``; may be ``maps`` itself) receives the result.
+    """
+    flat = maps.flatten(-dims) if dims > 0 else maps.unsqueeze(-1)
+    given = lo is not None or hi is not None
+    lo = flat.amin(-1, keepdim=True) if lo is None else lo.reshape(*flat.shape[:-1], 1)
+    hi = flat.amax(-1, keepdim=True) if hi is None else hi.reshape(*flat.shape[:-1], 1)
+    span = hi - lo
+    if out is None:
+        out = torch.empty_like(maps, memory_format=torch.contiguous_format)
+    res = out.view(flat.shape)
+    torch.sub(flat, lo, out=res)
+    res.div_(span.clamp_min(torch.finfo(flat.dtype).tiny))
+    if given:
+        res.clamp_(0, 1)
+    degenerate = ~(span > 0)
+    if bool(degenerate.any()):
+        res.masked_fill_(degenerate, constant)
+    return out
+
+
+def smooth_series(maps: Tensor, radius: int | None = None) -> Tensor:
+    """Moving average of radius ``ceil(L / 20)`` along the last axis (time-series maps)."""
+    length = maps.shape[-1]
+    radius = math.ceil(length / 20) if radius is None else radius
+    flat = maps.reshape(-1, 1, length)
+    out = F.avg_pool1d(flat, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    return out.reshape(maps.shape)
+
+
+def input_maps(raw: Tensor, size: Sequence[int], smooth: bool = False, out: Tensor | None = None) -> Tensor:
+    """Raw N x K x spatial maps -> resized to the input, optionally smoothed (series), min-max
+    normalised per sample and cluster (a constant map becomes 0): what every map method shows.
+
+    ``raw`` is never modified; the result goes to ``out`` when given."""
+    size = tuple(int(s) for s in size)
+    if out is None:
+        out = torch.empty((*raw.shape[: raw.dim() - len(size)], *size), dtype=raw.dtype,
+                          device=raw.device)
+    src = resize_maps(raw, size, out=out)
+    if smooth and len(size) == 1:
+        src = smooth_series(src)
+    return minmax_normalise(src, len(size), out=out)

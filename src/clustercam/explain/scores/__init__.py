@@ -1,0 +1,50 @@
+"""Scoring cluster maps: faithfulness (deletion / insertion) and localisation against masks,
+over a registry of map methods (baselines, Grad-CeAM targets, peers)."""
+
+from clustercam.explain.scores.baselines import BASELINES, gaussian_blur, make_baseline
+from clustercam.explain.scores.curves import (
+    PerturbationCurves,
+    curve_auc,
+    deletion_insertion,
+    mean_curves,
+    position_ranks,
+    step_counts,
+    summarise_curves,
+)
+from clustercam.explain.scores.localisation import (
+    localisation_scores,
+    mask_auroc,
+    pointing_game,
+    quantus_localisation,
+    relevance_mass,
+)
+from clustercam.explain.scores.methods import (
+    MAP_METHODS,
+    METHODS,
+    MapRequest,
+    activation_maps,
+    explanation_maps,
+    gradceam_method,
+    random_maps,
+    register_method,
+    resolve_methods,
+    smooth_random_maps,
+)
+from clustercam.explain.scores.pipeline import (
+    LOCALISATION_COLUMNS,
+    SCORES_COLUMNS,
+    ScoreReport,
+    score_explanations,
+    scores_table,
+    typical_temperature,
+)
+
+__all__ = [
+    "BASELINES", "LOCALISATION_COLUMNS", "MAP_METHODS", "METHODS", "SCORES_COLUMNS", "MapRequest",
+    "PerturbationCurves", "ScoreReport", "activation_maps", "curve_auc", "deletion_insertion",
+    "explanation_maps", "gaussian_blur", "gradceam_method", "localisation_scores",
+    "make_baseline", "mask_auroc", "mean_curves", "pointing_game", "position_ranks",
+    "quantus_localisation", "random_maps", "register_method", "relevance_mass",
+    "resolve_methods", "score_explanations", "scores_table", "smooth_random_maps", "step_counts",
+    "summarise_curves", "typical_temperature",
+]
