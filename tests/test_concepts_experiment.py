@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -29,9 +27,9 @@ from clustercam.models.classifier_module import (
     _hub_reachable,
     build_timm_model,
 )
+from tests.helpers import IMAGENET11 as IMAGES
+from tests.helpers.run import cli, train
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGES = REPO.parent / "shared" / "data" / "imagenet-11"
 needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason=f"{IMAGES} is missing")
 
 SPEC_COLUMNS = {
@@ -166,12 +164,9 @@ def test_missing_empty_and_unknown_image_folders_are_clear_errors(tmp_path: Path
 # configs
 # ---------------------------------------------------------------------------------------
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from clustercam.configs import compose as compose_config
 
-    os.environ.setdefault("PROJECT_ROOT", str(REPO))
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose("train.yaml", overrides=overrides)
+    return compose_config([f"data.data_dir={IMAGES}", *overrides])
 
 
 def test_concept_settings_live_under_callbacks_concepts_and_reach_the_callback(tmp_path: Path) -> None:
@@ -196,12 +191,11 @@ def test_concept_settings_live_under_callbacks_concepts_and_reach_the_callback(t
 
 
 def test_the_old_model_concepts_key_still_works_with_a_warning(tmp_path: Path) -> None:
-    from clustercam.train import move_deprecated_keys
+    from clustercam.configs import move_deprecated_keys
 
-    cfg = compose(["experiment=concepts_imagenet", "model.pretrained=false",
-                   f"paths.output_dir={tmp_path}", "model.concepts.algorithm=birch"])
     with pytest.warns(FutureWarning, match=r"model.concepts.\* is deprecated.*\['algorithm'\]"):
-        cfg = move_deprecated_keys(cfg)
+        cfg = compose(["experiment=concepts_imagenet", "model.pretrained=false",
+                       f"paths.output_dir={tmp_path}", "model.concepts.algorithm=birch"])
     assert cfg.callbacks.concepts.algorithm == "birch" and "concepts" not in cfg.model
     # unset old keys change nothing and say nothing
     cfg = compose(["experiment=concepts_imagenet", f"paths.output_dir={tmp_path}"])
@@ -215,21 +209,16 @@ def test_the_old_model_concepts_key_still_works_with_a_warning(tmp_path: Path) -
 # end to end
 # ---------------------------------------------------------------------------------------
 def run_train(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    # one OpenMP thread: on a busy 2-core machine spinning threads double the run time
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MPLBACKEND": "Agg",
-           "PROJECT_ROOT": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "clustercam.train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return cli(f"data.data_dir={IMAGES}", *args, timeout=timeout, check=False)
 
 
 @needs_images
-def test_concepts_experiment_end_to_end_on_real_images(tmp_path: Path) -> None:
+def test_concepts_experiment_end_to_end_on_real_images(tmp_path: Path, caplog) -> None:
     out = tmp_path / "run"
-    proc = run_train(["experiment=concepts_imagenet", "model.pretrained=false", "logger=csv",
-                      f"paths.output_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}",
-                      "callbacks.concepts.max_figures=1", "data.batch_size=6", "print_config=false"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RANDOM WEIGHTS" in proc.stdout + proc.stderr
+    with caplog.at_level(logging.WARNING):
+        train([f"data.data_dir={IMAGES}", "experiment=concepts_imagenet", "model.pretrained=false",
+               "logger=csv", "callbacks.concepts.max_figures=1", "data.batch_size=6"], out)
+    assert "RANDOM WEIGHTS" in caplog.text
 
     for name, cols in SPEC_COLUMNS.items():
         df = pd.read_csv(out / name)
@@ -283,8 +272,8 @@ def test_multirun_over_algorithms_then_one_summary(tmp_path: Path) -> None:
 
     sweep = tmp_path / "sweep"
     proc = run_train(["-m", "experiment=concepts_imagenet", "model.pretrained=false", "logger=none",
-                      "model.concepts.algorithm=kmeans,agglomerative", "model.concepts.n_concepts=3",
-                      "model.concepts.sub_concepts=0", "callbacks.concepts.figures=false",
+                      "callbacks.concepts.algorithm=kmeans,agglomerative", "callbacks.concepts.n_concepts=3",
+                      "callbacks.concepts.sub_concepts=0", "callbacks.concepts.figures=false",
                       "data.max_images=3", f"hydra.sweep.dir={sweep}",
                       "paths.output_dir=${hydra:runtime.output_dir}", "print_config=false"], timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,47 +1,75 @@
-"""Every experiment, launcher and sweeper config composes (no SLURM or GPU needed)."""
+"""Every experiment, debug, launcher and sweeper config composes, and every experiment's
+datamodule, model and callbacks instantiate (the lightning-hydra-template's habit)."""
 
-from pathlib import Path
-
+import hydra
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from lightning import Callback, LightningDataModule, LightningModule
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-EXPERIMENTS = sorted(p.stem for p in Path(CONF, "experiment").glob("*.yaml"))
+from clustercam.configs import compose, experiment_names
+from clustercam.instantiate import instantiate_callbacks
+from tests.helpers import IMAGENET11
+from tests.helpers.run import train
 
-
-def _compose(overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+EXPERIMENTS = experiment_names()
+DEBUGS = ["default", "fdr", "limit", "overfit", "profiler"]
+# what an offline machine without the STL-10 files or pretrained weights needs
+OFFLINE = {"concepts_imagenet": [f"data.data_dir={IMAGENET11}", "model.pretrained=false"]}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiments_compose(experiment):
-    cfg = _compose([f"experiment={experiment}"])
+def test_experiments_instantiate(experiment, tmp_path):
+    cfg = compose([f"experiment={experiment}", f"paths.output_dir={tmp_path}",
+                   *OFFLINE.get(experiment, [])])
     assert cfg.data._target_.startswith("clustercam.data.")
     assert cfg.model._target_.startswith("clustercam.models.")
     if "cluster_explain" in (cfg.get("callbacks") or {}):  # Grad-CeAM needs gradients in test
         assert cfg.trainer.inference_mode is False
+    dm = hydra.utils.instantiate(cfg.data)
+    assert isinstance(dm, LightningDataModule)
+    extra = {"input_shape": [1, 64]} if "input_shape" in cfg.model else {}
+    if extra and experiment in ("mnist", "synthetic_shapes", "stl10"):
+        extra = {"input_shape": [3 if experiment == "stl10" else 1, 32, 32]}
+    model = hydra.utils.instantiate(cfg.model, **extra)
+    assert isinstance(model, LightningModule)
+    callbacks = instantiate_callbacks(cfg.callbacks)
+    assert callbacks and all(isinstance(c, Callback) for c in callbacks)
+    assert all(str(getattr(c, "output_dir", tmp_path)) == str(tmp_path) for c in callbacks)
+
+
+@pytest.mark.parametrize("debug", DEBUGS)
+def test_debug_configs_compose(debug):
+    cfg = compose(["experiment=trace", f"debug={debug}"])
+    assert cfg.task_name == "debug" and cfg.trainer.accelerator == "cpu"
+    assert "wandb" not in (cfg.get("logger") or {})
+    if debug == "fdr":
+        assert cfg.trainer.fast_dev_run is True
+    if debug == "overfit":
+        assert cfg.trainer.overfit_batches == 3
+
+
+def test_debug_fdr_runs_in_seconds(tmp_path):
+    out = tmp_path / "run"
+    metrics = train(["experiment=trace", "debug=fdr", "model.net.filters=[8,8,8]"], out)
+    assert "test/nmi" in metrics and (out / "cardinality.csv").is_file()
 
 
 def test_reference_is_the_default_target():
-    cfg = _compose(["experiment=trace"])
+    cfg = compose(["experiment=trace"])
     assert cfg.callbacks.cluster_explain.mode == "reference"
-    cfg = _compose(["experiment=trace", "callbacks.cluster_explain.mode=assignment"])
+    cfg = compose(["experiment=trace", "callbacks.cluster_explain.mode=assignment"])
     assert cfg.callbacks.cluster_explain.mode == "assignment"
 
 
 def test_joblib_launcher():
-    cfg = _compose(["hydra/launcher=joblib_local"])
+    cfg = compose(["hydra/launcher=joblib_local"])
     assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert cfg.hydra.launcher.n_jobs == 2
 
 
 def test_slurm_launcher_composes_with_ddp():
-    cfg = _compose(["hydra/launcher=slurm", "trainer=ddp", "hydra.launcher.partition=gpu",
-                    "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4",
-                    "trainer.devices=4"])
+    cfg = compose(["hydra/launcher=slurm", "trainer=ddp", "hydra.launcher.partition=gpu",
+                   "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4",
+                   "trainer.devices=4"])
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 4
@@ -49,7 +77,7 @@ def test_slurm_launcher_composes_with_ddp():
 
 
 def test_optuna_sweep_targets_nmi():
-    cfg = _compose(["hparams_search=trace_optuna", "experiment=trace"])
+    cfg = compose(["hparams_search=trace_optuna", "experiment=trace"])
     assert cfg.optimized_metric == "test/nmi"
     sweeper = cfg.hydra.sweeper
     assert sweeper.direction == "maximize"

@@ -4,13 +4,14 @@ import json
 
 import pytest
 
-from tests.test_cli import read_csv, run_cli
+from tests.helpers.run import cli as run_cli
+from tests.helpers.run import read_csv, train
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
-    run_cli("experiment=trace", "trainer.max_epochs=1", "logger=none", f"paths.output_dir={out}")
+    train(["experiment=trace", "trainer.max_epochs=1", "logger=none"], out)
     return out / "checkpoints" / "last.ckpt"
 
 

@@ -4,15 +4,15 @@ import json
 
 import numpy as np
 
-from tests.test_cli import read_csv, run_cli
+from tests.helpers.run import read_csv, train
 
 
 def test_same_seed_same_outputs(tmp_path):
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        run_cli("experiment=cbf", "logger=none", "trainer.max_epochs=2", "data.max_samples=60",
-                "trainer.deterministic=true", "seed=11", f"paths.output_dir={out}")
+        train(["experiment=cbf", "logger=none", "trainer.max_epochs=2", "data.max_samples=60",
+               "trainer.deterministic=true", "seed=11"], out)
         runs.append(out)
     a, b = runs
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in runs)

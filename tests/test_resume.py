@@ -9,7 +9,9 @@ import time
 
 import torch
 
-from tests.test_cli import REPO, check_contract, run_cli
+from tests.helpers import REPO
+from tests.helpers.run import check_contract
+from tests.helpers.run import cli as run_cli
 
 
 def test_killed_run_resumes_from_last(tmp_path):

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# Paper Table I: median / mean / min / max of the cardinality ratio (SPEC § 3)
+# Paper Table I: median / mean / min / max of the cardinality ratio
 PAPER = {
     "STL10": (1.1, 1.2, 0.0, 3.1),
     "MNIST": (1.4, 1.4, 0.5, 5.8),

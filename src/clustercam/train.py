@@ -8,13 +8,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 # offline unless the user chose otherwise (the default run needs no network)
 os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
@@ -24,32 +22,13 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
+from clustercam.configs import config_path, move_deprecated_keys  # noqa: E402
 from clustercam.errors import ResourceUnavailableError  # noqa: E402
 from clustercam.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
 from clustercam.report import print_config, print_summary  # noqa: E402
 
 log = logging.getLogger("clustercam")
-CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def move_deprecated_keys(cfg: DictConfig) -> DictConfig:
-    """``model.concepts.*`` (before 0.2) -> ``callbacks.concepts.*``, with a warning."""
-    old = cfg.get("model", {}).get("concepts") if isinstance(cfg.get("model"), DictConfig) else None
-    if old is None:
-        return cfg
-    with open_dict(cfg):
-        moved = {k: v for k, v in old.items() if v is not None}
-        del cfg.model["concepts"]
-        if moved:
-            warnings.warn(
-                f"model.concepts.* is deprecated: use callbacks.concepts.* ({sorted(moved)} were "
-                "moved there for this run)", FutureWarning, stacklevel=2)
-            if "concepts" not in (cfg.get("callbacks") or {}):
-                raise ValueError("model.concepts.* was set but no concepts callback is configured "
-                                 "(callbacks=concepts)")
-            for k, v in moved.items():
-                cfg.callbacks.concepts[k] = v
-    return cfg
+CONFIG_PATH = config_path()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

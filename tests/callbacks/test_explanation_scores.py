@@ -2,9 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -20,6 +17,7 @@ from clustercam.data.synthetic import SyntheticCBFDataModule
 from clustercam.explain.scores import METHODS
 from clustercam.models.autoencoder_module import AutoencoderModule
 from clustercam.models.resnet_cae import ResNetCAE
+from tests.helpers.run import train
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = str(REPO / "conf")
@@ -32,16 +30,9 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 def test_synthetic_cbf_end_to_end(tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "clustercam.train", "print_config=false", "experiment=synthetic_cbf",
-         "trainer.max_epochs=1", "data.max_samples=30", "logger=csv",
-         "callbacks.explanation_scores.steps=4", "callbacks.cluster_explain.n_init=2",
-         "callbacks.cluster_explain.figures=false", "model.net.filters=[8,16]",
-         f"paths.output_dir={out}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    train(["experiment=synthetic_cbf", "trainer.max_epochs=1", "data.max_samples=30", "logger=csv",
+           "callbacks.explanation_scores.steps=4", "callbacks.cluster_explain.n_init=2",
+           "callbacks.cluster_explain.figures=false", "model.net.filters=[8,16]"], out)
     rows = _read(out / "explanation_scores.csv")
     assert list(rows[0]) == list(SCORES_COLUMNS)
     assert [r["method"] for r in rows if r["cluster"] == "all"] == list(METHODS)

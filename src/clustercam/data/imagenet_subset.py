@@ -1,7 +1,7 @@
 """ImageNet images from an ImageFolder of synset folders, preprocessed as the classifier expects.
 
 ``<data_dir>/<synset>/<file>.JPEG`` (e.g. ``n01440764/...``). Each synset maps to its
-ImageNet-1k class index (timm's table; the 11 classes of SPEC § 5 are built in), so the
+ImageNet-1k class index (timm's table; the concepts paper's 11 classes are built in), so the
 concept importance is measured for the right class. Preprocessing comes from timm's data
 config for the model (``nf_resnet50``: resize 272 bicubic, centre crop 256, ImageNet
 mean/std). Batches are ``(x, y, index)``; :attr:`image_paths` and :meth:`display_image`
@@ -21,11 +21,17 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from clustercam.errors import ResourceUnavailableError
+
 log = logging.getLogger(__name__)
+
+
+class ImageFolderMissingError(ResourceUnavailableError, FileNotFoundError):
+    """The image folder of a concept run is not given or does not exist."""
 
 EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
-# SPEC § 5: the paper's 11 classes (synset -> (ImageNet-1k index, name))
+# the concepts paper's 11 classes (synset -> (ImageNet-1k index, name))
 PAPER_CLASSES: dict[str, tuple[int, str]] = {
     "n01440764": (0, "tench"),
     "n02102040": (217, "English springer"),
@@ -101,7 +107,7 @@ class ImageNetSubsetDataModule(LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str | Path,
+        data_dir: str | Path | None,
         model_name: str = "nf_resnet50",
         pretrained_tag: str | None = None,
         batch_size: int = 16,
@@ -115,6 +121,11 @@ class ImageNetSubsetDataModule(LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_images is not None and max_images < 1:
             raise ValueError(f"max_images must be >= 1 or null, got {max_images}")
+        if data_dir is None:
+            raise ImageFolderMissingError(
+                "no image folder given: set data.data_dir=<folder of synset sub-folders> "
+                "(<data_dir>/n01440764/*.JPEG, ...; any ImageFolder layout works, with "
+                "data.class_map={<folder>: <ImageNet index>} for folders that are not synsets)")
         self.data_dir = Path(data_dir).expanduser()
         self.model_name = model_name
         self.batch_size = batch_size
@@ -129,7 +140,7 @@ class ImageNetSubsetDataModule(LightningDataModule):
 
     def _scan(self) -> tuple[list[Path], list[int], list[str]]:
         if not self.data_dir.is_dir():
-            raise FileNotFoundError(
+            raise ImageFolderMissingError(
                 f"image folder {str(self.data_dir)!r} does not exist; set data.data_dir to a "
                 "folder of synset sub-folders (<data_dir>/n01440764/*.JPEG, ...)"
             )

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 
 class AutoencoderModule(LightningModule):
-    """MSE reconstruction with Adam (SPEC § 4); ``net`` is built from ``input_shape``.
+    """MSE reconstruction with Adam (paper § IV-B); ``net`` is built from ``input_shape``.
 
     ``net`` is a callable ``net(input_shape=...) -> nn.Module`` (a Hydra ``_partial_``) or
     an already built module.

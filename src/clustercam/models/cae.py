@@ -1,4 +1,4 @@
-"""Image convolutional autoencoder (SPEC § 4, paper § IV-B) for MNIST, STL-10 and the like.
+"""Image convolutional autoencoder (Grad-CeAM paper § IV-B) for MNIST, STL-10 and the like.
 
 The encoder is d strided Conv2d + ReLU layers (``features``, the Grad-CeAM target layer),
 then global average pooling (or flatten, as the authors' code) and a linear layer to the

@@ -1,4 +1,4 @@
-"""A frozen timm classifier split into ``g`` (features) and ``h`` (head) for concepts (SPEC § 4).
+"""A frozen timm classifier split into ``g`` (features) and ``h`` (head) for concepts (concepts paper § 3).
 
 ``g = forward_features`` (for ``nf_resnet50``: 2048 x 8 x 8, non-negative), ``h =
 forward_head`` (average pool + linear). Weights: from a local file when

@@ -1,4 +1,4 @@
-"""Time-series ResNet convolutional autoencoder (SPEC § 4, paper § IV-B)."""
+"""Time-series ResNet convolutional autoencoder (Grad-CeAM paper § IV-B)."""
 
 from __future__ import annotations
 

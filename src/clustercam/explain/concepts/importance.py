@@ -36,8 +36,8 @@ def concept_importance(
         >>> a = torch.ones(1, 2, 2, 2) * torch.tensor([3.0, 1.0]).view(1, 2, 1, 1)
         >>> labels = torch.tensor([[0, 1]])   # concept 0 = channel 0, concept 1 = channel 1
         >>> imp = concept_importance(head, a, labels, targets=[0])
-        >>> [round(v, 1) for v in imp[0].tolist()]   # p_0 = 0.881; 0.269 without concept 0
-        [69.5, -13.5]
+        >>> [round(v, 1) for v in imp[0].tolist()]   # p_0: 0.881, 0.269 without C0, 0.953 without C1
+        [69.5, -8.1]
     """
     check_activations(activations)
     if labels.shape != activations.shape[:2]:
