@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from clustercam import outputs
+from clustercam.errors import exit_on_user_error
 from clustercam.explain.concepts.summary import METRICS_FILE, SUMMARY_FILE, summary_markdown
 
 
@@ -52,6 +53,7 @@ def write_summary(paths: Sequence[str | Path], out: str | Path | None = None) ->
     return outputs.write_text(out, summary_markdown(df, title=f"Concept clustering ({runs} runs)"))
 
 
+@exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="run or multirun directories (or CSV files)")

@@ -20,8 +20,9 @@ PACKAGE = "clustercam.conf"
 
 def source_config_dir() -> Path | None:
     """``<checkout>/conf`` when this package runs from a source checkout, else None."""
-    conf = Path(__file__).resolve().parents[2] / "conf"
-    return conf if (conf / "train.yaml").is_file() else None
+    root = Path(__file__).resolve().parents[2]
+    checkout = (root / "pyproject.toml").is_file() and (root / "src" / "clustercam").is_dir()
+    return root / "conf" if checkout and (root / "conf" / "train.yaml").is_file() else None
 
 
 def config_path() -> str:

@@ -25,7 +25,14 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from clustercam.configs import experiment_names
+from clustercam.errors import exit_on_user_error
+
+
+def root() -> Path:
+    """Where data and outputs live: CLUSTERCAM_ROOT, else the working directory."""
+    return Path(os.environ.get("CLUSTERCAM_ROOT") or Path.cwd())
+
 # Paper Table I: median / mean / min / max of the cardinality ratio
 PAPER = {
     "STL10": (1.1, 1.2, 0.0, 3.1),
@@ -56,7 +63,7 @@ def run_sweep(experiment: str, seeds: list[int], runs_dir: Path, extra: list[str
     ]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")})
+    subprocess.run(cmd, check=True, env={**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")})
     return time.perf_counter() - start
 
 
@@ -137,12 +144,13 @@ def modes_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["trace", "coffee", "cbf", "mnist"],
                    help="experiment names (stl10 is added when data/stl10_binary exists)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--out", type=Path, default=REPO / "outputs" / "reproduction")
+    p.add_argument("--out", type=Path, default=root() / "outputs" / "reproduction")
     p.add_argument("--launcher", default="basic", help="Hydra launcher: basic | joblib | submitit_slurm")
     p.add_argument("--extra", nargs="*", default=["logger=csv"], help="more Hydra overrides")
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables")
@@ -153,11 +161,12 @@ def main(argv: list[str] | None = None) -> None:
     timing_file = args.out / "timings.json"
     if not args.aggregate_only:
         datasets = list(args.datasets)
-        if "stl10" not in datasets and stl10_present(REPO):
+        if "stl10" not in datasets and stl10_present(root()):
             datasets.append("stl10")
         for ds in datasets:
-            if not (REPO / "conf" / "experiment" / f"{ds}.yaml").is_file():
-                print(f"skipping {ds}: no conf/experiment/{ds}.yaml", flush=True)
+            if ds not in experiment_names():
+                print(f"skipping {ds}: no experiment config {ds!r} (have {experiment_names()})",
+                      flush=True)
                 continue
             timings[ds] = run_sweep(ds, args.seeds, runs_dir, args.extra, args.launcher)
         args.out.mkdir(parents=True, exist_ok=True)

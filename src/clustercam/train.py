@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,23 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
 from clustercam.configs import config_path, move_deprecated_keys  # noqa: E402
-from clustercam.errors import ResourceUnavailableError  # noqa: E402
+from clustercam.errors import exit_on_user_error  # noqa: E402
 from clustercam.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
 from clustercam.report import print_config, print_summary  # noqa: E402
 
 log = logging.getLogger("clustercam")
 CONFIG_PATH = config_path()
+
+
+def check_checkpoint(ckpt_path: str | None) -> None:
+    """``ckpt_path`` is a file that exists (or one of Lightning's names: last, best, hpc)."""
+    if ckpt_path is None or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+        return
+    if not Path(ckpt_path).expanduser().is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path!r} does not exist: give a Lightning checkpoint file "
+            "(<run>/checkpoints/last.ckpt), ckpt_path=last to resume the run in paths.output_dir, "
+            "or leave it null")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -37,6 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = outputs.start_run(cfg.paths.output_dir) if rank_zero_only.rank == 0 else Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:
         outputs.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    check_checkpoint(cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -105,13 +118,16 @@ def _finish_wandb() -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train.yaml")
+@exit_on_user_error  # a user's mistake: one line, no traceback (HYDRA_FULL_ERROR=1 shows it)
 def main(cfg: DictConfig) -> float | None:
+    # the user's own modules (_target_: my_model.MyNet) import from the folder they start in,
+    # with the console script as with `python -m`
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if cfg.get("print_config"):
         print_config(cfg)
     try:
         metrics = run(cfg)
-    except ResourceUnavailableError as err:  # one clear message, not a stack trace
-        raise SystemExit(f"error: {err}") from None
     finally:
         _finish_wandb()  # each job of a multirun closes its own W&B run
     if cfg.get("test"):  # last, after W&B's own footer (rank zero only)

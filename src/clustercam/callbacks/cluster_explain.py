@@ -18,7 +18,12 @@ from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
-from clustercam.callbacks.gather import eval_inputs, gather_split, number_of_clusters
+from clustercam.callbacks.gather import (
+    eval_inputs,
+    gather_split,
+    number_of_clusters,
+    target_layer_of,
+)
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.explain.clustering import KMeansResult, clustering_scores, fit_kmeans
 from clustercam.explain.gradceam import MODES, GradCeAMTarget, explain_clusters, resolve_target
@@ -101,7 +106,8 @@ class ClusterExplainCallback(Callback):
                 "callbacks.cluster_explain.n_clusters (or data.max_samples) accordingly")
 
     def layer(self, pl_module: LightningModule) -> str:
-        return self.target_layer or pl_module.target_layer
+        """The configured target layer, else the model's declared one."""
+        return target_layer_of(pl_module, self.target_layer, "cluster_explain")
 
     # -- collecting -------------------------------------------------------------------------
     def _collect(self, out: Any) -> None:

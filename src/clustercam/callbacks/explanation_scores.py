@@ -29,7 +29,12 @@ from torch import Tensor
 
 from clustercam import outputs
 from clustercam.callbacks.cluster_explain import ClusterExplainCallback
-from clustercam.callbacks.gather import eval_inputs, gather_split, number_of_clusters
+from clustercam.callbacks.gather import (
+    eval_inputs,
+    gather_split,
+    number_of_clusters,
+    target_layer_of,
+)
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.explain.clustering import fit_kmeans
 from clustercam.explain.hooks import resolve_layer
@@ -109,7 +114,9 @@ class ExplanationScoresCallback(Callback):
 
     def _layer(self, trainer: Trainer, pl_module: LightningModule) -> str:
         ce = self._explainer(trainer)
-        return self.target_layer or (ce.layer(pl_module) if ce else pl_module.target_layer)
+        if self.target_layer or ce is None:
+            return target_layer_of(pl_module, self.target_layer, "explanation_scores")
+        return ce.layer(pl_module)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         resolve_layer(pl_module.encoder, self._layer(trainer, pl_module))

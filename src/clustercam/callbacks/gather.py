@@ -4,6 +4,7 @@ read the inputs and the number of clusters from the datamodule."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from lightning import Trainer
@@ -60,3 +61,15 @@ def number_of_clusters(trainer: Trainer, n_clusters: int | None) -> int | None:
         return int(n_clusters)
     dm = getattr(trainer, "datamodule", None)
     return int(dm.num_classes) if dm is not None and hasattr(dm, "num_classes") else None
+
+
+def target_layer_of(pl_module: Any, configured: str | None, callback: str) -> str:
+    """The target layer a callback explains: its own setting, else the model's declared one."""
+    layer = configured or getattr(pl_module, "target_layer", None)
+    if not layer:
+        encoder = getattr(pl_module, "encoder", None)
+        names = [n for n, _ in encoder.named_modules() if n][:20] if encoder is not None else []
+        raise ValueError(
+            f"{type(pl_module).__name__}'s net declares no target_layer: set "
+            f"callbacks.{callback}.target_layer=<dotted name of an encoder module>, one of {names}")
+    return layer

@@ -73,9 +73,10 @@ def data_config(model_name: str, pretrained_tag: str | None = None) -> dict[str,
     """timm's eval preprocessing for a model name (input size, interpolation, crop, mean/std)."""
     from timm.data import resolve_data_config
 
-    from clustercam.models.classifier_module import pretrained_cfg
+    from clustercam.models.classifier_module import check_model_name, pretrained_cfg
 
     arch, _, tag = model_name.partition(".")
+    check_model_name(arch)
     tag = pretrained_tag or tag
     cfg = pretrained_cfg(f"{arch}.{tag}" if tag else arch)
     if cfg is None:

@@ -1,7 +1,8 @@
 """The LightningModule for any clustercam autoencoder: reconstruction training + embeddings.
 
-The wrapped net exposes ``encoder`` (x -> z), ``decoder`` (z -> x_hat) and
-``target_layer`` (the encoder module Grad-CeAM explains). Validation and test steps
+The wrapped net exposes ``encoder`` (x -> z) and ``decoder`` (z -> x_hat), and may declare
+``target_layer`` (the dotted name of the encoder module Grad-CeAM explains by default;
+otherwise the callbacks' ``target_layer`` setting names it). Validation and test steps
 return each batch's embeddings with their dataset indices so that epoch-end callbacks
 can gather the whole split across ranks.
 """
@@ -15,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 from torch import Tensor, nn
+
+from clustercam.models.optim import check_optimizer
 
 
 class AutoencoderModule(LightningModule):
@@ -41,9 +44,11 @@ class AutoencoderModule(LightningModule):
             if input_shape is None:
                 raise ValueError("input_shape is needed to build the autoencoder from a partial")
             self.net = net(input_shape=tuple(input_shape))
-        for attr in ("encoder", "decoder", "target_layer"):
-            if not hasattr(self.net, attr):
-                raise TypeError(f"{type(self.net).__name__} has no '{attr}' attribute")
+        for attr in ("encoder", "decoder"):
+            if not isinstance(getattr(self.net, attr, None), nn.Module):
+                raise TypeError(f"{type(self.net).__name__} has no '{attr}' module (an autoencoder "
+                                "needs net.encoder: x -> z and net.decoder: z -> x_hat)")
+        check_optimizer(optimizer)
         self.optimizer_factory = optimizer
         if compile:
             self.net = torch.compile(self.net)
@@ -53,8 +58,9 @@ class AutoencoderModule(LightningModule):
         return self.net.encoder
 
     @property
-    def target_layer(self) -> str:
-        return self.net.target_layer
+    def target_layer(self) -> str | None:
+        """The encoder module the net declares for Grad-CeAM (None: the callbacks must name one)."""
+        return getattr(self.net, "target_layer", None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

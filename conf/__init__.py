@@ -1,0 +1,1 @@
+"""clustercam's Hydra configs (a package only so the wheel can carry them: pkg://clustercam.conf)."""
