@@ -22,6 +22,7 @@ CARDINALITY_COLUMNS = ("cluster", "before", "after", "ratio")
 ASSIGNMENTS = "assignments.csv"
 ASSIGNMENT_COLUMNS = ("index", "label", "cluster")
 FIGURES = "figures"
+HEATMAPS = "figures/heatmaps.npz"
 
 
 def _atomic_write(path: Path, write: Any, mode: str = "w") -> Path:

@@ -180,9 +180,11 @@ class ClusterExplainCallback(Callback):
             log_table(trainer, "test/cardinality_by_mode", ex.by_mode)
         if ex.member_maps is not None:
             maps, sel = ex.member_maps, ex.member_index
-            outputs.write_npz(out / outputs.FIGURES / "heatmaps.npz", index=sel.numpy(),
+            outputs.write_npz(out / outputs.HEATMAPS, index=data["idx"][sel].numpy(),
                               heatmaps=maps.heatmaps.numpy(), raw=maps.raw.numpy(),
-                              channel_weights=maps.channel_weights.numpy(), cluster=labels[sel].numpy())
+                              channel_weights=maps.channel_weights.numpy(), cluster=labels[sel].numpy(),
+                              inputs=x[sel].numpy(), label=data["y"][sel].numpy(),
+                              sizes=torch.bincount(labels, minlength=len(centroids)).numpy())
             paths = [outputs.save_figure(fig, out / outputs.FIGURES / f"{name}.png")
                      for name, fig in explanation_figures(x, data["y"], labels, ex)]
             log_images(trainer, "figures/gradceam", paths, [p.stem for p in paths])
