@@ -36,11 +36,14 @@ def _fake_run(root, name, seed, nmi, median, target=None, k=2, shape=(1, 20)):
     return run
 
 
-def test_high_low_is_the_best_and_worst_nmi_ties_to_the_lower_seed(tmp_path):
+def test_high_low_is_the_best_and_worst_nmi_with_ties_split(tmp_path):
     for seed, nmi in [(1, 0.5), (2, 0.8), (3, 0.8), (4, float("nan")), (5, 0.1), (6, 0.1)]:
         _fake_run(tmp_path, "Coffee", seed, nmi, 1.0)
     high, low = high_low(collect(tmp_path))
-    assert (high.seed, high.nmi) == (2, 0.8) and (low.seed, low.nmi) == (5, 0.1)
+    assert (high.seed, high.nmi) == (2, 0.8) and (low.seed, low.nmi) == (6, 0.1)
+    one, two = _fake_run(tmp_path / "b", "CBF", 1, 0.3, 1.0), _fake_run(tmp_path / "b", "CBF", 2, 0.3, 1.0)
+    high, low = high_low(collect(tmp_path / "b"))
+    assert (high.run, low.run) == (one, two)  # all tied: still two models
 
 
 def test_table1_mean_std_best_worst_and_the_selected_models(tmp_path):
@@ -117,3 +120,15 @@ def test_aggregate_only_writes_the_tables_figures_and_captions(tmp_path):
     assert names == ["gradceam_fig09_trace.png", "gradceam_fig10_coffee_high_low.png", "gradceam_fig11_cbf_grid.png"]
     captions = (tmp_path / "figures" / "captions.md").read_text()
     assert all(n in captions for n in names) and "seed 2" in captions
+
+
+@pytest.mark.slow
+def test_quick_reproduction_makes_every_file(tmp_path):
+    from tests.helpers.run import cli
+
+    cli("--quick", "--out", str(tmp_path), "--datasets", "trace", "coffee", "cbf", "mnist",
+        module="clustercam.reproduce", timeout=900, env={"OMP_NUM_THREADS": "1"})
+    names = {p.name for p in (tmp_path / "figures").glob("*.png")}
+    assert {"gradceam_fig07_mnist.png", "gradceam_fig09_trace.png", "gradceam_fig10_coffee_high_low.png",
+            "gradceam_fig11_cbf_grid.png"} <= names
+    assert "Table I of the high and the low model" in (tmp_path / "table1.md").read_text()

@@ -71,12 +71,13 @@ def by_dataset(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
 
 
 def high_low(records: list[RunRecord]) -> tuple[RunRecord, RunRecord]:
-    """(high, low): the runs with the best and the worst NMI; ties go to the lower seed, and
-    runs whose NMI is not finite are left out (an error if none is left)."""
+    """(high, low): the runs with the best and the worst NMI (ties: the lower seed for high, the
+    higher seed for low, so two tied runs give two models); runs whose NMI is not finite are
+    left out (an error if none is left)."""
     ok = [r for r in records if math.isfinite(r.nmi)]
     if not ok:
         raise ValueError(f"no run with a finite NMI among {[str(r.run) for r in records]}")
     key = lambda r: (r.seed if r.seed is not None else math.inf)  # noqa: E731
     high = max(sorted(ok, key=key), key=lambda r: r.nmi)
-    low = min(sorted(ok, key=key), key=lambda r: r.nmi)
+    low = min(sorted(ok, key=key, reverse=True), key=lambda r: r.nmi)
     return high, low
