@@ -22,10 +22,12 @@ def cli(*args: str, cwd: Path = REPO, timeout: int = 300, check: bool = True,
         module: str = "clustercam.train", env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python -m <module> print_config=false <args>`` offline; raises with the output on failure."""
     full_env = {**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1", **(env or {})}
-    flags = [a for a in args if a.startswith("-") and "=" not in a]  # -m, --config-dir ...
-    rest = [a for a in args if a not in flags]
-    if module == "clustercam.train" and not any(a.startswith("print_config=") for a in rest):
-        rest.insert(0, "print_config=false")
+    flags, rest = [], list(args)
+    if module == "clustercam.train":  # Hydra: flags (-m, --config-dir=...) before the overrides
+        flags = [a for a in args if a.startswith("-")]
+        rest = [a for a in args if not a.startswith("-")]
+        if not any(a.startswith("print_config=") for a in rest):
+            rest.insert(0, "print_config=false")
     proc = subprocess.run([sys.executable, "-m", module, *flags, *rest], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
