@@ -37,11 +37,71 @@ def test_archive_tsv_layout(tmp_path):
     assert idx.tolist() == [0, 1] and xb.shape == (2, 1, 4)
 
 
-def test_nan_in_a_series_is_a_clear_error(tmp_path):
+def test_nan_inside_a_series_is_interpolated_or_a_clear_error(tmp_path):
     _write_archive(tmp_path, rows_train=[[1, 1, 2, float("nan"), 4], [2, 1, 2, 3, 4]])
     dm = UCRDataModule(name="Toy", data_root=str(tmp_path))
-    with pytest.raises(ValueError, match=r"NaN in 1 series \(rows \[0\]\)"):
-        dm.setup()
+    dm.setup()
+    # the gap between 2 and 4 filled with 3: the same series as the complete second row
+    torch.testing.assert_close(dm.data_train.x[0], dm.data_train.x[1])
+    strict = UCRDataModule(name="Toy", data_root=str(tmp_path), missing="error")
+    with pytest.raises(ValueError, match=r"Toy_TRAIN.tsv row 1 \(line 1\) has a missing value "
+                       r"\(channel 1, step 3\)"):
+        strict.setup()
+
+
+def test_nan_padded_variable_length_rows(tmp_path):
+    """The UCR 2018 convention: trailing NaN pad a shorter series."""
+    nan = float("nan")
+    _write_archive(tmp_path, rows_train=[[1, 0, 2, 4, nan, nan], [2, 0, 1, 2, 3, 4]],
+                   rows_test=[[1, 4, 2, 0, nan, nan], [2, 1, 2, 3, 4, 5]])
+    dm = UCRDataModule(name="Toy", data_root=str(tmp_path))
+    dm.setup()
+    assert dm.input_shape == (1, 5)
+    # [0, 2, 4] resampled to 5 steps is the line [0, 1, 2, 3, 4]: the second series
+    torch.testing.assert_close(dm.data_train.x[0], dm.data_train.x[1])
+    pad = UCRDataModule(name="Toy", data_root=str(tmp_path), variable_length="pad")
+    pad.setup()
+    x = pad.data_train.x[0, 0]
+    assert x[3:].tolist() == [0.0, 0.0]
+    expected = (np.array([0.0, 2.0, 4.0]) - 2) / np.sqrt(8 / 3)
+    np.testing.assert_allclose(x[:3].numpy(), expected, rtol=1e-6)
+    cut = UCRDataModule(name="Toy", data_root=str(tmp_path), variable_length="truncate")
+    cut.setup()
+    assert cut.input_shape == (1, 3)
+    np.testing.assert_allclose(cut.data_train.x[1, 0].numpy(), expected, rtol=1e-6)  # 0, 1, 2
+
+
+def test_malformed_tsv_row_names_file_row_and_column(tmp_path):
+    folder = _write_archive(tmp_path)
+    (folder / "Toy_TEST.tsv").write_text("1\t1\t1\t1\t2\n2\t5\t4\tx3\t2\n")
+    with pytest.raises(ValueError, match=r"Toy_TEST.tsv: row 2, column 4 \(value 3 of the series\) "
+                       r"is 'x3', not a number"):
+        UCRDataModule(name="Toy", data_root=str(tmp_path)).setup()
+    (folder / "Toy_TEST.tsv").write_text("1\t1\t1\t1\t2\n\t5\t4\t3\t2\n")
+    with pytest.raises(ValueError, match=r"row 2, column 1 \(the class label\) is ''"):
+        UCRDataModule(name="Toy", data_root=str(tmp_path)).setup()
+    (folder / "Toy_TEST.tsv").write_text("1\t1\t1\t1\t2\n2\t5\t4\n")
+    with pytest.raises(ValueError, match=r"row 2 has 3 columns but row 1 has 5 \(pad shorter"):
+        UCRDataModule(name="Toy", data_root=str(tmp_path)).setup()
+    (folder / "Toy_TEST.tsv").write_text("1\t1\t1\t1\t2\nnan\t5\t4\t3\t2\n")
+    with pytest.raises(ValueError, match=r"row 2 has no class label"):
+        UCRDataModule(name="Toy", data_root=str(tmp_path)).setup()
+
+
+def test_labels_are_ordered_by_value_not_by_text(tmp_path):
+    rows = [[10, 1, 2, 3], [2, 3, 2, 1], [1, 1, 3, 2]]
+    _write_archive(tmp_path, rows_train=rows, rows_test=rows)
+    dm = UCRDataModule(name="Toy", data_root=str(tmp_path))
+    dm.setup()
+    assert dm.classes.tolist() == ["1", "2", "10"]
+    assert dm.data_train.y.tolist() == [2, 1, 0]
+
+
+def test_bad_settings_fail_at_construction():
+    with pytest.raises(ValueError, match="unknown variable_length 'stretch'"):
+        UCRDataModule(name="Trace", variable_length="stretch")
+    with pytest.raises(ValueError, match="unknown missing 'drop'"):
+        UCRDataModule(name="Trace", missing="drop")
 
 
 @pytest.mark.parametrize(
@@ -79,9 +139,8 @@ def test_unavailable_dataset_is_one_clear_message(tmp_path, monkeypatch):
         dm.setup()
     msg = str(err.value)
     assert "'Adiac' is not available" in msg
-    assert f"{tmp_path}/Adiac/Adiac_TRAIN.tsv" in msg
-    assert "tslearn" not in msg or "Trace" in msg
-    assert "Trace" in msg and "download" in msg
+    assert f"{tmp_path}/Adiac/Adiac_TRAIN.ts" in msg and "Adiac_TRAIN.tsv" in msg
+    assert "Trace (tslearn)" in msg and "BasicMotions" in msg and "download" in msg
 
 
 def test_unknown_source_and_archive_without_root():
