@@ -1,4 +1,11 @@
-"""Series figures: each series drawn as a line coloured by its map (paper Fig. 9, 11)."""
+"""Series figures: each series drawn as a line coloured by its map (paper Fig. 9, 11).
+
+A univariate series is one panel; a multivariate one (C > 1) is a column of C panels, one
+row per channel, every channel coloured by the series' one map (a Grad-CeAM map is over
+time: the first convolution mixes the channels). Up to ``MAX_CHANNELS`` channels are drawn;
+beyond that the ``MAX_CHANNELS`` whose shown series' mean varies most over time (the
+channels where the shown series share a shape), as the title says.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from clustercam.explain.plots.common import CMAP, colour_bar
+
+MAX_CHANNELS = 12
 
 
 def coloured_line(ax, series: np.ndarray, heat: np.ndarray, norm) -> LineCollection:
@@ -26,55 +35,92 @@ def coloured_line(ax, series: np.ndarray, heat: np.ndarray, norm) -> LineCollect
     return lc
 
 
-def _panel(ax, x: np.ndarray, heat: np.ndarray, norm, xlabel: bool) -> LineCollection | None:
-    """Every channel of a C x L series in one panel, coloured by the same map."""
-    mappable = None
-    for ch in range(x.shape[0]):
-        mappable = coloured_line(ax, x[ch], heat, norm)
-    ax.set_ylabel("value (z-norm.)")
-    if xlabel:
-        ax.set_xlabel("time step")
-    return mappable
+def shown_channels(x: np.ndarray, max_channels: int = MAX_CHANNELS) -> tuple[np.ndarray, str]:
+    """The channels to draw of n x C x L series, in channel order, and a title note.
+
+    All C when C <= ``max_channels``; else the ``max_channels`` whose mean over the n series
+    has the largest variance over time (on z-normalised inputs every single channel has
+    variance 1, so a single series keeps its first non-constant channels).
+    """
+    c = x.shape[1]
+    if max_channels < 1:
+        raise ValueError(f"max_channels must be >= 1, got {max_channels}")
+    if c <= max_channels:
+        return np.arange(c), ""
+    score = x.mean(0).var(-1)
+    keep = np.sort(np.argsort(-score, kind="stable")[:max_channels])
+    return keep, f" - {max_channels} of {c} channels (largest variance of the mean series)"
 
 
-def _stacked(panels: int) -> tuple[Figure, np.ndarray]:
-    fig, axes = plt.subplots(panels, 1, figsize=(8, 1.6 * panels + 0.8), sharex=True, squeeze=False)
-    return fig, axes[:, 0]
+def _grid(rows: int, cols: int, multichannel: bool) -> tuple[Figure, np.ndarray]:
+    w, h = ((2.7 * cols + 1.4), (0.8 * rows + 1.3)) if multichannel else (8, 1.6 * rows + 0.8)
+    fig, axes = plt.subplots(rows, cols, figsize=(w, h), sharex=True, squeeze=False)
+    return fig, axes
 
 
-def _finish(fig: Figure, title: str) -> Figure:
+def _finish(fig: Figure, title: str, fixed: bool = False) -> Figure:
+    """Title, layout and colour bar; ``fixed`` margins (in inches) for the channel grids,
+    where ``tight_layout`` costs most of the figure's time."""
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 0.9, 1))
-    colour_bar(fig)
+    if fixed:
+        w, h = fig.get_size_inches()
+        fig.subplots_adjust(left=0.6 / w, right=1 - 1.5 / w, bottom=0.5 / h, top=1 - 0.65 / h,
+                            wspace=0.22, hspace=0.3)
+    else:
+        fig.tight_layout(rect=(0, 0, 0.9, 1))
+    colour_bar(fig, rect=(1 - 1.15 / fig.get_size_inches()[0], 0.15, 0.02, 0.7) if fixed else
+               (0.91, 0.15, 0.02, 0.7))
     return fig
 
 
-def members_series(
-    x: np.ndarray, heatmaps: np.ndarray, title: str, labels: Sequence[int] | None
-) -> Figure:
-    """n series (n x C x L) one panel each, nearest the centroid first, under n x L maps."""
-    n = len(x)
-    fig, axes = _stacked(n)
+def _series_figure(x: np.ndarray, heatmaps: np.ndarray, titles: Sequence[str], title: str,
+                   max_channels: int) -> Figure:
+    """Series i (C x L) under map i (L): univariate ones stacked, one panel each;
+    multivariate ones side by side, one column each, one row per channel."""
     norm = plt.Normalize(0, 1)
+    n = len(x)
+    if x.shape[1] == 1:
+        fig, axes = _grid(n, 1, multichannel=False)
+        for i in range(n):
+            coloured_line(axes[i, 0], x[i, 0], heatmaps[i], norm)
+            axes[i, 0].set_ylabel("value (z-norm.)")
+            axes[i, 0].set_title(titles[i], fontsize=8)
+        axes[-1, 0].set_xlabel("time step")
+        return _finish(fig, title)
+    channels, note = shown_channels(x, max_channels)
+    fig, axes = _grid(len(channels), n, multichannel=True)
     for i in range(n):
-        _panel(axes[i], x[i], heatmaps[i], norm, xlabel=i == n - 1)
-        rank = f"#{i + 1} nearest"
-        axes[i].set_title(rank if labels is None else f"{rank}, label {int(labels[i])}", fontsize=8)
-    return _finish(fig, title)
+        for r, ch in enumerate(channels):
+            ax = axes[r, i]
+            coloured_line(ax, x[i, ch], heatmaps[i], norm)
+            ax.tick_params(labelsize=6)
+            if i == 0:
+                ax.set_ylabel(f"ch {ch}", fontsize=8)
+        axes[0, i].set_title(titles[i], fontsize=8)
+        axes[-1, i].set_xlabel("time step", fontsize=8)
+    return _finish(fig, title + note, fixed=True)
+
+
+def members_series(
+    x: np.ndarray, heatmaps: np.ndarray, title: str, labels: Sequence[int] | None,
+    max_channels: int = MAX_CHANNELS,
+) -> Figure:
+    """n series (n x C x L), nearest the centroid first, each under its map (n x L)."""
+    titles = [f"#{i + 1} nearest" + ("" if labels is None else f", label {int(labels[i])}")
+              for i in range(len(x))]
+    return _series_figure(x, heatmaps, titles, title, max_channels)
 
 
 def sample_series(
     x: np.ndarray, heatmaps: np.ndarray, sizes: Sequence[int], assigned: int,
-    raw_max: Sequence[float] | None, title: str,
+    raw_max: Sequence[float] | None, title: str, max_channels: int = MAX_CHANNELS,
 ) -> Figure:
-    """One series (C x L) under each of K maps (K x L), one panel per cluster."""
+    """One series (C x L) under each of K maps (K x L), one panel (column) per cluster."""
     k = len(heatmaps)
-    fig, axes = _stacked(k)
-    norm = plt.Normalize(0, 1)
+    titles = []
     for c in range(k):
-        _panel(axes[c], x, heatmaps[c], norm, xlabel=c == k - 1)
         t = f"cluster {c} (size {int(sizes[c])})" + (" - assigned" if c == assigned else "")
         if raw_max is not None:
             t += f", raw max {float(raw_max[c]):.3g}"
-        axes[c].set_title(t, fontsize=8)
-    return _finish(fig, title)
+        titles.append(t)
+    return _series_figure(np.repeat(x[None], k, axis=0), heatmaps, titles, title, max_channels)
