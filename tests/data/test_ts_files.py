@@ -130,7 +130,7 @@ def test_dimensions_differ_between_train_and_test(tmp_path):
 def test_missing_class_label(tmp_path):
     write_ts(tmp_path, "NoLab", [([[1, 2, 3], [3, 2, 1]], "a"), "4,5,6:6,5,4"], [([[1, 2, 3], [1, 1, 1]], "b")],
              channels=2)
-    with pytest.raises(ValueError, match=r"cannot read .*NoLab_TRAIN.ts: row 2 \(line 11\) has 1 channels, "
+    with pytest.raises(ValueError, match=r"cannot read .*NoLab_TRAIN.ts: row 2 \(line 11\) has 1 channel, "
                        r"expected 2 \(is the class label missing\?\)"):
         _dm(tmp_path, "NoLab")
     write_ts(tmp_path, "Empty", [([[1, 2, 3]], "a"), "4,5,6:"], [([[1, 2, 3]], "b")])

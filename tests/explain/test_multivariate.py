@@ -4,6 +4,7 @@ not depend on the order of the input channels."""
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,56 @@ def test_maps_do_not_depend_on_the_channel_order(setup, mode):
     # and the permutation matters without the matching weights (the test can fail)
     c = grad_ceam(enc, "features", x[:, perm], mu, mode=mode)
     assert not torch.allclose(c.embeddings, a.embeddings, atol=1e-3)
+
+
+# -- figures: one panel row per channel, all coloured by the series' one map -------------
+def _panels(fig):
+    from matplotlib.collections import LineCollection
+
+    return [ax for ax in fig.axes if not hasattr(ax, "_colorbar")
+            and any(isinstance(c, LineCollection) for c in ax.collections)]
+
+
+def test_members_figure_has_a_row_per_channel_and_a_column_per_member():
+    import matplotlib.pyplot as plt
+
+    from clustercam.explain.plots import cluster_members_figure, sample_all_clusters_figure
+
+    x, heat = torch.randn(3, 6, 30), torch.rand(3, 30)
+    fig = cluster_members_figure(x, heat, 1, 7, labels=[0, 0, 1])
+    panels = _panels(fig)
+    assert len(panels) == 6 * 3
+    rows = sorted({round(ax.get_position().y0, 3) for ax in panels})
+    cols = sorted({round(ax.get_position().x0, 3) for ax in panels})
+    assert (len(rows), len(cols)) == (6, 3)
+    # every channel of member 2 is coloured by member 2's map (segment means of its ends)
+    member2 = [ax for ax in panels if round(ax.get_position().x0, 3) == cols[1]]
+    segment_heat = (heat[1, :-1] + heat[1, 1:]).numpy() / 2
+    for ax in member2:
+        np.testing.assert_allclose(ax.collections[0].get_array(), segment_heat, rtol=1e-6)
+    plt.close(fig)
+    fig = sample_all_clusters_figure(x[0], torch.rand(4, 30), [1, 2, 3, 4], assigned=2)
+    assert len(_panels(fig)) == 6 * 4 and "assigned" in fig.axes[2].get_title()
+    plt.close(fig)
+
+
+def test_beyond_twelve_channels_the_most_varying_mean_series_and_the_title_says_so():
+    import matplotlib.pyplot as plt
+
+    from clustercam.explain.plots import cluster_members_figure
+    from clustercam.explain.plots.series import shown_channels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 20, 50, generator=g)
+    shared = torch.sin(torch.linspace(0, 6, 50)) * 3
+    strong = [1, 4, 5, 7, 9, 11, 12, 13, 15, 16, 18, 19]
+    x[:, strong] += shared  # the members share a shape on these channels only
+    keep, note = shown_channels(x.numpy())
+    assert keep.tolist() == strong and "12 of 20 channels" in note
+    fig = cluster_members_figure(x, torch.rand(4, 50), 0, 4)
+    assert len(_panels(fig)) == 12 * 4 and "12 of 20 channels" in fig._suptitle.get_text()
+    assert {ax.get_ylabel() for ax in _panels(fig) if ax.get_ylabel()} == {f"ch {c}" for c in strong}
+    plt.close(fig)
+    assert shown_channels(x[:, :12].numpy())[1] == ""
+    with pytest.raises(ValueError, match="max_channels must be >= 1"):
+        shown_channels(x.numpy(), 0)

@@ -159,7 +159,8 @@ def _diagnose_ts(path: Path) -> str | None:
             expected = len(channels)
         if len(channels) != expected:
             hint = " (is the class label missing?)" if labelled and len(channels) == expected - 1 else ""
-            return f"{where} has {len(channels)} channels, expected {expected}{hint}"
+            n = len(channels)
+            return f"{where} has {n} channel{'s' * (n != 1)}, expected {expected}{hint}"
         if labelled and not fields[-1].strip():
             return f"{where} has no class label"
         lengths = []
