@@ -155,3 +155,37 @@ def test_znormalise_constant_series_is_zero():
     out = znormalise(x)
     assert (out[0] == 0).all()
     np.testing.assert_allclose(out[1, 0], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
+
+
+def test_download_extracts_the_ts_files_of_the_zip_once(tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    head = "@problemName Zipped\n@univariate true\n@equalLength true\n@classLabel true 1 2\n@data\n"
+    payload = io.BytesIO()
+    with zipfile.ZipFile(payload, "w") as zf:
+        zf.writestr("Zipped/Zipped_TRAIN.ts", head + "1,2,3,4:1\n4,3,2,1:2\n")
+        zf.writestr("Zipped/Zipped_TEST.ts", head + "1,1,2,2:2\n")
+        zf.writestr("Zipped/Zipped_TRAIN.arff", "not read")
+    calls = []
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def fake_urlopen(url, timeout):
+        calls.append(url)
+        return Response(payload.getvalue())
+
+    monkeypatch.setattr(ucr.urllib.request, "urlopen", fake_urlopen)
+    dm = UCRDataModule(name="Zipped", data_root=str(tmp_path), source="download")
+    dm.setup()
+    assert calls == ["https://www.timeseriesclassification.com/aeon-toolkit/Zipped.zip"]
+    assert sorted(p.name for p in (tmp_path / "Zipped").iterdir()) == ["Zipped_TEST.ts", "Zipped_TRAIN.ts"]
+    assert dm.sources["train"].startswith("download ") and dm.input_shape == (1, 4)
+    assert dm.data_train.y.tolist() == [0, 1] and dm.data_eval.y.tolist() == [1]
+    UCRDataModule(name="Zipped", data_root=str(tmp_path), source="download").setup()
+    assert len(calls) == 1  # the files from the first download are used
