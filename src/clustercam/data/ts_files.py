@@ -11,7 +11,7 @@ in place of the parser's own message.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,9 +122,11 @@ def read_table(path: str | Path) -> SeriesSplit:
 
 
 # -- the .ts format, read by aeon ---------------------------------------------------------
-def ts_header(lines: list[str]) -> tuple[dict[str, str], int]:
-    """Header tags (lower-case key -> value text) and the index of the first data line."""
+def ts_header(lines: Iterable[str]) -> tuple[dict[str, str], int]:
+    """Header tags (lower-case key -> value text) and the index of the first data line;
+    reads ``lines`` (a list or an open file) only up to ``@data``."""
     tags: dict[str, str] = {}
+    i = -1
     for i, line in enumerate(lines):
         text = line.strip()
         if not text or text.startswith(("#", "%")):
@@ -134,7 +136,7 @@ def ts_header(lines: list[str]) -> tuple[dict[str, str], int]:
         if text.startswith("@"):
             key, _, value = text[1:].partition(" ")
             tags[key.lower()] = value.strip()
-    return tags, len(lines)
+    return tags, i + 1
 
 
 def header_flag(tags: dict[str, str], key: str, default: bool) -> bool:
@@ -201,8 +203,8 @@ def read_ts(path: str | Path) -> SeriesSplit:
             raise
         problem = _diagnose_ts(path)
         raise _fail(str(path), problem or re.sub(r"\s+", " ", str(err))) from None
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    first_line = ts_header(lines)[1] + 1
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first_line = ts_header(fh)[1] + 1
     if not meta.get("classlabel", False):
         raise _fail(str(path), "the header has no '@classLabel true ...' (a regression set?); "
                     "clustercam needs class labels to score the clustering")

@@ -94,8 +94,8 @@ def aeon_shipped() -> dict[str, Path]:
         if not (train.is_file() and test.is_file()):
             continue
         with open(train, encoding="utf-8", errors="replace") as fh:
-            head = [line for _, line in zip(range(200), fh)]
-        if header_flag(ts_header(head)[0], "classlabel", False):
+            tags = ts_header(fh)[0]
+        if header_flag(tags, "classlabel", False):
             found[folder.name.lower()] = folder
     return found
 

@@ -55,6 +55,16 @@ class UCRDataModule(ClusterDataModule):
     interpolate (default) | error (see :mod:`clustercam.data.ts_prepare`). Both splits
     are read, checked and brought to one length at the first ``setup``: a bad file fails
     there, naming the file and row.
+
+    Example:
+        >>> from clustercam.data.ucr import UCRDataModule
+        >>> dm = UCRDataModule(name="BasicMotions")  # UEA, shipped in aeon's wheel
+        >>> dm.setup()
+        >>> dm.input_shape, dm.num_classes, dm.classes.tolist()
+        ((6, 100), 4, ['badminton', 'running', 'standing', 'walking'])
+        >>> x, y = dm.eval_tensors()
+        >>> tuple(x.shape), round(float(x[0, 3].std(unbiased=False)), 4)  # each channel z-normalised
+        ((40, 6, 100), 1.0)
     """
 
     def __init__(
