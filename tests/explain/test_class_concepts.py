@@ -502,3 +502,41 @@ def test_bad_inputs_are_refused():
         acc.update(torch.zeros(2, 4, dtype=torch.long), torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="non-negative"):
         nmf_channel_groups(-torch.ones(3, 2), 2)
+
+
+def test_truth_table_averages_classes_then_runs():
+    from clustercam.explain.concepts.class_scores import truth_table_markdown
+
+    def rows(shift):
+        return [{"class": c, "method": "cgap", "algorithm": "kmeans", "source": s,
+                 "part_a_mass": str(base + shift + c / 10), "part_b_mass": base, "distractor_mass": 0.0,
+                 "parts_in_top2": float(c == 0)}
+                for s, base in (("random", 0.1), ("coassociation", 0.3)) for c in (0, 1, DATASET)]
+
+    table = truth_table_markdown([rows(0.0), rows(0.1)]).splitlines()
+    assert table[0].startswith("| method | algorithm | source | part_a_mass")
+    # seed means over classes 0 and 1: 0.35 and 0.45 -> 0.400 +- 0.071
+    assert table[2] == "| cgap | kmeans | coassociation | 0.400 ± 0.071 | 0.300 ± 0.000 | " \
+                       "0.000 ± 0.000 | 0.500 ± 0.000 | 2 |"
+    assert table[3].startswith("| cgap | kmeans | random | 0.200 ± 0.071")
+
+
+@pytest.mark.parametrize("n_img, world, batch", [(99, 2, 32), (100, 3, 7), (10, 4, 3)])
+def test_padding_rule_of_the_integration_plan_gives_one_process_counts(n_img, world, batch):
+    # docs/notes/issue-14.md: rank r's j-th test sample is position r + j * world of the padded
+    # list; positions >= N are the DistributedSampler's repeats
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    labels = torch.randint(-1, 4, (n_img, 8), generator=torch.Generator().manual_seed(n_img))
+    classes = torch.arange(n_img) % 2
+    ds = TensorDataset(torch.arange(n_img))
+    one, summed = CoAssociation(8, 2), CoAssociation(8, 2)
+    one.update(labels, classes)
+    for r in range(world):
+        acc, seen = CoAssociation(8, 2), 0
+        for (i,) in DataLoader(ds, batch_size=batch, sampler=DistributedSampler(ds, world, r, shuffle=False)):
+            keep = (r + (seen + torch.arange(len(i))) * world) < n_img
+            seen += len(i)
+            acc.update(labels[i], classes[i], keep)
+        summed.merge(acc)
+    assert all(torch.equal(summed.state()[k], one.state()[k]) for k in one.state())

@@ -42,6 +42,7 @@ CLASS_CONCEPT_COLUMNS = ("class", "class_name", "method", "algorithm", "concept"
                          "stability", "importance", "importance_std", "n_images")
 TRUTH_COLUMNS = ("class", "method", "algorithm", "source", "part_a_mass", "part_b_mass",
                  "distractor_mass", "parts_in_top2")
+SOURCE_ORDER = {"coassociation": 0, "nmf": 1, "random": 2}
 NMF_METHOD = "nmf"  # the method column of NMF rows; their algorithm column names the partitions
 _SUMS = ("stability_sum", "stability_n", "importance_sum", "importance_sq", "importance_n",
          "mass_sum", "mass_n")
@@ -313,3 +314,30 @@ def truth_rows(scores: Mapping[str, ClassConceptScores | Sequence[ClassConceptSc
             rows.append({"class": g, "method": method, "algorithm": algorithm, "source": source,
                          **dict(zip(TRUTH_COLUMNS[4:], mean.tolist()))})
     return rows
+
+
+def truth_table_markdown(runs: Sequence[Sequence[Mapping[str, Any]]]) -> str:
+    """The README table from the ``class_concepts_truth.csv`` rows of several runs (seeds):
+    per (method, algorithm, source), each run's mean over its classes (the dataset row
+    left out), then mean +- std (ddof 1) over the runs. CSV strings or numbers."""
+    per: dict[tuple[str, str, str], list[list[float]]] = {}
+    for rows in runs:
+        acc: dict[tuple[str, str, str], list[list[float]]] = {}
+        for r in rows:
+            if int(r["class"]) < 0:
+                continue
+            key = (str(r["method"]), str(r["algorithm"]), str(r["source"]))
+            acc.setdefault(key, []).append([float(r[c]) for c in TRUTH_COLUMNS[4:]])
+        for key, vals in acc.items():
+            t = torch.tensor(vals, dtype=torch.float64)
+            ok = ~t.isnan()
+            per.setdefault(key, []).append((t.nan_to_num(0.0).sum(0) / ok.sum(0).clamp_min(1)).tolist())
+    lines = ["| method | algorithm | source | " + " | ".join(TRUTH_COLUMNS[4:]) + " | runs |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in TRUTH_COLUMNS[4:]) + " | --- |"]
+    for key in sorted(per, key=lambda k: (k[0], k[1], SOURCE_ORDER.get(k[2], 9))):
+        t = torch.tensor(per[key], dtype=torch.float64)
+        mean = t.mean(0).tolist()
+        std = t.std(0).tolist() if len(t) > 1 else [math.nan] * t.shape[1]
+        cells = [f"{m:.3f} ± {s:.3f}" if len(t) > 1 else f"{m:.3f}" for m, s in zip(mean, std)]
+        lines.append(f"| {' | '.join(key)} | {' | '.join(cells)} | {len(t)} |")
+    return "\n".join(lines) + "\n"
