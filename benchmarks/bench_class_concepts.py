@@ -1,0 +1,114 @@
+"""Class-level concepts at the paper's size: C = 2048 channels, 8 x 8 maps, batches of 64.
+
+Synthetic post-ReLU activations (Gaussian, clipped at 0: ~half the values zero, every
+channel kept) and random per-image partitions into 5 concepts (10 % of the channels
+dropped); a GAP + linear head with 11 classes. What is timed (median of ``--repeats``):
+
+- pass 1 per batch: :meth:`CoAssociation.update` (one class, and the batch spread over 11
+  classes) and :meth:`NMFSample.update`;
+- end of pass 1, per class: :func:`coassociation_concepts` (average linkage on 2048
+  channels) and :func:`nmf_channel_groups` (``nmf_max_images`` x 64 rows x 2048);
+- pass 2 per batch: :meth:`ClassConceptScores.update` for the co-association concepts
+  (stability + importance + gallery) and the same with 64 x 64 part masks.
+
+    python -m benchmarks.bench_class_concepts [--quick] [--repeats 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from benchmarks.common import load_average
+from clustercam.explain.concepts.class_concepts import CoAssociation, coassociation_concepts
+from clustercam.explain.concepts.class_scores import ClassConceptScores
+from clustercam.explain.concepts.nmf import NMFSample, nmf_channel_groups
+
+
+def _median_s(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(args: argparse.Namespace) -> list[tuple[str, str]]:
+    torch.set_num_threads(args.threads)
+    c, n, b, hw = (256, 5, 16, 8) if args.quick else (2048, 5, 64, 8)
+    n_nmf = 20 if args.quick else args.nmf_max_images
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(b, c, hw, hw, generator=gen).clamp_min(0)
+    labels = torch.randint(0, n, (b, c), generator=gen)
+    labels[torch.rand(b, c, generator=gen) < 0.1] = -1
+    head_w = torch.randn(c, 11, generator=gen)
+
+    def head(x):
+        return x.mean((2, 3)) @ head_w
+
+    out = []
+    one = CoAssociation(c, 1)
+    out.append(("pass 1: co-association update, batch of one class",
+                f"{_median_s(lambda: one.update(labels, torch.zeros(b)), args.repeats) * 1e3:.0f} ms"))
+    many = CoAssociation(c, 11)
+    spread = torch.arange(b) % 11
+    out.append(("pass 1: co-association update, batch over 11 classes",
+                f"{_median_s(lambda: many.update(labels, spread), args.repeats) * 1e3:.0f} ms"))
+    out.append(("co-association memory per class (int32 C x C)", f"{one.co[0].nbytes / 2**20:.0f} MiB"))
+    sample = NMFSample(n_nmf, seed=0)
+    idx = iter(range(10**9))
+    out.append(("pass 1: NMF sample update (one class)",
+                f"{_median_s(lambda: sample.update(a, torch.zeros(b), torch.tensor([next(idx) for _ in range(b)])), args.repeats) * 1e3:.0f} ms"))
+    # a class's co-association with structure: the batch's own partitions, repeated
+    co, pres, n_img = one.co[0], one.presence[0], int(one.images[0])
+    t0 = time.perf_counter()
+    cc_labels = coassociation_concepts(co, pres, n_img, n)
+    out.append((f"end: average linkage on {c} channels, one class", f"{time.perf_counter() - t0:.2f} s"))
+    x = torch.randn(n_nmf * hw * hw, c, generator=gen).clamp_min(0)
+    t0 = time.perf_counter()
+    nmf_channel_groups(x, n, seed=0)
+    out.append((f"end: NMF of {n_nmf} images x {hw * hw} positions x {c}, rank {n}",
+                f"{time.perf_counter() - t0:.2f} s"))
+    out.append((f"NMF sample memory per class ({n_nmf} images, float32)",
+                f"{n_nmf * c * hw * hw * 4 / 2**20:.0f} MiB"))
+    from clustercam.explain.concepts.class_concepts import ClassConcepts
+
+    concepts = ClassConcepts([0], cc_labels[None], n, torch.tensor([n_img]))
+    sc = ClassConceptScores(concepts, gallery_size=6)
+    out.append(("pass 2: scores update (stability, importance, gallery)",
+                f"{_median_s(lambda: sc.update(head, a, labels, torch.zeros(b), torch.arange(b)), args.repeats) * 1e3:.0f} ms"))
+    masks = torch.rand(b, 3, 64, 64, generator=gen) < 0.1
+    out.append(("pass 2: the same with 64 x 64 part masks",
+                f"{_median_s(lambda: sc.update(head, a, labels, torch.zeros(b), torch.arange(b), masks=masks), args.repeats) * 1e3:.0f} ms"))
+    out.append(("peak RSS of this process", f"{_peak_mib():.0f} MiB"))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--nmf-max-images", type=int, default=200)
+    args = p.parse_args()
+    load = load_average()
+    rows = run(args)
+    print(f"threads {args.threads}, load average before {load:.2f}, after {load_average():.2f}\n")
+    print("| what | cost |\n| --- | --- |")
+    for what, cost in rows:
+        print(f"| {what} | {cost} |")
+
+
+if __name__ == "__main__":
+    main()

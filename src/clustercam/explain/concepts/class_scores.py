@@ -1,0 +1,343 @@
+"""Scores of class concepts, batch by batch (the second pass over a class's images).
+
+Once the class concepts G of a configuration are known (:mod:`.class_concepts`,
+:mod:`.nmf`), every image i of class t is visited again with its activations and its own
+partition ``L_i``:
+
+- stability of G: ``mean_i max_l Jaccard(G, {c : L_i(c) = l})`` (1: G appears intact in
+  every image's partition);
+- importance of G: mean and std over the images of the ablation importance of G's
+  channels, ``I = (p_t - p_G) / p_t * 100`` (concepts paper eq. 3), every class concept of
+  a batch in one head call (:func:`~clustercam.explain.concepts.concept_importance`);
+- gallery: the top k images by G's activation mass ``sum_{c in G} sum_positions A_c``, a
+  running top-k (index, score and G's map at activation resolution), never all images;
+- with part masks (parts dataset), G's relevance mass on part A, part B and the
+  distractor: ``M_G = sum_{c in G} A_c`` resized bilinearly to the masks, clipped at 0,
+  ``sum_r M_G / sum M_G``.
+
+Everything is a sum or a top-k, so ranks merge: :meth:`ClassConceptScores.state` /
+:meth:`ClassConceptScores.merged`. Sums merge up to float rounding (the order of the
+additions differs); counts and galleries exactly. :func:`class_concept_rows` and
+:func:`truth_rows` give the rows of ``class_concepts.csv`` and ``class_concepts_truth.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clustercam.explain.concepts.class_concepts import ClassConcepts, group_name
+from clustercam.explain.concepts.importance import concept_importance, importance_order
+from clustercam.explain.concepts.maps import raw_concept_maps
+from clustercam.explain.maps import resize_maps
+from clustercam.explain.scores.localisation import relevance_mass
+
+CLASS_CONCEPT_COLUMNS = ("class", "class_name", "method", "algorithm", "concept", "channels",
+                         "stability", "importance", "importance_std", "n_images")
+TRUTH_COLUMNS = ("class", "method", "algorithm", "source", "part_a_mass", "part_b_mass",
+                 "distractor_mass", "parts_in_top2")
+SOURCE_ORDER = {"coassociation": 0, "nmf": 1, "random": 2}
+NMF_METHOD = "nmf"  # the method column of NMF rows; their algorithm column names the partitions
+_SUMS = ("stability_sum", "stability_n", "importance_sum", "importance_sq", "importance_n",
+         "mass_sum", "mass_n")
+_GALLERY = ("gallery_score", "gallery_index", "gallery_maps")
+
+
+def _onehot(labels: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+    """B x C x n membership (``-1`` in no group)."""
+    return F.one_hot(labels.clamp_min(0).long(), max(n, 1)).to(dtype) * (labels >= 0).unsqueeze(-1).to(dtype)
+
+
+def max_jaccard(groups: Tensor, partitions: Tensor, n_groups: int) -> Tensor:
+    """B x n_groups: ``max_l Jaccard(G, {c : L_b(c) = l})`` for the groups ``groups`` (B x C
+    labels) against each image's partition ``partitions`` (B x C); NaN for an empty group.
+
+    Example:
+        >>> import torch
+        >>> g = torch.tensor([[0, 0, 1, 1]])
+        >>> max_jaccard(g, torch.tensor([[0, 1, 1, 0]]), 2).tolist()   # {0,1} vs {0,3}, {1,2}
+        [[0.3333333333333333, 0.3333333333333333]]
+    """
+    if groups.shape != partitions.shape:
+        raise ValueError(f"groups {tuple(groups.shape)} and partitions {tuple(partitions.shape)} differ")
+    g = _onehot(groups, n_groups, torch.float64)
+    lab = _onehot(partitions, int(partitions.max()) + 1 if partitions.numel() else 1, torch.float64)
+    inter = torch.einsum("bcn,bcl->bnl", g, lab.to(g.device))
+    size_g, size_l = g.sum(1), lab.sum(1).to(g.device)
+    union = size_g[:, :, None] + size_l[:, None, :] - inter
+    best = (inter / union.clamp_min(1)).amax(-1)
+    return best.masked_fill(size_g == 0, math.nan)
+
+
+def part_masses(maps: Tensor, masks: Tensor) -> Tensor:
+    """B x n x R relevance mass of B x n x h x w concept sums on B x R x H x W masks (the
+    maps resized bilinearly to H x W and clipped at 0; NaN for a zero map or empty mask)."""
+    b, n = maps.shape[:2]
+    size = tuple(masks.shape[-2:])
+    big = resize_maps(maps.double(), size).reshape(b * n, *size)
+    out = [relevance_mass(big, masks[:, r, None].expand(b, n, *size).reshape(b * n, *size).to(big.device))
+           for r in range(masks.shape[1])]
+    return torch.stack(out, -1).view(b, n, -1).cpu()
+
+
+def _top_k(score: Tensor, index: Tensor, maps: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row (... x M candidates): the k best by (score desc, index asc), one per index."""
+    order = torch.argsort(index, dim=-1, stable=True)
+    order = order.gather(-1, torch.argsort(-score.gather(-1, order), dim=-1, stable=True))
+    idx = index.gather(-1, order)
+    dup = torch.zeros_like(idx, dtype=torch.bool)
+    dup[..., 1:] = (idx[..., 1:] == idx[..., :-1]) & (idx[..., 1:] >= 0)
+    last = torch.argsort(dup.to(torch.uint8), dim=-1, stable=True)[..., :k]  # repeats to the end
+    order, dup = order.gather(-1, last), dup.gather(-1, last)
+    s = score.gather(-1, order).masked_fill(dup, -math.inf)
+    i = index.gather(-1, order).masked_fill(dup, -1)
+    m = maps.gather(-3, order[..., None, None].expand(*order.shape, *maps.shape[-2:]))
+    return s, i, m.masked_fill(dup[..., None, None], 0.0)
+
+
+@dataclass
+class Gallery:
+    """The top images of every class concept of one group: ``index``/``score`` n x k
+    (``-1`` / ``-inf`` in empty slots), ``maps`` n x k x h x w (the concept sums)."""
+
+    index: Tensor
+    score: Tensor
+    maps: Tensor
+
+
+class ClassConceptScores:
+    """Running sums (stability, importance, part masses) and galleries of class concepts.
+
+    ``update`` per batch; ``summary()`` the means; ``state()`` / ``merged(...)`` for ranks.
+    ``map_size``: the activation map size (h, w) of the galleries (default: from the first
+    batch; give it under DDP so that every rank's state has the same shape).
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.concepts.class_concepts import ClassConcepts
+        >>> concepts = ClassConcepts([0], torch.tensor([[0, 0, 1]]), 2, torch.tensor([2]))
+        >>> head = lambda a: a.mean((2, 3))                   # 3 "classes" = the 3 channels
+        >>> scores = ClassConceptScores(concepts, gallery_size=1)
+        >>> a = torch.rand(2, 3, 2, 2)
+        >>> scores.update(head, a, torch.tensor([[0, 0, 1], [0, 1, 1]]), torch.tensor([0, 0]),
+        ...               index=torch.tensor([10, 11]))
+        >>> scores.summary()["stability"].tolist()             # G1 = {2}: 1, then 1/2
+        [[0.75, 0.75]]
+    """
+
+    def __init__(self, concepts: ClassConcepts, gallery_size: int = 6, stability: bool = True,
+                 map_size: Sequence[int] | None = None) -> None:
+        self.concepts, self.k, self.stability = concepts, int(gallery_size), bool(stability)
+        g, n = len(concepts.groups), concepts.n_concepts
+        f64 = {"dtype": torch.float64}
+        self.stability_sum, self.importance_sum, self.importance_sq = (torch.zeros(g, n, **f64) for _ in range(3))
+        self.stability_n, self.importance_n = (torch.zeros(g, n, dtype=torch.long) for _ in range(2))
+        self.mass_sum = torch.zeros(g, n, 3, **f64)
+        self.mass_n = torch.zeros(g, n, 3, dtype=torch.long)
+        self.gallery_score = torch.full((g, n, self.k), -math.inf, **f64)
+        self.gallery_index = torch.full((g, n, self.k), -1, dtype=torch.long)
+        self.gallery_maps = None if map_size is None else torch.zeros(g, n, self.k, *map_size)
+
+    @staticmethod
+    def _add(total: Tensor, count: Tensor, rows: Tensor, values: Tensor) -> None:
+        ok = ~torch.isnan(values)
+        total.index_add_(0, rows, values.nan_to_num(0.0).to(total.dtype))
+        count.index_add_(0, rows, ok.long())
+
+    @torch.no_grad()
+    def update(
+        self,
+        head: Callable[[Tensor], Tensor],
+        activations: Tensor,
+        partitions: Tensor | None,
+        classes: Tensor,
+        index: Tensor,
+        targets: Tensor | None = None,
+        masks: Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> None:
+        """Add B images: activations B x C x h x w, their own ``partitions`` B x C (``-1``
+        dropped; needed for stability), ``classes`` and dataset ``index`` (B), importance
+        ``targets`` (default: the classes), part ``masks`` B x 3 x H x W bool (part A, part
+        B, distractor; optional), ``keep`` B bool (False: not counted)."""
+        a = activations.detach()
+        b, n = a.shape[0], self.concepts.n_concepts
+        classes = torch.as_tensor(classes).view(-1).long().cpu()
+        index = torch.as_tensor(index).view(-1).long().cpu()
+        targets = classes if targets is None else torch.as_tensor(targets).view(-1).long().cpu()
+        keep = torch.ones(b, dtype=torch.bool) if keep is None else torch.as_tensor(keep).view(-1).bool().cpu()
+        if not len(classes) == len(index) == len(targets) == len(keep) == b:
+            raise ValueError(f"{b} images but {len(classes)} classes, {len(index)} indices, "
+                             f"{len(targets)} targets, {len(keep)} keep flags")
+        if self.stability and partitions is None:
+            raise ValueError("stability needs the images' own partitions (B x C labels)")
+        if masks is not None and (masks.ndim != 4 or masks.shape[:2] != (b, 3)):
+            raise ValueError(f"masks must be B x 3 x H x W (part A, part B, distractor), got {tuple(masks.shape)}")
+        if self.gallery_maps is None:
+            self.gallery_maps = torch.zeros(len(self.concepts.groups), n, self.k, *a.shape[-2:])
+        for rows in self.concepts.views(classes):
+            sel = ((rows >= 0) & keep).nonzero().flatten()
+            if not len(sel):
+                continue
+            r = rows[sel]
+            dev_sel = sel.to(a.device)
+            a_s = a[dev_sel]
+            lab = self.concepts.labels[r].to(a.device)
+            imp = concept_importance(head, a_s, lab, targets[sel].to(a.device), n).cpu()
+            self._add(self.importance_sum, self.importance_n, r, imp)
+            self.importance_sq.index_add_(0, r, imp.nan_to_num(0.0) ** 2)
+            raw = raw_concept_maps(a_s, lab, n)
+            score = raw.flatten(2).sum(-1).double().cpu()
+            if self.stability:
+                stab = max_jaccard(lab.cpu(), partitions[sel.to(partitions.device)].cpu(), n)
+                self._add(self.stability_sum, self.stability_n, r, stab)
+            if masks is not None:
+                self._add(self.mass_sum, self.mass_n, r, part_masses(raw, masks[sel.to(masks.device)]))
+            if self.k:
+                self._gallery(r, index[sel], score, raw.float().cpu())
+
+    def _gallery(self, rows: Tensor, index: Tensor, score: Tensor, maps: Tensor) -> None:
+        for g in rows.unique().tolist():
+            m = rows == g
+            cand_s = torch.cat([self.gallery_score[g], score[m].T], 1)
+            cand_i = torch.cat([self.gallery_index[g], index[m].expand(score.shape[1], -1)], 1)
+            cand_m = torch.cat([self.gallery_maps[g], maps[m].transpose(0, 1)], 1)
+            self.gallery_score[g], self.gallery_index[g], self.gallery_maps[g] = _top_k(cand_s, cand_i, cand_m, self.k)
+
+    # -- ranks ---------------------------------------------------------------------------------
+    def state(self) -> dict[str, Tensor]:
+        """Every running tensor: all-gather each (world x ...) and rebuild with :meth:`merged`."""
+        if self.gallery_maps is None:
+            raise RuntimeError("no batch seen and no map_size given: the gallery has no shape")
+        return {k: getattr(self, k) for k in (*_SUMS, *_GALLERY)}
+
+    def merge(self, other: ClassConceptScores | Mapping[str, Tensor]) -> ClassConceptScores:
+        """Add another scorer's (or state's) sums and merge its galleries, in place."""
+        st = other.state() if isinstance(other, ClassConceptScores) else other
+        for k in _SUMS:
+            getattr(self, k).add_(st[k].to(getattr(self, k).device, getattr(self, k).dtype))
+        if self.gallery_maps is None:
+            self.gallery_maps = torch.zeros_like(st["gallery_maps"].cpu())
+        s = torch.cat([self.gallery_score, st["gallery_score"].cpu().double()], -1)
+        i = torch.cat([self.gallery_index, st["gallery_index"].cpu().long()], -1)
+        m = torch.cat([self.gallery_maps, st["gallery_maps"].cpu().float()], 2)
+        self.gallery_score, self.gallery_index, self.gallery_maps = _top_k(s, i, m, self.k)
+        return self
+
+    @classmethod
+    def merged(cls, concepts: ClassConcepts, states: Sequence[Mapping[str, Tensor]],
+               gallery_size: int = 6, stability: bool = True) -> ClassConceptScores:
+        """One scorer from the states of several ranks (e.g. ``all_gather`` output split by rank)."""
+        first = states[0]["gallery_maps"]
+        out = cls(concepts, gallery_size, stability, map_size=tuple(first.shape[-2:]))
+        for st in states:
+            out.merge(st)
+        return out
+
+    # -- results -------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Tensor]:
+        """G x n means: ``stability`` (NaN for groups of one image), ``importance``,
+        ``importance_std`` (ddof 1), ``masses`` (G x n x 3); NaN where nothing was counted."""
+        def mean(total: Tensor, count: Tensor) -> Tensor:
+            return torch.where(count > 0, total / count.clamp_min(1), math.nan)
+
+        stab = mean(self.stability_sum, self.stability_n)
+        stab[self.concepts.n_images < 2] = math.nan
+        n = self.importance_n
+        mu = mean(self.importance_sum, n)
+        var = (self.importance_sq - n * mu.nan_to_num(0.0) ** 2) / (n - 1).clamp_min(1)
+        std = torch.where(n > 1, var.clamp_min(0).sqrt(), math.nan)
+        return {"stability": stab, "importance": mu, "importance_std": std,
+                "masses": mean(self.mass_sum, self.mass_n)}
+
+    def gallery(self, group: int) -> Gallery:
+        """The gallery of one group (its class index, or DATASET)."""
+        r = self.concepts.row(group)
+        return Gallery(self.gallery_index[r], self.gallery_score[r], self.gallery_maps[r])
+
+
+def class_concept_rows(concepts: ClassConcepts, scores: ClassConceptScores, method: str, algorithm: str,
+                       class_names: Sequence[str] | Mapping[int, str] | None = None) -> list[dict[str, Any]]:
+    """Rows of ``class_concepts.csv`` (:data:`CLASS_CONCEPT_COLUMNS`), per group and concept
+    (by decreasing size). NMF rows: method ``nmf``, algorithm ``<method>/<algorithm>`` (the
+    partitions their stability is measured in)."""
+    s, counts = scores.summary(), concepts.counts()
+    m, a = (NMF_METHOD, f"{method}/{algorithm}") if concepts.source == "nmf" else (method, algorithm)
+    rows = []
+    for r, g in enumerate(concepts.groups):
+        for j in range(concepts.n_concepts):
+            rows.append({"class": g, "class_name": group_name(g, class_names), "method": m,
+                         "algorithm": a, "concept": j, "channels": int(counts[r, j]),
+                         "stability": float(s["stability"][r, j]), "importance": float(s["importance"][r, j]),
+                         "importance_std": float(s["importance_std"][r, j]),
+                         "n_images": int(concepts.n_images[r])})
+    return rows
+
+
+def _truth(summary: Mapping[str, Tensor], r: int) -> list[float]:
+    masses, imp = summary["masses"][r], summary["importance"][r].tolist()
+    out = []
+    for p in range(3):
+        col = masses[:, p]
+        out.append(float(col[~col.isnan()].max()) if bool((~col.isnan()).any()) else math.nan)
+    a, b = masses[:, 0], masses[:, 1]
+    if bool(a.isnan().all() or b.isnan().all()) or sum(not math.isnan(v) for v in imp) < 2:
+        return [*out, math.nan]
+    best = {int(a.nan_to_num(-1.0).argmax()), int(b.nan_to_num(-1.0).argmax())}
+    out.append(float(len(best) == 2 and best == set(importance_order(imp)[:2])))
+    return out
+
+
+def truth_rows(scores: Mapping[str, ClassConceptScores | Sequence[ClassConceptScores]], method: str,
+               algorithm: str) -> list[dict[str, Any]]:
+    """Rows of ``class_concepts_truth.csv`` (:data:`TRUTH_COLUMNS`) per group and source.
+
+    Per part, the best class concept's mean relevance mass over the group's images (the
+    maximum over its concepts); ``parts_in_top2``: 1 if the best concepts for part A and for
+    part B are two different concepts and the two most important ones. A source given as a
+    list (``random``: several random groupings) is averaged over its members."""
+    rows = []
+    first = next(iter(scores.values()))
+    concepts = (first if isinstance(first, ClassConceptScores) else first[0]).concepts
+    for g in concepts.groups:
+        for source, sc in scores.items():
+            members = [sc] if isinstance(sc, ClassConceptScores) else list(sc)
+            vals = torch.tensor([_truth(m.summary(), m.concepts.row(g)) for m in members], dtype=torch.float64)
+            ok = ~vals.isnan()
+            mean = torch.where(ok.any(0), vals.nan_to_num(0.0).sum(0) / ok.sum(0).clamp_min(1), math.nan)
+            rows.append({"class": g, "method": method, "algorithm": algorithm, "source": source,
+                         **dict(zip(TRUTH_COLUMNS[4:], mean.tolist()))})
+    return rows
+
+
+def truth_table_markdown(runs: Sequence[Sequence[Mapping[str, Any]]]) -> str:
+    """The README table from the ``class_concepts_truth.csv`` rows of several runs (seeds):
+    per (method, algorithm, source), each run's mean over its classes (the dataset row
+    left out), then mean +- std (ddof 1) over the runs. CSV strings or numbers."""
+    per: dict[tuple[str, str, str], list[list[float]]] = {}
+    for rows in runs:
+        acc: dict[tuple[str, str, str], list[list[float]]] = {}
+        for r in rows:
+            if int(r["class"]) < 0:
+                continue
+            key = (str(r["method"]), str(r["algorithm"]), str(r["source"]))
+            acc.setdefault(key, []).append([float(r[c]) for c in TRUTH_COLUMNS[4:]])
+        for key, vals in acc.items():
+            t = torch.tensor(vals, dtype=torch.float64)
+            ok = ~t.isnan()
+            per.setdefault(key, []).append((t.nan_to_num(0.0).sum(0) / ok.sum(0).clamp_min(1)).tolist())
+    lines = ["| method | algorithm | source | " + " | ".join(TRUTH_COLUMNS[4:]) + " | runs |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in TRUTH_COLUMNS[4:]) + " | --- |"]
+    for key in sorted(per, key=lambda k: (k[0], k[1], SOURCE_ORDER.get(k[2], 9))):
+        t = torch.tensor(per[key], dtype=torch.float64)
+        mean = t.mean(0).tolist()
+        std = t.std(0).tolist() if len(t) > 1 else [math.nan] * t.shape[1]
+        cells = [f"{m:.3f} ± {s:.3f}" if len(t) > 1 else f"{m:.3f}" for m, s in zip(mean, std)]
+        lines.append(f"| {' | '.join(key)} | {' | '.join(cells)} | {len(t)} |")
+    return "\n".join(lines) + "\n"
