@@ -432,15 +432,16 @@ def test_concept_figures_are_sorted_by_importance() -> None:
     image = torch.rand(3, 32, 32)
     maps = torch.rand(3, 32, 32)
     fig = concept_figure(image, maps, [10, 0, 5], [1.5, float("nan"), 20.0], title="t")
-    titles = [ax.get_title() for ax in fig.axes[:4]]
+    titles = [t.get_text() for t in fig.axes[0].texts]  # the panel titles, in panel order
     assert titles[0] == "input"
     assert titles[1].startswith("C2  n=5") and "I=20.00%" in titles[1]
     assert titles[2].startswith("C0  n=10") and titles[3].startswith("C1  n=0")
+    assert len(fig.axes[0].images) == 4 and fig._suptitle.get_text() == "t"
     sub = sub_concept_figure(image, maps, [10, 0, 5], [1.5, float("nan"), 20.0],
                              torch.rand(3, 2, 32, 32), torch.tensor([[6, 4], [0, 0], [0, 0]]),
                              torch.tensor([[-1.0, 2.0], [0, 0], [0, 0]]))
     assert sub is not None
-    assert [ax.get_title().split("  ")[0] for ax in sub.axes[:3]] == ["C0", "C01", "C00"]
+    assert [t.get_text().split("  ")[0] for t in sub.axes[0].texts] == ["C0", "C01", "C00"]
     assert sub_concept_figure(image, maps, [1, 1, 1], [1, 1, 1], torch.rand(3, 2, 32, 32),
                               torch.zeros(3, 2), torch.zeros(3, 2)) is None
 

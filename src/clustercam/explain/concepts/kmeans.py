@@ -183,3 +183,38 @@ def batched_kmeans(
     pick = torch.arange(p, device=dev) * r + pick_r
     return (lab[pick].masked_fill(~valid, -1), c[pick],
             inertia.gather(1, pick_r[:, None]).squeeze(1))
+
+
+def cluster_rows(
+    raw: Tensor, mask: Tensor, ks: Tensor, pca: bool, dtype: torch.dtype = torch.float32,
+    seed: int = 0, n_init: int = 10, max_iter: int = 300, tol: float = 1e-4,
+) -> tuple[Tensor, Tensor]:
+    """k-means of P problems at once: the rows of ``raw`` (P x C x F) where ``mask``, problem
+    p into ``ks[p]`` clusters, after a PCA to ``ks[p] - 1`` dimensions if ``pca`` (CGAP).
+
+    Kept rows first (stable, so in channel order), padded to the largest count: the cost
+    follows the kept rows, not C. Problems with the same k share one batched PCA and one
+    batched k-means. Returns labels P x C (``-1`` outside ``mask``) and the clustered space
+    P x C x dims (float64, zero rows outside ``mask``; dims = max(ks) - 1 for PCA, else F,
+    zero-padded for problems with fewer).
+    """
+    p, c, f = raw.shape
+    dev = raw.device
+    labels = torch.full((p, c), -1, dtype=torch.long, device=dev)
+    dims = min(int(ks.max()) - 1, f) if pca else f
+    space = torch.zeros(p, c, dims, dtype=torch.float64, device=dev)
+    for k in sorted(set(ks.tolist())):
+        sel = (ks == k).nonzero().flatten()
+        m_sel = mask[sel]
+        n_kept = m_sel.sum(1)
+        order = torch.argsort((~m_sel).to(torch.uint8), dim=1, stable=True)[:, : int(n_kept.max())]
+        m_cmp = torch.arange(order.shape[1], device=dev) < n_kept[:, None]
+        x_cmp = torch.gather(raw[sel], 1, order.unsqueeze(-1).expand(*order.shape, f))
+        z = batched_pca(x_cmp, m_cmp, k - 1) if pca else x_cmp
+        lab, _, _ = batched_kmeans(z.to(dtype), m_cmp, k, n_init=n_init, seed=seed,
+                                   max_iter=max_iter, tol=tol)
+        labels[sel] = torch.full((len(sel), c), -1, dtype=torch.long, device=dev).scatter(1, order, lab)
+        z = torch.nn.functional.pad(z.double() * m_cmp.unsqueeze(-1), (0, dims - z.shape[-1]))
+        space[sel] = torch.zeros(len(sel), c, dims, dtype=torch.float64, device=dev).scatter(
+            1, order.unsqueeze(-1).expand(*order.shape, dims), z)
+    return labels, space
