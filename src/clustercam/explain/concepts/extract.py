@@ -366,7 +366,8 @@ def sub_concepts(
         ks = eff[img, par]
         sub_mask = member[img, par] & kept_channels(activations)[img]
         sub = _sub_rows(raw[img], sub_mask, ks, keys[img, par], method, seed, n_init, kwargs)
-        out[img] = torch.where(sub >= 0, par[:, None] * n_sub + sub, out[img])
+        vals = torch.where(sub >= 0, par[:, None] * n_sub + sub, -1)  # parents: disjoint channels
+        out.scatter_reduce_(0, img.unsqueeze(1).expand_as(vals), vals, "amax")
     elif bool(split.any()):
         kwargs = {k: v for k, v in kwargs.items() if k != "warn"}
         for parent in range(n):
