@@ -8,13 +8,12 @@ A figure is drawn the fast way: the panels are images placed in ONE full-figure 
 the positions, sizes and with the resampling that one axes per panel would give them),
 their frames are rectangles and their titles texts at the axes-title offset, so building
 and saving costs a fraction of a grid of axes (matplotlib spends ~20 ms creating each
-axes). PNGs of these figures are written with zlib level 1 (same pixels, faster to encode).
+axes). PNGs of these figures are RGB at zlib level 1 (same pixels, ~5x faster to encode).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,18 +54,27 @@ def _colours(heat: np.ndarray, cmap: str, dtype: Any = np.float64) -> np.ndarray
     return lut.take(idx.astype(np.intp), axis=0, mode="clip")
 
 
-def _blend_gray(gray: np.ndarray, heat, cmap: str, alpha: float, dtype: Any = np.float64) -> np.ndarray:
+def _blend_gray(gray: np.ndarray, heat, cmap: str, alpha: float) -> np.ndarray:
     h = np.clip(_np(heat), 0, 1)
     if h.shape[-2:] != gray.shape:
         raise ValueError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
-    a = (alpha * h)[..., None].astype(dtype, copy=False)
-    g = gray[..., None].astype(dtype, copy=False)
-    return (1 - a) * g + a * _colours(h, cmap, dtype)
+    a = (alpha * h)[..., None]
+    return (1 - a) * gray[..., None] + a * _colours(h, cmap)
 
 
 def _blend_bytes(gray: np.ndarray, heat, cmap: str, alpha: float) -> np.ndarray:
-    """... x H x W x 3 uint8 blends, as matplotlib turns float colours into bytes."""
-    return (_blend_gray(gray, heat, cmap, alpha, np.float32) * 255).astype(np.uint8)
+    """... x H x W x 3 uint8 blends of many maps at once: :func:`blend` in float32, in place,
+    then truncated to bytes as matplotlib turns float colours into bytes."""
+    h = np.clip(_np(heat), 0, 1).astype(np.float32, copy=False)
+    if h.shape[-2:] != gray.shape:
+        raise ValueError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
+    g = gray.astype(np.float32)[..., None]
+    out = _colours(h, cmap, np.float32)
+    out -= g
+    out *= (alpha * h)[..., None]
+    out += g
+    out *= 255
+    return out.astype(np.uint8)
 
 
 def blend(image, heat, cmap: str = CMAP, alpha: float = 0.6) -> np.ndarray:
@@ -82,17 +90,32 @@ def _fmt(v: float) -> str:
     return "nan" if math.isnan(v) else f"{v:.2f}%"
 
 
-class PanelFigure(Figure):
-    """A figure whose PNGs are written with zlib level 1 unless told otherwise (the same
-    pixels as level 6, about 4x faster to encode, files about a third larger)."""
+class PanelCanvas(FigureCanvasAgg):
+    """Agg canvas whose PNGs of opaque figures are RGB, zlib level 1: the same pixels as
+    Agg's RGBA PNGs at level 6 (the alpha channel is all 255), about 5x faster to encode,
+    files a few % larger. Transparent figures, or explicit ``pil_kwargs``, take Agg's
+    own path (at level 1 unless told otherwise)."""
 
-    def savefig(self, fname: Any, *args: Any, **kwargs: Any) -> None:
-        fmt = kwargs.get("format")
-        if fmt is None and isinstance(fname, str | os.PathLike):
-            fmt = os.path.splitext(os.fspath(fname))[1][1:] or None
-        if str(fmt or mpl.rcParams["savefig.format"]).lower() == "png":
-            kwargs["pil_kwargs"] = {"compress_level": 1, **(kwargs.get("pil_kwargs") or {})}
-        super().savefig(fname, *args, **kwargs)
+    def print_png(self, filename_or_obj: Any, *, metadata: dict | None = None,
+                  pil_kwargs: dict | None = None, **_: Any) -> None:
+        # ``_``: dpi, facecolor... which print_figure has already applied to the figure
+        from PIL import Image
+        from PIL.PngImagePlugin import PngInfo
+
+        FigureCanvasAgg.draw(self)
+        rgba = np.asarray(self.buffer_rgba())
+        if pil_kwargs or rgba[..., 3].min() < 255:
+            super().print_png(filename_or_obj, metadata=metadata,
+                              pil_kwargs={"compress_level": 1, **(pil_kwargs or {})})
+            return
+        info = PngInfo()
+        for key, value in {"Software": f"Matplotlib version{mpl.__version__}, https://matplotlib.org/",
+                           **(metadata or {})}.items():
+            if value is not None:
+                info.add_text(key, value)
+        dpi = self.figure.dpi
+        Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(
+            filename_or_obj, format="png", compress_level=1, pnginfo=info, dpi=(dpi, dpi))
 
 
 class _Panels:
@@ -101,8 +124,8 @@ class _Panels:
 
     def __init__(self, figsize: tuple[float, float], rows: int, cols: int, aspect: float,
                  **adjust: float) -> None:
-        self.fig = PanelFigure(figsize=figsize)
-        FigureCanvasAgg(self.fig)
+        self.fig = Figure(figsize=figsize)
+        PanelCanvas(self.fig)
         self.ax = self.fig.add_axes((0, 0, 1, 1))
         self.ax.set_axis_off()
         bottoms, tops, lefts, rights = GridSpec(rows, cols, figure=self.fig, **adjust) \
@@ -210,13 +233,12 @@ def sub_concept_figure(
                 left=0.01, right=0.99, bottom=0.01,
                 top=1 - (0.5 if title else 0.1) / height - 0.45 / height, wspace=0.06,
                 hspace=0.45 * (panel_size + 0.6) / panel_size / 2)
-    pm, sm_ = _np(parent_maps), _np(sub_maps)
+    parents = _blend_bytes(gray, _np(parent_maps)[rows], cmap, alpha)
+    subs = _blend_bytes(gray, _np(sub_maps)[rows], cmap, alpha)
     for r, i in enumerate(rows):
-        p.show(r, 0, _blend_bytes(gray, pm[i], cmap, alpha),
-               f"C{i}  n={int(parent_channels[i])}\nI={_fmt(float(parent_importance[i]))}")
+        p.show(r, 0, parents[r], f"C{i}  n={int(parent_channels[i])}\nI={_fmt(float(parent_importance[i]))}")
         sub_order = [j for j in importance_order(sub_importance[i]) if sub_channels[i, j] > 0]
-        blends = _blend_bytes(gray, sm_[i, sub_order], cmap, alpha)
         for col, j in enumerate(sub_order, start=1):
-            p.show(r, col, blends[col - 1],
+            p.show(r, col, subs[r, j],
                    f"C{i}{j}  n={int(sub_channels[i, j])}\nI={_fmt(float(sub_importance[i, j]))}")
     return p.done(title)
