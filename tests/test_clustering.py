@@ -64,3 +64,50 @@ def test_callback_config_out_of_range(tmp_path, kwargs, match):
 def test_datamodule_config_out_of_range(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UCRDataModule(name="Trace", **kwargs)
+
+
+def _sklearn_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """The scores as clustercam computed them before torchmetrics (scikit-learn + SciPy)."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score, confusion_matrix, normalized_mutual_info_score
+
+    _, t = np.unique(y_true, return_inverse=True)
+    _, p = np.unique(y_pred, return_inverse=True)
+    cm = confusion_matrix(t, p, labels=np.arange(max(t.max(), p.max()) + 1))
+    rows, cols = linear_sum_assignment(cm, maximize=True)
+    return {"nmi": normalized_mutual_info_score(y_true, y_pred, average_method="arithmetic"),
+            "ari": adjusted_rand_score(y_true, y_pred), "acc": cm[rows, cols].sum() / len(y_true)}
+
+
+@pytest.mark.parametrize("n, n_classes, n_clusters", [(6, 3, 3), (100, 4, 4), (500, 10, 7), (60, 2, 5), (7, 1, 1)])
+def test_torchmetrics_scores_equal_the_scikit_learn_ones(n: int, n_classes: int, n_clusters: int):
+    rng = np.random.default_rng(n)
+    y = rng.integers(0, n_classes, n) * 3 + 1  # class ids need not be 0 .. K-1
+    noise = rng.integers(0, n_clusters, n)
+    for pred in (noise, np.where(rng.random(n) < 0.7, y % n_clusters, noise), y):
+        got, ref = clustering_scores(y, pred), _sklearn_scores(y, pred)
+        assert list(got) == ["nmi", "ari", "acc"]
+        for key in ref:
+            assert got[key] == pytest.approx(ref[key], abs=1e-12), key
+
+
+def test_rank_shares_combine_into_the_whole_split():
+    """What DDP does: each rank updates the metrics with its share, the states are merged."""
+    import torch
+
+    from clustercam.explain.clustering import clustering_metrics
+
+    rng = np.random.default_rng(0)
+    y, pred = torch.as_tensor(rng.integers(0, 4, 99)), torch.as_tensor(rng.integers(0, 4, 99))
+    shares = []
+    for rank in range(2):
+        m = clustering_metrics(4)
+        m.update(pred[rank::2], y[rank::2])
+        shares.append(m)
+    for name in ("nmi", "ari", "acc"):
+        shares[0][name].merge_state(shares[1][name])
+    whole = clustering_scores(y.numpy(), pred.numpy())
+    merged = {k: float(v) for k, v in shares[0].compute().items()}
+    for key in whole:
+        assert merged[key] == pytest.approx(whole[key], abs=1e-6), key
+    assert clustering_scores(y, pred, rank=1, world_size=2) != whole  # one share alone differs

@@ -199,6 +199,57 @@ def test_batched_kmeans_equals_sklearn_on_separated_blobs() -> None:
         assert (labels[p][~m] == -1).all()
 
 
+def frozen_lloyd(x: torch.Tensor, mask: torch.Tensor, k: int, n_init: int, seed: int = 0,
+                 max_iter: int = 300, tol: float = 1e-4) -> torch.Tensor:
+    """The reference loop: every problem stays in the batch until the slowest has converged
+    (converged ones frozen by masks), then the final assignment and the best restart."""
+    from clustercam.explain.concepts import kmeans as km
+
+    p, n, _ = x.shape
+    valid = mask.bool()
+    w = valid.to(x.dtype)
+    mean = (x * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+    var = (((x - mean[:, None]) ** 2) * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+    tol_q = (var.mean(-1) * tol).repeat_interleave(n_init)
+    xq, vq = x.repeat_interleave(n_init, 0), valid.repeat_interleave(n_init, 0)
+    vf, xsq = vq.to(x.dtype), (xq * xq).sum(-1)
+    u = km.kmeans_pp_uniforms(p, n_init, k, seed, x.device).reshape(p * n_init, -1)
+    c = km._kmeans_pp(xq, xsq.unsqueeze(-1), vq, k, u)
+    xt, xw = xq.transpose(1, 2).contiguous(), xq * vf.unsqueeze(-1)
+    lab = torch.full((p * n_init, n), -1, dtype=torch.long)
+    act = torch.ones(p * n_init, dtype=torch.bool)
+    for _ in range(max_iter):
+        new_lab, new_c = km._lloyd_step(xt, xw, xsq, vf, c)
+        shift = ((new_c - c) ** 2).sum((1, 2))
+        same = (new_lab == lab).all(1)
+        c = torch.where(act.view(-1, 1, 1), new_c, c)
+        lab = torch.where(act.view(-1, 1), new_lab, lab)
+        act = act & (shift > tol_q) & ~same
+        if not act.any():
+            break
+    best, lab = torch.baddbmm((c * c).sum(-1).unsqueeze(-1), c, xt, alpha=-2).min(1)
+    inertia = ((best + xsq).clamp_min(0) * vf).sum(-1).view(p, n_init)
+    pick = torch.arange(p) * n_init + inertia.argmin(1)
+    return lab[pick].masked_fill(~valid, -1)
+
+
+@pytest.mark.parametrize("method", ["cgap", "cpha"])
+def test_early_stopped_kmeans_gives_the_frozen_loops_labels(nf_resnet50_activations, method: str) -> None:
+    """Problems leave the batch as they converge: the labels are those of the loop that
+    iterates every problem until the slowest converges, on real activations and fixtures."""
+    from clustercam.explain.concepts import batched_pca, kept_channels
+    from clustercam.explain.concepts.extract import _raw_features
+
+    fixtures = [nf_resnet50_activations, pattern_activations(n_images=3)[0],
+                torch.relu(torch.randn(6, 128, 6, 6, generator=torch.Generator().manual_seed(1)) - 1)]
+    for a in fixtures:
+        mask = kept_channels(a)
+        raw = _raw_features(a, method, torch.float64)
+        z = (batched_pca(raw, mask, 4) if method == "cgap" else raw).float()
+        labels, _, _ = batched_kmeans(z, mask, 5, n_init=10, seed=0)
+        assert torch.equal(labels, frozen_lloyd(z, mask, 5, n_init=10))
+
+
 def test_batched_kmeans_rejects_too_few_rows() -> None:
     with pytest.raises(ValueError, match="n_clusters=3"):
         batched_kmeans(torch.rand(1, 5, 2), torch.tensor([[True, True, False, False, False]]), 3)
@@ -347,6 +398,31 @@ def test_sub_concepts_split_a_concept_and_use_parent_bounds() -> None:
     assert maps[0, 0].amax() < 1  # each part is weaker than the whole
 
 
+@pytest.mark.parametrize("method", ["cgap", "cpha"])
+def test_sub_concepts_in_one_call_equal_each_parent_clustered_alone(method: str) -> None:
+    """All parents of all images in one batched k-means = each parent of the batch clustered
+    by itself with the other channels zeroed (how sub-concepts were computed before)."""
+    a = torch.relu(torch.randn(4, 96, 6, 6, generator=torch.Generator().manual_seed(2)) - 0.3)
+    a[1, :80] = 0  # small concepts: some parents too small to split, some with 2 sub-concepts
+    res = cluster_channels(a, method=method, n_concepts=4, n_init=3)
+    sub = sub_concepts(a, res.labels, method=method, n_sub=3, n_concepts=4, n_init=3)
+    expected = torch.full_like(res.labels, -1)
+    for parent in range(4):
+        member = res.labels == parent
+        for i in range(len(a)):
+            rows = a[i][member[i]].flatten(1)
+            if int(member[i].sum()) < 6:
+                continue
+            m = min(3, len(torch.unique(rows if method == "cgap" else rows.argmax(1), dim=0)))
+            if m < 2:
+                continue
+            part = a[i:i + 1] * member[i].view(1, -1, 1, 1).to(a.dtype)
+            alone = cluster_channels(part, method=method, n_concepts=m, n_init=3, warn=False).labels[0]
+            expected[i] = torch.where(alone >= 0, parent * 3 + alone, expected[i])
+    assert torch.equal(sub.labels, expected)
+    assert (sub.labels >= 0).sum() > 0.5 * (res.labels >= 0).sum()  # most parents were split
+
+
 # ---------------------------------------------------------------------------------------
 # metrics, degenerate cases, errors
 # ---------------------------------------------------------------------------------------
@@ -432,15 +508,16 @@ def test_concept_figures_are_sorted_by_importance() -> None:
     image = torch.rand(3, 32, 32)
     maps = torch.rand(3, 32, 32)
     fig = concept_figure(image, maps, [10, 0, 5], [1.5, float("nan"), 20.0], title="t")
-    titles = [ax.get_title() for ax in fig.axes[:4]]
+    titles = [t.get_text() for t in fig.axes[0].texts]  # the panel titles, in panel order
     assert titles[0] == "input"
     assert titles[1].startswith("C2  n=5") and "I=20.00%" in titles[1]
     assert titles[2].startswith("C0  n=10") and titles[3].startswith("C1  n=0")
+    assert len(fig.axes[0].images) == 4 and fig._suptitle.get_text() == "t"
     sub = sub_concept_figure(image, maps, [10, 0, 5], [1.5, float("nan"), 20.0],
                              torch.rand(3, 2, 32, 32), torch.tensor([[6, 4], [0, 0], [0, 0]]),
                              torch.tensor([[-1.0, 2.0], [0, 0], [0, 0]]))
     assert sub is not None
-    assert [ax.get_title().split("  ")[0] for ax in sub.axes[:3]] == ["C0", "C01", "C00"]
+    assert [t.get_text().split("  ")[0] for t in sub.axes[0].texts] == ["C0", "C01", "C00"]
     assert sub_concept_figure(image, maps, [1, 1, 1], [1, 1, 1], torch.rand(3, 2, 32, 32),
                               torch.zeros(3, 2), torch.zeros(3, 2)) is None
 

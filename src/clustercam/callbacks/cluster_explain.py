@@ -126,25 +126,29 @@ class ClusterExplainCallback(Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
         self._collect(outputs_)
 
-    def _cluster(self, trainer: Trainer, n_init: int) -> tuple[dict, KMeansResult, dict[str, float]]:
+    def _cluster(self, trainer: Trainer, pl_module: LightningModule, n_init: int
+                 ) -> tuple[dict, KMeansResult, dict[str, float]]:
         data = gather_split(trainer, self._chunks)  # collective: every rank takes part
         self._chunks = []
         k = number_of_clusters(trainer, self.n_clusters) or int(data["y"].max()) + 1
         km = fit_kmeans(data["z"].double().numpy(), k, n_init=n_init, seed=self.seed)
-        return data, km, clustering_scores(data["y"].numpy(), km.labels)
+        # torchmetrics: each rank scores its share, the metric states are gathered (collective)
+        scores = clustering_scores(data["y"], torch.from_numpy(km.labels), trainer.global_rank,
+                                   trainer.world_size, pl_module.device)
+        return data, km, scores
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.validate or trainer.sanity_checking or not self._chunks:
             return
-        _, _, scores = self._cluster(trainer, self.val_n_init)
-        for name, value in scores.items():  # identical on every rank: no sync needed
-            pl_module.log(f"val/{name}", value, prog_bar=name == "nmi")
+        _, _, scores = self._cluster(trainer, pl_module, self.val_n_init)
+        for name, value in scores.items():  # equal on every rank, so the mean over ranks is exact
+            pl_module.log(f"val/{name}", value, prog_bar=name == "nmi", sync_dist=True)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        data, km, scores = self._cluster(trainer, self.n_init)
+        data, km, scores = self._cluster(trainer, pl_module, self.n_init)
         self.kmeans, self.test_index = km, data["idx"]
         for name, value in scores.items():
-            pl_module.log(f"test/{name}", value)
+            pl_module.log(f"test/{name}", value, sync_dist=True)
         if trainer.is_global_zero:
             loss = trainer.callback_metrics.get("test/loss")
             self.results = {**scores, "recon_loss": float(loss) if loss is not None else math.nan,

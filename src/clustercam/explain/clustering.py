@@ -1,14 +1,22 @@
-"""k-means on embeddings and the clustering scores (NMI, ARI, Hungarian accuracy), thin over
-scikit-learn and SciPy (paper § IV-B)."""
+"""k-means on embeddings (scikit-learn) and the clustering scores NMI, ARI and Hungarian
+accuracy (paper § IV-B) through torchmetrics, so that DDP ranks can compute them together."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, confusion_matrix, normalized_mutual_info_score
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.clustering import AdjustedRandScore, ClusterAccuracy, NormalizedMutualInfoScore
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+from torchmetrics.utilities.imports import _TORCH_LINEAR_ASSIGNMENT_AVAILABLE
 
 
 @dataclass
@@ -35,21 +43,95 @@ def fit_kmeans(embeddings: np.ndarray, n_clusters: int, n_init: int = 25, seed: 
     return KMeansResult(km.labels_.astype(np.int64), km.cluster_centers_, float(km.inertia_))
 
 
+class HungarianAccuracy(Metric):
+    """torchmetrics' ``ClusterAccuracy`` where its solver (``torch_linear_assignment``) is not
+    installed: the same confusion-matrix state (summed over DDP ranks), matched by SciPy."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    confmat: Tensor
+
+    def __init__(self, num_classes: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(num_classes, int) or num_classes <= 0:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.add_state("confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long),
+                       dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        self.confmat += multiclass_confusion_matrix(preds, target, num_classes=self.num_classes)
+
+    def compute(self) -> Tensor:
+        cm = self.confmat.cpu().numpy()
+        rows, cols = linear_sum_assignment(cm, maximize=True)
+        return torch.tensor(cm[rows, cols].sum() / max(cm.sum(), 1), dtype=torch.float64)
+
+
+def clustering_metrics(num_classes: int) -> MetricCollection:
+    """``nmi`` (arithmetic mean), ``ari`` and ``acc`` (Hungarian) as one torchmetrics collection
+    over labels encoded as ``0 .. num_classes - 1`` (classes and clusters alike)."""
+    acc = ClusterAccuracy(num_classes) if _TORCH_LINEAR_ASSIGNMENT_AVAILABLE else HungarianAccuracy(num_classes)
+    return MetricCollection({"nmi": NormalizedMutualInfoScore(average_method="arithmetic"),
+                             "ari": AdjustedRandScore(), "acc": acc})
+
+
+@contextmanager
+def _float64() -> Iterator[None]:
+    """torchmetrics computes NMI in the default float dtype: float64 here, as scikit-learn."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def clustering_scores(
+    y_true: np.ndarray | Tensor,
+    y_pred: np.ndarray | Tensor,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """NMI (arithmetic mean), ARI and Hungarian accuracy of cluster labels against classes.
+
+    torchmetrics' ``NormalizedMutualInfoScore``, ``AdjustedRandScore`` and ``ClusterAccuracy``
+    (SciPy's matching where ``torch_linear_assignment`` is missing). Under DDP every rank
+    calls this with the whole gathered split and feeds its share (every ``world_size``-th
+    sample from ``rank``) to the metrics, whose states torchmetrics gathers (a collective),
+    so the scores equal one process's; ``device``: where the metric states live (the
+    model's, for NCCL).
+
+    Example:
+        >>> import numpy as np
+        >>> from clustercam.explain.clustering import clustering_scores
+        >>> s = clustering_scores(np.array([0, 0, 1, 1, 2, 2]), np.array([2, 2, 0, 0, 1, 0]))
+        >>> round(s["nmi"], 4), round(s["ari"], 4), round(s["acc"], 4)
+        (0.7397, 0.4444, 0.8333)
+    """
+    t = torch.as_tensor(np.asarray(y_true) if not isinstance(y_true, Tensor) else y_true).long().flatten()
+    p = torch.as_tensor(np.asarray(y_pred) if not isinstance(y_pred, Tensor) else y_pred).long().flatten()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred must have the same length, got {len(t)} and {len(p)}")
+    classes, clusters = torch.unique(t), torch.unique(p)
+    n = max(len(classes), len(clusters), 2)
+    share = slice(rank, None, world_size)
+    t_enc = torch.searchsorted(classes, t[share].contiguous())
+    p_enc = torch.searchsorted(clusters, p[share].contiguous())
+    dev = torch.device(device or "cpu")
+    metrics = clustering_metrics(n).to(dev)
+    metrics.update(p_enc.to(dev), t_enc.to(dev))
+    with _float64(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchmetrics: sparse tensors are beta
+        values = metrics.compute()
+    out = {k: float(values[k]) for k in ("nmi", "ari", "acc")}
+    if len(classes) == len(clusters) == 1:  # one class, one cluster: a perfect match (as sklearn)
+        out["nmi"] = 1.0
+    return out
+
+
 def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Accuracy under the best one-to-one matching of clusters to classes."""
-    labels_t, y_t = np.unique(y_true, return_inverse=True)
-    labels_p, y_p = np.unique(y_pred, return_inverse=True)
-    n = max(len(labels_t), len(labels_p))
-    cm = confusion_matrix(y_t, y_p, labels=np.arange(n))
-    rows, cols = linear_sum_assignment(cm, maximize=True)
-    return float(cm[rows, cols].sum() / len(y_true))
-
-
-def clustering_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """NMI (arithmetic mean), ARI and Hungarian accuracy."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    return {
-        "nmi": float(normalized_mutual_info_score(y_true, y_pred, average_method="arithmetic")),
-        "ari": float(adjusted_rand_score(y_true, y_pred)),
-        "acc": hungarian_accuracy(y_true, y_pred),
-    }
+    return clustering_scores(y_true, y_pred)["acc"]

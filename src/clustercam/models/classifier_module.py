@@ -193,8 +193,23 @@ class ClassifierModule(LightningModule):
         return super().train(False)
 
     def features(self, x: Tensor) -> Tensor:
-        """g: the last feature map before pooling (B x C x H x W)."""
-        return self.net.forward_features(x)
+        """g: the last feature map before pooling (B x C x H x W), float32.
+
+        On CUDA the backbone runs under bf16 autocast (where the GPU supports bf16; set
+        ``autocast_dtype = None`` on the module for float32) in channels_last memory format,
+        and the activations come back as contiguous float32, so the clustering and the
+        metrics that follow run in float32 on the same device. On CPU: plain float32.
+        """
+        if x.device.type != "cuda":
+            return self.net.forward_features(x)
+        if not getattr(self, "_channels_last", False):
+            self.net.to(memory_format=torch.channels_last)
+            self._channels_last = True
+        dtype = getattr(self, "autocast_dtype", torch.bfloat16)
+        enabled = dtype is not None and (dtype != torch.bfloat16 or torch.cuda.is_bf16_supported())
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=enabled):
+            a = self.net.forward_features(x.contiguous(memory_format=torch.channels_last))
+        return a.float().contiguous()
 
     def head(self, activations: Tensor) -> Tensor:
         """h: logits from (possibly ablated) activations."""
@@ -205,6 +220,8 @@ class ClassifierModule(LightningModule):
 
     @torch.no_grad()
     def _step(self, batch: Any) -> dict[str, Tensor]:
+        """g(x) and h(g(x)) of a batch, on the batch's device (the concept callback clusters
+        them there: on a GPU the whole concept loop stays on it)."""
         x, y, idx = batch[0], batch[1], batch[2]
         a = self.features(x)
         return {"activations": a, "logits": self.head(a), "y": y, "idx": idx}

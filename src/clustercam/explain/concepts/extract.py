@@ -10,6 +10,7 @@ batched torch path (all images and all restarts at once, any device, see
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from clustercam.explain.concepts.checks import (
     check_args,
     warn_degenerate,
 )
-from clustercam.explain.concepts.kmeans import batched_kmeans, batched_pca
+from clustercam.explain.concepts.kmeans import batched_pca, cluster_rows
 
 
 @dataclass
@@ -42,6 +43,10 @@ class ConceptClustering:
     ``degenerate``: per image, why it could not be clustered as asked (``None`` if fine);
     ``clustered``: False where the algorithm was not run at all (no non-zero channel, fewer
     distinct channels than concepts: one concept per distinct channel instead).
+    ``space``: the same clustered space as one tensor on the activations' device,
+    B x C x dims aligned with the channels (zero rows for dropped channels), so the metrics
+    of the whole batch are a few tensor operations; ``grid``: (H, W) of the activation maps
+    for CPHA, whose (row, col) points lie on that grid.
     """
 
     labels: Tensor
@@ -53,6 +58,8 @@ class ConceptClustering:
     algorithm: str
     n_concepts: int
     backend: str
+    space: Tensor | None = field(default=None, repr=False)
+    grid: tuple[int, int] | None = None
 
     def counts(self) -> Tensor:
         """B x n_concepts: the number of channels in each concept."""
@@ -104,6 +111,23 @@ def _n_distinct(rows: Tensor) -> int:
 def _distinct_inverse(rows: Tensor) -> Tensor:
     return torch.unique(rows, dim=0, return_inverse=True)[1]
 
+
+def _row_keys(raw: Tensor, method: str) -> Tensor:
+    """... x C: one number per channel that equal channels share, computed without rounding
+    (the map's maximum for CGAP, the maximum's flat position for CPHA), so the distinct
+    keys of a set of channels are never more than its distinct channels."""
+    if method == "cpha":
+        return raw[..., 0] * 65536 + raw[..., 1]
+    return raw.amax(-1)
+
+
+def _distinct_lower_bound(keys: Tensor, mask: Tensor) -> Tensor:
+    """... : the distinct keys among the rows where ``mask`` (all problems at once, one
+    sort): a lower bound of the distinct channels, exact for CPHA."""
+    v = keys.masked_fill(~mask, math.inf).sort(-1).values
+    new = torch.ones_like(mask)
+    new[..., 1:] = v[..., 1:] != v[..., :-1]
+    return (new & (v < math.inf)).sum(-1)
 
 
 def _sklearn_cluster(
@@ -190,10 +214,18 @@ def cluster_channels(
     seconds = [0.0] * b
     degenerate: list[str | None] = [None] * b
     dims = min(k, raw.shape[-1]) if method == "cgap" else 2
+    space = torch.zeros(b, c, dims, dtype=torch.float64, device=dev)
 
-    # degenerate images first: no kept channel, or fewer distinct channels than concepts
+    # degenerate images first: no kept channel, or fewer distinct channels than concepts;
+    # one sort of exact per-channel keys clears almost every image, the rest get torch.unique
+    t0 = time.perf_counter()
+    enough = (_distinct_lower_bound(_row_keys(raw, method), mask) >= n_concepts).tolist()
+    t_check = (time.perf_counter() - t0) / max(b, 1)
     good: list[int] = []
     for i in range(b):
+        if enough[i]:
+            good.append(i)
+            continue
         t0 = time.perf_counter()
         rows = raw[i][mask[i]]
         n_distinct = _n_distinct(rows)
@@ -211,28 +243,21 @@ def cluster_channels(
             features[i] = z.double().cpu().numpy()
         if warn:
             warn_degenerate(f"image {i}: {degenerate[i]} ({method}, {algorithm}); NaN metrics")
-        seconds[i] = time.perf_counter() - t0
+        seconds[i] = time.perf_counter() - t0 + t_check
 
     if good and algorithm == "kmeans" and backend == "torch":
         t0 = time.perf_counter()
         sel = torch.tensor(good, device=dev)
-        # kept channels first, padded to the largest count: the cost follows the kept
-        # channels, not C (sub-concepts keep only one concept's channels)
-        m_sel = mask[sel]
-        n_kept = m_sel.sum(1)
-        order = torch.argsort((~m_sel).to(torch.uint8), dim=1, stable=True)[:, : int(n_kept.max())]
-        m_cmp = torch.arange(order.shape[1], device=dev) < n_kept[:, None]
-        x_cmp = torch.gather(raw[sel], 1, order.unsqueeze(-1).expand(*order.shape, raw.shape[-1]))
-        z = batched_pca(x_cmp, m_cmp, k) if method == "cgap" else x_cmp
-        lab, _, _ = batched_kmeans(z.to(dtype), m_cmp, n_concepts, n_init=n_init, seed=seed,
-                                   max_iter=max_iter, tol=tol)
-        full = torch.full((len(good), c), -1, dtype=torch.long, device=dev)
-        labels[sel] = full.scatter(1, order, lab)
-        zc = z.double().cpu()
-        nk = n_kept.cpu().tolist()
-        per = (time.perf_counter() - t0) / len(good)
+        ks = torch.full((len(good),), n_concepts, dtype=torch.long, device=dev)
+        lab, z = cluster_rows(raw[sel], mask[sel], ks, method == "cgap", dtype, seed, n_init,
+                              max_iter, tol)
+        labels[sel] = lab
+        space[sel] = z
+        zc = z.cpu()
+        m_cpu = mask[sel].cpu()
+        per = (time.perf_counter() - t0) / len(good) + t_check
         for j, i in enumerate(good):
-            features[i] = zc[j, : nk[j]].numpy()
+            features[i] = zc[j][m_cpu[j]].numpy()
             seconds[i] = per
     elif good:
         mask_cpu = mask.cpu()
@@ -244,13 +269,14 @@ def cluster_channels(
             lab_i = _sklearn_cluster(z, n_concepts, algorithm, seed, n_init, kwargs)
             labels[i, mask[i]] = torch.as_tensor(lab_i, dtype=torch.long, device=dev)
             features[i] = np.ascontiguousarray(z, dtype=np.float64)
-            seconds[i] = time.perf_counter() - t0
+            space[i, mask[i], : z.shape[1]] = torch.as_tensor(features[i], device=dev)
+            seconds[i] = time.perf_counter() - t0 + t_check
     labels = _relabel_by_size(labels, n_concepts)
     good_set = set(good)
+    found = (concept_counts(labels, n_concepts) > 0).sum(1).tolist()
     for i in good:
-        found = int(torch.unique(labels[i][labels[i] >= 0]).numel())
-        if found < n_concepts:
-            degenerate[i] = f"{algorithm} found {found} of {n_concepts} concepts"
+        if found[i] < n_concepts:
+            degenerate[i] = f"{algorithm} found {found[i]} of {n_concepts} concepts"
     return ConceptClustering(
         labels=labels,
         features=[f if f is not None else np.zeros((0, dims)) for f in features],
@@ -261,6 +287,8 @@ def cluster_channels(
         algorithm=algorithm,
         n_concepts=n_concepts,
         backend=backend if algorithm == "kmeans" else "sklearn",
+        space=space,
+        grid=tuple(activations.shape[-2:]) if method == "cpha" else None,
     )
 
 
@@ -308,8 +336,10 @@ def sub_concepts(
 
     A parent with fewer than ``min_channels`` channels (default ``2 * n_sub``) or fewer
     than 2 distinct channels is left whole; one with fewer distinct channels than
-    ``n_sub`` gets that many sub-concepts. Each parent is clustered for all images at once
-    by zeroing the other channels (which :func:`cluster_channels` then drops).
+    ``n_sub`` gets that many sub-concepts. With batched k-means (the default) every
+    concept of every image is one problem of ONE batched k-means (problems with the same
+    number of sub-concepts share a PCA and a Lloyd loop); other algorithms cluster each
+    parent for all images at once by zeroing the other channels.
     """
     check_activations(activations)
     if n_sub < 2:
@@ -320,23 +350,54 @@ def sub_concepts(
     n = max(n, 1)
     min_channels = 2 * n_sub if min_channels is None else min_channels
     raw = _raw_features(activations, method, torch.float64)
-    b = activations.shape[0]
+    b, c = activations.shape[:2]
+    labels = labels.to(activations.device)
+    member = labels.unsqueeze(1) == torch.arange(n, device=labels.device)[None, :, None]  # B x n x C
+    big = member.sum(-1) >= min_channels  # B x n
+    keys = _row_keys(raw, method).unsqueeze(1).expand(b, n, c)
+    eff = torch.where(big, _distinct_lower_bound(keys, member).clamp_max(n_sub), 0)
+    for i, parent in (big & (eff < n_sub)).nonzero().tolist():  # rare: count exactly
+        eff[i, parent] = min(n_sub, _n_distinct(raw[i][member[i, parent]]))
     out = torch.full_like(labels, -1)
-    split = torch.zeros(b, n, dtype=torch.bool, device=labels.device)
-    for parent in range(n):
-        member = labels == parent  # B x C
-        eff = torch.zeros(b, dtype=torch.long)
-        for i in range(b):
-            if int(member[i].sum()) >= min_channels:
-                eff[i] = min(n_sub, _n_distinct(raw[i][member[i]]))
-        for m in range(2, n_sub + 1):
-            sel = (eff == m).nonzero().flatten().to(labels.device)
-            if len(sel) == 0:
-                continue
-            part = activations[sel] * member[sel].unsqueeze(-1).unsqueeze(-1).to(activations.dtype)
-            res = cluster_channels(part, method=method, n_concepts=m, algorithm=algorithm,
-                                   seed=seed, n_init=n_init, warn=False, **kwargs)
-            sub = res.labels
-            out[sel] = torch.where(sub >= 0, parent * n_sub + sub, out[sel])
-            split[sel, parent] = True
+    split = eff >= 2
+    batched = kwargs.get("backend", "torch") == "torch" and algorithm == "kmeans"
+    if batched and bool(split.any()):
+        img, par = split.nonzero().unbind(1)
+        ks = eff[img, par]
+        sub_mask = member[img, par] & kept_channels(activations)[img]
+        sub = _sub_rows(raw[img], sub_mask, ks, keys[img, par], method, seed, n_init, kwargs)
+        vals = torch.where(sub >= 0, par[:, None] * n_sub + sub, -1)  # parents: disjoint channels
+        out.scatter_reduce_(0, img.unsqueeze(1).expand_as(vals), vals, "amax")
+    elif bool(split.any()):
+        kwargs = {k: v for k, v in kwargs.items() if k != "warn"}
+        for parent in range(n):
+            for m in range(2, n_sub + 1):
+                sel = (eff[:, parent] == m).nonzero().flatten()
+                if len(sel) == 0:
+                    continue
+                keep = member[sel, parent].unsqueeze(-1).unsqueeze(-1).to(activations.dtype)
+                res = cluster_channels(activations[sel] * keep, method=method, n_concepts=m,
+                                       algorithm=algorithm, seed=seed, n_init=n_init, warn=False,
+                                       **kwargs)
+                out[sel] = torch.where(res.labels >= 0, parent * n_sub + res.labels, out[sel])
     return SubConcepts(labels=out, split=split, n_sub=n_sub, n_concepts=n, parents=labels)
+
+
+def _sub_rows(raw: Tensor, mask: Tensor, ks: Tensor, keys: Tensor, method: str, seed: int,
+              n_init: int, kwargs: Mapping[str, Any]) -> Tensor:
+    """Labels of the sub-concept problems (one per split parent, P x C), as
+    :func:`cluster_channels` would give each: batched k-means, except (rare) parents whose
+    non-zero channels have fewer distinct rows than ``ks``: one sub-concept per distinct one."""
+    labels = torch.full(mask.shape, -1, dtype=torch.long, device=raw.device)
+    run = torch.ones(len(ks), dtype=torch.bool)
+    for q in (_distinct_lower_bound(keys, mask) < ks).nonzero().flatten().tolist():
+        rows = raw[q][mask[q]]
+        if _n_distinct(rows) < int(ks[q]):
+            labels[q, mask[q]] = _distinct_inverse(rows) if len(rows) else -1
+            run[q] = False
+    if bool(run.any()):
+        r = run.nonzero().flatten().to(raw.device)
+        labels[r], _ = cluster_rows(raw[r], mask[r], ks[r], method == "cgap",
+                                    kwargs.get("dtype") or torch.float32, seed, n_init,
+                                    kwargs.get("max_iter", 300), kwargs.get("tol", 1e-4))
+    return _relabel_by_size(labels, int(ks.max()))

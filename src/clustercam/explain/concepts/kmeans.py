@@ -9,9 +9,27 @@ other images share the batch, on the DDP rank, or on the device.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
+
+
+@contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """One CPU thread for LAPACK on many tiny matrices: its OpenMP threads gain nothing on a
+    64 x 64 ``eigh`` and, when another process keeps a core busy, spin-wait for it (measured:
+    0.4 ms a matrix with one thread, up to 80 ms with two on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def batched_pca(x: Tensor, mask: Tensor, n_components: int) -> Tensor:
@@ -25,7 +43,8 @@ def batched_pca(x: Tensor, mask: Tensor, n_components: int) -> Tensor:
     n = m.sum(1, keepdim=True).clamp_min(1)
     xc = (x - (x * m).sum(1, keepdim=True) / n) * m
     cov = xc.transpose(1, 2) @ xc
-    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
+    with _one_thread(cov.device):  # ascending eigenvalues
+        _, vecs = torch.linalg.eigh(cov)
     k = min(n_components, x.shape[-1])
     comps = vecs[..., -k:].flip(-1)
     return xc @ comps
@@ -127,10 +146,11 @@ def batched_kmeans(
 
     Greedy k-means++ seeding (as scikit-learn; each problem's random numbers come from its
     own generator seeded with ``seed``, so a problem's result does not depend on the
-    others in the batch), ``n_init`` restarts run side by side as P x n_init problems, Lloyd iterations until the labels stop changing or the centre
+    others in the batch), ``n_init`` restarts run side by side as P x n_init problems,
+    Lloyd iterations until the labels stop changing or the centre
     shift falls below ``tol`` x the mean feature variance (scikit-learn's criteria).
-    Converged problems are frozen and leave the working batch once it has shrunk by a
-    quarter. Empty clusters move to the points farthest from their centres. Keeps the
+    A problem leaves the working batch in the iteration it converges, so it costs its own
+    iterations only. Empty clusters move to the points farthest from their centres. Keeps the
     restart with the lowest inertia. Every problem needs at least ``n_clusters`` valid
     rows. Returns labels (P x N, ``-1`` where masked), centres (P x K x d), inertia (P).
     """
@@ -154,26 +174,24 @@ def batched_kmeans(
     labels = torch.full((p * r, n), -1, dtype=torch.long, device=dev)
 
     xt, xw = xq.transpose(1, 2).contiguous(), xq * vfq.unsqueeze(-1)
-    ids = torch.arange(p * r, device=dev)  # the working set
-    w_xt, w_xw, w_xsq, w_vf, w_c, w_lab = xt, xw, xsq, vfq, c, labels
-    w_act = torch.ones(p * r, dtype=torch.bool, device=dev)
+    # the working set holds the problems still iterating: one that converges is stored and
+    # leaves it at once, so each problem costs its own iterations, not the slowest one's
+    ids = torch.arange(p * r, device=dev)
+    w_xt, w_xw, w_xsq, w_vf, w_c, w_lab, w_tol = xt, xw, xsq, vfq, c, labels, tol_q
     for _ in range(max_iter):
         lab, new_c = _lloyd_step(w_xt, w_xw, w_xsq, w_vf, w_c)
-        shift = ((new_c - w_c) ** 2).sum((1, 2))
-        same = (lab == w_lab).all(1)
-        upd = w_act.view(-1, 1, 1)
-        w_c = torch.where(upd, new_c, w_c)
-        w_lab = torch.where(upd.view(-1, 1), lab, w_lab)
-        w_act = w_act & (shift > tol_q[ids]) & ~same
-        n_act = int(w_act.sum())
-        if n_act == 0 or n_act <= 0.75 * len(ids):
-            c[ids], labels[ids] = w_c, w_lab
+        act = (((new_c - w_c) ** 2).sum((1, 2)) > w_tol) & ~(lab == w_lab).all(1)
+        w_c, w_lab = new_c, lab
+        n_act = int(act.sum())
+        if n_act < len(ids):
+            done = ~act
+            c[ids[done]], labels[ids[done]] = w_c[done], w_lab[done]
             if n_act == 0:
                 break
-            keep = w_act.nonzero().flatten()
+            keep = act.nonzero().flatten()
             ids = ids[keep]
-            w_xt, w_xw, w_xsq, w_vf = xt[ids], xw[ids], xsq[ids], vfq[ids]
-            w_c, w_lab, w_act = w_c[keep], w_lab[keep], w_act[keep]
+            w_xt, w_xw, w_xsq, w_vf = w_xt[keep], w_xw[keep], w_xsq[keep], w_vf[keep]
+            w_c, w_lab, w_tol = w_c[keep], w_lab[keep], w_tol[keep]
     else:
         c[ids], labels[ids] = w_c, w_lab
     score = torch.baddbmm((c * c).sum(-1).unsqueeze(-1), c, xt, alpha=-2)
@@ -183,3 +201,38 @@ def batched_kmeans(
     pick = torch.arange(p, device=dev) * r + pick_r
     return (lab[pick].masked_fill(~valid, -1), c[pick],
             inertia.gather(1, pick_r[:, None]).squeeze(1))
+
+
+def cluster_rows(
+    raw: Tensor, mask: Tensor, ks: Tensor, pca: bool, dtype: torch.dtype = torch.float32,
+    seed: int = 0, n_init: int = 10, max_iter: int = 300, tol: float = 1e-4,
+) -> tuple[Tensor, Tensor]:
+    """k-means of P problems at once: the rows of ``raw`` (P x C x F) where ``mask``, problem
+    p into ``ks[p]`` clusters, after a PCA to ``ks[p] - 1`` dimensions if ``pca`` (CGAP).
+
+    Kept rows first (stable, so in channel order), padded to the largest count: the cost
+    follows the kept rows, not C. Problems with the same k share one batched PCA and one
+    batched k-means. Returns labels P x C (``-1`` outside ``mask``) and the clustered space
+    P x C x dims (float64, zero rows outside ``mask``; dims = max(ks) - 1 for PCA, else F,
+    zero-padded for problems with fewer).
+    """
+    p, c, f = raw.shape
+    dev = raw.device
+    labels = torch.full((p, c), -1, dtype=torch.long, device=dev)
+    dims = min(int(ks.max()) - 1, f) if pca else f
+    space = torch.zeros(p, c, dims, dtype=torch.float64, device=dev)
+    for k in sorted(set(ks.tolist())):
+        sel = (ks == k).nonzero().flatten()
+        m_sel = mask[sel]
+        n_kept = m_sel.sum(1)
+        order = torch.argsort((~m_sel).to(torch.uint8), dim=1, stable=True)[:, : int(n_kept.max())]
+        m_cmp = torch.arange(order.shape[1], device=dev) < n_kept[:, None]
+        x_cmp = torch.gather(raw[sel], 1, order.unsqueeze(-1).expand(*order.shape, f))
+        z = batched_pca(x_cmp, m_cmp, k - 1) if pca else x_cmp
+        lab, _, _ = batched_kmeans(z.to(dtype), m_cmp, k, n_init=n_init, seed=seed,
+                                   max_iter=max_iter, tol=tol)
+        labels[sel] = torch.full((len(sel), c), -1, dtype=torch.long, device=dev).scatter(1, order, lab)
+        z = torch.nn.functional.pad(z.double() * m_cmp.unsqueeze(-1), (0, dims - z.shape[-1]))
+        space[sel] = torch.zeros(len(sel), c, dims, dtype=torch.float64, device=dev).scatter(
+            1, order.unsqueeze(-1).expand(*order.shape, dims), z)
+    return labels, space

@@ -3,16 +3,28 @@
 Concepts are drawn in decreasing order of importance, each titled with its id, its
 number of channels and its importance ``I_l``, so the figure reads like the paper's.
 Pure matplotlib + numpy on tensors; no trainer, no logger.
+
+A figure is drawn the fast way: the panels are images placed in ONE full-figure axes (at
+the positions, sizes and with the resampling that one axes per panel would give them),
+their frames are rectangles and their titles texts at the axes-title offset, so building
+and saving costs a fraction of a grid of axes (matplotlib spends ~20 ms creating each
+axes). PNGs of these figures are RGB at zlib level 1 (same pixels, ~5x faster to encode).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
+from matplotlib.patches import Rectangle
+from matplotlib.transforms import offset_copy
 
 from clustercam.explain.concepts.importance import importance_order
 from clustercam.explain.plots.common import CMAP
@@ -32,22 +44,121 @@ def grayscale(image) -> np.ndarray:
     return np.clip(gray, 0, 1)
 
 
+def _colours(heat: np.ndarray, cmap: str, dtype: Any = np.float64) -> np.ndarray:
+    """``plt.get_cmap(cmap)(heat)[..., :3]`` for maps in [0, 1], by one lookup in the
+    colour map's table (the same index arithmetic as ``Colormap.__call__``)."""
+    cm = plt.get_cmap(cmap)
+    lut = cm(np.arange(cm.N))[:, :3].astype(dtype)
+    idx = heat * cm.N
+    idx[idx == cm.N] = cm.N - 1
+    return lut.take(idx.astype(np.intp), axis=0, mode="clip")
+
+
+def _blend_gray(gray: np.ndarray, heat, cmap: str, alpha: float) -> np.ndarray:
+    h = np.clip(_np(heat), 0, 1)
+    if h.shape[-2:] != gray.shape:
+        raise ValueError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
+    a = (alpha * h)[..., None]
+    return (1 - a) * gray[..., None] + a * _colours(h, cmap)
+
+
+def _blend_bytes(gray: np.ndarray, heat, cmap: str, alpha: float) -> np.ndarray:
+    """... x H x W x 3 uint8 blends of many maps at once: :func:`blend` in float32, in place,
+    then truncated to bytes as matplotlib turns float colours into bytes."""
+    h = np.clip(_np(heat), 0, 1).astype(np.float32, copy=False)
+    if h.shape[-2:] != gray.shape:
+        raise ValueError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
+    g = gray.astype(np.float32)[..., None]
+    out = _colours(h, cmap, np.float32)
+    out -= g
+    out *= (alpha * h)[..., None]
+    out += g
+    out *= 255
+    return out.astype(np.uint8)
+
+
 def blend(image, heat, cmap: str = CMAP, alpha: float = 0.6) -> np.ndarray:
     """H x W x 3: the grayscale image with the coloured map over it, opacity ``alpha * heat``.
 
     Weak parts of a concept leave the image visible, strong parts take the map's colour.
+    ``heat`` may hold several maps (... x H x W): one blend each.
     """
-    gray = grayscale(image)
-    h = np.clip(_np(heat), 0, 1)
-    if h.shape != gray.shape:
-        raise ValueError(f"map shape {h.shape} differs from the image's {gray.shape}")
-    colour = plt.get_cmap(cmap)(h)[..., :3]
-    a = (alpha * h)[..., None]
-    return (1 - a) * gray[..., None] + a * colour
+    return _blend_gray(grayscale(image), heat, cmap, alpha)
 
 
 def _fmt(v: float) -> str:
     return "nan" if math.isnan(v) else f"{v:.2f}%"
+
+
+class PanelCanvas(FigureCanvasAgg):
+    """Agg canvas whose PNGs of opaque figures are RGB, zlib level 1: the same pixels as
+    Agg's RGBA PNGs at level 6 (the alpha channel is all 255), about 5x faster to encode,
+    files a few % larger. Transparent figures, or explicit ``pil_kwargs``, take Agg's
+    own path (at level 1 unless told otherwise)."""
+
+    def print_png(self, filename_or_obj: Any, *, metadata: dict | None = None,
+                  pil_kwargs: dict | None = None, **_: Any) -> None:
+        # ``_``: dpi, facecolor... which print_figure has already applied to the figure
+        from PIL import Image
+        from PIL.PngImagePlugin import PngInfo
+
+        FigureCanvasAgg.draw(self)
+        rgba = np.asarray(self.buffer_rgba())
+        if pil_kwargs or rgba[..., 3].min() < 255:
+            super().print_png(filename_or_obj, metadata=metadata,
+                              pil_kwargs={"compress_level": 1, **(pil_kwargs or {})})
+            return
+        info = PngInfo()
+        for key, value in {"Software": f"Matplotlib version{mpl.__version__}, https://matplotlib.org/",
+                           **(metadata or {})}.items():
+            if value is not None:
+                info.add_text(key, value)
+        dpi = self.figure.dpi
+        Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(
+            filename_or_obj, format="png", compress_level=1, pnginfo=info, dpi=(dpi, dpi))
+
+
+class _Panels:
+    """Image panels laid out as ``plt.subplots`` + ``subplots_adjust`` would, drawn in one
+    full-figure axes: ``show`` puts an image where panel (r, c)'s axes would show it."""
+
+    def __init__(self, figsize: tuple[float, float], rows: int, cols: int, aspect: float,
+                 **adjust: float) -> None:
+        self.fig = Figure(figsize=figsize)
+        PanelCanvas(self.fig)
+        self.ax = self.fig.add_axes((0, 0, 1, 1))
+        self.ax.set_axis_off()
+        bottoms, tops, lefts, rights = GridSpec(rows, cols, figure=self.fig, **adjust) \
+            .get_grid_positions(self.fig)
+        fw, fh = figsize
+        fig_aspect = fh / fw
+        self.boxes = np.zeros((rows, cols, 4))
+        for r in range(rows):
+            for c in range(cols):  # the aspect-equal shrink and centring of Axes.apply_aspect
+                w, h = rights[c] - lefts[c], tops[r] - bottoms[r]
+                hh = w * aspect / fig_aspect
+                ww = w if hh <= h else h * fig_aspect / aspect
+                hh = min(hh, h)
+                x0, y0 = lefts[c] + (w - ww) / 2, bottoms[r] + (h - hh) / 2
+                self.boxes[r, c] = (x0, y0, x0 + ww, y0 + hh)
+        self._title = offset_copy(self.ax.transData, fig=self.fig, y=mpl.rcParams["axes.titlepad"],
+                                  units="points")
+
+    def show(self, r: int, c: int, image: np.ndarray, title: str, **imshow: Any) -> None:
+        x0, y0, x1, y1 = self.boxes[r, c]
+        self.ax.imshow(image, extent=(x0, x1, y0, y1), aspect="auto", **imshow)
+        self.ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, zorder=2.5,
+                                    linewidth=mpl.rcParams["axes.linewidth"],
+                                    edgecolor=mpl.rcParams["axes.edgecolor"]))
+        self.ax.text((x0 + x1) / 2, y1, title, fontsize=9, ha="center", va="baseline",
+                     transform=self._title)
+
+    def done(self, title: str) -> Figure:
+        self.ax.set_xlim(0, 1)
+        self.ax.set_ylim(0, 1)
+        if title:
+            self.fig.suptitle(title, fontsize=10)
+        return self.fig
 
 
 def concept_figure(
@@ -65,34 +176,30 @@ def concept_figure(
 
     ``maps``: L x H x W in [0, 1] at the image's size; ``channels``/``importance``: per
     concept; ``labels``: panel names (default ``C0 .. C{L-1}``). Empty concepts are drawn
-    last, without a map.
+    last, without a map. The panel titles are the texts of ``fig.axes[0]``, in panel order.
     """
     maps = _np(maps)
     n = len(maps)
     names = list(labels) if labels is not None else [f"C{i}" for i in range(n)]
     order = importance_order(importance)
     width = panel_size * (n + 1) + 1.1
-    fig, axes = plt.subplots(1, n + 1, figsize=(width, panel_size + 0.9))
     right = 1 - 1.1 / width
-    fig.subplots_adjust(left=0.01, right=right, bottom=0.03, top=0.72 if title else 0.8, wspace=0.06)
     img = np.clip(_np(image), 0, 1)
-    axes[0].imshow(img.transpose(1, 2, 0) if img.shape[0] == 3 else grayscale(img), cmap="gray")
-    axes[0].set_title("input", fontsize=9)
-    for ax, i in zip(axes[1:], order):
+    gray = grayscale(img)
+    p = _Panels((width, panel_size + 0.9), 1, n + 1, gray.shape[0] / gray.shape[1], left=0.01,
+                right=right, bottom=0.03, top=0.72 if title else 0.8, wspace=0.06)
+    p.show(0, 0, img.transpose(1, 2, 0) if img.shape[0] == 3 else gray, "input", cmap="gray")
+    blends = _blend_bytes(gray, maps, cmap, alpha)
+    for col, i in enumerate(order, start=1):
+        label = f"{names[i]}  n={int(channels[i])}\nI={_fmt(float(importance[i]))}"
         if channels[i] > 0:
-            ax.imshow(blend(image, maps[i], cmap, alpha))
+            p.show(0, col, blends[i], label)
         else:
-            ax.imshow(grayscale(image), cmap="gray")
-        ax.set_title(f"{names[i]}  n={int(channels[i])}\nI={_fmt(float(importance[i]))}", fontsize=9)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
+            p.show(0, col, gray, label, cmap="gray")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
-    cax = fig.add_axes((right + 0.1 / width, 0.1, 0.15 / width, 0.6))
-    fig.colorbar(sm, cax=cax, label="concept map (min-max)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    cax = p.fig.add_axes((right + 0.1 / width, 0.1, 0.15 / width, 0.6))
+    p.fig.colorbar(sm, cax=cax, label="concept map (min-max)")
+    return p.done(title)
 
 
 def sub_concept_figure(
@@ -121,27 +228,17 @@ def sub_concept_figure(
         return None
     s = sub_channels.shape[1]
     height = (panel_size + 0.6) * len(rows) + (0.5 if title else 0.1)
-    fig, axes = plt.subplots(len(rows), s + 1, figsize=(panel_size * (s + 1), height), squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - (0.5 if title else 0.1) / height - 0.45 / height,
-                        wspace=0.06, hspace=0.45 * (panel_size + 0.6) / panel_size / 2)
-    pm, sm_ = _np(parent_maps), _np(sub_maps)
+    gray = grayscale(image)
+    p = _Panels((panel_size * (s + 1), height), len(rows), s + 1, gray.shape[0] / gray.shape[1],
+                left=0.01, right=0.99, bottom=0.01,
+                top=1 - (0.5 if title else 0.1) / height - 0.45 / height, wspace=0.06,
+                hspace=0.45 * (panel_size + 0.6) / panel_size / 2)
+    parents = _blend_bytes(gray, _np(parent_maps)[rows], cmap, alpha)
+    subs = _blend_bytes(gray, _np(sub_maps)[rows], cmap, alpha)
     for r, i in enumerate(rows):
-        axes[r, 0].imshow(blend(image, pm[i], cmap, alpha))
-        axes[r, 0].set_title(f"C{i}  n={int(parent_channels[i])}\nI={_fmt(float(parent_importance[i]))}",
-                             fontsize=9)
+        p.show(r, 0, parents[r], f"C{i}  n={int(parent_channels[i])}\nI={_fmt(float(parent_importance[i]))}")
         sub_order = [j for j in importance_order(sub_importance[i]) if sub_channels[i, j] > 0]
-        for col in range(s):
-            ax = axes[r, col + 1]
-            if col < len(sub_order):
-                j = sub_order[col]
-                ax.imshow(blend(image, sm_[i, j], cmap, alpha))
-                ax.set_title(f"C{i}{j}  n={int(sub_channels[i, j])}\nI={_fmt(float(sub_importance[i, j]))}",
-                             fontsize=9)
-            else:
-                ax.axis("off")
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+        for col, j in enumerate(sub_order, start=1):
+            p.show(r, col, subs[r, j],
+                   f"C{i}{j}  n={int(sub_channels[i, j])}\nI={_fmt(float(sub_importance[i, j]))}")
+    return p.done(title)

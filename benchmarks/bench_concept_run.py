@@ -1,0 +1,373 @@
+"""The default concepts run per image, side by side with the backbone's forward_features.
+
+Images: a folder of real photos, crops of the 11 ``/work/shared/data/imagenet-11`` images
+(random box of 50-100 % of the sides, aspect 3/4-4/3, half of them flipped; JPEG quality
+90), written once to ``benchmarks/.cache/photos-N`` and read through
+``ImageNetSubsetDataModule`` (resize 272 bicubic, centre crop 256, ImageNet mean/std).
+Model: timm ``nf_resnet50`` with random weights (``ClassifierModule(pretrained=False)``,
+seed 0), 2048 x 8 x 8 activations.
+
+- *backbone*: ``model.features(x)`` for every batch of 16 (``forward_features``; on CUDA
+  under bf16 autocast, channels_last).
+- *concepts run*: the same, then ``run_concepts(ConceptSettings(), model.head, a, y,
+  logits)`` per batch: the default run (CGAP + CPHA, k-means, 5 concepts, n_init 10,
+  sub-concepts, importance, metrics; fidelity where the pipeline has it), no figures.
+- ratio = concepts run ÷ backbone per image (the marginal cost of one more image; decoding
+  the JPEGs is left out of both and measured separately by the trainer rows).
+- per step: the pipeline's functions wrapped with clocks (CUDA synchronised around them).
+- figures: ``concept_figure`` / ``sub_concept_figure`` + ``outputs.save_figure`` (dpi 100)
+  on the run's first images, as the callback draws them.
+- trainer: ``python -m clustercam.train experiment=concepts_imagenet`` on folders of 16 and
+  64 photos (figures off): wall time, and the slope per image; peak RSS of whole runs over
+  folders of 1,000 and 10,000 photos (the 10,000-photo run and a second 1,000-photo run
+  use timm ``test_resnet`` (96 x 8 x 8 at 256 px) to stay within minutes on 2 cores: the
+  per-image results the run keeps do not depend on the channel count).
+
+    python -m benchmarks.bench_concept_run [--quick] [--device cuda] [--no-memory]
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import (
+    CACHE,
+    ROOT,
+    CpuMeter,
+    Headline,
+    Section,
+    Table,
+    fmt_mib,
+    fmt_s,
+    fmt_x,
+    load_average,
+    main_single,
+    median,
+    parser,
+    spread,
+    sync,
+    time_cases,
+)
+
+IMAGES = Path("/work/shared/data/imagenet-11")
+N_IMAGES, N_IMAGES_QUICK = 64, 16
+BATCH = 16
+MODEL = "nf_resnet50.ra2_in1k"
+STEPS = {  # pipeline function -> what it computes
+    "cluster_channels": "clustering (PCA + batched k-means, n_init 10)",
+    "concept_metrics": "clustering metrics (silhouette, CHI, DBI)",
+    "sub_concepts": "sub-concepts (3 per concept)",
+    "concept_importance": "importance + sub-concept importance",
+    "concept_fidelity": "fidelity (deletion / insertion curves)",
+    "raw_concept_maps": "concept maps (sums at 8 x 8)",
+}
+
+
+# ---------------------------------------------------------------------------------------
+# the photos
+# ---------------------------------------------------------------------------------------
+def photo_folder(n: int, root: Path = CACHE) -> Path:
+    """``root/photos-n/<synset>/<name>_<j>.JPEG``: n crops of the 11 shared photos (cached)."""
+    from PIL import Image, ImageOps
+
+    out = root / f"photos-{n}"
+    if out.is_dir() and sum(1 for _ in out.glob("*/*.JPEG")) == n:
+        return out
+    files = sorted(IMAGES.glob("n*/*.JPEG"))
+    if not files:
+        raise FileNotFoundError(f"no images under {IMAGES}")
+    rng = np.random.default_rng(0)
+    sources = []
+    for f in files:
+        with Image.open(f) as im:
+            sources.append((f, im.convert("RGB")))
+    for j in range(n):
+        f, im = sources[j % len(sources)]
+        w, h = im.size
+        scale, aspect = rng.uniform(0.5, 1.0), math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw = max(32, min(w, round(w * scale * math.sqrt(aspect))))
+        ch = max(32, min(h, round(h * scale / math.sqrt(aspect))))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = im.crop((x0, y0, x0 + cw, y0 + ch))
+        if rng.random() < 0.5:
+            crop = ImageOps.mirror(crop)
+        path = out / f.parent.name / f"{f.stem}_{j:05d}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        crop.save(path, quality=90)
+    return out
+
+
+def load_photos(folder: Path, device: str) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], Any]:
+    """The folder's batches of 16 (x, y) on ``device``, decoded once, and the datamodule."""
+    from clustercam.data.imagenet_subset import ImageNetSubsetDataModule
+
+    dm = ImageNetSubsetDataModule(folder, model_name=MODEL, batch_size=BATCH)
+    batches = [(x.to(device), y.to(device)) for x, y, _ in dm.test_dataloader()]
+    return batches, dm
+
+
+def make_model(device: str, name: str = MODEL) -> Any:
+    from clustercam.models.classifier_module import ClassifierModule
+
+    torch.manual_seed(0)
+    return ClassifierModule(name, pretrained=False).to(device).eval()
+
+
+def concept_call(model: Any) -> Callable[[torch.Tensor, torch.Tensor], dict]:
+    """``run_concepts`` with the default settings, as the callback calls it (its pooled head
+    where this pipeline version takes one)."""
+    from clustercam.explain.concepts import ConceptSettings, run_concepts
+
+    settings = ConceptSettings()
+    params = inspect.signature(run_concepts).parameters
+    extra = {}
+    if "pooled_head" in params and getattr(model, "pooled_head", None) is not None:
+        extra["pooled_head"] = model.pooled_head
+
+    def call(a: torch.Tensor, y: torch.Tensor) -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return run_concepts(settings, model.head, a, y, model.head(a), **extra)
+    return call
+
+
+# ---------------------------------------------------------------------------------------
+# in-process: backbone vs the concepts run, per step
+# ---------------------------------------------------------------------------------------
+def side_by_side(batches, model, device: str, repeats: int, warmup: int) -> dict[str, list[float]]:
+    run = concept_call(model)
+
+    def backbone() -> None:
+        with torch.no_grad():
+            for x, _ in batches:
+                model.features(x)
+
+    def concepts() -> None:
+        with torch.no_grad():
+            for x, y in batches:
+                run(model.features(x), y)
+
+    return time_cases({"backbone": backbone, "run": concepts}, repeats=repeats, warmup=warmup,
+                      device=device)
+
+
+def step_times(batches, model, device: str, repeats: int = 3) -> dict[tuple[str, str], float]:
+    """Seconds per image of each pipeline step, by method (median of ``repeats`` passes)."""
+    import clustercam.explain.concepts.pipeline as pipeline
+
+    names = [n for n in STEPS if hasattr(pipeline, n)]
+    saved = {n: getattr(pipeline, n) for n in names}
+    state = {"method": "cgap"}
+    clock: dict[tuple[str, str], float] = {}
+
+    def timed(name: str, fn: Callable) -> Callable:
+        def inner(*a, **k):
+            if name == "cluster_channels":
+                state["method"] = k.get("method", "cgap")
+            sync(device)
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                sync(device)
+                key = (name, state["method"])
+                clock[key] = clock.get(key, 0.0) + time.perf_counter() - t
+        return inner
+
+    run = concept_call(model)
+    n = sum(len(x) for x, _ in batches)
+    passes: list[dict[tuple[str, str], float]] = []
+    try:
+        for name in names:
+            setattr(pipeline, name, timed(name, saved[name]))
+        for _ in range(repeats):
+            clock.clear()
+            with torch.no_grad():
+                for x, y in batches:
+                    a = model.features(x)
+                    sync(device)
+                    t = time.perf_counter()
+                    run(a, y)
+                    sync(device)
+                    clock[("total", "")] = clock.get(("total", ""), 0.0) + time.perf_counter() - t
+            passes.append(dict(clock))
+    finally:
+        for name, fn in saved.items():
+            setattr(pipeline, name, fn)
+    keys = sorted({k for p in passes for k in p})
+    return {k: median([p.get(k, 0.0) for p in passes]) / n for k in keys}
+
+
+def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]]:
+    """Seconds of each figure (build + save at dpi 100), the callback's way, per kind."""
+    from clustercam import outputs
+    from clustercam.explain.concepts.pipeline import figure_maps
+    from clustercam.explain.plots.concepts import concept_figure, sub_concept_figure
+
+    x, y = batches[0]
+    with torch.no_grad():
+        data = concept_call(model)(model.features(x), y)
+    s = __import__("clustercam.explain.concepts", fromlist=["ConceptSettings"]).ConceptSettings()
+    times: dict[str, list[float]] = {"concept": [], "sub-concept": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(2):  # the first pass warms up fonts and caches
+            for i in range(min(n_images, len(x))):
+                image = dm.display_image(i)
+                for f, (method, _, n) in enumerate(s.details):
+                    c = s.configs.index(s.details[f])
+                    ch, imp = data["channels"][i, c, :n].tolist(), data["importance"][i, c, :n].tolist()
+                    t0 = time.perf_counter()
+                    maps, sub_maps = figure_maps(data, i, f, n, tuple(image.shape[-2:]))
+                    fig = concept_figure(image, maps, ch, imp, title=f"image {i} - {method.upper()}")
+                    outputs.save_figure(fig, Path(tmp) / f"{i}_{method}.png", dpi=100)
+                    t1 = time.perf_counter()
+                    fig = sub_concept_figure(image, maps, ch, imp, sub_maps, data["sub_channels"][i, f, :n],
+                                             data["sub_importance"][i, f, :n], title="sub")
+                    if fig is not None:
+                        outputs.save_figure(fig, Path(tmp) / f"{i}_{method}_sub.png", dpi=100)
+                    t2 = time.perf_counter()
+                    if rep:
+                        times["concept"].append(t1 - t0)
+                        if fig is not None:
+                            times["sub-concept"].append(t2 - t1)
+    return times
+
+
+# ---------------------------------------------------------------------------------------
+# the trainer: wall time and peak RSS of whole runs
+# ---------------------------------------------------------------------------------------
+def trainer_run(folder: Path, device: str, *overrides: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of ``python -m clustercam.train experiment=concepts_imagenet``
+    over ``folder`` in a fresh process (no logger)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MPLBACKEND": "Agg",
+           "PYTHONWARNINGS": "ignore"}
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "clustercam.train", "print_config=false",
+               "experiment=concepts_imagenet", "model.pretrained=false", "logger=none",
+               f"data.data_dir={folder}", f"paths.output_dir={out}", f"hydra.run.dir={out}",
+               f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}", *overrides]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        err = proc.stderr.read() if proc.stderr else ""
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            sys.stderr.write(f"trainer run failed ({' '.join(overrides)}):\n{err[-3000:]}\n")
+            return math.nan, math.nan
+    return wall, usage.ru_maxrss / 1024
+
+
+def trainer_rows(device: str, quick: bool, memory: bool) -> tuple[list[list[str]], list[list[str]], float]:
+    """Rows of the trainer table (16 / 64 photos and the slope) and of the memory table."""
+    small, large = (8, 16) if quick else (16, 64)
+    runs = {}
+    for n in (small, large):
+        runs[n] = trainer_run(photo_folder(n), device, "callbacks.concepts.figures=false")
+    slope = (runs[large][0] - runs[small][0]) / (large - small)
+    rows = [[f"{n} photos", fmt_s(runs[n][0]), fmt_s(runs[n][0] / n), fmt_mib(runs[n][1])] for n in runs]
+    rows.append([f"slope {small} → {large}: the marginal cost of one photo", "", fmt_s(slope), ""])
+    mem_rows = []
+    if memory:
+        plan = [(50, MODEL), (50, "test_resnet")] if quick else \
+            [(1000, MODEL), (1000, "test_resnet"), (10000, "test_resnet")]
+        for n, name in plan:
+            extra = [] if name == MODEL else [f"model.name={name}", f"data.model_name={MODEL}"]
+            wall, rss = trainer_run(photo_folder(n), device, *extra)
+            mem_rows.append([f"{n:,}", f"`{name}`", fmt_s(wall), fmt_s(wall / n), fmt_mib(rss)])
+    return rows, mem_rows, slope
+
+
+# ---------------------------------------------------------------------------------------
+# the section
+# ---------------------------------------------------------------------------------------
+def run(args) -> Section:
+    args.repeats = args.repeats or 3
+    t_start, load0, meter = time.perf_counter(), load_average(), CpuMeter()
+    device = args.device
+    n = N_IMAGES_QUICK if args.quick else N_IMAGES
+    batches, dm = load_photos(photo_folder(n), device)
+    model = make_model(device)
+    tables: list[Table] = []
+    headlines: list[Headline] = []
+
+    times = side_by_side(batches, model, device, args.repeats, args.warmup)
+    med = {k: median(v) / n for k, v in times.items()}
+    ratio = med["run"] / med["backbone"]
+    rows = [["backbone `forward_features`", fmt_s(med["backbone"]), spread([t / n for t in times["backbone"]]),
+             f"{1 / med['backbone']:.1f}", "1.00×"],
+            ["backbone + default concepts run", fmt_s(med["run"]), spread([t / n for t in times["run"]]),
+             f"{1 / med['run']:.1f}", fmt_x(ratio)]]
+    tables.append(Table(f"The default concepts run on {n} photos (batches of {BATCH}), per image",
+                        ["what", "median per image", "min–max", "images/s", "× backbone"], rows,
+                        [f"Median of {args.repeats} interleaved repeats after {args.warmup} warm-up "
+                         "run(s) over all batches; the concepts (no figures) add "
+                         f"{fmt_s(med['run'] - med['backbone'])} per image."]))
+    headlines.append(Headline(
+        f"Concepts run (CGAP + CPHA, k-means, 5 concepts, sub-concepts, importance, metrics; no "
+        f"figures), {n} photos, nf_resnet50 256 px, {device}: per image ÷ backbone `forward_features`",
+        fmt_x(ratio), "≤ 1.3×", ratio <= 1.3))
+
+    steps = step_times(batches, model, device)
+    total = steps.pop(("total", ""), math.nan)
+    step_rows = []
+    for name, label in STEPS.items():
+        cells = [steps.get((name, m)) for m in ("cgap", "cpha")]
+        if all(c is None for c in cells):
+            continue
+        step_rows.append([label, *[fmt_s(c) if c is not None else "–" for c in cells],
+                          fmt_s(sum(c or 0 for c in cells))])
+    accounted = sum(steps.values())
+    step_rows.append(["rest (softmax, copies to CPU, bookkeeping)", "", "", fmt_s(total - accounted)])
+    step_rows.append(["**concepts total** (backbone excluded)", "", "", fmt_s(total)])
+    step_rows.append(["backbone `forward_features`", "", "", fmt_s(med["backbone"])])
+    tables.append(Table("Per step, per image (pipeline functions wrapped with clocks)",
+                        ["step", "CGAP", "CPHA", "both"], step_rows,
+                        ["Median of 3 passes over the same batches; images/s of a step = 1 ÷ its time."]))
+
+    figs = figure_times(batches, model, dm)
+    fig_rows = [[kind, fmt_s(median(v)), spread(v), str(len(v))] for kind, v in figs.items() if v]
+    tables.append(Table("Figures (build + `outputs.save_figure` at dpi 100, 256 px photos)",
+                        ["figure", "median", "min–max", "figures"], fig_rows))
+    worst = max((median(v) for v in figs.values() if v), default=math.nan)
+    headlines.append(Headline("Concept figures: seconds per figure (slower kind, median)",
+                              fmt_s(worst), "≤ 0.2 s", worst <= 0.2))
+
+    rows, mem_rows, slope = trainer_rows(device, args.quick, not args.no_memory)
+    tables.append(Table("Whole runs: `python -m clustercam.train experiment=concepts_imagenet` "
+                        "(random weights, figures off, no logger)",
+                        ["folder", "wall time", "per photo", "peak RSS"], rows,
+                        ["Includes the interpreter and model start, JPEG decoding, Lightning and "
+                         "the output files; the slope between the two folders is the cost of "
+                         "one more photo."]))
+    if mem_rows:
+        tables.append(Table("Peak memory of whole runs over large folders (default settings: "
+                            "figures of the first 20 images, no logger)",
+                            ["photos", "model", "wall time", "per photo", "peak RSS"], mem_rows,
+                            ["Peak RSS: `ru_maxrss` of the run's process (`os.wait4`). `test_resnet` "
+                             "(timm's 96-channel test network, 8 x 8 maps at 256 px) stands in for "
+                             "nf_resnet50 where a run would take too long on this machine: what a "
+                             "run keeps per image (concept counts, importances, maps at 8 x 8, table "
+                             "rows) does not depend on the channel count."]))
+    intro = [line for line in __doc__.split("\n\n")[1:3]]
+    return Section("Concepts run vs the backbone", intro, tables, headlines, load0, load_average(),
+                   time.perf_counter() - t_start, device, args.quick, meter.others())
+
+
+if __name__ == "__main__":
+    main_single("clustercam benchmark: concepts run vs backbone", run,
+                parser(__doc__.splitlines()[0]).parse_args())

@@ -1,0 +1,145 @@
+"""The fast concept figures look like the reference way of drawing them (one axes per panel).
+
+The reference below is the previous implementation, kept here as the yardstick: a grid of
+``plt.subplots`` axes, one ``imshow`` each. The fast figures (one full-figure axes holding
+every panel) must render pixel-close to it at the dpi the callback saves with.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clustercam.explain.concepts import importance_order
+from clustercam.explain.maps import minmax_normalise, resize_maps
+from clustercam.explain.plots.concepts import blend, concept_figure, grayscale, sub_concept_figure
+
+
+def _fmt(v: float) -> str:
+    return "nan" if math.isnan(v) else f"{v:.2f}%"
+
+
+def reference_concept_figure(image, maps, channels, importance, title="", cmap="jet", alpha=0.6,
+                             panel_size=2.4):
+    maps = maps.numpy()
+    n = len(maps)
+    width = panel_size * (n + 1) + 1.1
+    fig, axes = plt.subplots(1, n + 1, figsize=(width, panel_size + 0.9))
+    right = 1 - 1.1 / width
+    fig.subplots_adjust(left=0.01, right=right, bottom=0.03, top=0.72 if title else 0.8, wspace=0.06)
+    img = np.clip(image.numpy(), 0, 1)
+    axes[0].imshow(img.transpose(1, 2, 0), cmap="gray")
+    axes[0].set_title("input", fontsize=9)
+    for ax, i in zip(axes[1:], importance_order(importance)):
+        if channels[i] > 0:
+            ax.imshow(blend(image, maps[i], cmap, alpha))
+        else:
+            ax.imshow(grayscale(image), cmap="gray")
+        ax.set_title(f"C{i}  n={int(channels[i])}\nI={_fmt(float(importance[i]))}", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    cax = fig.add_axes((right + 0.1 / width, 0.1, 0.15 / width, 0.6))
+    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1)), cax=cax,
+                 label="concept map (min-max)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def reference_sub_figure(image, parent_maps, parent_channels, parent_importance, sub_maps,
+                         sub_channels, sub_importance, title="", cmap="jet", alpha=0.6, panel_size=2.2):
+    sub_channels, sub_importance = sub_channels.numpy(), sub_importance.numpy()
+    rows = [i for i in importance_order(parent_importance) if sub_channels[i].sum() > 0]
+    s = sub_channels.shape[1]
+    height = (panel_size + 0.6) * len(rows) + (0.5 if title else 0.1)
+    fig, axes = plt.subplots(len(rows), s + 1, figsize=(panel_size * (s + 1), height), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01,
+                        top=1 - (0.5 if title else 0.1) / height - 0.45 / height, wspace=0.06,
+                        hspace=0.45 * (panel_size + 0.6) / panel_size / 2)
+    for r, i in enumerate(rows):
+        axes[r, 0].imshow(blend(image, parent_maps[i], cmap, alpha))
+        axes[r, 0].set_title(f"C{i}  n={int(parent_channels[i])}\nI={_fmt(float(parent_importance[i]))}",
+                             fontsize=9)
+        order = [j for j in importance_order(sub_importance[i]) if sub_channels[i, j] > 0]
+        for col in range(s):
+            ax = axes[r, col + 1]
+            if col < len(order):
+                j = order[col]
+                ax.imshow(blend(image, sub_maps[i, j], cmap, alpha))
+                ax.set_title(f"C{i}{j}  n={int(sub_channels[i, j])}\nI={_fmt(float(sub_importance[i, j]))}",
+                             fontsize=9)
+            else:
+                ax.axis("off")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def pixels(fig, dpi: int = 100) -> np.ndarray:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return np.asarray(Image.open(buf).convert("RGB")).astype(int)
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    """A smooth image and smooth concept maps at 128 px, as the callback draws them."""
+    g = torch.Generator().manual_seed(0)
+    image = resize_maps(torch.rand(3, 6, 6, generator=g), (128, 128)).clamp(0, 1)
+    maps = minmax_normalise(resize_maps(torch.rand(4, 8, 8, generator=g), (128, 128)), 2)
+    sub = minmax_normalise(resize_maps(torch.rand(4, 3, 8, 8, generator=g), (128, 128)), 2) * 0.7
+    channels, importance = [40, 0, 25, 12], [3.0, float("nan"), 12.5, -1.0]
+    sub_channels = torch.tensor([[10, 20, 10], [0, 0, 0], [5, 0, 20], [0, 0, 0]])
+    sub_importance = torch.tensor([[1.0, -2.0, 0.5], [0, 0, 0], [4.0, 0, 3.0], [0, 0, 0]])
+    return image, maps, channels, importance, sub, sub_channels, sub_importance
+
+
+def assert_pixel_close(fast: np.ndarray, ref: np.ndarray) -> None:
+    assert fast.shape == ref.shape
+    diff = np.abs(fast - ref)
+    assert diff.mean() < 1.0, diff.mean()  # grey levels of 255, all channels
+    assert (diff > 16).mean() < 1e-3, (diff > 16).mean()  # a few frame-corner pixels at most
+
+
+def test_fast_concept_figure_is_pixel_close_to_the_reference(fixture) -> None:
+    image, maps, channels, importance, *_ = fixture
+    title = "img (class, p=0.5) - CGAP kmeans n=4"
+    fast = pixels(concept_figure(image, maps, channels, importance, title=title))
+    ref = pixels(reference_concept_figure(image, maps, channels, importance, title=title))
+    assert_pixel_close(fast, ref)
+    # the panels are really there: the figure is not the blank reference's frame
+    assert fast.std() > 20
+
+
+def test_fast_sub_concept_figure_is_pixel_close_to_the_reference(fixture) -> None:
+    image, maps, channels, importance, sub, sub_channels, sub_importance = fixture
+    fast = pixels(sub_concept_figure(image, maps, channels, importance, sub, sub_channels,
+                                     sub_importance, title="t: sub-concepts"))
+    ref = pixels(reference_sub_figure(image, maps, channels, importance, sub, sub_channels,
+                                      sub_importance, title="t: sub-concepts"))
+    assert_pixel_close(fast, ref)
+
+
+def test_png_files_keep_the_pixels(fixture, tmp_path) -> None:
+    """Fast PNG compression changes the file size, never a pixel."""
+    image, maps, channels, importance, *_ = fixture
+    fig = concept_figure(image, maps, channels, importance)
+    fig.savefig(tmp_path / "fast.png", dpi=100)
+    fig.savefig(tmp_path / "level6.png", dpi=100, pil_kwargs={"compress_level": 6})
+    fig.savefig(tmp_path / "fig.pdf")  # other formats are untouched
+    a = np.asarray(Image.open(tmp_path / "fast.png"))
+    b = np.asarray(Image.open(tmp_path / "level6.png"))  # Agg's RGBA path
+    assert a.shape[-1] == 3 and b.shape[-1] == 4 and (b[..., 3] == 255).all()
+    assert np.array_equal(a, b[..., :3])
+    assert (tmp_path / "fig.pdf").stat().st_size > 0
