@@ -16,7 +16,7 @@ class ImageViews:
     """Mixin for a ``ClusterDataModule`` whose evaluated split holds C x H x W images in [0, 1]."""
 
     classes: Sequence[str] = ()
-    name: str = "dataset"
+
 
     def display_image(self, index: int) -> Tensor:
         """Image ``index`` of the evaluated split as the model sees it (C x H x W)."""
@@ -24,7 +24,7 @@ class ImageViews:
 
     def image_name(self, index: int) -> str:
         """A stable name for image ``index`` of the evaluated split (CSV rows, figure files)."""
-        return f"{self.name.lower()}_{self.eval_split}_{index:05d}"  # type: ignore[attr-defined]
+        return f"{str(getattr(self, 'name', 'image')).lower()}_{self.eval_split}_{index:05d}"  # type: ignore[attr-defined]
 
     @property
     def class_names(self) -> list[str]:
