@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import bench_concepts, bench_gradceam, bench_training
+from benchmarks import bench_concepts, bench_fidelity, bench_gradceam, bench_training
 from benchmarks.common import (
     CACHE,
     ROOT,
@@ -36,6 +36,7 @@ from benchmarks.common import (
 BENCHES = {
     "gradceam": bench_gradceam.run,
     "concepts": bench_concepts.run,
+    "fidelity": bench_fidelity.run,
     "training": bench_training.run,
 }
 

@@ -29,6 +29,8 @@ def test_experiments_instantiate(experiment, tmp_path):
     extra = {"input_shape": [1, 64]} if "input_shape" in cfg.model else {}
     if extra and experiment in ("mnist", "synthetic_shapes", "stl10"):
         extra = {"input_shape": [3 if experiment == "stl10" else 1, 32, 32]}
+    if extra and experiment in ("concepts_parts", "concepts_mnist"):  # trained classifiers, 64 px
+        extra = {"input_shape": [3 if experiment == "concepts_parts" else 1, 64, 64]}
     model = hydra.utils.instantiate(cfg.model, **extra)
     assert isinstance(model, LightningModule)
     callbacks = instantiate_callbacks(cfg.callbacks)

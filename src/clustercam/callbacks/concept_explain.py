@@ -1,10 +1,11 @@
 """Concepts (CGAP / CPHA) for every evaluated image, handed to files and loggers.
 
-Per test (or predict) batch, on every rank: :func:`clustercam.explain.concepts.run_concepts`.
-At epoch end the per-image tensors are gathered across ranks (sampler padding dropped) and
-rank zero writes ``concepts_per_image.csv``, ``sub_concepts_per_image.csv``,
-``concept_metrics.csv``, ``concept_summary.md``, ``metrics.json`` and
-``figures/concepts/*.png``, and logs tables, figures and mean scalars.
+Per test (or predict) batch, on every rank: :func:`clustercam.explain.concepts.run_concepts`
+(with the model's ``pooled_head``, and the part masks and painting-out check of a datamodule
+that has them, e.g. ``data=synthetic_parts``). At epoch end the per-image tensors are
+gathered across ranks (sampler padding dropped) and rank zero writes the concept CSVs
+(``concept_fidelity.csv``, ``concept_truth.csv`` with part masks), ``concept_summary.md``,
+``metrics.json`` and figures, and logs tables, figures and mean scalars.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 from clustercam import outputs
 from clustercam.callbacks.gather import gather_split
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
+from clustercam.explain.concepts import validation
 from clustercam.explain.concepts.pipeline import (
     CONCEPT_COLUMNS,
     METRIC_COLUMNS,
@@ -32,6 +34,7 @@ from clustercam.explain.concepts.pipeline import (
     run_concepts,
 )
 from clustercam.explain.concepts.summary import SUMMARY_FILE, summary_markdown
+from clustercam.explain.concepts.truth import paint_out_drops
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,8 @@ class ConceptExplainCallback(Callback):
 
     The concept settings are :class:`~clustercam.explain.concepts.ConceptSettings`
     (``method``, ``algorithm`` and ``n_concepts`` take one value or a list; their product is
-    computed). ``max_figures``: images with figures (null = all).
+    computed). ``fidelity``: concept deletion / insertion curves; ``control_repeats``: draws
+    of each random control. ``max_figures``: images with figures (null = all).
     """
 
     def __init__(
@@ -66,10 +70,13 @@ class ConceptExplainCallback(Callback):
         cmap: str = "jet",
         alpha: float = 0.6,
         algorithm_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        fidelity: bool = True,
+        control_repeats: int = 10,
     ) -> None:
         super().__init__()
         self.settings = ConceptSettings(method, algorithm, n_concepts, sub_concepts, min_sub_channels,
-                                        seed, n_init, backend, target, detail, algorithm_kwargs)
+                                        seed, n_init, backend, target, detail, algorithm_kwargs,
+                                        fidelity, control_repeats)
         if max_figures is not None and max_figures < 0:
             raise ValueError(f"max_figures must be >= 0 or null, got {max_figures}")
         self.output_dir = Path(output_dir)
@@ -85,12 +92,12 @@ class ConceptExplainCallback(Callback):
     on_predict_epoch_start = _reset
 
     def on_test_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
-        self._process(pl_module, outputs_)
+        self._process(trainer, pl_module, outputs_, batch)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
-        self._process(pl_module, outputs_)
+        self._process(trainer, pl_module, outputs_, batch)
 
-    def _process(self, pl_module: LightningModule, out: Any) -> None:
+    def _process(self, trainer: Trainer, pl_module: LightningModule, out: Any, batch: Any) -> None:
         if not isinstance(out, Mapping) or "activations" not in out:
             raise RuntimeError(
                 "ConceptExplainCallback needs test/predict steps that return a dict with "
@@ -98,10 +105,16 @@ class ConceptExplainCallback(Callback):
         if not hasattr(pl_module, "head"):
             raise RuntimeError(f"{type(pl_module).__name__} has no head(activations) -> logits")
         y, idx = out["y"].detach().long(), out["idx"].detach().long()
-        chunk = run_concepts(self.settings, pl_module.head, out["activations"], y, out.get("logits"))
+        dm = getattr(trainer, "datamodule", None)
+        masks = dm.eval_part_masks()[idx.cpu()].to(y.device) if hasattr(dm, "eval_part_masks") else None
+        chunk = run_concepts(self.settings, pl_module.head, out["activations"], y, out.get("logits"),
+                             getattr(pl_module, "pooled_head", None), masks)
         for line in degenerate_messages(self.settings, chunk, idx):
             log.warning(line)
         chunk.pop("degenerate", None)
+        if masks is not None:  # the input-space check: p_t without part A / B / distractor
+            t = y if self.settings.target == "label" else chunk["pred"]
+            chunk["paint_out"] = paint_out_drops(pl_module, batch[0], dm.eval_backgrounds()[idx.cpu()], masks, t)
         self._chunks.append({**chunk, "idx": idx.cpu(), "y": y.cpu()})
 
     # -- epoch end ---------------------------------------------------------------------------
@@ -126,22 +139,35 @@ class ConceptExplainCallback(Callback):
         outputs.write_csv(out / CONCEPTS, tables.concepts, CONCEPT_COLUMNS)
         outputs.write_csv(out / SUB_CONCEPTS, tables.sub_concepts, SUB_CONCEPT_COLUMNS)
         outputs.write_csv(out / CONCEPT_METRICS, tables.metrics, METRIC_COLUMNS)
-        outputs.write_text(out / SUMMARY_FILE, summary_markdown(tables.metrics, title="Concept clustering"))
+        configs = self.settings.configs
+        checks = validation.validation_tables(configs, data, names)  # fidelity, truth
+        for name, (rows, columns) in checks.items():
+            outputs.write_csv(out / name, rows, columns)
+        outputs.write_text(out / SUMMARY_FILE, summary_markdown(tables.metrics, title="Concept clustering")
+                           + "\n" + validation.validation_markdown(configs, data))
         describe = getattr(pl_module, "describe", None)
         info = describe() if callable(describe) else {}
         self.results = {"pretrained": bool(info.get("pretrained", False)),
                         "weights": info.get("weights", "unknown"),
-                        "model": info.get("model", type(pl_module).__name__),
+                        "model": info.get("model", type(pl_module).__name__), "classifier": info,
                         "importance_target": self.settings.target,
-                        **concept_results(data, tables.metrics)}
+                        **concept_results(data, tables.metrics),
+                        **validation.validation_results(configs, data)}
         if not self.results["pretrained"]:
             log.warning("These concepts come from a classifier with RANDOM weights (pretrained=false)")
         outputs.write_json(out / outputs.METRICS, self.results, merge=True)
         log_scalars(trainer, {f"{stage}/{k}": v for k, v in self.results.items()})
         log_table(trainer, f"{stage}/concepts", tables.concepts)
         log_table(trainer, f"{stage}/concept_metrics", tables.metrics)
+        for name, (rows, _) in checks.items():
+            log_table(trainer, f"{stage}/{Path(name).stem}", rows)
         if self.figures:
             paths = self._figures(dm, data, names, class_names)
+            if "fidelity_curves" in data:
+                from clustercam.explain.plots.fidelity import fidelity_figure
+
+                fig = fidelity_figure(configs, data["fidelity_curves"])
+                paths.append(outputs.save_figure(fig, out / outputs.FIGURES / "concept_fidelity.png"))
             log_images(trainer, "figures/concepts", paths, [p.stem for p in paths])
         log.info("Concepts of %d images x %d configurations written to %s",
                  len(names), len(self.settings.configs), out)

@@ -11,7 +11,7 @@ give the original file and the un-normalised crop for figures.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,8 @@ class ImageNetSubsetDataModule(LightningDataModule):
     """A few ImageNet classes from synset folders, for a frozen ImageNet classifier.
 
     The same images serve test and predict (there is nothing to train).
-    ``class_map`` maps extra folder names to class indices; ``max_images`` caps the set.
+    ``class_map`` maps extra folder names to class indices; ``max_images`` caps the set;
+    ``preprocessing`` overrides entries of timm's data config (``input_size``, ``mean``...).
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class ImageNetSubsetDataModule(LightningDataModule):
         max_images: int | None = None,
         class_map: Mapping[str, int] | None = None,
         pin_memory: bool = False,
+        preprocessing: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -134,7 +136,11 @@ class ImageNetSubsetDataModule(LightningDataModule):
         self.max_images = max_images
         self.class_map = dict(class_map or {})
         self.pin_memory = pin_memory
-        self.config = data_config(model_name, pretrained_tag)
+        # timm's data config for the model, with any entry overridden (e.g. a classifier
+        # trained here on 64 px images in [0, 1]: input_size, mean, std, crop_pct)
+        self.config = {**data_config(model_name, pretrained_tag),
+                       **{k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+                          for k, v in dict(preprocessing or {}).items()}}
         self.image_paths, self.targets, self.class_names = self._scan()
         log.info("%d images of %d classes from %s", len(self.image_paths),
                  len(set(self.targets)), self.data_dir)

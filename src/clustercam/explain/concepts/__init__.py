@@ -1,5 +1,6 @@
 """Concepts by clustering a frozen classifier's channels (CGAP / CPHA): extraction, batched
-k-means, importance, maps, quality metrics, the Tables 1-2 summary and the batch pipeline."""
+k-means, importance, maps, quality metrics, the Tables 1-2 summary, fidelity curves,
+localisation against ground-truth parts and the batch pipeline."""
 
 from clustercam.explain.concepts.checks import (
     ALGORITHMS,
@@ -18,6 +19,13 @@ from clustercam.explain.concepts.extract import (
     kept_channels,
     sub_concepts,
 )
+from clustercam.explain.concepts.fidelity import (
+    ConceptFidelity,
+    PooledHead,
+    concept_fidelity,
+    concept_order,
+    random_partitions,
+)
 from clustercam.explain.concepts.importance import concept_importance, importance_order
 from clustercam.explain.concepts.kmeans import batched_kmeans, batched_pca
 from clustercam.explain.concepts.maps import concept_maps, raw_concept_maps, sub_concept_maps
@@ -29,9 +37,12 @@ from clustercam.explain.concepts.pipeline import (
     concept_tables,
     run_concepts,
 )
+from clustercam.explain.concepts.truth import concept_truth, paint_out_drops
 
 __all__ = [
-    "ALGORITHMS", "BACKENDS", "METHODS", "METRICS", "ConceptClustering", "ConceptSettings",
+    "ALGORITHMS", "BACKENDS", "METHODS", "METRICS", "ConceptClustering", "ConceptFidelity",
+    "ConceptSettings", "PooledHead", "concept_fidelity", "concept_order", "concept_truth",
+    "paint_out_drops", "random_partitions",
     "ConceptTables", "DegenerateClusteringWarning", "NegativeActivationWarning", "SubConcepts",
     "batched_kmeans", "batched_pca", "cluster_channels", "clustering_quality", "concept_counts",
     "concept_importance", "concept_maps", "concept_metrics", "concept_results", "concept_tables",

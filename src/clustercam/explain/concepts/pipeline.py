@@ -3,8 +3,11 @@
 :func:`run_concepts` takes the activations ``A = g(x)`` of B images, the head ``h`` and
 the labels, and for every configured (method, algorithm, n_concepts) clusters the channels,
 scores each concept's importance (one head call per configuration) and the clustering
-quality; for the *detail* configurations also sub-concepts and the concept sums at
-activation resolution (small), for figures. The result is a dict of per-image tensors, so
+quality, and the concepts' fidelity (deletion / insertion curves against random orders and
+random channel groups; one more head call) and, given part masks, their localisation
+against the parts (with random channel partitions as control); for the *detail*
+configurations also sub-concepts and the concept sums at activation resolution (small),
+for figures. The result is a dict of per-image tensors, so
 batches from several DDP ranks concatenate; :func:`concept_tables` turns it into the rows of
 ``concepts_per_image.csv``, ``sub_concepts_per_image.csv`` and ``concept_metrics.csv``.
 """
@@ -29,10 +32,12 @@ from clustercam.explain.concepts.checks import (
     DegenerateClusteringWarning,
 )
 from clustercam.explain.concepts.extract import cluster_channels, sub_concepts
+from clustercam.explain.concepts.fidelity import ORDERS, PooledHead, concept_fidelity
 from clustercam.explain.concepts.importance import concept_importance, importance_order
 from clustercam.explain.concepts.maps import raw_concept_maps, sub_maps_with_parent_bounds
 from clustercam.explain.concepts.metrics import concept_metrics
 from clustercam.explain.concepts.summary import overall_means
+from clustercam.explain.concepts.truth import TRUTH_SCORES, concept_truth
 from clustercam.explain.maps import minmax_normalise, resize_maps
 
 TARGETS = ("label", "predicted")
@@ -66,7 +71,9 @@ class ConceptSettings:
     ``n_concepts`` (each one value or a list), sub-concepts (``sub_concepts`` = their maximum
     number, 0 = off) and maps for the *detail* configurations (``first``: the first algorithm
     and n_concepts, every method; ``all``). ``target``: importance of the ``label`` class (the
-    paper) or the ``predicted`` one."""
+    paper) or the ``predicted`` one. ``fidelity``: concept deletion / insertion curves;
+    ``control_repeats``: R, the draws of each random control (orders, channel groups,
+    partitions)."""
 
     method: str | Sequence[str] = ("cgap", "cpha")
     algorithm: str | Sequence[str] = "kmeans"
@@ -79,6 +86,8 @@ class ConceptSettings:
     target: str = "label"
     detail: str = "first"
     algorithm_kwargs: Mapping[str, Mapping[str, Any]] | None = None
+    fidelity: bool = True
+    control_repeats: int = 10
     configs: list[Config] = field(init=False)
     details: list[Config] = field(init=False)
 
@@ -103,6 +112,8 @@ class ConceptSettings:
             raise ValueError(f"unknown backend {self.backend!r}; choose from {BACKENDS}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if int(self.control_repeats) < 1:
+            raise ValueError(f"control_repeats must be >= 1, got {self.control_repeats}")
         if self.detail not in DETAILS:
             raise ValueError(f"detail must be one of {DETAILS}, got {self.detail!r}")
         self.n_sub = int(self.sub_concepts or 0)
@@ -121,13 +132,20 @@ def run_concepts(
     activations: Tensor,
     labels: Tensor,
     logits: Tensor | None = None,
+    pooled_head: PooledHead | None = None,
+    part_masks: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Concepts of B images for every configuration: a dict of per-image tensors (CPU).
 
     ``metrics`` B x configs x 4 (silhouette, CHI, DBI, seconds), ``kept`` and ``channels``
     (per concept, -1 beyond n_concepts), ``importance`` (%, eq. 3), ``maps`` (detail configs:
     B x details x L x h x w concept sums), ``sub_channels``, ``sub_importance``, ``sub_maps``,
-    ``pred``, ``p_target`` (the softmax probability of the explained class), and
+    ``pred``, ``p_target`` (the softmax probability of the explained class); with
+    ``settings.fidelity`` ``fidelity_auc`` (B x configs x orders x (deletion, insertion))
+    and ``fidelity_curves`` (... x n + 1, NaN-padded; :mod:`.fidelity`, batched through
+    ``pooled_head`` where the model declares one); with ``part_masks`` (B x 3 x H x W:
+    part A, part B, distractor) ``truth`` (B x configs x (concepts, random) x
+    :data:`~clustercam.explain.concepts.truth.TRUTH_SCORES`; :mod:`.truth`); and
     ``degenerate``: per configuration, per image, why it could not be clustered as asked
     (None if fine; a list, not a tensor: pop it before concatenating batches, see
     :func:`degenerate_messages`).
@@ -163,6 +181,11 @@ def run_concepts(
         "sub_maps": torch.zeros(b, nd, lm, ns, h, w, dtype=torch.float32),
         "pred": pred.cpu(), "p_target": p_target.cpu(),
     }
+    if s.fidelity or part_masks is not None:
+        out["fidelity_auc"] = torch.full((b, k, len(ORDERS), 2), math.nan, dtype=torch.float64)
+        out["fidelity_curves"] = torch.full((b, k, len(ORDERS), 2, lm + 1), math.nan)
+    if part_masks is not None:
+        out["truth"] = torch.full((b, k, 2, len(TRUTH_SCORES)), math.nan, dtype=torch.float64)
     for c, (method, algo, n) in enumerate(s.configs):
         opts = {"seed": s.seed, "n_init": s.n_init, "backend": s.backend,
                 "algorithm_kwargs": s.algorithm_kwargs.get(algo)}
@@ -173,7 +196,10 @@ def run_concepts(
         counts = res.counts().cpu()
         out["channels"][:, c, :n] = counts
         out["kept"][:, c] = counts.sum(1)
-        out["importance"][:, c, :n] = concept_importance(head, a, res.labels, targets, n).cpu()
+        imp = concept_importance(head, a, res.labels, targets, n)
+        out["importance"][:, c, :n] = imp.cpu()
+        if "fidelity_auc" in out:
+            _validate(out, c, s, head, a, res.labels, targets, imp, pooled_head, part_masks)
         out["metrics"][:, c] = torch.tensor(
             [[r["silhouette"], r["calinski_harabasz"], r["davies_bouldin"], r["seconds"]]
              for r in scores], dtype=torch.float64)
@@ -194,6 +220,26 @@ def run_concepts(
         sm = raw_concept_maps(a, sub.labels, n * s.n_sub).float().cpu()
         out["sub_maps"][:, f, :n] = sm.view(b, n, s.n_sub, h, w)
     return out
+
+
+def _validate(out: dict[str, Any], c: int, s: ConceptSettings, head: Callable[[Tensor], Tensor],
+              a: Tensor, labels: Tensor, targets: Tensor, imp: Tensor,
+              pooled_head: PooledHead | None, part_masks: Tensor | None) -> None:
+    """Configuration ``c``'s fidelity curves and, with part masks, localisation scores."""
+    n = imp.shape[1]
+    fid = concept_fidelity(head, a, labels, targets, imp, n, repeats=s.control_repeats,
+                           seed=s.seed, pooled_head=pooled_head,
+                           partition_importance=part_masks is not None)
+    for o, order in enumerate(ORDERS):
+        out["fidelity_auc"][:, c, o] = torch.stack(
+            [fid.aucs[order]["deletion_auc"], fid.aucs[order]["insertion_auc"]], -1).cpu()
+        out["fidelity_curves"][:, c, o, 0, : n + 1] = fid.deletion[order].float().cpu()
+        out["fidelity_curves"][:, c, o, 1, : n + 1] = fid.insertion[order].float().cpu()
+    if part_masks is not None:
+        truth = concept_truth(a, labels, imp, part_masks, fid.partitions.to(a.device),
+                              fid.partition_importance.to(a.device))
+        for p, part in enumerate(("concepts", "random")):
+            out["truth"][:, c, p] = torch.stack([truth[part][k] for k in TRUTH_SCORES], -1)
 
 
 def degenerate_messages(settings: ConceptSettings, batch: Mapping[str, Any], index: Tensor) -> list[str]:
