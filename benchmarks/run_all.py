@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import bench_concepts, bench_gradceam, bench_training
+from benchmarks import bench_concepts, bench_gradceam, bench_peers, bench_training
 from benchmarks.common import (
     CACHE,
     ROOT,
@@ -37,6 +37,7 @@ BENCHES = {
     "gradceam": bench_gradceam.run,
     "concepts": bench_concepts.run,
     "training": bench_training.run,
+    "peers": bench_peers.run,
 }
 
 

@@ -178,3 +178,13 @@ def test_pytorch_grad_cam_style_target_picks_a_cluster_column():
     target(out).sum().backward()
     assert all(p.grad is not None for p in enc.parameters() if p.requires_grad)
     assert isinstance(model, nn.Module) and out.shape == (12, 3)
+
+
+def test_the_peers_libraries_are_imported_only_when_used():
+    import subprocess
+    import sys
+
+    code = ("import sys, clustercam.explain, clustercam.explain.scores\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'zennit', 'captum'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
