@@ -1,7 +1,5 @@
 """The cluster target for attribution libraries, the captum peers, and the harness that scores them."""
 
-import builtins
-
 import pytest
 import torch
 from captum.attr import IntegratedGradients
@@ -28,6 +26,7 @@ from clustercam.explain.scores import (
 from clustercam.explain.scores.methods import PEERS, all_cluster_maps
 from clustercam.models.cae import ConvAutoencoder
 from clustercam.models.resnet_cae import ResNetCAE
+from tests.explain.missing import hide_package
 
 
 def _setup(seed=0, n=12, length=40, k=3):
@@ -125,14 +124,7 @@ def test_registry_all_clusters_and_settings():
 
 def test_missing_captum_is_one_clear_error(monkeypatch):
     enc, x, mu, own = _setup()
-    real = builtins.__import__
-
-    def no_captum(name, *args, **kwargs):
-        if name.split(".")[0] == "captum":
-            raise ImportError("No module named 'captum'")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_captum)
+    hide_package(monkeypatch, "captum")
     with pytest.raises(ImportError, match=r"pip install clustercam\[peers\]"):
         occlusion_maps(enc, x, mu, own)
 

@@ -18,6 +18,7 @@ from clustercam.explain.neon import (
 from clustercam.models.cae import ConvAutoencoder
 from clustercam.models.encoder import Encoder
 from clustercam.models.resnet_cae import ResNetCAE
+from tests.explain.missing import hide_package
 
 # z = (1, 0.5); mu_0 = (0, 0), mu_1 = (4, 0), mu_2 = (0, 2). For c = 0:
 # h_01 = |z - mu_1|^2 - |z - mu_0|^2 = 9.25 - 1.25 = 8, w_01 = (-8, 0), m_01 = (2, 0): terms (8, 0)
@@ -187,15 +188,6 @@ def test_bad_input():
 
 
 def test_missing_zennit_is_one_clear_error(monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_zennit(name, *args, **kwargs):
-        if name.split(".")[0] == "zennit":
-            raise ImportError("No module named 'zennit'")
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_zennit)
+    hide_package(monkeypatch, "zennit")
     with pytest.raises(ImportError, match=r"pip install clustercam\[peers\]"):
         neon(identity_encoder(), Z[:, None, :], MU)

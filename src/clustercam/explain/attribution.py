@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from clustercam.explain.assignments import SCORES, ClusterScoreModel, spread_temperature
 from clustercam.explain.checks import check_inputs
-from clustercam.explain.hooks import eval_mode, module_device, module_dtype
+from clustercam.explain.hooks import embed, eval_mode, module_device, module_dtype
 from clustercam.explain.maps import input_maps
 from clustercam.explain.scores.baselines import make_baseline
 
@@ -44,13 +44,6 @@ def require_captum() -> Any:
     except ImportError as err:
         raise ImportError(f"the attribution peers need captum, an optional dependency: {PEERS_HINT}") from err
     return captum.attr
-
-
-def _embed(encoder: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
-    device, dtype = module_device(encoder, x.device), module_dtype(encoder)
-    with eval_mode(encoder), torch.no_grad():
-        return torch.cat([encoder(x[i : i + batch_size].to(device=device, dtype=dtype)).cpu()
-                          for i in range(0, len(x), batch_size)])
 
 
 def cluster_target(
@@ -83,7 +76,7 @@ def cluster_target(
     needs_x = (temperature == "auto" and score != "evidence") or (score == "evidence" and beta == "auto")
     if needs_x and x is None:
         raise ValueError("temperature='auto' (or beta='auto') needs the samples x to measure the spread on")
-    z = _embed(encoder, x) if needs_x else None
+    z = embed(encoder, x) if needs_x else None
     if score != "evidence" and temperature == "auto":
         temperature = spread_temperature(z, centroids) or 1.0  # collapsed embedding: T = 1
     if score == "evidence" and beta == "auto":

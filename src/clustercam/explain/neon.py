@@ -33,7 +33,14 @@ from torch import Tensor, nn
 
 from clustercam.explain.assignments import nearest, squared_distances
 from clustercam.explain.checks import check_embedding, check_inputs
-from clustercam.explain.hooks import eval_mode, hooked, module_device, module_dtype, resolve_layer
+from clustercam.explain.hooks import (
+    embed,
+    eval_mode,
+    hooked,
+    module_device,
+    module_dtype,
+    resolve_layer,
+)
 from clustercam.explain.maps import input_maps
 
 PEERS_HINT = "pip install clustercam[peers]"
@@ -305,13 +312,6 @@ class NEONResult:
     clusters: Tensor
 
 
-def _embed(encoder: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    device, dtype = module_device(encoder, x.device), module_dtype(encoder)
-    with eval_mode(encoder), torch.no_grad():
-        return torch.cat([encoder(x[i : i + batch_size].to(device=device, dtype=dtype)).cpu()
-                          for i in range(0, len(x), batch_size)])
-
-
 def neon(
     encoder: nn.Module,
     x: Tensor,
@@ -361,7 +361,7 @@ def neon(
         if clusters.shape[0] != n or bool((clusters < 0).any()) or bool((clusters >= k).any()):
             raise ValueError(f"clusters must be N = {n} indices in [0, {k}), got {clusters.tolist()[:10]}")
     layer = resolve_layer(encoder, target_layer) if target_layer is not None else None
-    z_all = _embed(encoder, x, batch_size)
+    z_all = embed(encoder, x, batch_size)
     check_embedding(z_all, centroids)
     mu = centroids.detach().cpu().double()
     if beta == "auto":

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from clustercam.explain.assignments import ASSIGNMENTS, spread_temperature
-from clustercam.explain.hooks import eval_mode, module_device, module_dtype
+from clustercam.explain.hooks import embed
 from clustercam.explain.scores.baselines import BASELINES
 from clustercam.explain.scores.curves import (
     PerturbationCurves,
@@ -59,11 +59,7 @@ class ScoreReport:
 
 def typical_temperature(encoder: nn.Module, x: Tensor, centroids: Tensor, batch_size: int = 512) -> float:
     """:func:`spread_temperature` of ``x``'s embeddings (when no k-means inertia is at hand)."""
-    device, dtype = module_device(encoder, x.device), module_dtype(encoder)
-    with eval_mode(encoder), torch.no_grad():
-        z = torch.cat([encoder(x[i : i + batch_size].to(device=device, dtype=dtype)).cpu()
-                       for i in range(0, len(x), batch_size)])
-    return spread_temperature(z, centroids)
+    return spread_temperature(embed(encoder, x, batch_size), centroids)
 
 
 def check_score_settings(steps: int, baseline: str | float, assignment: str,
