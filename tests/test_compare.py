@@ -110,3 +110,21 @@ def test_quick_comparison_end_to_end(tmp_path):
     for method in compare.METHODS:
         assert f"| {method} |" in md, method
     assert "## SyntheticCBF" in md and "AUROC" in md and "| SyntheticCBF | reference |" in md
+
+
+def test_peers_config_composes_and_bad_settings_fail_early(tmp_path):
+    from hydra.utils import instantiate
+
+    from clustercam.configs import compose
+
+    cfg = compose(["experiment=synthetic_cbf", "callbacks=peers", *compare.COMMON[1:],
+                   *compare.PER_DATASET["synthetic_cbf"]], output_dir=tmp_path)
+    scores = cfg.callbacks.explanation_scores
+    assert list(scores.methods) == list(compare.METHODS) and scores.all_clusters
+    assert scores.method_options.occlusion.window == 13 and scores.max_samples == 300
+    assert {"cluster_explain", "explanation_scores"} <= set(cfg.callbacks)
+    cb = instantiate(scores)
+    assert cb.methods == list(compare.METHODS) and cb.options["all_clusters"] is True
+    scores.method_options.integrated_gradients = {"steps": 3}  # not a setting of the method
+    with pytest.raises(Exception, match="unknown settings \\['steps'\\]"):
+        instantiate(scores)
