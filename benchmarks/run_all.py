@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import bench_concepts, bench_fidelity, bench_gradceam, bench_training
+from benchmarks import bench_concepts, bench_fidelity, bench_gradceam, bench_peers, bench_training
 from benchmarks.common import (
     CACHE,
     ROOT,
@@ -38,6 +38,7 @@ BENCHES = {
     "concepts": bench_concepts.run,
     "fidelity": bench_fidelity.run,
     "training": bench_training.run,
+    "peers": bench_peers.run,
 }
 
 

@@ -1,11 +1,10 @@
 """Score the cluster maps at the end of testing: deletion / insertion, and localisation.
 
-For every map method (baselines, Grad-CeAM targets, registered peers) and every sample of
-the evaluated split, :func:`clustercam.explain.score_explanations` scores the map of the
-sample's own cluster; with ``eval_masks()`` on the datamodule (``data=synthetic_cbf``,
-``synthetic_shapes``) also against the masks. Writes ``explanation_scores.csv``,
-``localisation_scores.csv`` (with masks), ``figures/deletion_insertion.png`` and
-``scores/<method>/<score>`` in ``metrics.json``, and hands them to the loggers.
+For every map method (baselines, Grad-CeAM targets, the peers: ``callbacks=peers``) and every
+sample, :func:`clustercam.explain.score_explanations` scores the map of the sample's own
+cluster; with ``eval_masks()`` on the datamodule (``data=synthetic_cbf``, ``synthetic_shapes``)
+also against the masks. Writes ``explanation_scores.csv``, ``localisation_scores.csv`` (with
+masks), ``figures/deletion_insertion.png`` and ``scores/<method>/<score>`` in ``metrics.json``.
 
 It reuses the k-means of the ``ClusterExplainCallback`` when one is configured (the same
 clusters as the Grad-CeAM figures and the cardinality table), otherwise it gathers the
@@ -61,10 +60,11 @@ FIGURE = "deletion_insertion.png"
 class ExplanationScoresCallback(Callback):
     """Deletion / insertion AUCs for every method, and localisation scores when masks exist.
 
-    The settings are :func:`~clustercam.explain.score_explanations`'s. ``target_layer``:
+    The settings are :func:`~clustercam.explain.score_explanations`'s (``method_options``:
+    settings per method; ``all_clusters``: time the maps of all K clusters). ``target_layer``:
     the encoder module whose maps are scored (null: the ClusterExplainCallback's, else the
-    model's). ``max_samples``: score a seeded random subset (null: all). ``n_clusters`` /
-    ``n_init`` only matter without a ``ClusterExplainCallback``.
+    model's). ``max_samples``: a seeded random subset (null: all). ``n_clusters`` / ``n_init``
+    only matter without a ``ClusterExplainCallback``.
     """
 
     def __init__(
@@ -88,10 +88,13 @@ class ExplanationScoresCallback(Callback):
         localisation: bool = True,
         figures: bool = True,
         target_layer: str | None = None,
+        method_options: dict[str, dict[str, Any]] | None = None,
+        all_clusters: bool = False,
     ) -> None:
         super().__init__()
         check_score_settings(steps, baseline, assignment, temperature)
-        self.methods = list(resolve_methods(list(methods)))  # unknown names fail here, early
+        opts = {str(k): dict(v or {}) for k, v in (method_options or {}).items()}
+        self.methods = list(resolve_methods(list(methods), opts))  # unknown names/settings fail here
         self.method_specs = list(methods)
         if max_samples is not None and max_samples < 1:
             raise ValueError(f"max_samples must be >= 1 or null, got {max_samples}")
@@ -99,7 +102,7 @@ class ExplanationScoresCallback(Callback):
         self.options = {"steps": steps, "baseline": baseline, "blur_sigma": blur_sigma,
                         "assignment": assignment, "temperature": temperature, "alpha": alpha,
                         "seed": seed, "smooth": smooth, "batch_size": batch_size,
-                        "maps_batch_size": maps_batch_size}
+                        "maps_batch_size": maps_batch_size, "method_options": opts, "all_clusters": all_clusters}
         self.gradceam_temperature, self.max_samples, self.seed = gradceam_temperature, max_samples, seed
         self.n_clusters, self.n_init, self.localisation, self.figures = n_clusters, n_init, localisation, figures
         self.target_layer = target_layer

@@ -66,11 +66,20 @@ def spread_temperature(z: Tensor, centroids: Tensor) -> float:
     return float(squared_distances(z.double(), centroids.double()).min(1).values.mean())
 
 
-class ClusterScoreModel(nn.Module):
-    """An encoder wrapped to output per-cluster scores (N x K soft assignments).
+SCORES: tuple[str, ...] = ("probability", "log_probability", "evidence")
 
-    Makes a clustering look like a classifier to libraries that expect one (Quantus,
-    Captum): the "class" of a sample is its cluster.
+
+class ClusterScoreModel(nn.Module):
+    """An encoder wrapped to output per-cluster scores, N x K: a cluster target for any
+    attribution library.
+
+    Makes a clustering look like a classifier to libraries that expect one (Quantus, captum,
+    pytorch-grad-cam): the "class" of a sample is its cluster, and ``target=c`` explains
+    cluster c. ``score``: ``probability`` (the soft assignment q, ``kind`` softmax at
+    ``temperature`` or Student-t at ``alpha``), ``log_probability`` (log q: for softmax the
+    log soft-assignment, the target of Grad-CeAM's ``assignment`` mode) or ``evidence``
+    (NEON's f_c: the hard minimum of the K - 1 margins for ``beta=None``, else their soft-min
+    at ``beta``; :func:`clustercam.explain.neon.cluster_evidence`).
     """
 
     def __init__(
@@ -80,13 +89,35 @@ class ClusterScoreModel(nn.Module):
         kind: Assignment = "softmax",
         temperature: float = 1.0,
         alpha: float = 1.0,
+        score: str = "probability",
+        beta: float | None = None,
     ) -> None:
         super().__init__()
+        if score not in SCORES:
+            raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
+        if kind not in ASSIGNMENTS:
+            raise ValueError(f"unknown assignment {kind!r}; choose one of {ASSIGNMENTS}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if score == "evidence":
+            from clustercam.explain.neon import check_beta
+
+            check_beta(beta)
+            if beta == "auto":
+                raise ValueError("ClusterScoreModel needs a number for beta (or None): see "
+                                 "clustercam.explain.neon.default_beta")
         self.encoder = encoder
         self.register_buffer("centroids", centroids.detach().clone().float())
         self.kind, self.temperature, self.alpha = kind, temperature, alpha
+        self.score, self.beta = score, beta
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.encoder(x)
+        if self.score == "evidence":
+            from clustercam.explain.neon import cluster_evidence
+
+            return cluster_evidence(z, self.centroids, self.beta).to(z.dtype)
+        if self.score == "log_probability" and self.kind == "softmax":
+            return log_soft_assignment(z, self.centroids.to(z.dtype), self.temperature)
         q = soft_assignment(z, self.centroids, self.kind, self.temperature, self.alpha)
-        return q.to(z.dtype)
+        return (q.log() if self.score == "log_probability" else q).to(z.dtype)

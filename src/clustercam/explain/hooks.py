@@ -83,6 +83,14 @@ def module_dtype(module: nn.Module, fallback: torch.dtype = torch.float32) -> to
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), fallback)
 
 
+def embed(encoder: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """z = encoder(x) in eval mode without autograd, in chunks of ``batch_size``, on the CPU."""
+    device, dtype = module_device(encoder, x.device), module_dtype(encoder)
+    with eval_mode(encoder), torch.no_grad():
+        return torch.cat([encoder(x[i : i + batch_size].to(device=device, dtype=dtype)).cpu()
+                          for i in range(0, len(x), batch_size)])
+
+
 def forward_with_layer(
     encoder: nn.Module, layer: nn.Module, x: Tensor, with_grad: bool = False
 ) -> tuple[Tensor, Tensor]:

@@ -1,22 +1,29 @@
-"""The map methods the scores compare, by name: baselines and Grad-CeAM targets.
+"""The map methods the scores compare, by name: baselines, Grad-CeAM targets and the peers.
 
 A map method takes a :class:`MapRequest` (encoder, target layer, inputs, centroids, the
 cluster each map must explain) and returns one map per sample, N x spatial, in [0, 1].
 Built in: ``random`` (seeded), ``random_smooth`` (seeded blobs: the control for
 contiguity), ``activation`` (the channel mean of the target layer: where it responds at
-all, with no cluster in it) and ``gradceam_<target>`` for every Grad-CeAM target;
-:func:`register_method` adds others (the peers), and a :class:`GradCeAMTarget` given
-directly becomes ``gradceam_<its name>``.
+all, with no cluster in it), ``gradceam_<target>`` for every Grad-CeAM target, and the
+peers ``neon`` (LRP of the neuralized k-means, zennit), ``integrated_gradients``,
+``occlusion`` and ``gradient_shap`` (captum, on the log soft-assignment). Built-in methods
+are :class:`ClusterMapMethod` values with settings (``configure``); every method can also
+give the maps of all K clusters (:func:`all_cluster_maps`), in one pass where the method
+allows it (Grad-CeAM, NEON) and cluster by cluster otherwise. :func:`register_method` adds
+others, and a :class:`GradCeAMTarget` given directly becomes ``gradceam_<its name>``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from clustercam.explain import attribution
 from clustercam.explain.gradceam.gradceam import grad_ceam
 from clustercam.explain.gradceam.targets import TARGETS, GradCeAMTarget, resolve_target
 from clustercam.explain.hooks import (
@@ -27,12 +34,14 @@ from clustercam.explain.hooks import (
     resolve_layer,
 )
 from clustercam.explain.maps import input_maps, minmax_normalise
+from clustercam.explain.neon import neon
 from clustercam.explain.scores.baselines import gaussian_blur
 
 
 @dataclass
 class MapRequest:
-    """What a map method is given: explain sample i of ``x`` for cluster ``clusters[i]``."""
+    """What a map method is given: explain sample i of ``x`` for cluster ``clusters[i]``
+    (:func:`all_cluster_maps` asks for every cluster instead)."""
 
     encoder: nn.Module
     target_layer: nn.Module | str
@@ -85,30 +94,128 @@ def activation_maps(
     return torch.cat(parts)
 
 
-def gradceam_method(target: str | GradCeAMTarget) -> MapMethod:
+@dataclass(frozen=True)
+class ClusterMapMethod:
+    """A map method with settings: ``maps(req, **options)`` -> N x spatial (each sample's
+    cluster), and optionally ``all_maps(req, **options)`` -> N x K x spatial in one pass."""
+
+    maps: Callable[..., Tensor]
+    all_maps: Callable[..., Tensor] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, req: MapRequest) -> Tensor:
+        return self.maps(req, **self.options)
+
+    def configure(self, **options: Any) -> ClusterMapMethod:
+        """The same method with other settings; an unknown setting is a clear error."""
+        params = list(inspect.signature(self.maps).parameters)[1:]
+        bad = sorted(set(options) - set(params))
+        if bad:
+            raise TypeError(f"unknown settings {bad} for map method {self.maps.__name__}; it takes {params}")
+        return replace(self, options={**self.options, **options})
+
+
+def all_cluster_maps(method: MapMethod, req: MapRequest) -> Tensor:
+    """Every sample's map for every cluster, N x K x spatial: the method's one-pass form where
+    it has one, else one call per cluster (what an attribution library does for K targets)."""
+    if isinstance(method, ClusterMapMethod) and method.all_maps is not None:
+        return method.all_maps(req, **method.options)
+    k = req.centroids.shape[0]
+    return torch.stack([method(replace(req, clusters=torch.full_like(req.clusters, c)))
+                        for c in range(k)], 1)
+
+
+def gradceam_method(target: str | GradCeAMTarget) -> ClusterMapMethod:
     """The map method of one Grad-CeAM target: the explained cluster's map, resized to the
     input and min-max normalised (as ``grad_ceam`` returns it); per chunk, so memory does
     not grow with K. A target name resolves with the request's temperature."""
 
+    def chunk_maps(req: MapRequest, start: int) -> Tensor:
+        return grad_ceam(req.encoder, req.target_layer, req.x[start : start + req.batch_size],
+                         req.centroids, mode=resolve_target(target, req.temperature),
+                         batch_size=None, smooth=req.smooth).heatmaps
+
+    def every(req: MapRequest) -> Tensor:
+        return torch.cat([chunk_maps(req, s) for s in range(0, req.x.shape[0], req.batch_size)])
+
     def maps(req: MapRequest) -> Tensor:
-        tgt = resolve_target(target, req.temperature)
         parts = []
         for start in range(0, req.x.shape[0], req.batch_size):
-            res = grad_ceam(req.encoder, req.target_layer, req.x[start : start + req.batch_size],
-                            req.centroids, mode=tgt, batch_size=None, smooth=req.smooth)
             sel = req.clusters[start : start + req.batch_size]
-            parts.append(res.heatmaps[torch.arange(len(sel)), sel])
+            parts.append(chunk_maps(req, start)[torch.arange(len(sel)), sel])
         return torch.cat(parts)
 
-    return maps
+    return ClusterMapMethod(maps, every)
+
+
+def neon_maps(req: MapRequest, beta: float | str | None = "auto", evidence: str = "min",
+              composite: str = "epsilon_plus_flat") -> Tensor:
+    """NEON's map of each sample's cluster (:func:`clustercam.explain.neon.neon`)."""
+    return neon(req.encoder, req.x, req.centroids, clusters=req.clusters, beta=beta, evidence=evidence,
+                composite=composite, batch_size=req.batch_size, smooth=req.smooth).heatmaps[:, 0]
+
+
+def neon_all_maps(req: MapRequest, beta: float | str | None = "auto", evidence: str = "min",
+                  composite: str = "epsilon_plus_flat") -> Tensor:
+    """NEON's maps of all K clusters: one forward pass, K modified backward passes per chunk."""
+    return neon(req.encoder, req.x, req.centroids, beta=beta, evidence=evidence, composite=composite,
+                batch_size=req.batch_size, smooth=req.smooth).heatmaps
+
+
+def integrated_gradients(req: MapRequest, n_steps: int = 32, baseline: str | float = "auto",
+                         score: str = "log_probability", temperature: float | str = "auto") -> Tensor:
+    """captum's integrated gradients of the cluster score (:mod:`clustercam.explain.attribution`)."""
+    return attribution.integrated_gradients_maps(
+        req.encoder, req.x, req.centroids, req.clusters, n_steps=n_steps, baseline=baseline,
+        score=score, temperature=temperature, batch_size=req.batch_size)
+
+
+def occlusion(req: MapRequest, window: int | None = None, stride: int | None = None,
+              baseline: str | float = "auto", score: str = "log_probability",
+              temperature: float | str = "auto") -> Tensor:
+    """captum's occlusion of the cluster score: 1-D windows (series), square patches (images)."""
+    return attribution.occlusion_maps(
+        req.encoder, req.x, req.centroids, req.clusters, window=window, stride=stride,
+        baseline=baseline, score=score, temperature=temperature, batch_size=req.batch_size)
+
+
+def gradient_shap(req: MapRequest, n_samples: int = 16, n_baselines: int = 16, stdevs: float = 0.0,
+                  score: str = "log_probability", temperature: float | str = "auto") -> Tensor:
+    """captum's gradient SHAP of the cluster score, references drawn from the samples."""
+    return attribution.gradient_shap_maps(
+        req.encoder, req.x, req.centroids, req.clusters, n_samples=n_samples,
+        n_baselines=n_baselines, stdevs=stdevs, seed=req.seed, score=score,
+        temperature=temperature, batch_size=req.batch_size)
+
+
+def _random(req: MapRequest) -> Tensor:
+    return random_maps((req.x.shape[0], *req.x.shape[2:]), req.seed)
+
+
+def _random_smooth(req: MapRequest) -> Tensor:
+    return smooth_random_maps((req.x.shape[0], *req.x.shape[2:]), req.seed)
+
+
+def _activation(req: MapRequest) -> Tensor:
+    return activation_maps(req.encoder, req.target_layer, req.x, req.batch_size)
+
+
+def _same_for_all(maps: Callable[[MapRequest], Tensor]) -> Callable[[MapRequest], Tensor]:
+    """A map that does not depend on the cluster, repeated for the K clusters."""
+    return lambda req: maps(req)[:, None].repeat(1, req.centroids.shape[0], *[1] * (req.x.dim() - 2))
 
 
 MAP_METHODS: dict[str, MapMethod] = {
-    "random": lambda req: random_maps((req.x.shape[0], *req.x.shape[2:]), req.seed),
-    "random_smooth": lambda req: smooth_random_maps((req.x.shape[0], *req.x.shape[2:]), req.seed),
-    "activation": lambda req: activation_maps(req.encoder, req.target_layer, req.x, req.batch_size),
+    "random": ClusterMapMethod(_random, _same_for_all(_random)),
+    "random_smooth": ClusterMapMethod(_random_smooth, _same_for_all(_random_smooth)),
+    "activation": ClusterMapMethod(_activation, _same_for_all(_activation)),
     **{f"gradceam_{name}": gradceam_method(name) for name in TARGETS},
+    "neon": ClusterMapMethod(neon_maps, neon_all_maps),
+    "integrated_gradients": ClusterMapMethod(integrated_gradients),
+    "occlusion": ClusterMapMethod(occlusion),
+    "gradient_shap": ClusterMapMethod(gradient_shap),
 }
+PEERS: tuple[str, ...] = ("neon", "integrated_gradients", "occlusion", "gradient_shap")
 # the methods the scores compare unless told otherwise
 METHODS: tuple[str, ...] = ("random", "random_smooth", "activation", "gradceam_paper",
                             "gradceam_reference", "gradceam_assignment")
@@ -124,9 +231,14 @@ def register_method(name: str, method: MapMethod) -> None:
 MethodSpec = str | GradCeAMTarget | tuple[str, MapMethod]
 
 
-def resolve_methods(methods: Sequence[MethodSpec] | Mapping[str, MapMethod]) -> dict[str, MapMethod]:
+def resolve_methods(
+    methods: Sequence[MethodSpec] | Mapping[str, MapMethod],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, MapMethod]:
     """Names -> map methods: registered names, ``GradCeAMTarget`` values (``gradceam_<name>``),
-    ``(name, callable)`` pairs or a mapping of them; an unknown name is a clear error."""
+    ``(name, callable)`` pairs or a mapping of them; an unknown name is a clear error.
+    ``options``: settings per method name, e.g. ``{"integrated_gradients": {"n_steps": 16}}``
+    (checked against what the method takes)."""
     items = list(methods.items()) if isinstance(methods, Mapping) else list(methods)
     out: dict[str, MapMethod] = {}
     unknown = []
@@ -144,6 +256,12 @@ def resolve_methods(methods: Sequence[MethodSpec] | Mapping[str, MapMethod]) -> 
                          "(or give a GradCeAMTarget, or a (name, callable) pair)")
     if not out:
         raise ValueError("methods is empty: name at least one map method")
+    for name, opts in dict(options or {}).items():
+        if name not in out:
+            raise ValueError(f"method_options names {name!r}, which is not among the methods {list(out)}")
+        if not isinstance(out[name], ClusterMapMethod):
+            raise TypeError(f"method {name!r} takes no settings (it is a plain callable)")
+        out[name] = out[name].configure(**dict(opts or {}))
     return out
 
 
@@ -158,12 +276,18 @@ def explanation_maps(
     temperature: float = 1.0,
     smooth: bool = False,
     batch_size: int = 256,
+    all_clusters: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Tensor]:
-    """Each method's map (N x spatial, in [0, 1]) of sample i for cluster ``clusters[i]``."""
+    """Each method's map (N x spatial, in [0, 1]) of sample i for cluster ``clusters[i]``;
+    with ``all_clusters`` every cluster's map instead (N x K x spatial)."""
     n = x.shape[0]
     clusters = torch.as_tensor(clusters, dtype=torch.long).flatten()
     if clusters.shape[0] != n:
         raise ValueError(f"clusters must have N = {n} entries, got {clusters.shape[0]}")
     req = MapRequest(encoder, target_layer, x, centroids, clusters, seed, temperature, smooth,
                      batch_size)
-    return {name: fn(req) for name, fn in resolve_methods(methods).items()}
+    resolved = resolve_methods(methods, options)
+    if all_clusters:
+        return {name: all_cluster_maps(fn, req) for name, fn in resolved.items()}
+    return {name: fn(req) for name, fn in resolved.items()}

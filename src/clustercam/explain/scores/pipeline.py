@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from clustercam.explain.assignments import ASSIGNMENTS, spread_temperature
-from clustercam.explain.hooks import eval_mode, module_device, module_dtype
+from clustercam.explain.hooks import embed
 from clustercam.explain.scores.baselines import BASELINES
 from clustercam.explain.scores.curves import (
     PerturbationCurves,
@@ -59,11 +59,7 @@ class ScoreReport:
 
 def typical_temperature(encoder: nn.Module, x: Tensor, centroids: Tensor, batch_size: int = 512) -> float:
     """:func:`spread_temperature` of ``x``'s embeddings (when no k-means inertia is at hand)."""
-    device, dtype = module_device(encoder, x.device), module_dtype(encoder)
-    with eval_mode(encoder), torch.no_grad():
-        z = torch.cat([encoder(x[i : i + batch_size].to(device=device, dtype=dtype)).cpu()
-                       for i in range(0, len(x), batch_size)])
-    return spread_temperature(z, centroids)
+    return spread_temperature(embed(encoder, x, batch_size), centroids)
 
 
 def check_score_settings(steps: int, baseline: str | float, assignment: str,
@@ -99,6 +95,8 @@ def score_explanations(
     smooth: bool = False,
     batch_size: int = 512,
     maps_batch_size: int = 256,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    all_clusters: bool = False,
 ) -> ScoreReport:
     """Deletion / insertion AUCs of every method's map of each sample's own cluster, and the
     pointing game, relevance mass and AUROC against ``masks`` when given.
@@ -106,7 +104,12 @@ def score_explanations(
     ``clusters`` (N): each sample's cluster. ``baseline``: ``auto`` = zero for series, a
     blurred copy for images. ``temperature``: of the softmax assignment on the curves;
     ``auto`` = ``spread`` (k-means inertia / N) or, without it, the spread of x's embeddings.
-    ``gradceam_temperature``: for ``gradceam_assignment`` maps.
+    ``gradceam_temperature``: for ``gradceam_assignment`` maps. ``method_options``: settings
+    per method (e.g. ``{"occlusion": {"window": 8}}``). ``all_clusters``: every method computes
+    the maps of all K clusters (its one-pass form where it has one) and is scored on each
+    sample's own, so ``scores/<method>/map_seconds`` is the time for N samples x K clusters;
+    otherwise it is the time for each sample's own cluster. ``scores/<method>/score_seconds``:
+    the time of its curves and localisation.
 
     Example:
         >>> import torch
@@ -134,12 +137,15 @@ def score_explanations(
     loc_rows: list[dict[str, Any]] = []
     curves: dict[str, PerturbationCurves] = {}
     seconds: dict[str, float] = {}
-    for name, method in resolve_methods(methods).items():
+    score_seconds: dict[str, float] = {}
+    for name, method in resolve_methods(methods, method_options).items():
         t1 = time.perf_counter()
         m = explanation_maps(encoder, target_layer, x, centroids, clusters, {name: method},
                              seed=seed, temperature=gradceam_temperature, smooth=smooth,
-                             batch_size=maps_batch_size)[name]
+                             batch_size=maps_batch_size, all_clusters=all_clusters)[name]
         seconds[name] = time.perf_counter() - t1
+        if all_clusters:
+            m = m[torch.arange(len(clusters)), clusters]
         curves[name] = deletion_insertion(
             encoder, x, m, centroids, clusters=clusters, steps=steps, baseline=baseline,
             blur_sigma=blur_sigma, assignment=assignment, temperature=float(temperature),
@@ -147,8 +153,8 @@ def score_explanations(
         rows += summarise_curves(name, curves[name], k)
         if masks is not None:
             loc_rows.append({"method": name, **localisation_scores(m, masks)})
-        log.info("  %s: maps %.1f s, scores %.1f s", name, seconds[name],
-                 time.perf_counter() - t1 - seconds[name])
+        score_seconds[name] = time.perf_counter() - t1 - seconds[name]
+        log.info("  %s: maps %.1f s, scores %.1f s", name, seconds[name], score_seconds[name])
     results: dict[str, float] = {}
     for r in rows:
         if r["cluster"] in ("all", "excl_baseline"):
@@ -160,6 +166,9 @@ def score_explanations(
             results[f"scores/{r['method']}/{key}"] = r[key]
     for name, s in seconds.items():
         results[f"scores/{name}/map_seconds"] = s
+        results[f"scores/{name}/score_seconds"] = score_seconds[name]
+    results["scores/all_clusters"] = float(all_clusters)
+    results["scores/n_clusters"] = k
     results["scores/n_samples"] = len(x)
     results["scores/temperature"] = float(temperature)
     results["scores/seconds"] = time.perf_counter() - t0

@@ -1,0 +1,207 @@
+"""A cluster target for any attribution library, and maps of three captum methods with it.
+
+:class:`~clustercam.explain.assignments.ClusterScoreModel` turns an encoder and its k-means
+centroids into a module whose output is one score per cluster (N x K): the log soft
+assignment, the soft assignment, or NEON's evidence f_c. To a library it looks like a
+classifier, so "explain cluster c" is "explain class c"::
+
+    from captum.attr import IntegratedGradients
+    from clustercam.explain.attribution import cluster_target
+    model = cluster_target(encoder, centroids, x=x)           # log q_c(x), T = spread of x
+    attr = IntegratedGradients(model).attribute(x, target=3)  # N x C x L (or H x W)
+    attr = IntegratedGradients(model).attribute(x, target=labels)  # each sample's own cluster
+
+pytorch-grad-cam's ``ClassifierOutputTarget(c)`` picks column c of the same output. The map
+functions below (integrated gradients, occlusion with 1-D windows on series and square
+patches on images, gradient SHAP) sum the attributions over input channels and min-max
+normalise each map, as every map method of the scores does. captum is an optional
+dependency (``pip install clustercam[peers]``), imported only when a map is computed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from clustercam.explain.assignments import SCORES, ClusterScoreModel, spread_temperature
+from clustercam.explain.checks import check_inputs
+from clustercam.explain.hooks import embed, eval_mode, module_device, module_dtype
+from clustercam.explain.maps import input_maps
+from clustercam.explain.scores.baselines import make_baseline
+
+PEERS_HINT = "pip install clustercam[peers]"
+
+
+def require_captum() -> Any:
+    """captum.attr, or one ImportError that says how to install it."""
+    try:
+        import captum.attr
+    except ImportError as err:
+        raise ImportError(f"the attribution peers need captum, an optional dependency: {PEERS_HINT}") from err
+    return captum.attr
+
+
+def cluster_target(
+    encoder: nn.Module,
+    centroids: Tensor,
+    score: str = "log_probability",
+    temperature: float | str = "auto",
+    x: Tensor | None = None,
+    beta: float | str | None = None,
+) -> ClusterScoreModel:
+    """The cluster target: ``encoder`` + ``centroids`` as a module with N x K cluster scores.
+
+    ``score``: ``log_probability`` (default: log softmax_k(-||z - mu_k||^2 / T), whose
+    attributions say what moves the sample towards c and away from the others),
+    ``probability``, or ``evidence`` (NEON's f_c; ``beta`` None = the hard minimum, ``auto``
+    = :func:`~clustercam.explain.neon.default_beta` of x). ``temperature``: ``auto`` = the
+    spread of x's embeddings (k-means inertia / N), as the scores' curves use.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.attribution import cluster_target
+        >>> enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 2))
+        >>> x, mu = torch.randn(5, 1, 8), torch.randn(3, 2)
+        >>> model = cluster_target(enc, mu, x=x)
+        >>> tuple(model(x).shape), bool(torch.allclose(model(x).exp().sum(1), torch.ones(5)))
+        ((5, 3), True)
+    """
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
+    needs_x = (temperature == "auto" and score != "evidence") or (score == "evidence" and beta == "auto")
+    if needs_x and x is None:
+        raise ValueError("temperature='auto' (or beta='auto') needs the samples x to measure the spread on")
+    z = embed(encoder, x) if needs_x else None
+    if score != "evidence" and temperature == "auto":
+        temperature = spread_temperature(z, centroids) or 1.0  # collapsed embedding: T = 1
+    if score == "evidence" and beta == "auto":
+        from clustercam.explain.neon import default_beta
+
+        beta = default_beta(z, centroids)
+        beta = None if not math.isfinite(beta) else beta
+    t = float(temperature) if score != "evidence" else 1.0
+    model = ClusterScoreModel(encoder, centroids, temperature=t, score=score, beta=beta)
+    return model.to(device=module_device(encoder, centroids.device))
+
+
+def _targets(clusters: Tensor | int, n: int) -> Tensor:
+    if isinstance(clusters, int):
+        return torch.full((n,), clusters, dtype=torch.long)
+    t = torch.as_tensor(clusters, dtype=torch.long).flatten()
+    if t.shape[0] != n:
+        raise ValueError(f"clusters must have N = {n} entries, got {t.shape[0]}")
+    return t
+
+
+def _to_maps(attr: Tensor, x: Tensor) -> Tensor:
+    """N x C x spatial attributions -> N x spatial maps in [0, 1] (signed sum over channels)."""
+    summed = attr.detach().sum(1, keepdim=True).float().cpu()
+    return input_maps(summed, tuple(x.shape[2:]))[:, 0]
+
+
+def _chunks(model: ClusterScoreModel, x: Tensor, targets: Tensor, batch_size: int, fn) -> Tensor:
+    """``fn(xb, tb)`` -> attributions, per chunk of samples, in eval mode; N x spatial maps."""
+    device, dtype = module_device(model.encoder, x.device), module_dtype(model.encoder)
+    parts = []
+    with eval_mode(model), torch.inference_mode(False):
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size].to(device=device, dtype=dtype)
+            tb = targets[start : start + batch_size].to(device)
+            parts.append(_to_maps(fn(xb, tb), xb))
+    return torch.cat(parts)
+
+
+def _check(x: Tensor, centroids: Tensor, score: str, batch_size: int) -> None:
+    check_inputs(x, centroids)
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def integrated_gradients_maps(
+    encoder: nn.Module, x: Tensor, centroids: Tensor, clusters: Tensor | int,
+    n_steps: int = 32, baseline: str | float = "auto", score: str = "log_probability",
+    temperature: float | str = "auto", batch_size: int = 256,
+) -> Tensor:
+    """Integrated gradients (Sundararajan et al. 2017, eq. 1) of the cluster score of
+    ``clusters`` (per sample, or one int for all), from ``baseline`` (``auto``: zero for
+    series, a blurred copy for images, as the deletion curves use) in ``n_steps``; N x spatial."""
+    _check(x, centroids, score, batch_size)
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    attr = require_captum()
+    model = cluster_target(encoder, centroids, score, temperature, x)
+    ig = attr.IntegratedGradients(model)
+    kind = ("zero" if x.dim() == 3 else "blur") if baseline == "auto" else baseline
+    return _chunks(model, x, _targets(clusters, len(x)), batch_size, lambda xb, tb: ig.attribute(
+        xb, baselines=make_baseline(xb, kind), target=tb, n_steps=n_steps,
+        internal_batch_size=batch_size))
+
+
+def occlusion_windows(spatial: Sequence[int], window: int | None = None,
+                      stride: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(window, stride) per spatial axis: a 1-D window for series, a square patch for images.
+    Default window: a tenth of the shortest side (>= 1); default stride: half the window."""
+    w = int(window) if window is not None else max(1, math.ceil(min(spatial) / 10))
+    s = int(stride) if stride is not None else max(1, w // 2)
+    if w < 1 or s < 1 or w > min(spatial):
+        raise ValueError(f"occlusion window {w} and stride {s} must be >= 1 and fit {tuple(spatial)}")
+    return (w,) * len(spatial), (s,) * len(spatial)
+
+
+def occlusion_maps(
+    encoder: nn.Module, x: Tensor, centroids: Tensor, clusters: Tensor | int,
+    window: int | None = None, stride: int | None = None, baseline: str | float = "auto",
+    score: str = "log_probability", temperature: float | str = "auto", batch_size: int = 256,
+) -> Tensor:
+    """Occlusion (Zeiler & Fergus 2014): the drop of the cluster score when a window (series)
+    or patch (images) of all channels is replaced by ``baseline``, averaged per position
+    over the windows that cover it (captum's ``Occlusion``); N x spatial."""
+    _check(x, centroids, score, batch_size)
+    windows, strides = occlusion_windows(tuple(x.shape[2:]), window, stride)
+    attr = require_captum()
+    model = cluster_target(encoder, centroids, score, temperature, x)
+    occ = attr.Occlusion(model)
+    kind = ("zero" if x.dim() == 3 else "blur") if baseline == "auto" else baseline
+    c = x.shape[1]
+    return _chunks(model, x, _targets(clusters, len(x)), batch_size, lambda xb, tb: occ.attribute(
+        xb, sliding_window_shapes=(c, *windows), strides=(c, *strides),
+        baselines=make_baseline(xb, kind), target=tb,
+        perturbations_per_eval=max(1, batch_size // len(xb))))
+
+
+def gradient_shap_maps(
+    encoder: nn.Module, x: Tensor, centroids: Tensor, clusters: Tensor | int,
+    n_samples: int = 16, n_baselines: int = 16, stdevs: float = 0.0, seed: int = 0,
+    score: str = "log_probability", temperature: float | str = "auto", batch_size: int = 256,
+) -> Tensor:
+    """Gradient SHAP (Lundberg & Lee 2017; expected gradients): gradients at random points
+    between each sample and ``n_baselines`` reference samples drawn (seeded) from x itself,
+    ``n_samples`` draws per sample, optional input noise ``stdevs``; N x spatial."""
+    _check(x, centroids, score, batch_size)
+    if n_samples < 1 or n_baselines < 1:
+        raise ValueError(f"n_samples and n_baselines must be >= 1, got {n_samples}, {n_baselines}")
+    attr = require_captum()
+    model = cluster_target(encoder, centroids, score, temperature, x)
+    gen = torch.Generator().manual_seed(seed)
+    refs = x[torch.randperm(len(x), generator=gen)[:n_baselines]]
+    gs = attr.GradientShap(model)
+
+    def run(xb: Tensor, tb: Tensor) -> Tensor:
+        np.random.seed(seed)  # noqa: NPY002 - captum draws references and points from numpy's global RNG
+        torch.manual_seed(seed)  # and the noise with torch's
+        return gs.attribute(xb, baselines=refs.to(xb), n_samples=n_samples, stdevs=stdevs, target=tb)
+
+    state, np_state = torch.random.get_rng_state(), np.random.get_state()  # noqa: NPY002
+    try:
+        # captum evaluates n_samples points per sample in one batch: chunks of batch_size points
+        return _chunks(model, x, _targets(clusters, len(x)), max(1, batch_size // n_samples), run)
+    finally:  # the caller's random streams are left as they were
+        torch.random.set_rng_state(state)
+        np.random.set_state(np_state)  # noqa: NPY002
