@@ -116,7 +116,7 @@ def test_a_feature_map_smaller_than_2x2_is_refused() -> None:
                                          r"\[512, 1, 1\]: smaller than 2 x 2.*output_stride=8"):
         TrainableClassifierModule("resnet18", num_classes=6, input_shape=(3, 32, 32))
     with pytest.raises(Exception, match="smaller than 2 x 2"):  # the same through the configs
-        train(["experiment=concepts_mnist", "logger=none", "data.size=16", "data.max_samples=8"],
+        train(["experiment=concepts_mnist", "logger=none", "data.size=8", "data.max_samples=8"],
               Path("/tmp/never-written"))
 
 
