@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import load_average
+from benchmarks.common import CpuMeter, Section, Table, load_average, main_single, parser
 from clustercam.explain.concepts.class_concepts import CoAssociation, coassociation_concepts
 from clustercam.explain.concepts.class_scores import ClassConceptScores
 from clustercam.explain.concepts.nmf import NMFSample, nmf_channel_groups
@@ -44,7 +44,8 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(args: argparse.Namespace) -> list[tuple[str, str]]:
+def rows(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(what, cost) rows of the costs listed in the module docstring."""
     torch.set_num_threads(args.threads)
     c, n, b, hw = (256, 5, 16, 8) if args.quick else (2048, 5, 64, 8)
     n_nmf = 20 if args.quick else args.nmf_max_images
@@ -95,20 +96,23 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--nmf-max-images", type=int, default=200)
-    args = p.parse_args()
-    load = load_average()
-    rows = run(args)
-    print(f"threads {args.threads}, load average before {load:.2f}, after {load_average():.2f}\n")
-    print("| what | cost |\n| --- | --- |")
-    for what, cost in rows:
-        print(f"| {what} | {cost} |")
+def run(args: argparse.Namespace) -> Section:
+    """The costs as a section of ``make bench`` (1 torch thread unless ``--threads``)."""
+    args.repeats = args.repeats or 3
+    args.threads = getattr(args, "threads", 1)
+    args.nmf_max_images = getattr(args, "nmf_max_images", 200)
+    t0, load0, meter = time.perf_counter(), load_average(), CpuMeter()
+    table = Table("Class-level concepts: cost per batch and per class",
+                  ["what", "cost"], [list(r) for r in rows(args)],
+                  [f"Median of {args.repeats}; {args.threads} torch thread(s); synthetic post-ReLU "
+                   "activations (sizes in the intro)."])
+    intro = [__doc__.split("\n\n")[0], __doc__.split("\n\n")[1]]
+    return Section("Class-level concepts", intro, [table], [], load0, load_average(),
+                   time.perf_counter() - t0, args.device, args.quick, meter.others())
 
 
 if __name__ == "__main__":
-    main()
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--nmf-max-images", type=int, default=200)
+    main_single("clustercam benchmark: class-level concepts", run, p.parse_args())

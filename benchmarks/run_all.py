@@ -18,7 +18,15 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import bench_concepts, bench_fidelity, bench_gradceam, bench_peers, bench_training
+from benchmarks import (
+    bench_class_concepts,
+    bench_concept_run,
+    bench_concepts,
+    bench_fidelity,
+    bench_gradceam,
+    bench_peers,
+    bench_training,
+)
 from benchmarks.common import (
     CACHE,
     ROOT,
@@ -39,6 +47,8 @@ BENCHES = {
     "fidelity": bench_fidelity.run,
     "training": bench_training.run,
     "peers": bench_peers.run,
+    "concept_run": bench_concept_run.run,
+    "class_concepts": bench_class_concepts.run,
 }
 
 
