@@ -64,6 +64,8 @@ def test_concepts_parts_trains_then_writes_both_csvs(parts_run) -> None:
         assert key in metrics, key
     cgap = fid[(fid["method"] == "cgap") & (fid["order"] == "importance")]["deletion_auc"].mean()
     assert metrics["fidelity/cgap_kmeans_n5/importance/deletion_auc"] == pytest.approx(cgap)
+    median = fid[(fid["method"] == "cgap") & (fid["order"] == "importance")]["deletion_auc"].median()
+    assert metrics["fidelity/cgap_kmeans_n5/importance/deletion_auc_median"] == pytest.approx(median)
     summary = (out / "concept_summary.md").read_text()
     for title in ("## Concept fidelity", "## Concepts against the parts", "## Input-space check"):
         assert title in summary
