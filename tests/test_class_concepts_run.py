@@ -26,7 +26,7 @@ from tests.test_concepts_parts import TINY
 
 # 8 test images: classes 0 and 1 have two, the others one (the degenerate case)
 CLASS_TINY = [*TINY, "data.n_test=8", "data.eval_batch_size=3", "callbacks.concepts.class_concepts=true",
-              "callbacks.concepts.class_random=2", "callbacks.concepts.gallery_size=2",
+              "callbacks.concepts.class_random=1", "callbacks.concepts.gallery_size=2",
               "callbacks.concepts.class_figures=1", "callbacks.concepts.nmf_max_images=4"]
 N_CHANNELS = 96  # timm test_resnet
 

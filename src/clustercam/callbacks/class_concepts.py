@@ -14,6 +14,7 @@ and gathers them; rank zero writes ``class_concepts.csv``, ``class_concepts_trut
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ class ClassConceptOutputs:
     def reset(self) -> None:
         self.run: ClassConceptRun | None = None
         self._cache: list[tuple[Tensor, Tensor, dict]] = []  # per batch: idx, keep, int8 labels
-        self._seen = 0
+        self._seen, self.seconds = 0, {"observe": 0.0}  # wall time per step (metrics.json)
 
     def _groups(self, y: Tensor) -> Tensor:
         return self._lookup[y.long().cpu()]
@@ -90,7 +91,7 @@ class ClassConceptOutputs:
         """Pass 1, every rank: a batch's activations and per-configuration B x C labels."""
         if not self.enabled:
             return
-        a = activations.detach()
+        a, t0 = activations.detach(), time.perf_counter()
         if self.run is None:
             self._classes, self._names = _eval_classes(trainer)
             self._lookup = torch.full((int(self._classes.max()) + 1,), -1, dtype=torch.long)
@@ -102,6 +103,7 @@ class ClassConceptOutputs:
         parts = {c: labels[c] for c in self.configs}
         self.run.observe(a, parts, self._groups(y), idx, keep)
         self._cache.append((idx.cpu(), keep, {c: v.to(torch.int8) for c, v in parts.items()}))
+        self.seconds["observe"] += time.perf_counter() - t0
 
     def finish(self, trainer: Trainer, pl_module: LightningModule) -> tuple[dict[str, float], str]:
         """Every rank (collectives): class concepts, pass 2, files on rank zero; returns the
@@ -109,6 +111,7 @@ class ClassConceptOutputs:
         run, ddp, strategy = self.run, trainer.world_size > 1, trainer.strategy
         if not self.enabled or run is None:
             return {}, ""
+        t0 = time.perf_counter()
         if ddp:
             dev = strategy.root_device
             run.load_counts_state({k: strategy.reduce(v.to(dev), reduce_op="sum").cpu()
@@ -118,14 +121,17 @@ class ClassConceptOutputs:
         run.finalise(self._names)
         if ddp:  # one clustering for all ranks, whatever their BLAS does
             run.load_concepts_state(strategy.broadcast(run.concepts_state(), src=0))
+        t1 = time.perf_counter()
         self._second_pass(trainer, pl_module)
         if ddp:
             gathered = {k: strategy.all_gather(v.to(dev)).cpu() for k, v in run.scores_state().items()}
             run.load_scores_states([{k: v[r] for k, v in gathered.items()} for r in range(trainer.world_size)])
-        self._cache = []
+        self._cache, t2 = [], time.perf_counter()
         if not trainer.is_global_zero:
             return {}, ""
-        return self._write(trainer, run)
+        results, markdown = self._write(trainer, run)
+        self.seconds.update(finalise=t1 - t0, score=t2 - t1, write=time.perf_counter() - t2)
+        return {**results, **{f"class_concepts/seconds/{k}": v for k, v in self.seconds.items()}}, markdown
 
     def _second_pass(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm, s = getattr(trainer, "datamodule", None), self.settings
