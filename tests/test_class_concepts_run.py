@@ -112,7 +112,12 @@ def test_unpadded_drops_exactly_the_sampler_repeats(world, n, batch) -> None:
 
 @pytest.mark.slow
 def test_ddp_two_processes_give_the_one_process_class_concepts(tmp_path) -> None:
-    """13 images over 2 ranks: the sampler repeats one; counts summed, scores gathered."""
+    """13 images over 2 ranks: the sampler repeats one; counts summed, scores gathered.
+
+    Partitions, class concepts, counts and galleries are equal exactly; the float scores to
+    1e-5: a rank's batches hold other images than the single process's, and the float32
+    activations of the same image differ in the last bits with the batch (measured 3e-7
+    relative on importance; the merge itself is exact to 1e-12, tests/explain)."""
     trained = tmp_path / "trained"
     train([*CLASS_TINY, "callbacks.concepts.class_concepts=false"], trained)
     common = [*CLASS_TINY, "data.n_test=13", "data.eval_batch_size=4", "train=false",
@@ -130,6 +135,6 @@ def test_ddp_two_processes_give_the_one_process_class_concepts(tmp_path) -> None
         pd.testing.assert_frame_equal(a[exact], b[exact])
         for c in floats:
             for x, y in zip(a[c], b[c]):
-                assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-9), (name, c)
+                assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-5, abs=1e-6), (name, c)
     na, nb = np.load(single / "class_concepts.npz"), np.load(ddp / "class_concepts.npz")
     assert sorted(na) == sorted(nb) and all(np.array_equal(na[k], nb[k]) for k in na)
