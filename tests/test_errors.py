@@ -30,6 +30,10 @@ CASES = [
      ["/no/such/folder", "does not exist"]),
     (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.pretrained=false",
       "callbacks.concepts.n_concepts=1"], ["n_concepts must be >= 2, got 1"]),
+    (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.pretrained=false",
+      "callbacks.concepts.scope=bogus"], ["scope must be one of", "'bogus'", "callbacks.concepts"]),
+    (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.pretrained=false",
+      "callbacks.concepts.min_presence=2"], ["min_presence must be in (0, 1], got 2"]),
 ]
 
 

@@ -5,7 +5,7 @@ Per test (or predict) batch, on every rank: :func:`clustercam.explain.concepts.r
 that has them, e.g. ``data=synthetic_parts``). At epoch end the per-image tensors are
 gathered across ranks (sampler padding dropped) and rank zero writes the concept CSVs
 (``concept_fidelity.csv``, ``concept_truth.csv`` with part masks), ``concept_summary.md``,
-``metrics.json`` and figures, and logs tables, figures and mean scalars.
+``metrics.json`` and figures, and logs tables, figures and mean scalars (class-level: below).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
+from clustercam.callbacks.class_concepts import ClassConceptOutputs
 from clustercam.callbacks.gather import gather_split
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.explain.concepts import validation
@@ -50,6 +51,7 @@ class ConceptExplainCallback(Callback):
     (``method``, ``algorithm`` and ``n_concepts`` take one value or a list; their product is
     computed). ``fidelity``: concept deletion / insertion curves; ``control_repeats``: draws
     of each random control. ``max_figures``: images with figures (null = all).
+    ``class_concepts`` (+ ``class_options``): :class:`~clustercam.callbacks.class_concepts.ClassConceptOutputs`.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class ConceptExplainCallback(Callback):
         algorithm_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
         fidelity: bool = True,
         control_repeats: int = 10,
+        class_concepts: bool = False, **class_options: Any,
     ) -> None:
         super().__init__()
         self.settings = ConceptSettings(method, algorithm, n_concepts, sub_concepts, min_sub_channels,
@@ -81,21 +84,21 @@ class ConceptExplainCallback(Callback):
             raise ValueError(f"max_figures must be >= 0 or null, got {max_figures}")
         self.output_dir = Path(output_dir)
         self.figures, self.max_figures, self.cmap, self.alpha = figures, max_figures, cmap, alpha
+        self.classes = ClassConceptOutputs(self.settings, output_dir, class_concepts, figures, cmap, alpha, **class_options)
         self._chunks: list[dict[str, Tensor]] = []
         self.results: dict[str, Any] = {}
 
     # -- per batch (every rank) ---------------------------------------------------------------
     def _reset(self, *args: Any) -> None:
         self._chunks = []
+        self.classes.reset()
 
-    on_test_epoch_start = _reset
-    on_predict_epoch_start = _reset
+    on_test_epoch_start = on_predict_epoch_start = _reset
 
-    def on_test_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
+    def _batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
         self._process(trainer, pl_module, outputs_, batch)
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
-        self._process(trainer, pl_module, outputs_, batch)
+    on_test_batch_end = on_predict_batch_end = _batch_end
 
     def _process(self, trainer: Trainer, pl_module: LightningModule, out: Any, batch: Any) -> None:
         if not isinstance(out, Mapping) or "activations" not in out:
@@ -112,21 +115,21 @@ class ConceptExplainCallback(Callback):
         for line in degenerate_messages(self.settings, chunk, idx):
             log.warning(line)
         chunk.pop("degenerate", None)
+        self.classes.observe(trainer, out["activations"], chunk.pop("labels"), y, idx)
         if masks is not None:  # the input-space check: p_t without part A / B / distractor
             t = y if self.settings.target == "label" else chunk["pred"]
             chunk["paint_out"] = paint_out_drops(pl_module, batch[0], dm.eval_backgrounds()[idx.cpu()], masks, t)
         self._chunks.append({**chunk, "idx": idx.cpu(), "y": y.cpu()})
 
     # -- epoch end ---------------------------------------------------------------------------
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finish(trainer, pl_module, "test")
+    def _epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer, pl_module, "predict" if trainer.predicting else "test")
 
-    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finish(trainer, pl_module, "predict")
+    on_test_epoch_end = on_predict_epoch_end = _epoch_end
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        data = gather_split(trainer, self._chunks)  # collective: every rank calls it
-        self._chunks = []
+        data, self._chunks = gather_split(trainer, self._chunks), []  # collective: every rank calls it
+        class_results, class_md = self.classes.finish(trainer, pl_module)  # collective too
         if not trainer.is_global_zero:
             return
         dm = getattr(trainer, "datamodule", None)
@@ -144,15 +147,13 @@ class ConceptExplainCallback(Callback):
         for name, (rows, columns) in checks.items():
             outputs.write_csv(out / name, rows, columns)
         outputs.write_text(out / SUMMARY_FILE, summary_markdown(tables.metrics, title="Concept clustering")
-                           + "\n" + validation.validation_markdown(configs, data))
-        describe = getattr(pl_module, "describe", None)
-        info = describe() if callable(describe) else {}
-        self.results = {"pretrained": bool(info.get("pretrained", False)),
-                        "weights": info.get("weights", "unknown"),
+                           + "\n" + validation.validation_markdown(configs, data) + class_md)
+        info = pl_module.describe() if callable(getattr(pl_module, "describe", None)) else {}
+        self.results = {"pretrained": bool(info.get("pretrained", False)), "weights": info.get("weights", "unknown"),
                         "model": info.get("model", type(pl_module).__name__), "classifier": info,
                         "importance_target": self.settings.target,
                         **concept_results(data, tables.metrics),
-                        **validation.validation_results(configs, data)}
+                        **validation.validation_results(configs, data), **class_results}
         if not self.results["pretrained"]:
             log.warning("These concepts come from a classifier with RANDOM weights (pretrained=false)")
         outputs.write_json(out / outputs.METRICS, self.results, merge=True)
@@ -169,8 +170,7 @@ class ConceptExplainCallback(Callback):
                 fig = fidelity_figure(configs, data["fidelity_curves"])
                 paths.append(outputs.save_figure(fig, out / outputs.FIGURES / "concept_fidelity.png"))
             log_images(trainer, "figures/concepts", paths, [p.stem for p in paths])
-        log.info("Concepts of %d images x %d configurations written to %s",
-                 len(names), len(self.settings.configs), out)
+        log.info("Concepts of %d images x %d configurations written to %s", len(names), len(configs), out)
 
     def _figures(self, dm: Any, data: dict[str, Tensor], names: list[str], class_names: list[str]) -> list[Path]:
         from clustercam.explain.plots.concepts import concept_figure, sub_concept_figure

@@ -42,6 +42,20 @@ def gather_split(trainer: Trainer, chunks: Sequence[dict[str, Tensor]]) -> dict[
     return {k: v[sel] for k, v in local.items()}
 
 
+def unpadded(trainer: Trainer, n_seen: int, batch: int, n_dataset: int) -> Tensor:
+    """False for the DistributedSampler's padding repeats among this rank's next ``batch``
+    samples, for running sums that cannot drop duplicates by index afterwards.
+
+    The test loop's sampler is unshuffled: rank r's j-th sample is position r + j * world of
+    the padded list, and positions >= ``n_dataset`` repeat the first samples. The predict
+    loop's sampler does not repeat.
+    """
+    if trainer.world_size == 1 or trainer.predicting:
+        return torch.ones(batch, dtype=torch.bool)
+    pos = trainer.global_rank + (n_seen + torch.arange(batch)) * trainer.world_size
+    return pos < n_dataset
+
+
 def eval_inputs(trainer: Trainer, idx: Tensor | None) -> tuple[Tensor, Tensor]:
     """Inputs and labels of the evaluated split at the dataset indices ``idx`` (None: all)."""
     dm = getattr(trainer, "datamodule", None)

@@ -148,7 +148,9 @@ def run_concepts(
     :data:`~clustercam.explain.concepts.truth.TRUTH_SCORES`; :mod:`.truth`); and
     ``degenerate``: per configuration, per image, why it could not be clustered as asked
     (None if fine; a list, not a tensor: pop it before concatenating batches, see
-    :func:`degenerate_messages`).
+    :func:`degenerate_messages`); ``labels``: per configuration, the B x C channel labels
+    (``-1`` dropped; a dict, pop it too), what class-level concepts are built from
+    (:class:`~clustercam.explain.concepts.class_pipeline.ClassConceptRun`).
 
     Example:
         >>> import torch
@@ -204,6 +206,7 @@ def run_concepts(
             [[r["silhouette"], r["calinski_harabasz"], r["davies_bouldin"], r["seconds"]]
              for r in scores], dtype=torch.float64)
         out.setdefault("degenerate", []).append(res.degenerate)
+        out.setdefault("labels", {})[(method, algo, n)] = res.labels.cpu()  # class concepts
         if (method, algo, n) not in s.details:
             continue
         f = s.details.index((method, algo, n))

@@ -1,0 +1,189 @@
+"""Class-level concepts (SPEC § 10) inside the concept callback: gathers, calls and files.
+
+:class:`ClassConceptOutputs` takes each test (or predict) batch's activations and per-image
+channel labels from :func:`~clustercam.explain.concepts.run_concepts` (pass 1:
+co-association counts and the NMF sample of
+:class:`~clustercam.explain.concepts.class_pipeline.ClassConceptRun`). At epoch end, on
+every rank, it sums the counts over DDP ranks, finds the class concepts once, walks the
+evaluated dataloader again for the scores (stability, importance, part masses, galleries;
+the activations are recomputed, the per-image labels are the pass-1 ones, kept as int8)
+and gathers them; rank zero writes ``class_concepts.csv``, ``class_concepts_truth.csv``
+(data with part masks), ``class_concepts.npz`` (channel ids) and the galleries
+``figures/class_concepts/<class>_<method>.png``, and logs them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import LightningModule, Trainer
+from torch import Tensor
+
+from clustercam import outputs
+from clustercam.callbacks.gather import gather_split, unpadded
+from clustercam.callbacks.loggers import log_images, log_table
+from clustercam.explain.concepts.class_concepts import ClassConceptSettings, group_name
+from clustercam.explain.concepts.class_pipeline import ClassConceptRun
+from clustercam.explain.concepts.class_scores import CLASS_CONCEPT_COLUMNS, TRUTH_COLUMNS
+from clustercam.explain.concepts.class_summary import class_markdown, class_results
+from clustercam.explain.concepts.pipeline import ConceptSettings
+
+CLASS_CONCEPTS = "class_concepts.csv"
+CLASS_TRUTH = "class_concepts_truth.csv"
+CLASS_CHANNELS = "class_concepts.npz"
+
+
+def _loader(trainer: Trainer) -> Any:
+    loaders = trainer.predict_dataloaders if trainer.predicting else trainer.test_dataloaders
+    return loaders[0] if isinstance(loaders, list | tuple) else loaders
+
+
+def _eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
+    """The classes of the evaluated images (sorted) and a name for each."""
+    ds = _loader(trainer).dataset
+    y = getattr(ds, "y", getattr(ds, "targets", None))
+    if y is None:
+        raise RuntimeError(f"class concepts need the evaluated dataset's labels: {type(ds).__name__} "
+                           "has neither .y nor .targets")
+    y = torch.as_tensor(y).long().view(-1)
+    classes = y.unique()
+    per_image = getattr(getattr(trainer, "datamodule", None), "class_names", None) or []
+    first = [int((y == c).nonzero()[0]) for c in classes]
+    names = [str(per_image[i]) if len(per_image) == len(y) else str(int(c)) for i, c in zip(first, classes)]
+    return classes, names
+
+
+class ClassConceptOutputs:
+    """Class concepts of the concept callback's configurations (one per method: the first
+    algorithm and ``n_concepts``), computed where ``enabled``; the other arguments are
+    :class:`~clustercam.explain.concepts.class_concepts.ClassConceptSettings`
+    (``class_random`` is its ``n_random``), validated here even when disabled;
+    ``class_figures``: galleries of the first groups only (classes in order, then all images)."""
+
+    def __init__(self, settings: ConceptSettings, output_dir: str | Path, enabled: bool = False,
+                 figures: bool = True, cmap: str = "jet", alpha: float = 0.6, min_presence: float = 0.5,
+                 n_class: int | None = None, gallery_size: int = 6, nmf_max_images: int = 200,
+                 scope: str = "both", class_random: int = 10, class_figures: int | None = None) -> None:
+        self.class_settings = ClassConceptSettings(min_presence, n_class, gallery_size, nmf_max_images,
+                                                   scope, class_random, settings.seed)
+        if class_figures is not None and (isinstance(class_figures, bool) or int(class_figures) < 0):
+            raise ValueError(f"class_figures must be >= 0 or null (= every class), got {class_figures!r}")
+        self.settings, self.output_dir, self.enabled = settings, Path(output_dir), bool(enabled)
+        self.class_figures = class_figures
+        self.figures, self.style = figures, {"cmap": cmap, "alpha": alpha}
+        self.configs = [(m, settings.algorithms[0], settings.n_list[0]) for m in settings.methods]
+        self.reset()
+
+    def reset(self) -> None:
+        self.run: ClassConceptRun | None = None
+        self._cache: list[tuple[Tensor, Tensor, dict]] = []  # per batch: idx, keep, int8 labels
+        self._seen, self.seconds = 0, {"observe": 0.0}  # wall time per step (metrics.json)
+
+    def _groups(self, y: Tensor) -> Tensor:
+        return self._lookup[y.long().cpu()]
+
+    def observe(self, trainer: Trainer, activations: Tensor, labels: Mapping, y: Tensor, idx: Tensor) -> None:
+        """Pass 1, every rank: a batch's activations and per-configuration B x C labels."""
+        if not self.enabled:
+            return
+        a, t0 = activations.detach(), time.perf_counter()
+        if self.run is None:
+            self._classes, self._names = _eval_classes(trainer)
+            self._lookup = torch.full((int(self._classes.max()) + 1,), -1, dtype=torch.long)
+            self._lookup[self._classes] = torch.arange(len(self._classes))
+            self.run = ClassConceptRun(self.class_settings, self.configs, a.shape[1], len(self._classes),
+                                       map_size=a.shape[-2:])
+        keep = unpadded(trainer, self._seen, len(y), len(_loader(trainer).dataset))
+        self._seen += len(y)
+        parts = {c: labels[c] for c in self.configs}
+        self.run.observe(a, parts, self._groups(y), idx, keep)
+        self._cache.append((idx.cpu(), keep, {c: v.to(torch.int8) for c, v in parts.items()}))
+        self.seconds["observe"] += time.perf_counter() - t0
+
+    def finish(self, trainer: Trainer, pl_module: LightningModule) -> tuple[dict[str, float], str]:
+        """Every rank (collectives): class concepts, pass 2, files on rank zero; returns the
+        ``metrics.json`` entries and a ``concept_summary.md`` section (empty elsewhere)."""
+        run, ddp, strategy = self.run, trainer.world_size > 1, trainer.strategy
+        if not self.enabled or run is None:
+            return {}, ""
+        t0 = time.perf_counter()
+        if ddp:
+            dev = strategy.root_device
+            run.load_counts_state({k: strategy.reduce(v.to(dev), reduce_op="sum").cpu()
+                                   for k, v in run.counts_state().items()})
+            if run.sample is not None:
+                run.load_sample_state(gather_split(trainer, [run.sample_state()]))
+        run.finalise(self._names)
+        if ddp:  # one clustering for all ranks, whatever their BLAS does
+            run.load_concepts_state(strategy.broadcast(run.concepts_state(), src=0))
+        t1 = time.perf_counter()
+        self._second_pass(trainer, pl_module)
+        if ddp:
+            gathered = {k: strategy.all_gather(v.to(dev)).cpu() for k, v in run.scores_state().items()}
+            run.load_scores_states([{k: v[r] for k, v in gathered.items()} for r in range(trainer.world_size)])
+        self._cache, t2 = [], time.perf_counter()
+        if not trainer.is_global_zero:
+            return {}, ""
+        results, markdown = self._write(trainer, run)
+        self.seconds.update(finalise=t1 - t0, score=t2 - t1, write=time.perf_counter() - t2)
+        return {**results, **{f"class_concepts/seconds/{k}": v for k, v in self.seconds.items()}}, markdown
+
+    def _second_pass(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dm, s = getattr(trainer, "datamodule", None), self.settings
+        masks = dm.eval_part_masks() if hasattr(dm, "eval_part_masks") else None
+        cache = iter(self._cache)
+        for batch in _loader(trainer):
+            idx_1, keep, parts = next(cache, (None, None, None))
+            x, y, idx = trainer.strategy.batch_to_device(batch)[:3]
+            if idx_1 is None or not torch.equal(idx.long().cpu(), idx_1):
+                raise RuntimeError("class concepts: the second pass over the evaluated dataloader met "
+                                   "other images than the first (a shuffled or random sampler?)")
+            a = pl_module.features(x)
+            t = y.long() if s.target == "label" else pl_module.head(a).argmax(-1)
+            m = None if masks is None else masks[idx.long().cpu()].to(a.device)
+            self.run.score(pl_module.head, a, {c: v.long() for c, v in parts.items()}, self._groups(y),
+                           idx.long(), t, m, keep)
+
+    def _original(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The class column as the dataset's labels (the run counts the classes 0.. in order)."""
+        return [{**r, "class": int(self._classes[r["class"]]) if r["class"] >= 0 else r["class"]} for r in rows]
+
+    def _write(self, trainer: Trainer, run: ClassConceptRun) -> tuple[dict[str, float], str]:
+        out, names = self.output_dir, self._names
+        rows, truth = self._original(run.rows(names)), self._original(run.truth())
+        outputs.write_csv(out / CLASS_CONCEPTS, rows, CLASS_CONCEPT_COLUMNS)
+        if truth:
+            outputs.write_csv(out / CLASS_TRUTH, truth, TRUTH_COLUMNS)
+        arrays = {"classes": np.array([int(self._classes[g]) if g >= 0 else g
+                                       for g in run.concepts[self.configs[0]]["coassociation"][0].groups])}
+        for method, algo, n in self.configs:
+            for src in ("coassociation", "nmf"):
+                if src in run.concepts[(method, algo, n)]:
+                    labels = run.concepts[(method, algo, n)][src][0].labels
+                    arrays[f"{method}_{algo}_n{n}_{src}"] = labels.numpy().astype(np.int16)
+        outputs.write_npz(out / CLASS_CHANNELS, **arrays)
+        stage = "predict" if trainer.predicting else "test"
+        log_table(trainer, f"{stage}/class_concepts", rows)
+        log_table(trainer, f"{stage}/class_concepts_truth", truth)
+        dm = getattr(trainer, "datamodule", None)
+        if self.figures and hasattr(dm, "display_image"):
+            from clustercam.explain.plots.class_concepts import (
+                class_concept_figure,
+                gallery_indices,
+            )
+
+            groups = run.concepts[self.configs[0]]["coassociation"][0].groups[: self.class_figures]
+            shown = tuple(f"class {group_name(g, names)}: " for g in groups)
+            paths = []
+            for kw in (kw for kw in run.galleries(names) if kw["title"].startswith(shown)):
+                path = out / outputs.FIGURES / "class_concepts" / f"{kw.pop('stem')}.png"
+                images = {i: dm.display_image(i) for i in gallery_indices(kw["index"])}
+                paths.append(outputs.save_figure(class_concept_figure(images=images, **self.style, **kw),
+                                                 path, dpi=100))
+            log_images(trainer, "figures/class_concepts", paths, [p.stem for p in paths])
+        return class_results(rows, truth), class_markdown(rows, truth)

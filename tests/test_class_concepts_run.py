@@ -1,0 +1,140 @@
+"""Class-level concepts in a concept run (``callbacks.concepts.class_concepts=true``).
+
+A tiny ``experiment=concepts_parts`` run in-process checks the files (columns, the channel
+ids behind the CSV, one gallery, the summary and metrics.json) and that degenerate classes
+(one image) come out as NaN with a warning; a slow test checks 2 DDP processes against 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clustercam.callbacks.gather import unpadded
+from clustercam.data.parts import CLASSES
+from clustercam.explain.concepts.class_concepts import ClassConceptWarning
+from clustercam.explain.concepts.class_scores import CLASS_CONCEPT_COLUMNS, TRUTH_COLUMNS
+from tests.helpers.run import cli, train
+from tests.test_concepts_parts import TINY
+
+# 8 test images: classes 0 and 1 have two, the others one (the degenerate case)
+CLASS_TINY = [*TINY, "data.n_test=8", "data.eval_batch_size=3", "callbacks.concepts.class_concepts=true",
+              "callbacks.concepts.class_random=1", "callbacks.concepts.gallery_size=2",
+              "callbacks.concepts.class_figures=1", "callbacks.concepts.nmf_max_images=4"]
+N_CHANNELS = 96  # timm test_resnet
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("classes") / "run"
+    with pytest.warns(ClassConceptWarning, match="has one image"):
+        train(CLASS_TINY, out)
+    return out
+
+
+def test_class_concepts_csv_and_channel_ids(class_run) -> None:
+    rows = pd.read_csv(class_run / "class_concepts.csv")
+    assert list(rows.columns) == list(CLASS_CONCEPT_COLUMNS)
+    assert set(zip(rows["method"], rows["algorithm"])) == {
+        ("cgap", "kmeans"), ("cpha", "kmeans"), ("nmf", "cgap/kmeans"), ("nmf", "cpha/kmeans")}
+    assert sorted(rows["class"].unique()) == [-1, 0, 1, 2, 3, 4, 5]  # every class + all images
+    assert (rows.groupby(["class", "method", "algorithm"]).size() == 5).all()  # n_concepts
+    names = dict(zip(rows["class"], rows["class_name"]))
+    assert names == {**dict(enumerate(CLASSES)), -1: "all"}
+    per_class = rows[rows["method"] == "cgap"].groupby("class")["n_images"].first()
+    assert per_class.to_dict() == {-1: 8, 0: 2, 1: 2, 2: 1, 3: 1, 4: 1, 5: 1}
+    ok = rows["stability"].dropna()
+    assert ok.between(0, 1).all() and len(ok) > 0
+    single = rows[rows["n_images"] == 1]
+    assert single["stability"].isna().all() and single["importance_std"].isna().all()
+    # the npz holds the channel ids behind the channel counts of the CSV
+    npz = np.load(class_run / "class_concepts.npz")
+    assert npz["classes"].tolist() == [0, 1, 2, 3, 4, 5, -1]
+    for method in ("cgap", "cpha"):
+        for src, key in (("coassociation", (method, "kmeans")), ("nmf", ("nmf", f"{method}/kmeans"))):
+            labels = npz[f"{method}_kmeans_n5_{src}"]
+            assert labels.shape == (7, N_CHANNELS) and labels.max() < 5
+            sel = rows[(rows["method"] == key[0]) & (rows["algorithm"] == key[1])]
+            for r, g in enumerate(npz["classes"]):
+                counts = np.bincount(labels[r][labels[r] >= 0], minlength=5)
+                assert counts.tolist() == sel[sel["class"] == g].sort_values("concept")["channels"].tolist()
+
+
+def test_class_truth_gallery_summary_and_metrics(class_run) -> None:
+    truth = pd.read_csv(class_run / "class_concepts_truth.csv")
+    assert list(truth.columns) == list(TRUTH_COLUMNS)
+    assert set(truth["source"]) == {"coassociation", "nmf", "random"}
+    assert len(truth) == 7 * 2 * 3  # groups x methods x sources
+    masses = truth[["part_a_mass", "part_b_mass", "distractor_mass"]].stack()
+    assert masses.between(0, 1).all()
+    found = truth[truth["source"] != "random"]["parts_in_top2"].dropna()  # random: a mean over draws
+    assert len(found) > 0 and found.isin([0, 1]).all()
+    figures = sorted(p.name for p in (class_run / "figures" / "class_concepts").glob("*.png"))
+    assert figures == ["disc+square_cgap.png", "disc+square_cpha.png", "disc+square_nmf-cgap.png",
+                       "disc+square_nmf-cpha.png"]  # class_figures=1: the first class only
+    assert "## Class concepts" in (class_run / "concept_summary.md").read_text()
+    metrics = json.loads((class_run / "metrics.json").read_text())
+    rows = pd.read_csv(class_run / "class_concepts.csv")
+    cgap = rows[(rows["method"] == "cgap") & (rows["class"] >= 0)]["stability"].dropna().mean()
+    assert metrics["class_concepts/cgap/coassociation/stability"] == pytest.approx(cgap)
+    assert 0 <= metrics["class_concepts/cgap/truth/random/part_a_mass"] <= 1
+
+
+def test_class_concepts_are_off_by_default_outside_the_experiments(tmp_path) -> None:
+    from clustercam.configs import compose
+
+    assert compose(["experiment=concepts_parts"]).callbacks.concepts.class_concepts is True
+    assert compose(["experiment=concepts_imagenet"]).callbacks.concepts.class_concepts is True
+    assert compose(["callbacks=concepts"]).callbacks.concepts.class_concepts is False
+
+
+@pytest.mark.parametrize("world, n, batch", [(2, 13, 4), (3, 10, 3), (4, 10, 2)])
+def test_unpadded_drops_exactly_the_sampler_repeats(world, n, batch) -> None:
+    from torch.utils.data import DistributedSampler
+
+    seen = torch.zeros(n, dtype=torch.long)
+    for rank in range(world):
+        order = list(DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False))
+        trainer = SimpleNamespace(world_size=world, global_rank=rank, predicting=False)
+        for start in range(0, len(order), batch):
+            ids = torch.tensor(order[start: start + batch])
+            kept = ids[unpadded(trainer, start, len(ids), n)]
+            seen.index_add_(0, kept, torch.ones_like(kept))
+    assert seen.tolist() == [1] * n
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_give_the_one_process_class_concepts(tmp_path) -> None:
+    """13 images over 2 ranks: the sampler repeats one; counts summed, scores gathered.
+
+    Partitions, class concepts, counts and galleries are equal exactly; the float scores to
+    1e-5: a rank's batches hold other images than the single process's, and the float32
+    activations of the same image differ in the last bits with the batch (measured 3e-7
+    relative on importance; the merge itself is exact to 1e-12, tests/explain)."""
+    trained = tmp_path / "trained"
+    train([*CLASS_TINY, "callbacks.concepts.class_concepts=false"], trained)
+    common = [*CLASS_TINY, "data.n_test=13", "data.eval_batch_size=4", "train=false",
+              f"model.checkpoint_path={trained / 'classifier.safetensors'}", "callbacks.concepts.figures=false",
+              "print_config=false"]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    cli(*common, f"paths.output_dir={single}", f"hydra.run.dir={tmp_path / 'h1'}", timeout=500)
+    cli(*common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false",
+        f"paths.output_dir={ddp}", f"hydra.run.dir={tmp_path / 'h2'}", timeout=500)
+    for name in ("class_concepts.csv", "class_concepts_truth.csv"):
+        a, b = pd.read_csv(single / name), pd.read_csv(ddp / name)
+        assert a.shape == b.shape and len(a) > 0
+        floats = [c for c in a.columns if a[c].dtype == float]
+        exact = [c for c in a.columns if c not in floats]
+        pd.testing.assert_frame_equal(a[exact], b[exact])
+        for c in floats:
+            for x, y in zip(a[c], b[c]):
+                assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-5, abs=1e-6), (name, c)
+    na, nb = np.load(single / "class_concepts.npz"), np.load(ddp / "class_concepts.npz")
+    assert sorted(na) == sorted(nb) and all(np.array_equal(na[k], nb[k]) for k in na)
