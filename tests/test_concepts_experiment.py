@@ -217,8 +217,12 @@ def test_concepts_experiment_end_to_end_on_real_images(tmp_path: Path, caplog) -
     out = tmp_path / "run"
     with caplog.at_level(logging.WARNING):
         train([f"data.data_dir={IMAGES}", "experiment=concepts_imagenet", "model.pretrained=false",
-               "logger=csv", "callbacks.concepts.max_figures=1", "data.batch_size=6"], out)
+               "logger=csv", "callbacks.concepts.max_figures=1", "data.batch_size=6",
+               "callbacks.concepts.class_figures=1", "callbacks.concepts.nmf_max_images=0"], out)
     assert "RANDOM WEIGHTS" in caplog.text
+    # class concepts (on in this experiment): the classes are the ImageNet indices, one image each
+    classes = pd.read_csv(out / "class_concepts.csv")["class"]
+    assert set(classes) == {i for i, _ in PAPER_CLASSES.values()} | {-1}
 
     for name, cols in SPEC_COLUMNS.items():
         df = pd.read_csv(out / name)

@@ -24,7 +24,7 @@ TINY = ["experiment=concepts_parts", "logger=csv", "model.name=test_resnet", "da
         "data.n_test=12", "data.batch_size=20", "data.eval_batch_size=6", "trainer.max_epochs=1",
         "callbacks.concepts.algorithm=kmeans", "callbacks.concepts.sub_concepts=0",
         "callbacks.concepts.max_figures=0", "callbacks.concepts.control_repeats=3",
-        "callbacks.concepts.n_init=2"]
+        "callbacks.concepts.n_init=2", "callbacks.concepts.class_figures=0"]
 FIDELITY_COLUMNS = ["image", "class", "method", "algorithm", "n_concepts", "order", "deletion_auc",
                     "insertion_auc"]
 TRUTH_COLUMNS = ["method", "algorithm", "n_concepts", "partition", "pointing", "class_part_mass",
