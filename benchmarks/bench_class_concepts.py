@@ -102,8 +102,13 @@ def run(args: argparse.Namespace) -> Section:
     args.threads = getattr(args, "threads", 1)
     args.nmf_max_images = getattr(args, "nmf_max_images", 200)
     t0, load0, meter = time.perf_counter(), load_average(), CpuMeter()
+    threads = torch.get_num_threads()  # rows() sets its own; the sections after this keep theirs
+    try:
+        measured = [list(r) for r in rows(args)]
+    finally:
+        torch.set_num_threads(threads)
     table = Table("Class-level concepts: cost per batch and per class",
-                  ["what", "cost"], [list(r) for r in rows(args)],
+                  ["what", "cost"], measured,
                   [f"Median of {args.repeats}; {args.threads} torch thread(s); synthetic post-ReLU "
                    "activations (sizes in the intro)."])
     intro = [__doc__.split("\n\n")[0], __doc__.split("\n\n")[1]]
