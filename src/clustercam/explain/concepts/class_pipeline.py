@@ -110,11 +110,17 @@ class ClassConceptRun:
     def finalise(self, class_names: Sequence[str] | None = None) -> None:
         """Class concepts of every configuration (co-association, NMF, random controls)."""
         s = self.settings
+        nmf: dict[tuple, ClassConcepts] = {}  # NMF sees the sample, not the partitions: once per shape
         for cfg in self.configs:
             cc = self.co[cfg].finalise(s.n_for(cfg[2]), s.min_presence, class_names)
             found = {"coassociation": [cc]}
             if self.sample is not None:
-                found["nmf"] = [nmf_concepts(self.sample, cc, s.seed, class_names=class_names)]
+                key = (tuple(cc.groups), cc.n_concepts, tuple(cc.n_images.tolist()))
+                if key not in nmf:
+                    nmf[key] = nmf_concepts(self.sample, cc, s.seed, class_names=class_names)
+                n = nmf[key]
+                found["nmf"] = [ClassConcepts(list(n.groups), n.labels.clone(), n.n_concepts,
+                                              n.n_images.clone(), source="nmf")]
             if s.n_random:
                 found["random"] = random_groups(cc, s.n_random, s.seed)
             self._set_concepts(cfg, found)
