@@ -21,6 +21,7 @@ from clustercam.explain.concepts import (
     clustering_quality,
     concept_metrics,
 )
+from clustercam.explain.concepts import metrics as metrics_module
 from clustercam.explain.concepts.metrics import batched_quality, grid_points, point_weights
 
 SCORES = (silhouette_score, calinski_harabasz_score, davies_bouldin_score)
@@ -86,6 +87,21 @@ def test_batched_scores_equal_sklearn_on_random_partitions(dtype: torch.dtype, d
     for i in range(len(problems)):
         alone = batched_quality(x[i:i + 1], point_weights(labels[i:i + 1], 4))
         assert torch.allclose(alone[0], q[i], rtol=1e-12, atol=0)
+
+
+def test_large_problems_use_row_blocks_and_still_equal_sklearn() -> None:
+    """U x U beyond the CPU block (U = 900 and 1,100 points, padded): the silhouette is summed
+    over row blocks of one image, and must not change."""
+    rng = np.random.default_rng(3)
+    problems = []
+    for n in (900, 1100):
+        centres = 3 * rng.normal(size=(5, 4))
+        lab = rng.integers(0, 5, n)
+        problems.append((centres[lab] + rng.normal(size=(n, 4)), lab))
+    x, labels = padded(problems, torch.float64)
+    assert x.shape[1] ** 2 > metrics_module._BLOCK  # the row-block path is the one tested
+    q = batched_quality(x, point_weights(labels, 5))
+    assert_like_sklearn(q, problems, torch.float64)
 
 
 def degenerate_problems() -> list[tuple[np.ndarray, np.ndarray]]:

@@ -149,3 +149,26 @@ def test_bad_shapes_are_clear_errors():
         concept_fidelity(head, a, labels, torch.zeros(2), torch.zeros(2, 4), n_concepts=5)
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         concept_fidelity(head, a, labels, torch.zeros(2), torch.zeros(2, 4), repeats=0)
+
+
+def test_importance_through_the_pooled_head_equals_the_full_head_without_copies() -> None:
+    """eq. 3 with a PooledHead: the same numbers as ablated copies through the head, and the
+    head itself sees only the pooled-head check (2 images), not the B x n copies."""
+    torch.manual_seed(1)
+    c = 12
+    fc = torch.nn.Linear(c, 5)
+    calls = []
+
+    def head(x):
+        calls.append(len(x))
+        return fc(x.mean((2, 3)))
+
+    a, labels = toy(b=6, c=c)
+    targets = torch.tensor([0, 1, 2, 3, 4, 0])
+    ref = concept_importance(head, a, labels, targets, 4)
+    assert calls == [6 * 5]  # the original + 4 ablations of 6 images, one call
+    calls.clear()
+    got = concept_importance(head, a, labels, targets, 4,
+                             pooled_head=PooledHead(pool=lambda x: x.mean((2, 3)), linear=fc))
+    assert calls == [2]
+    assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)

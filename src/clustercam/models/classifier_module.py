@@ -29,7 +29,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 
 from clustercam.errors import ResourceUnavailableError
-from clustercam.explain.concepts.fidelity import PooledHead
+from clustercam.explain.concepts.ablation import PooledHead
 
 log = logging.getLogger(__name__)
 

@@ -12,39 +12,25 @@ Deleting in importance order beats random orders almost by construction, since t
 importance *is* the single-deletion effect; ``random_groups`` is the informative control.
 
 Every curve point of a batch is one channel mask; all of them go through the head in one
-call. For a head that is a channel-wise pooling followed by one linear layer
-(:class:`PooledHead`, e.g. timm's average pool + fc), zeroing channels commutes with the
-pooling, so each point costs one row of the linear layer instead of a copy of ``A``.
+call (:mod:`.ablation`: a row of the linear layer each for a :class:`PooledHead`).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from clustercam.explain.concepts.ablation import Head, PooledHead, masked_target_probs
 from clustercam.explain.concepts.checks import check_activations
 from clustercam.explain.concepts.extract import concept_counts
 
 ORDERS = ("importance", "random_order", "random_groups")
-Head = Callable[[Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class PooledHead:
-    """``h(A) = linear(pool(A))`` with ``pool`` B x C x H x W -> B x C acting per channel.
-
-    Declared by a model (``ClassifierModule.pooled_head``) whose head has that form, so
-    that ablations are rows of the linear layer. :func:`masked_target_probs` checks the
-    claim on the first images and falls back to the full head (with a warning) if not.
-    """
-
-    pool: Callable[[Tensor], Tensor]
-    linear: Callable[[Tensor], Tensor]
+__all__ = ["ORDERS", "ConceptFidelity", "PooledHead", "concept_fidelity", "concept_order",
+           "curve_auc", "masked_target_probs", "mean_curves", "random_partitions"]
 
 
 def concept_order(importance: Tensor, sizes: Tensor) -> Tensor:
@@ -75,53 +61,6 @@ def random_partitions(labels: Tensor, n_concepts: int, repeats: int,
     values = torch.where(lab < 0, n_concepts, lab).sort(dim=-1).values  # sizes in label order
     out = torch.empty_like(slots).scatter_(-1, slots, values.expand(repeats, b, c).contiguous())
     return out.masked_fill(out >= n_concepts, -1).to(labels.device)
-
-
-def _check_pooled(head: Head, pooled: PooledHead, a: Tensor) -> bool:
-    """Whether ``linear(pool(A * m)) == head(A * m)`` on a few images and a random mask."""
-    k = min(2, a.shape[0])
-    g = torch.Generator().manual_seed(0)
-    m = (torch.rand(k, a.shape[1], generator=g) < 0.5).to(a.device, a.dtype)
-    ref = head(a[:k] * m[..., None, None])
-    got = pooled.linear(pooled.pool(a[:k]) * m)
-    return ref.shape == got.shape and bool(torch.allclose(got, ref, rtol=1e-3, atol=1e-4 * (1 + float(ref.abs().max()))))
-
-
-@torch.no_grad()
-def masked_target_probs(
-    head: Head,
-    activations: Tensor,
-    keep: Tensor,
-    targets: Tensor,
-    pooled_head: PooledHead | None = None,
-    max_rows: int = 1024,
-) -> Tensor:
-    """B x Q: ``p_t`` (softmax, float64) of ``h(A * keep[:, q])`` for Q channel masks per image.
-
-    ``keep``: B x Q x C (bool or 0/1). With a :class:`PooledHead` (checked) all B x Q rows go
-    through its linear layer at once; otherwise copies of ``A`` through ``head`` in calls
-    of at most ``max_rows`` (one call when B x Q fits).
-    """
-    b, q, c = keep.shape
-    a = activations
-    t = targets.long().to(a.device).view(b, 1)
-    keep = keep.to(a.device, a.dtype)
-    if pooled_head is not None and _check_pooled(head, pooled_head, a):
-        rows = pooled_head.pool(a).unsqueeze(1) * keep  # B x Q x C
-        probs = torch.softmax(pooled_head.linear(rows.flatten(0, 1)).double(), -1)
-        return probs.gather(1, t.repeat_interleave(q, 0)).view(b, q)
-    if pooled_head is not None:
-        warnings.warn("pooled_head does not reproduce the head on masked activations "
-                      "(not a channel-wise pooling + linear layer?): using the full head",
-                      RuntimeWarning, stacklevel=2)
-    out = torch.empty(b, q, dtype=torch.float64, device=a.device)
-    per_call = max(1, max_rows // max(q, 1))
-    for s in range(0, b, per_call):
-        e = min(b, s + per_call)
-        stacked = (a[s:e].unsqueeze(1) * keep[s:e, :, :, None, None]).flatten(0, 1)
-        probs = torch.softmax(head(stacked).double(), -1)
-        out[s:e] = probs.gather(1, t[s:e].repeat_interleave(q, 0)).view(e - s, q)
-    return out
 
 
 def _curve_masks(labels: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from clustercam.explain.concepts.ablation import PooledHead, masked_probs
 from clustercam.explain.concepts.checks import check_activations
 from clustercam.explain.concepts.extract import concept_counts
 
@@ -20,13 +21,16 @@ def concept_importance(
     targets: Tensor | Sequence[int] | None,
     n_concepts: int | None = None,
     return_probs: bool = False,
+    pooled_head: PooledHead | None = None,
 ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     """B x n_concepts importance in percent: ``I_l = (p_t - p_l) / p_t * 100`` (paper eq. 3).
 
     ``p_t``: softmax probability of class ``targets[b]`` (``None``: the predicted class)
     from ``head(A)``; ``p_l``: the same with concept l's channels zeroed. Negative when
     removing the concept makes the model more confident; NaN for an empty concept. The
-    original and all B x n_concepts ablated copies go through ``head`` in ONE call.
+    B x n_concepts ablations go through ``head`` at once; with a :class:`PooledHead` (a
+    model whose head is pooling + one linear layer) as rows of its linear layer, without
+    copies of ``A`` (:func:`~clustercam.explain.concepts.ablation.masked_target_probs`).
     With ``return_probs`` also returns ``p_t`` (B) and ``p_l`` (B x n_concepts).
 
     Example:
@@ -48,11 +52,10 @@ def concept_importance(
         raise ValueError(f"n_concepts must be >= 1, got {n}")
     labels = labels.to(activations.device)
     ids = torch.arange(n, device=activations.device)
-    keep = (labels.unsqueeze(1) != ids[None, :, None]).to(activations.dtype)  # B x n x C
-    ablated = activations.unsqueeze(1) * keep[..., None, None]  # B x n x C x H x W
-    stacked = torch.cat([activations, ablated.flatten(0, 1)])
-    probs = torch.softmax(head(stacked).double(), dim=-1)
-    base, abl = probs[:b], probs[b:].view(b, n, -1)
+    keep = torch.cat([torch.ones_like(labels, dtype=torch.bool).unsqueeze(1),  # the original A
+                      labels.unsqueeze(1) != ids[None, :, None]], 1)  # B x (1 + n) x C
+    probs = masked_probs(head, activations, keep, pooled_head=pooled_head, max_rows=max(1024, b * (n + 1)))
+    base, abl = probs[:, 0], probs[:, 1:]
     if targets is None:
         t = base.argmax(-1)
     else:

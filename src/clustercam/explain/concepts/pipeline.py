@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clustercam.explain.concepts.ablation import PooledHead
 from clustercam.explain.concepts.checks import (
     ALGORITHMS,
     BACKENDS,
@@ -32,7 +33,7 @@ from clustercam.explain.concepts.checks import (
     DegenerateClusteringWarning,
 )
 from clustercam.explain.concepts.extract import cluster_channels, sub_concepts
-from clustercam.explain.concepts.fidelity import ORDERS, PooledHead, concept_fidelity
+from clustercam.explain.concepts.fidelity import ORDERS, concept_fidelity
 from clustercam.explain.concepts.importance import concept_importance, importance_order
 from clustercam.explain.concepts.maps import raw_concept_maps, sub_maps_with_parent_bounds
 from clustercam.explain.concepts.metrics import concept_metrics
@@ -198,7 +199,7 @@ def run_concepts(
         counts = res.counts().cpu()
         out["channels"][:, c, :n] = counts
         out["kept"][:, c] = counts.sum(1)
-        imp = concept_importance(head, a, res.labels, targets, n)
+        imp = concept_importance(head, a, res.labels, targets, n, pooled_head=pooled_head)
         out["importance"][:, c, :n] = imp.cpu()
         if "fidelity_auc" in out:
             _validate(out, c, s, head, a, res.labels, targets, imp, pooled_head, part_masks)
@@ -218,7 +219,7 @@ def run_concepts(
             sub = sub_concepts(a, res.labels, method=method, n_sub=s.n_sub, algorithm=algo,
                                n_concepts=n, min_channels=s.min_sub_channels, **opts)
         out["sub_channels"][:, f, :n] = sub.counts().cpu()
-        si = concept_importance(head, a, sub.labels, targets, n * s.n_sub)
+        si = concept_importance(head, a, sub.labels, targets, n * s.n_sub, pooled_head=pooled_head)
         out["sub_importance"][:, f, :n] = si.view(b, n, s.n_sub).cpu()
         sm = raw_concept_maps(a, sub.labels, n * s.n_sub).float().cpu()
         out["sub_maps"][:, f, :n] = sm.view(b, n, s.n_sub, h, w)
