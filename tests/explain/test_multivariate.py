@@ -43,7 +43,11 @@ def test_gradceam_batched_equals_the_per_sample_loop(setup, layer, mode):
     loop = [grad_ceam(enc, layer, x[i : i + 1], mu, mode=mode) for i in range(len(x))]
     for name in ("heatmaps", "raw", "channel_weights", "embeddings"):
         single = torch.cat([getattr(r, name) for r in loop])
-        torch.testing.assert_close(getattr(batched, name), single, atol=1e-5, rtol=1e-4, msg=name)
+        # float32 rounding relative to the map's scale: raw maps reach 1e4 here and sum terms
+        # that cancel, so an element near 0 carries the rounding of the large ones (seen on
+        # an AMD EPYC host: 0.04 off on one of 1,080 elements of magnitude up to 27,000)
+        scale = 1e-5 * float(single.abs().max())
+        torch.testing.assert_close(getattr(batched, name), single, atol=1e-5 + scale, rtol=1e-4, msg=name)
     assert batched.heatmaps.amax(-1).gt(0.99).any()  # maps are not all flat
 
 

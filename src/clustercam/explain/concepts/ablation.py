@@ -82,6 +82,36 @@ def masked_probs(
     return torch.cat(parts)
 
 
+@torch.no_grad()
+def group_shares(
+    head: Head, activations: Tensor, groups: Tensor, n_groups: int, pooled_head: PooledHead | None,
+) -> tuple[Tensor, Tensor] | None:
+    """Each channel group's share of the logits, for masks that are unions of groups.
+
+    ``groups``: S x B x C group ids (S groupings of every image's channels, ``-1`` = in no
+    group). With a (checked) :class:`PooledHead` ``h(A * keep) = b + sum_g keep_g W (pool(A)
+    * 1_g)``, so a mask that keeps whole groups costs a sum of shares, and all groups of all
+    groupings cost one linear call. Returns the bias (classes) and the shares S x B x (G + 1)
+    x classes (float64; the last group: the channels in no group), or None without a pooled
+    head (or when the check fails, with a warning).
+    """
+    a = activations
+    if pooled_head is None:
+        return None
+    if not _check_pooled(head, pooled_head, a):
+        warnings.warn("pooled_head does not reproduce the head on masked activations "
+                      "(not a channel-wise pooling + linear layer?): using the full head",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    s, b, c = groups.shape
+    ids = torch.arange(n_groups + 1, device=a.device).view(-1, 1)
+    g = torch.where(groups >= 0, groups, n_groups).to(a.device)
+    rows = pooled_head.pool(a).unsqueeze(1) * (g.unsqueeze(-2) == ids).to(a.dtype)  # S x B x G+1 x C
+    z = pooled_head.linear(torch.cat([rows.flatten(0, 2), rows.new_zeros(1, c)])).double()
+    bias = z[-1]
+    return bias, (z[:-1] - bias).view(s, b, n_groups + 1, -1)
+
+
 def masked_target_probs(
     head: Head,
     activations: Tensor,

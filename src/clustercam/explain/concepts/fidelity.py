@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.ablation import Head, PooledHead, masked_target_probs
+from clustercam.explain.concepts.ablation import Head, PooledHead, group_shares, masked_target_probs
 from clustercam.explain.concepts.checks import check_activations
 from clustercam.explain.concepts.extract import concept_counts
 
@@ -117,6 +117,57 @@ def _full_curves(mid: Tensor, first: Tensor, last: Tensor, n_steps: Tensor) -> T
     return full.masked_fill(j > ns, math.nan)
 
 
+def _masked_probs(head: Head, a: Tensor, labels: Tensor, targets: Tensor, order: Tensor,
+                  random_order: Tensor, parts: Tensor, partition_importance: bool,
+                  max_rows: int) -> Tensor:
+    """B x Q ``p_t`` of every curve point as a channel mask through the head: the original,
+    nothing kept, then per order deletion and insertion ([R] x (n - 1) points each), then
+    (``partition_importance``) each random group left out (R x n)."""
+    b, c = labels.shape
+    n, repeats, dev = order.shape[-1], parts.shape[0], a.device
+    kept = labels >= 0
+    blocks = [torch.ones(b, 1, c, dtype=torch.bool, device=dev),  # the original A
+              torch.zeros(b, 1, c, dtype=torch.bool, device=dev)]  # nothing kept
+    sets = {"importance": _curve_masks(labels, order),
+            "random_order": _curve_masks(labels.expand(repeats, b, c), random_order),
+            "random_groups": _curve_masks(parts, order.expand(repeats, b, n))}
+    for name in ORDERS:
+        for m in sets[name]:  # deletion, insertion: ([R] x) B x (n - 1) x C
+            blocks.append(m if m.dim() == 3 else m.permute(1, 0, 2, 3).flatten(1, 2))
+    if partition_importance:
+        ids = torch.arange(n, device=dev).view(1, 1, n, 1)
+        without = (parts.unsqueeze(2) != ids) & kept[None, :, None]  # R x B x n x C
+        blocks.append(without.permute(1, 0, 2, 3).flatten(1, 2))
+    return masked_target_probs(head, a, torch.cat(blocks, 1), targets, None, max_rows)
+
+
+def _grouped_probs(shares: tuple[Tensor, Tensor], targets: Tensor, order: Tensor,
+                   random_order: Tensor, partition_importance: bool) -> Tensor:
+    """The same B x Q ``p_t`` as :func:`_masked_probs`, from the groups' logit shares
+    (:func:`~clustercam.explain.concepts.ablation.group_shares`; grouping 0 = the concepts,
+    1..R = the random groups): every curve point keeps whole groups, so its logits are the
+    bias plus a sum of shares, with no head call."""
+    bias, sh = shares
+    b, n = order.shape
+    repeats = sh.shape[0] - 1
+    concepts, rest = sh[0, :, :n], sh[0, :, n]  # B x n x K, B x K (channels in no concept)
+    ids = torch.arange(n, device=order.device).expand(b, n)
+    own = [torch.cat([concepts.sum(1) + rest, torch.zeros_like(rest)]).view(2, b, -1).transpose(0, 1)]
+    for m in _curve_masks(ids, order):  # B x (n - 1) x n over the concepts
+        own.append(torch.einsum("bqg,bgk->bqk", m.double(), concepts))
+    for m in _curve_masks(ids.expand(repeats, b, n), random_order):
+        own.append(torch.einsum("rbqg,bgk->brqk", m.double(), concepts).flatten(1, 2))
+    groups = sh[1:, :, :n]  # R x B x n x K
+    for m in _curve_masks(ids.expand(repeats, b, n), order.expand(repeats, b, n)):
+        own.append(torch.einsum("rbqg,rbgk->brqk", m.double(), groups).flatten(1, 2))
+    if partition_importance:
+        without = (ids.unsqueeze(-1) != torch.arange(n, device=order.device)).double()  # B x n x n
+        own.append(torch.einsum("bqg,rbgk->brqk", without, groups).flatten(1, 2))
+    probs = torch.softmax(torch.cat(own, 1) + bias, -1)
+    q = probs.shape[1]
+    return probs.gather(2, targets.view(b, 1, 1).expand(b, q, 1)).squeeze(-1)
+
+
 @torch.no_grad()
 def concept_fidelity(
     head: Head,
@@ -173,21 +224,12 @@ def concept_fidelity(
     keys = torch.rand(repeats, b, n, generator=gen, dtype=torch.float64).to(dev)
     random_order = torch.argsort(keys.masked_fill((sizes == 0).expand_as(keys), math.inf), -1)
     parts = random_partitions(labels, n, repeats, gen).to(dev)
-    kept = labels >= 0
-    blocks = [torch.ones(b, 1, c, dtype=torch.bool, device=dev),  # the original A
-              torch.zeros(b, 1, c, dtype=torch.bool, device=dev)]  # nothing kept
-    sets = {"importance": _curve_masks(labels, order),
-            "random_order": _curve_masks(labels.expand(repeats, b, c), random_order),
-            "random_groups": _curve_masks(parts, order.expand(repeats, b, n))}
-    for name in ORDERS:
-        for m in sets[name]:  # deletion, insertion: ([R] x) B x (n - 1) x C
-            blocks.append(m if m.dim() == 3 else m.permute(1, 0, 2, 3).flatten(1, 2))
-    if partition_importance:
-        ids = torch.arange(n, device=dev).view(1, 1, n, 1)
-        without = (parts.unsqueeze(2) != ids) & kept[None, :, None]  # R x B x n x C
-        blocks.append(without.permute(1, 0, 2, 3).flatten(1, 2))
-    keep = torch.cat(blocks, 1)
-    probs = masked_target_probs(head, a, keep, targets, pooled_head, max_rows)
+    shares = group_shares(head, a, torch.cat([labels.unsqueeze(0), parts]), n, pooled_head)
+    if shares is not None:
+        probs = _grouped_probs(shares, targets.long().to(dev), order, random_order, partition_importance)
+    else:
+        probs = _masked_probs(head, a, labels, targets, order, random_order, parts,
+                              partition_importance, max_rows)
     p_t = probs[:, 0]
     y = probs / p_t.unsqueeze(1)
     one, zero = torch.ones(b, 1, 1, dtype=torch.float64, device=dev), y[:, 1:2].unsqueeze(1)

@@ -203,6 +203,25 @@ def batched_kmeans(
             inertia.gather(1, pick_r[:, None]).squeeze(1))
 
 
+def _buckets(ks: Tensor, n_kept: Tensor, fill: float = 0.6) -> list[tuple[int, Tensor]]:
+    """Problems grouped by k, then by kept-row count so that padding stays small: a bucket
+    takes problems (largest first) down to ``fill`` x its largest count. Results do not
+    depend on the grouping (padding rows are masked; each problem draws its own numbers)."""
+    out = []
+    for k in sorted(set(ks.tolist())):
+        sel = (ks == k).nonzero().flatten()
+        order = sel[torch.argsort(n_kept[sel], descending=True, stable=True)]
+        counts = n_kept[order].tolist()
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and counts[end] >= fill * counts[start]:
+                end += 1
+            out.append((k, order[start:end].sort().values))
+            start = end
+    return out
+
+
 def cluster_rows(
     raw: Tensor, mask: Tensor, ks: Tensor, pca: bool, dtype: torch.dtype = torch.float32,
     seed: int = 0, n_init: int = 10, max_iter: int = 300, tol: float = 1e-4,
@@ -210,9 +229,9 @@ def cluster_rows(
     """k-means of P problems at once: the rows of ``raw`` (P x C x F) where ``mask``, problem
     p into ``ks[p]`` clusters, after a PCA to ``ks[p] - 1`` dimensions if ``pca`` (CGAP).
 
-    Kept rows first (stable, so in channel order), padded to the largest count: the cost
-    follows the kept rows, not C. Problems with the same k share one batched PCA and one
-    batched k-means. Returns labels P x C (``-1`` outside ``mask``) and the clustered space
+    Kept rows first (stable, so in channel order), padded to the largest count of a bucket:
+    the cost follows the kept rows, not C. Problems with the same k and similar counts
+    (:func:`_buckets`) share one batched PCA and one batched k-means. Returns labels P x C (``-1`` outside ``mask``) and the clustered space
     P x C x dims (float64, zero rows outside ``mask``; dims = max(ks) - 1 for PCA, else F,
     zero-padded for problems with fewer).
     """
@@ -221,10 +240,10 @@ def cluster_rows(
     labels = torch.full((p, c), -1, dtype=torch.long, device=dev)
     dims = min(int(ks.max()) - 1, f) if pca else f
     space = torch.zeros(p, c, dims, dtype=torch.float64, device=dev)
-    for k in sorted(set(ks.tolist())):
-        sel = (ks == k).nonzero().flatten()
+    n_all = mask.sum(1)
+    for k, sel in _buckets(ks, n_all):
         m_sel = mask[sel]
-        n_kept = m_sel.sum(1)
+        n_kept = n_all[sel]
         order = torch.argsort((~m_sel).to(torch.uint8), dim=1, stable=True)[:, : int(n_kept.max())]
         m_cmp = torch.arange(order.shape[1], device=dev) < n_kept[:, None]
         x_cmp = torch.gather(raw[sel], 1, order.unsqueeze(-1).expand(*order.shape, f))
