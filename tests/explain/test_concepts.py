@@ -561,3 +561,22 @@ def test_warnings_are_not_raised_for_clean_data() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", DegenerateClusteringWarning)
         concept_metrics(cluster_channels(a, method="cgap", n_concepts=3))
+
+
+def test_problems_of_very_different_sizes_cluster_as_each_alone() -> None:
+    """cluster_rows buckets problems by kept-row count (less padding); a problem's labels and
+    space must not depend on its bucket or on the others: the batch equals one call each."""
+    from clustercam.explain.concepts.kmeans import _buckets, cluster_rows
+
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.rand(5, 120, 6, generator=gen, dtype=torch.float64)
+    sizes = torch.tensor([120, 100, 40, 35, 8])
+    mask = torch.arange(120) < sizes[:, None]
+    ks = torch.tensor([3, 3, 3, 2, 3])
+    buckets = [sorted(sel.tolist()) for _, sel in _buckets(ks, sizes)]
+    assert buckets == [[3], [0, 1], [2], [4]]  # by k, then within 0.6 x the largest count
+    labels, space = cluster_rows(raw, mask, ks, pca=True)
+    for p in range(5):
+        alone_l, alone_s = cluster_rows(raw[p:p + 1], mask[p:p + 1], ks[p:p + 1], pca=True)
+        assert torch.equal(labels[p], alone_l[0])
+        assert torch.allclose(space[p, :, : int(ks[p]) - 1], alone_s[0, :, : int(ks[p]) - 1], atol=1e-12)
