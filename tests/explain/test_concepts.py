@@ -580,3 +580,21 @@ def test_problems_of_very_different_sizes_cluster_as_each_alone() -> None:
         alone_l, alone_s = cluster_rows(raw[p:p + 1], mask[p:p + 1], ks[p:p + 1], pca=True)
         assert torch.equal(labels[p], alone_l[0])
         assert torch.allclose(space[p, :, : int(ks[p]) - 1], alone_s[0, :, : int(ks[p]) - 1], atol=1e-12)
+
+
+def test_a_checked_tensor_modified_in_place_is_checked_again() -> None:
+    """check_activations skips a second pass over the same unmodified tensor; writing a NaN
+    into it (in place) must still be caught."""
+    from clustercam.explain.concepts.checks import check_activations
+
+    a = torch.rand(2, 4, 3, 3)
+    check_activations(a)
+    check_activations(a)  # the cached pass
+    a[1, 2, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite values in 1 images"):
+        check_activations(a)
+    b = torch.rand(2, 4, 3, 3) - 2
+    with pytest.warns(UserWarning, match="negative values"):
+        check_activations(b)
+    with pytest.warns(UserWarning, match="negative values"):
+        check_activations(b)  # cached, still warns

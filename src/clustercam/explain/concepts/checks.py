@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import numpy as np
 import torch
@@ -22,6 +23,19 @@ class NegativeActivationWarning(UserWarning):
     """Activations with negative values: CGAP/CPHA assume post-ReLU (non-negative) features."""
 
 
+# the last tensor found finite: (weak reference, version counter, minimum). The pipeline
+# hands the same activations to clustering, sub-concepts, maps and fidelity; one pass over
+# them is enough while the tensor is not modified in place (which bumps its version)
+_CHECKED: list = [None, -1, 0.0]
+
+
+def _checked_min(activations: Tensor) -> float | None:
+    ref, version, lowest = _CHECKED
+    if ref is not None and ref() is activations and activations._version == version:
+        return lowest
+    return None
+
+
 def check_activations(activations: Tensor, warn_negative: bool = True) -> None:
     """B x C x H x W, floating point, finite; a warning if any value is negative.
 
@@ -37,16 +51,20 @@ def check_activations(activations: Tensor, warn_negative: bool = True) -> None:
         )
     if not activations.is_floating_point():
         raise ValueError(f"activations must be floating point, got dtype {activations.dtype}")
-    finite = torch.isfinite(activations).flatten(1).all(1)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten()
-        raise ValueError(
-            f"activations contain NaN or infinite values in {len(bad)} images "
-            f"(first indices {bad[:5].tolist()})"
-        )
-    if warn_negative and activations.numel() and float(activations.min()) < 0:
+    lowest = _checked_min(activations)
+    if lowest is None:
+        finite = torch.isfinite(activations).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten()
+            raise ValueError(
+                f"activations contain NaN or infinite values in {len(bad)} images "
+                f"(first indices {bad[:5].tolist()})"
+            )
+        lowest = float(activations.min()) if activations.numel() else 0.0
+        _CHECKED[:] = [weakref.ref(activations), activations._version, lowest]
+    if warn_negative and lowest < 0:
         warnings.warn(
-            f"activations have negative values (min {float(activations.min()):.3g}): CGAP/CPHA "
+            f"activations have negative values (min {lowest:.3g}): CGAP/CPHA "
             "assume post-ReLU features (the last layer of g should end with a ReLU); channels "
             "that are never zero are all kept and concept maps can cancel out",
             NegativeActivationWarning,
