@@ -211,6 +211,35 @@ def step_times(batches, model, device: str, repeats: int = 3) -> dict[tuple[str,
     return {k: median([p.get(k, 0.0) for p in passes]) / n for k in keys}
 
 
+def sklearn_parity(batches, model) -> tuple[float, int]:
+    """The largest difference between the pipeline's silhouette / CHI / DBI and
+    scikit-learn's on every image and method (absolute for scores up to 1 in magnitude,
+    relative beyond: CHI is in the 1000s), and how many (image, method) pairs were compared."""
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    from clustercam.explain.concepts import cluster_channels, concept_metrics
+
+    worst, count = 0.0, 0
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for x, _ in batches:
+            a = model.features(x)
+            for method in ("cgap", "cpha"):
+                res = cluster_channels(a, method=method, n_concepts=5)
+                got = concept_metrics(res, warn=False)
+                for i, row in enumerate(got):
+                    keep = (res.labels[i] >= 0).cpu().numpy()
+                    pts, lab = res.space[i].cpu().numpy()[keep], res.labels[i].cpu().numpy()[keep]
+                    if len(set(lab.tolist())) < 2:
+                        continue
+                    ref = (silhouette_score(pts, lab), calinski_harabasz_score(pts, lab),
+                           davies_bouldin_score(pts, lab))
+                    for name, r in zip(("silhouette", "calinski_harabasz", "davies_bouldin"), ref):
+                        worst = max(worst, abs(row[name] - r) / max(1.0, abs(r)))
+                    count += 1
+    return worst, count
+
+
 def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]]:
     """Seconds of each figure (build + save at dpi 100), the callback's way, per kind."""
     from clustercam import outputs
@@ -338,6 +367,13 @@ def run(args) -> Section:
     tables.append(Table("Per step, per image (pipeline functions wrapped with clocks)",
                         ["step", "CGAP", "CPHA", "both"], step_rows,
                         ["Median of 3 passes over the same batches; images/s of a step = 1 ÷ its time."]))
+
+    worst, count = sklearn_parity(batches, model)
+    tables[-1].notes.append(f"Silhouette, Calinski-Harabasz and Davies-Bouldin against scikit-learn's on the "
+                            f"same points, every image and method ({count} pairs): largest difference "
+                            f"{worst:.1e} (absolute up to 1, relative beyond).")
+    headlines.append(Headline("Clustering metrics vs scikit-learn on every image: largest difference",
+                              f"{worst:.1e}", "≤ 1e-6", worst <= 1e-6))
 
     figs = figure_times(batches, model, dm)
     fig_rows = [[kind, fmt_s(median(v)), spread(v), str(len(v))] for kind, v in figs.items() if v]

@@ -598,3 +598,9 @@ def test_a_checked_tensor_modified_in_place_is_checked_again() -> None:
         check_activations(b)
     with pytest.warns(UserWarning, match="negative values"):
         check_activations(b)  # cached, still warns
+    with torch.inference_mode():  # as in Lightning's test loop: no version counter, no cache
+        c = torch.rand(2, 4, 3, 3)
+        check_activations(c)
+        c[0, 0, 0, 0] = float("inf")
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            check_activations(c)

@@ -31,7 +31,7 @@ _CHECKED: list = [None, -1, 0.0]
 
 def _checked_min(activations: Tensor) -> float | None:
     ref, version, lowest = _CHECKED
-    if ref is not None and ref() is activations and activations._version == version:
+    if ref is not None and not activations.is_inference() and ref() is activations and activations._version == version:
         return lowest
     return None
 
@@ -61,7 +61,8 @@ def check_activations(activations: Tensor, warn_negative: bool = True) -> None:
                 f"(first indices {bad[:5].tolist()})"
             )
         lowest = float(activations.min()) if activations.numel() else 0.0
-        _CHECKED[:] = [weakref.ref(activations), activations._version, lowest]
+        if not activations.is_inference():  # inference tensors keep no version counter
+            _CHECKED[:] = [weakref.ref(activations), activations._version, lowest]
     if warn_negative and lowest < 0:
         warnings.warn(
             f"activations have negative values (min {lowest:.3g}): CGAP/CPHA "
