@@ -178,22 +178,29 @@ def batched_kmeans(
     # leaves it at once, so each problem costs its own iterations, not the slowest one's
     ids = torch.arange(p * r, device=dev)
     w_xt, w_xw, w_xsq, w_vf, w_c, w_lab, w_tol = xt, xw, xsq, vfq, c, labels, tol_q
+    # a converged problem's result is stored in the iteration it converges; it leaves the
+    # working set once a quarter of the set has converged (each removal copies the set)
+    live = torch.ones(len(ids), dtype=torch.bool, device=dev)
     for _ in range(max_iter):
         lab, new_c = _lloyd_step(w_xt, w_xw, w_xsq, w_vf, w_c)
-        act = (((new_c - w_c) ** 2).sum((1, 2)) > w_tol) & ~(lab == w_lab).all(1)
-        w_c, w_lab = new_c, lab
+        act = (((new_c - w_c) ** 2).sum((1, 2)) > w_tol) & ~(lab == w_lab).all(1) & live
+        done = live & ~act
+        w_c = torch.where(live[:, None, None], new_c, w_c)
+        w_lab = torch.where(live[:, None], lab, w_lab)
+        live = act
         n_act = int(act.sum())
-        if n_act < len(ids):
-            done = ~act
-            c[ids[done]], labels[ids[done]] = w_c[done], w_lab[done]
+        if n_act < len(ids) and (n_act == 0 or n_act <= 0.75 * len(ids) or bool(done.any())):
+            if bool(done.any()):
+                c[ids[done]], labels[ids[done]] = w_c[done], w_lab[done]
             if n_act == 0:
                 break
-            keep = act.nonzero().flatten()
-            ids = ids[keep]
-            w_xt, w_xw, w_xsq, w_vf = w_xt[keep], w_xw[keep], w_xsq[keep], w_vf[keep]
-            w_c, w_lab, w_tol = w_c[keep], w_lab[keep], w_tol[keep]
+            if n_act <= 0.75 * len(ids):
+                keep = act.nonzero().flatten()
+                ids, live = ids[keep], live[keep]
+                w_xt, w_xw, w_xsq, w_vf = w_xt[keep], w_xw[keep], w_xsq[keep], w_vf[keep]
+                w_c, w_lab, w_tol = w_c[keep], w_lab[keep], w_tol[keep]
     else:
-        c[ids], labels[ids] = w_c, w_lab
+        c[ids[live]], labels[ids[live]] = w_c[live], w_lab[live]
     score = torch.baddbmm((c * c).sum(-1).unsqueeze(-1), c, xt, alpha=-2)
     best, lab = score.min(1)
     inertia = ((best + xsq).clamp_min(0) * vfq).sum(-1).view(p, r)
