@@ -41,6 +41,18 @@ def _check_pooled(head: Head, pooled: PooledHead, a: Tensor) -> bool:
     return ref.shape == got.shape and bool(torch.allclose(got, ref, rtol=1e-3, atol=1e-4 * (1 + float(ref.abs().max()))))
 
 
+def _usable(head: Head, pooled: PooledHead | None, a: Tensor) -> bool:
+    """Whether to go through ``pooled`` (checked; a warning when it fails the check)."""
+    if pooled is None:
+        return False
+    if _check_pooled(head, pooled, a):
+        return True
+    warnings.warn("pooled_head does not reproduce the head on masked activations "
+                  "(not a channel-wise pooling + linear layer?): using the full head",
+                  RuntimeWarning, stacklevel=3)
+    return False
+
+
 @torch.no_grad()
 def masked_probs(
     head: Head,
@@ -62,15 +74,11 @@ def masked_probs(
     t = None if targets is None else targets.long().to(a.device).view(b, 1)
     keep = keep.to(a.device, a.dtype)
 
-    if pooled_head is not None and _check_pooled(head, pooled_head, a):
+    if _usable(head, pooled_head, a):
         rows = pooled_head.pool(a).unsqueeze(1) * keep  # B x Q x C
         logits = pooled_head.linear(rows.flatten(0, 1))
         probs = torch.softmax(logits.double(), -1)
         return probs.view(b, q, -1) if t is None else probs.gather(1, t.repeat_interleave(q, 0)).view(b, q)
-    if pooled_head is not None:
-        warnings.warn("pooled_head does not reproduce the head on masked activations "
-                      "(not a channel-wise pooling + linear layer?): using the full head",
-                      RuntimeWarning, stacklevel=2)
     parts = []
     per_call = max(1, max_rows // max(q, 1))
     for s in range(0, b, per_call):
@@ -96,12 +104,7 @@ def group_shares(
     head (or when the check fails, with a warning).
     """
     a = activations
-    if pooled_head is None:
-        return None
-    if not _check_pooled(head, pooled_head, a):
-        warnings.warn("pooled_head does not reproduce the head on masked activations "
-                      "(not a channel-wise pooling + linear layer?): using the full head",
-                      RuntimeWarning, stacklevel=2)
+    if not _usable(head, pooled_head, a):
         return None
     s, b, c = groups.shape
     ids = torch.arange(n_groups + 1, device=a.device).view(-1, 1)
