@@ -74,19 +74,19 @@ def masked_probs(
     t = None if targets is None else targets.long().to(a.device).view(b, 1)
     keep = keep.to(a.device, a.dtype)
 
+    def probs_of(logits: Tensor, s: int, e: int) -> Tensor:  # images s..e-1, Q rows each
+        probs = torch.softmax(logits.double(), -1)
+        return probs.view(e - s, q, -1) if t is None else probs.gather(1, t[s:e].repeat_interleave(q, 0)).view(e - s, q)
+
     if _usable(head, pooled_head, a):
         rows = pooled_head.pool(a).unsqueeze(1) * keep  # B x Q x C
-        logits = pooled_head.linear(rows.flatten(0, 1))
-        probs = torch.softmax(logits.double(), -1)
-        return probs.view(b, q, -1) if t is None else probs.gather(1, t.repeat_interleave(q, 0)).view(b, q)
+        return probs_of(pooled_head.linear(rows.flatten(0, 1)), 0, b)
     parts = []
     per_call = max(1, max_rows // max(q, 1))
     for s in range(0, b, per_call):
         e = min(b, s + per_call)
         stacked = (a[s:e].unsqueeze(1) * keep[s:e, :, :, None, None]).flatten(0, 1)
-        probs = torch.softmax(head(stacked).double(), -1)
-        parts.append(probs.view(e - s, q, -1) if t is None
-                     else probs.gather(1, t[s:e].repeat_interleave(q, 0)).view(e - s, q))
+        parts.append(probs_of(head(stacked), s, e))
     return torch.cat(parts)
 
 

@@ -188,17 +188,16 @@ def batched_kmeans(
         w_c = torch.where(live[:, None, None], new_c, w_c)
         w_lab = torch.where(live[:, None], lab, w_lab)
         live = act
+        if bool(done.any()):
+            c[ids[done]], labels[ids[done]] = w_c[done], w_lab[done]
         n_act = int(act.sum())
-        if n_act < len(ids) and (n_act == 0 or n_act <= 0.75 * len(ids) or bool(done.any())):
-            if bool(done.any()):
-                c[ids[done]], labels[ids[done]] = w_c[done], w_lab[done]
-            if n_act == 0:
-                break
-            if n_act <= 0.75 * len(ids):
-                keep = act.nonzero().flatten()
-                ids, live = ids[keep], live[keep]
-                w_xt, w_xw, w_xsq, w_vf = w_xt[keep], w_xw[keep], w_xsq[keep], w_vf[keep]
-                w_c, w_lab, w_tol = w_c[keep], w_lab[keep], w_tol[keep]
+        if n_act == 0:
+            break
+        if n_act <= 0.75 * len(ids):
+            keep = act.nonzero().flatten()
+            ids, live = ids[keep], live[keep]
+            w_xt, w_xw, w_xsq, w_vf = w_xt[keep], w_xw[keep], w_xsq[keep], w_vf[keep]
+            w_c, w_lab, w_tol = w_c[keep], w_lab[keep], w_tol[keep]
     else:
         c[ids[live]], labels[ids[live]] = w_c[live], w_lab[live]
     score = torch.baddbmm((c * c).sum(-1).unsqueeze(-1), c, xt, alpha=-2)
