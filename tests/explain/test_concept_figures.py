@@ -143,3 +143,6 @@ def test_png_files_keep_the_pixels(fixture, tmp_path) -> None:
     assert a.shape[-1] == 3 and b.shape[-1] == 4 and (b[..., 3] == 255).all()
     assert np.array_equal(a, b[..., :3])
     assert (tmp_path / "fig.pdf").stat().st_size > 0
+    fig.savefig(tmp_path / "fig.svg")  # vector files embed every panel at its own resolution
+    svg = (tmp_path / "fig.svg").read_text()
+    assert svg.count('width="128" height="128"') >= 5  # input + 4 concepts (+ colour bar)
