@@ -132,3 +132,16 @@ def test_quick_reproduction_makes_every_file(tmp_path):
     assert {"gradceam_fig07_mnist.png", "gradceam_fig09_trace.png", "gradceam_fig10_coffee_high_low.png",
             "gradceam_fig11_cbf_grid.png"} <= names
     assert "Table I of the high and the low model" in (tmp_path / "table1.md").read_text()
+
+
+def test_the_concept_run_gets_every_core_after_one_thread_sweeps(tmp_path, monkeypatch):
+    """The sweeps' jobs run one thread each (OMP_NUM_THREADS=1); the concept run runs alone."""
+    import os
+
+    from clustercam import reproduce as rep
+
+    seen = {}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(rep.subprocess, "run", lambda cmd, check, env: seen.update(env))
+    rep.run_concepts(tmp_path, [])
+    assert seen["OMP_NUM_THREADS"] == str(os.cpu_count()) and seen["WANDB_MODE"]

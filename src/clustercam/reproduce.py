@@ -65,7 +65,11 @@ def run_concepts(out: Path, extra: list[str]) -> tuple[Path, str]:
     cmd = [sys.executable, "-m", "clustercam.train", "print_config=false", f"paths.output_dir={run}",
            f"hydra.run.dir={run}", f"callbacks.concepts.algorithm={CONCEPTS['algorithms']}", *extra]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")})
+    # it runs alone after the sweeps, so it gets every core (the sweeps' jobs run one thread each)
+    threads = str(os.cpu_count() or 1)
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    subprocess.run(cmd, check=True, env=env)
     return run, concept_source(run)
 
 
