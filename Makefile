@@ -18,7 +18,7 @@ help:
 	@echo "make test      set up .venv and run the fast tests"
 	@echo "make test-all  all tests, the slow ones too"
 	@echo "make bench     benchmarks -> benchmarks/RESULTS.md"
-	@echo "make reproduce Table I sweep -> outputs/reproduction/table1.md"
+	@echo "make reproduce both papers' tables and figures (~45 min on 2 cores) -> outputs/reproduction/"
 	@echo "make lint      ruff"
 
 install: $(STAMP)
@@ -50,6 +50,7 @@ bench: install
 	$(PY) -m benchmarks.run_all
 
 # two jobs at a time, one thread each: on 2 cores, 2-thread jobs slow each other down
+# (the concept run after the sweeps takes every core: see clustercam.reproduce.run_concepts)
 reproduce: install
 	OMP_NUM_THREADS=1 $(PY) -m clustercam.reproduce --launcher joblib_local $(ARGS)
 

@@ -145,3 +145,18 @@ def test_the_concept_run_gets_every_core_after_one_thread_sweeps(tmp_path, monke
     monkeypatch.setattr(rep.subprocess, "run", lambda cmd, check, env: seen.update(env))
     rep.run_concepts(tmp_path, [])
     assert seen["OMP_NUM_THREADS"] == str(os.cpu_count()) and seen["WANDB_MODE"]
+
+
+def test_the_concept_source_names_the_weights_without_the_absolute_path(tmp_path):
+    from clustercam.reproduce import concept_source
+
+    run = tmp_path / "concepts"
+    run.mkdir()
+    cases = [({"model": "resnet18", "pretrained": True, "weights": f"trained:{run}/classifier.safetensors"},
+              "resnet18, trained here (classifier.safetensors)"),
+             ({"model": "nf_resnet50", "pretrained": False, "weights": "none"}, "nf_resnet50, random weights"),
+             ({"model": "resnet50", "pretrained": True, "weights": "timm:resnet50.a1_in1k"},
+              "resnet50, weights timm:resnet50.a1_in1k")]
+    for info, expected in cases:
+        (run / "metrics.json").write_text(json.dumps(info))
+        assert concept_source(run) == expected

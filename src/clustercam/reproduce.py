@@ -75,7 +75,13 @@ def run_concepts(out: Path, extra: list[str]) -> tuple[Path, str]:
 
 def concept_source(run: Path) -> str:
     info = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
-    weights = "random weights" if not info.get("pretrained", False) else f"weights {info.get('weights')}"
+    weights = str(info.get("weights", ""))
+    if not info.get("pretrained", False):
+        weights = "random weights"
+    elif weights.startswith("trained:"):  # trained by this run: the file's name, not its absolute path
+        weights = f"trained here ({Path(weights.removeprefix('trained:')).name})"
+    else:
+        weights = f"weights {weights}"
     return f"{info.get('model', '?')}, {weights}"
 
 

@@ -146,3 +146,27 @@ def test_png_files_keep_the_pixels(fixture, tmp_path) -> None:
     fig.savefig(tmp_path / "fig.svg")  # vector files embed every panel at its own resolution
     svg = (tmp_path / "fig.svg").read_text()
     assert svg.count('width="128" height="128"') >= 5  # input + 4 concepts (+ colour bar)
+
+
+def _panel_bands(image: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) pixel rows of each run of rows that are mostly not white."""
+    inked = (image[..., :3] < 0.98).any(-1).mean(1) > 0.5
+    edges = np.flatnonzero(np.diff(np.r_[0, inked.astype(int), 0]))
+    return list(zip(edges[::2], edges[1::2] - 1))
+
+
+def test_first_panel_row_keeps_the_title_and_the_most_important_split(fixture) -> None:
+    """Concepts Fig. 5 shows one split concept per class: the first row of a sub-concept figure."""
+    from clustercam.explain.plots.papers import first_panel_row
+
+    image, maps, channels, importance, sub, sub_channels, sub_importance = fixture
+    full = pixels(sub_concept_figure(image, maps, channels, importance, sub, sub_channels,
+                                     sub_importance, title="t: sub-concepts")) / 255.0
+    bands = _panel_bands(full)
+    assert len(bands) == 2  # concepts 0 and 2 are split
+    top = first_panel_row(full)
+    assert np.array_equal(top, full[:len(top)])  # the figure's title and first row, uncut
+    assert _panel_bands(top) == bands[:1]
+    assert bands[0][1] < len(top) <= bands[0][1] + 5 < bands[1][0]
+    # a panel row is one panel tall (2.2 in at dpi 100, less the frame's rounding)
+    assert 190 <= bands[0][1] - bands[0][0] + 1 <= 225

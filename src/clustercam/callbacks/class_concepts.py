@@ -27,6 +27,7 @@ from torch import Tensor
 from clustercam import outputs
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_images, log_table
+from clustercam.callbacks.memory import release_freed_memory
 from clustercam.explain.concepts.class_concepts import ClassConceptSettings, group_name
 from clustercam.explain.concepts.class_pipeline import ClassConceptRun
 from clustercam.explain.concepts.class_scores import CLASS_CONCEPT_COLUMNS, TRUTH_COLUMNS
@@ -148,6 +149,7 @@ class ClassConceptOutputs:
             m = None if masks is None else masks[idx.long().cpu()].to(a.device)
             self.run.score(pl_module.head, a, {c: v.long() for c, v in parts.items()}, self._groups(y),
                            idx.long(), t, m, keep)
+            release_freed_memory()
 
     def _original(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The class column as the dataset's labels (the run counts the classes 0.. in order)."""

@@ -22,6 +22,7 @@ from clustercam import outputs
 from clustercam.callbacks.class_concepts import ClassConceptOutputs
 from clustercam.callbacks.gather import gather_split
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
+from clustercam.callbacks.memory import release_freed_memory
 from clustercam.explain.concepts import validation
 from clustercam.explain.concepts.pipeline import (
     CONCEPT_COLUMNS,
@@ -67,10 +68,8 @@ class ConceptExplainCallback(Callback):
         backend: str = "torch",
         target: str = "label",
         detail: str = "first",
-        figures: bool = True,
-        max_figures: int | None = None,
-        cmap: str = "jet",
-        alpha: float = 0.6,
+        figures: bool = True, max_figures: int | None = None,
+        cmap: str = "jet", alpha: float = 0.6,
         algorithm_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
         fidelity: bool = True,
         control_repeats: int = 10,
@@ -120,6 +119,7 @@ class ConceptExplainCallback(Callback):
             t = y if self.settings.target == "label" else chunk["pred"]
             chunk["paint_out"] = paint_out_drops(pl_module, batch[0], dm.eval_backgrounds()[idx.cpu()], masks, t)
         self._chunks.append({**chunk, "idx": idx.cpu(), "y": y.cpu()})
+        release_freed_memory()  # else the heap grows ~0.75 MB per image (see callbacks.memory)
 
     # -- epoch end ---------------------------------------------------------------------------
     def _epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

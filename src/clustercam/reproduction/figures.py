@@ -159,9 +159,10 @@ def concept_subconcepts(run: Path, source: str, n_classes: int = 4) -> tuple[Fig
     df = pd.read_csv(Path(run) / "concept_metrics.csv")
     first = df.drop_duplicates("class").set_index("image")["class"].to_dict() if "image" in df else {}
     chosen = [p for p in subs if p.name.split("_cgap_")[0] in first][:n_classes] or subs[:n_classes]
-    fig = tile_figures([[p] for p in chosen], f"CGAP sub-concepts of {len(chosen)} classes ({source})")
-    return fig, (f"Concepts Fig. 5: each row one image of a different class, its CGAP concepts split into "
-                 f"sub-concepts; from {run} ({source}).")
+    fig = tile_figures([[p] for p in chosen], f"CGAP sub-concepts of {len(chosen)} classes ({source})",
+                       first_rows=True)
+    return fig, (f"Concepts Fig. 5: each row one image of a different class, its most important split "
+                 f"CGAP concept and that concept's sub-concepts; from {run} ({source}).")
 
 
 def concept_cgap_vs_cpha(run: Path, source: str) -> tuple[Figure, str]:

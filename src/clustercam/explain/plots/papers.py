@@ -106,11 +106,29 @@ def metric_boxplots(
     return fig
 
 
+def first_panel_row(image: np.ndarray, pad: int = 4) -> np.ndarray:
+    """The top of a drawn panel figure down to the end of its first row of panels.
+
+    A row of panels is where most of a pixel row is not white (titles and margins are mostly
+    white); a sub-concept figure's rows go by decreasing importance, so its first row is the
+    most important concept split into its sub-concepts (concepts paper Fig. 5).
+    """
+    inked = (np.asarray(image)[..., :3] < 0.98).any(-1).mean(1) > 0.5
+    rows = np.flatnonzero(inked)
+    if rows.size == 0:
+        return image
+    after = np.flatnonzero(~inked[rows[0]:])
+    end = rows[0] + (after[0] if after.size else inked.size - rows[0])
+    return image[:min(end + pad, len(image))]
+
+
 def tile_figures(paths: Sequence[Sequence[str | Path | None]], title: str,
-                 row_titles: Sequence[str] = ()) -> Figure:
-    """Concepts Fig. 5-6: figures already drawn (PNG files) tiled rows x columns."""
+                 row_titles: Sequence[str] = (), first_rows: bool = False) -> Figure:
+    """Concepts Fig. 5-6: figures already drawn (PNG files) tiled rows x columns; with
+    ``first_rows``, only the top row of panels of each (see :func:`first_panel_row`)."""
     rows, cols = len(paths), max(len(r) for r in paths)
-    images = [[plt.imread(str(p)) if p is not None else None for p in row] for row in paths]
+    crop = first_panel_row if first_rows else (lambda im: im)
+    images = [[crop(plt.imread(str(p))) if p is not None else None for p in row] for row in paths]
     heights = [max((im.shape[0] for im in row if im is not None), default=1) for row in images]
     widths = [max((images[r][c].shape[1] for r in range(rows) if c < len(images[r]) and images[r][c] is not None),
                   default=1) for c in range(cols)]
