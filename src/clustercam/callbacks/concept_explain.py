@@ -20,7 +20,8 @@ from torch import Tensor
 
 from clustercam import outputs
 from clustercam.callbacks.class_concepts import ClassConceptOutputs
-from clustercam.callbacks.gather import gather_split
+from clustercam.callbacks.concept_figures import concept_figures
+from clustercam.callbacks.gather import gather_split, keep_lowest
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.callbacks.memory import release_freed_memory
 from clustercam.explain.concepts import validation
@@ -32,7 +33,6 @@ from clustercam.explain.concepts.pipeline import (
     concept_results,
     concept_tables,
     degenerate_messages,
-    figure_maps,
     run_concepts,
 )
 from clustercam.explain.concepts.summary import SUMMARY_FILE, summary_markdown
@@ -85,11 +85,12 @@ class ConceptExplainCallback(Callback):
         self.figures, self.max_figures, self.cmap, self.alpha = figures, max_figures, cmap, alpha
         self.classes = ClassConceptOutputs(self.settings, output_dir, class_concepts, figures, cmap, alpha, **class_options)
         self._chunks: list[dict[str, Tensor]] = []
+        self._maps: dict[str, Tensor] | None = None  # the maps of the figure images only
         self.results: dict[str, Any] = {}
 
     # -- per batch (every rank) ---------------------------------------------------------------
     def _reset(self, *args: Any) -> None:
-        self._chunks = []
+        self._chunks, self._maps = [], None
         self.classes.reset()
 
     on_test_epoch_start = on_predict_epoch_start = _reset
@@ -118,6 +119,9 @@ class ConceptExplainCallback(Callback):
         if masks is not None:  # the input-space check: p_t without part A / B / distractor
             t = y if self.settings.target == "label" else chunk["pred"]
             chunk["paint_out"] = paint_out_drops(pl_module, batch[0], dm.eval_backgrounds()[idx.cpu()], masks, t)
+        maps = {"idx": idx.cpu(), **{k: chunk.pop(k) for k in ("maps", "sub_maps")}}  # figures only
+        if self.figures:
+            self._maps = keep_lowest(self._maps, maps, self.max_figures)
         self._chunks.append({**chunk, "idx": idx.cpu(), "y": y.cpu()})
         release_freed_memory()  # else the heap grows ~0.75 MB per image (see callbacks.memory)
 
@@ -129,6 +133,10 @@ class ConceptExplainCallback(Callback):
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         data, self._chunks = gather_split(trainer, self._chunks), []  # collective: every rank calls it
+        if self.figures:  # collective too; the first rows of both are the same images
+            maps, self._maps = gather_split(trainer, [self._maps]), None
+            data.update({k: maps[k][: len(data["idx"]) if self.max_figures is None else self.max_figures]
+                         for k in ("maps", "sub_maps")})
         class_results, class_md = self.classes.finish(trainer, pl_module)  # collective too
         if not trainer.is_global_zero:
             return
@@ -163,7 +171,8 @@ class ConceptExplainCallback(Callback):
         for name, (rows, _) in checks.items():
             log_table(trainer, f"{stage}/{Path(name).stem}", rows)
         if self.figures:
-            paths = self._figures(dm, data, names, class_names)
+            paths = concept_figures(self.settings, dm, data, names, class_names, self.output_dir,
+                                    self.max_figures, cmap=self.cmap, alpha=self.alpha)
             if "fidelity_curves" in data:
                 from clustercam.explain.plots.fidelity import fidelity_figure
 
@@ -171,30 +180,3 @@ class ConceptExplainCallback(Callback):
                 paths.append(outputs.save_figure(fig, out / outputs.FIGURES / "concept_fidelity.png"))
             log_images(trainer, "figures/concepts", paths, [p.stem for p in paths])
         log.info("Concepts of %d images x %d configurations written to %s", len(names), len(configs), out)
-
-    def _figures(self, dm: Any, data: dict[str, Tensor], names: list[str], class_names: list[str]) -> list[Path]:
-        from clustercam.explain.plots.concepts import concept_figure, sub_concept_figure
-
-        if not hasattr(dm, "display_image"):
-            log.warning("no datamodule with display_image(): concept figures skipped")
-            return []
-        s, fig_dir, paths = self.settings, self.output_dir / outputs.FIGURES / "concepts", []
-        style = {"cmap": self.cmap, "alpha": self.alpha}
-        for i in range(len(names) if self.max_figures is None else min(len(names), self.max_figures)):
-            image = dm.display_image(int(data["idx"][i]))
-            for f, (method, algo, n) in enumerate(s.details):
-                c = s.configs.index((method, algo, n))
-                maps, sub_maps = figure_maps(data, i, f, n, tuple(image.shape[-2:]))
-                ch, imp = data["channels"][i, c, :n].tolist(), data["importance"][i, c, :n].tolist()
-                title = (f"{names[i]} ({class_names[i]}, p={float(data['p_target'][i]):.3g}) - "
-                         f"{method.upper()} {algo} n={n}")
-                stem = f"{names[i]}_{method}_{algo}_n{n}"
-                fig = concept_figure(image, maps, ch, imp, title=title, **style)
-                paths.append(outputs.save_figure(fig, fig_dir / f"{stem}.png", dpi=100))
-                if s.n_sub:
-                    fig = sub_concept_figure(image, maps, ch, imp, sub_maps, data["sub_channels"][i, f, :n],
-                                             data["sub_importance"][i, f, :n],
-                                             title=f"{title}: sub-concepts", **style)
-                    if fig is not None:
-                        paths.append(outputs.save_figure(fig, fig_dir / f"{stem}_sub.png", dpi=100))
-        return paths

@@ -42,6 +42,20 @@ def gather_split(trainer: Trainer, chunks: Sequence[dict[str, Tensor]]) -> dict[
     return {k: v[sel] for k, v in local.items()}
 
 
+def keep_lowest(kept: dict[str, Tensor] | None, new: dict[str, Tensor], k: int | None) -> dict[str, Tensor]:
+    """The rows of ``kept`` and ``new`` with the ``k`` lowest ``idx`` (None: every row).
+
+    What a rank keeps of per-image tensors needed only for the first ``k`` images of the
+    gathered split (``gather_split`` sorts by index): the global first ``k`` are among the
+    union of every rank's lowest ``k``, so memory stays at ``k`` rows however large the set.
+    """
+    rows = new if kept is None else {key: torch.cat([kept[key], v]) for key, v in new.items()}
+    if k is None or len(rows["idx"]) <= k:
+        return rows
+    sel = torch.argsort(rows["idx"], stable=True)[:k]
+    return {key: v[sel] for key, v in rows.items()}
+
+
 def unpadded(trainer: Trainer, n_seen: int, batch: int, n_dataset: int) -> Tensor:
     """False for the DistributedSampler's padding repeats among this rank's next ``batch``
     samples, for running sums that cannot drop duplicates by index afterwards.
