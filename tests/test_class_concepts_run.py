@@ -138,3 +138,27 @@ def test_ddp_two_processes_give_the_one_process_class_concepts(tmp_path) -> None
                 assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-5, abs=1e-6), (name, c)
     na, nb = np.load(single / "class_concepts.npz"), np.load(ddp / "class_concepts.npz")
     assert sorted(na) == sorted(nb) and all(np.array_equal(na[k], nb[k]) for k in na)
+
+
+@pytest.mark.slow
+def test_ddp_figures_show_the_one_process_figure_images(tmp_path) -> None:
+    """Each rank keeps the maps of its lowest-index images only; gathered, they are the
+    single process's first ``max_figures`` images (13 images over 2 ranks, one repeated)."""
+    from PIL import Image
+
+    trained = tmp_path / "trained"
+    train([*TINY, "callbacks.concepts.class_concepts=false"], trained)
+    common = [*TINY, "data.n_test=13", "data.eval_batch_size=4", "train=false", "callbacks.concepts.max_figures=5",
+              "callbacks.concepts.sub_concepts=3", f"model.checkpoint_path={trained / 'classifier.safetensors'}",
+              "print_config=false"]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    cli(*common, f"paths.output_dir={single}", f"hydra.run.dir={tmp_path / 'h1'}", timeout=500)
+    cli(*common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false",
+        f"paths.output_dir={ddp}", f"hydra.run.dir={tmp_path / 'h2'}", timeout=500)
+    names = sorted(p.name for p in (single / "figures" / "concepts").glob("*.png"))
+    assert len([n for n in names if not n.endswith("_sub.png")]) == 5 * 2  # 5 images x CGAP, CPHA
+    assert names == sorted(p.name for p in (ddp / "figures" / "concepts").glob("*.png"))
+    for name in names:
+        a, b = (np.asarray(Image.open(d / "figures" / "concepts" / name).convert("RGB"), dtype=int)
+                for d in (single, ddp))
+        assert a.shape == b.shape and np.abs(a - b).mean() < 0.5, name
