@@ -119,9 +119,9 @@ class ConceptExplainCallback(Callback):
         if masks is not None:  # the input-space check: p_t without part A / B / distractor
             t = y if self.settings.target == "label" else chunk["pred"]
             chunk["paint_out"] = paint_out_drops(pl_module, batch[0], dm.eval_backgrounds()[idx.cpu()], masks, t)
-        maps = {"idx": idx.cpu(), **{k: chunk.pop(k) for k in ("maps", "sub_maps")}}  # figures only
+        maps = {k: chunk.pop(k) for k in ("maps", "sub_maps")}  # kept for the figure images only
         if self.figures:
-            self._maps = keep_lowest(self._maps, maps, self.max_figures)
+            self._maps = keep_lowest(self._maps, {"idx": idx.cpu(), **maps}, self.max_figures)
         self._chunks.append({**chunk, "idx": idx.cpu(), "y": y.cpu()})
         release_freed_memory()  # else the heap grows ~0.75 MB per image (see callbacks.memory)
 
@@ -135,8 +135,7 @@ class ConceptExplainCallback(Callback):
         data, self._chunks = gather_split(trainer, self._chunks), []  # collective: every rank calls it
         if self.figures:  # collective too; the first rows of both are the same images
             maps, self._maps = gather_split(trainer, [self._maps]), None
-            data.update({k: maps[k][: len(data["idx"]) if self.max_figures is None else self.max_figures]
-                         for k in ("maps", "sub_maps")})
+            data.update({k: maps[k][: self.max_figures] for k in ("maps", "sub_maps")})  # None: all
         class_results, class_md = self.classes.finish(trainer, pl_module)  # collective too
         if not trainer.is_global_zero:
             return
