@@ -162,3 +162,12 @@ def test_ddp_figures_show_the_one_process_figure_images(tmp_path) -> None:
         a, b = (np.asarray(Image.open(d / "figures" / "concepts" / name).convert("RGB"), dtype=int)
                 for d in (single, ddp))
         assert a.shape == b.shape and np.abs(a - b).mean() < 0.5, name
+
+
+def test_a_run_limited_to_some_test_batches_scores_those_batches(tmp_path) -> None:
+    """Pass 2 visits the batches pass 1 saw: limit_test_batches / fast_dev_run evaluate fewer
+    than the loader holds (the --quick reproduction runs with fast_dev_run)."""
+    out = tmp_path / "run"
+    train([*CLASS_TINY, "+trainer.limit_test_batches=1"], out)
+    rows = pd.read_csv(out / "class_concepts.csv")
+    assert len(rows) > 0 and pd.read_csv(out / "concepts_per_image.csv")["image"].nunique() == 3

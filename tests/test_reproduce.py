@@ -130,7 +130,8 @@ def test_quick_reproduction_makes_every_file(tmp_path):
         module="clustercam.reproduce", timeout=900, env={"OMP_NUM_THREADS": "1"})
     names = {p.name for p in (tmp_path / "figures").glob("*.png")}
     assert {"gradceam_fig07_mnist.png", "gradceam_fig09_trace.png", "gradceam_fig10_coffee_high_low.png",
-            "gradceam_fig11_cbf_grid.png"} <= names
+            "gradceam_fig11_cbf_grid.png", "concepts_fig02_boxplots.png", "concepts_fig05_subconcepts.png",
+            "concepts_fig06_cgap_vs_cpha.png"} <= names
     assert "Table I of the high and the low model" in (tmp_path / "table1.md").read_text()
 
 

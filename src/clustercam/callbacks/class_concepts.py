@@ -137,11 +137,10 @@ class ClassConceptOutputs:
     def _second_pass(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm, s = getattr(trainer, "datamodule", None), self.settings
         masks = dm.eval_part_masks() if hasattr(dm, "eval_part_masks") else None
-        cache = iter(self._cache)
-        for batch in _loader(trainer):
-            idx_1, keep, parts = next(cache, (None, None, None))
+        # the batches pass 1 saw, in order: fewer than the loader's under limit_test_batches / fast_dev_run
+        for (idx_1, keep, parts), batch in zip(self._cache, _loader(trainer)):
             x, y, idx = trainer.strategy.batch_to_device(batch)[:3]
-            if idx_1 is None or not torch.equal(idx.long().cpu(), idx_1):
+            if not torch.equal(idx.long().cpu(), idx_1):
                 raise RuntimeError("class concepts: the second pass over the evaluated dataloader met "
                                    "other images than the first (a shuffled or random sampler?)")
             a = pl_module.features(x)
