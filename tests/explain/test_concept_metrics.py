@@ -89,19 +89,27 @@ def test_batched_scores_equal_sklearn_on_random_partitions(dtype: torch.dtype, d
         assert torch.allclose(alone[0], q[i], rtol=1e-12, atol=0)
 
 
-def test_large_problems_use_row_blocks_and_still_equal_sklearn() -> None:
-    """U x U beyond the CPU block (U = 900 and 1,100 points, padded): the silhouette is summed
-    over row blocks of one image, and must not change."""
+@pytest.mark.parametrize("copies", [1, 2])
+def test_large_problems_use_row_blocks_and_still_equal_sklearn(copies: int) -> None:
+    """U x U beyond the CPU block (U = 900 and 1,100 points, padded; a singleton and an empty
+    cluster in the second): the silhouette is summed over blocks of one image, and must not
+    change. One copy per point: the blocks follow the clusters (one-hot weights, CGAP);
+    two (weight 2, as CPHA's grid positions): square blocks of the upper triangle."""
     rng = np.random.default_rng(3)
     problems = []
     for n in (900, 1100):
         centres = 3 * rng.normal(size=(5, 4))
         lab = rng.integers(0, 5, n)
         problems.append((centres[lab] + rng.normal(size=(n, 4)), lab))
+    lab = problems[1][1]
+    lab[lab == 4] = 3
+    lab[7] = 4  # cluster 4: one point; cluster 2 empty below
+    lab[lab == 2] = 1
     x, labels = padded(problems, torch.float64)
-    assert x.shape[1] ** 2 > metrics_module._BLOCK  # the row-block path is the one tested
-    q = batched_quality(x, point_weights(labels, 5))
-    assert_like_sklearn(q, problems, torch.float64)
+    assert x.shape[1] ** 2 > metrics_module._BLOCK  # a blocked path is the one tested
+    q = batched_quality(x, point_weights(labels, 5) * copies)
+    assert_like_sklearn(q, [(np.repeat(p, copies, 0), np.repeat(lb, copies)) for p, lb in problems],
+                        torch.float64)
 
 
 def degenerate_problems() -> list[tuple[np.ndarray, np.ndarray]]:

@@ -249,8 +249,8 @@ def cluster_channels(
         t0 = time.perf_counter()
         sel = torch.tensor(good, device=dev)
         ks = torch.full((len(good),), n_concepts, dtype=torch.long, device=dev)
-        lab, z = cluster_rows(raw[sel], mask[sel], ks, method == "cgap", dtype, seed, n_init,
-                              max_iter, tol)
+        lab, z = cluster_rows(raw, mask[sel], ks, method == "cgap", dtype, seed, n_init,
+                              max_iter, tol, source=sel)
         labels[sel] = lab
         space[sel] = z
         zc = z.cpu()
@@ -365,7 +365,7 @@ def sub_concepts(
         img, par = split.nonzero().unbind(1)
         ks = eff[img, par]
         sub_mask = member[img, par] & kept_channels(activations)[img]
-        sub = _sub_rows(raw[img], sub_mask, ks, keys[img, par], method, seed, n_init, kwargs)
+        sub = _sub_rows(raw, img, sub_mask, ks, keys[img, par], method, seed, n_init, kwargs)
         vals = torch.where(sub >= 0, par[:, None] * n_sub + sub, -1)  # parents: disjoint channels
         out.scatter_reduce_(0, img.unsqueeze(1).expand_as(vals), vals, "amax")
     elif bool(split.any()):
@@ -383,21 +383,23 @@ def sub_concepts(
     return SubConcepts(labels=out, split=split, n_sub=n_sub, n_concepts=n, parents=labels)
 
 
-def _sub_rows(raw: Tensor, mask: Tensor, ks: Tensor, keys: Tensor, method: str, seed: int,
-              n_init: int, kwargs: Mapping[str, Any]) -> Tensor:
-    """Labels of the sub-concept problems (one per split parent, P x C), as
-    :func:`cluster_channels` would give each: batched k-means, except (rare) parents whose
-    non-zero channels have fewer distinct rows than ``ks``: one sub-concept per distinct one."""
+def _sub_rows(raw: Tensor, img: Tensor, mask: Tensor, ks: Tensor, keys: Tensor, method: str,
+              seed: int, n_init: int, kwargs: Mapping[str, Any]) -> Tensor:
+    """Labels of the sub-concept problems (one per split parent, P x C; parent p's rows are
+    ``raw[img[p]]``), as :func:`cluster_channels` would give each: batched k-means, except
+    (rare) parents whose non-zero channels have fewer distinct rows than ``ks``: one
+    sub-concept per distinct one."""
     labels = torch.full(mask.shape, -1, dtype=torch.long, device=raw.device)
     run = torch.ones(len(ks), dtype=torch.bool)
     for q in (_distinct_lower_bound(keys, mask) < ks).nonzero().flatten().tolist():
-        rows = raw[q][mask[q]]
+        rows = raw[img[q]][mask[q]]
         if _n_distinct(rows) < int(ks[q]):
             labels[q, mask[q]] = _distinct_inverse(rows) if len(rows) else -1
             run[q] = False
     if bool(run.any()):
         r = run.nonzero().flatten().to(raw.device)
-        labels[r], _ = cluster_rows(raw[r], mask[r], ks[r], method == "cgap",
+        labels[r], _ = cluster_rows(raw, mask[r], ks[r], method == "cgap",
                                     kwargs.get("dtype") or torch.float32, seed, n_init,
-                                    kwargs.get("max_iter", 300), kwargs.get("tol", 1e-4))
+                                    kwargs.get("max_iter", 300), kwargs.get("tol", 1e-4),
+                                    source=img[r])
     return _relabel_by_size(labels, int(ks.max()))

@@ -163,9 +163,14 @@ def _grouped_probs(shares: tuple[Tensor, Tensor], targets: Tensor, order: Tensor
     if partition_importance:
         without = (ids.unsqueeze(-1) != torch.arange(n, device=order.device)).double()  # B x n x n
         own.append(torch.einsum("bqg,rbgk->brqk", without, groups).flatten(1, 2))
-    probs = torch.softmax(torch.cat(own, 1) + bias, -1)
-    q = probs.shape[1]
-    return probs.gather(2, targets.view(b, 1, 1).expand(b, q, 1)).squeeze(-1)
+    # p_t = 1 / sum_k exp(z_k - z_t), block by block: the softmax's value at t without
+    # concatenating or normalising B x Q x classes (exp overflows to inf only where p_t ~ 0)
+    p_t = []
+    for z in own:
+        z = z + bias
+        z_t = z.gather(2, targets.view(b, 1, 1).expand(b, z.shape[1], 1))
+        p_t.append(z.sub_(z_t).exp_().sum(-1).reciprocal_())
+    return torch.cat(p_t, 1)
 
 
 @torch.no_grad()

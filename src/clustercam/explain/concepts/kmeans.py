@@ -105,6 +105,24 @@ def _kmeans_pp(x: Tensor, xsq: Tensor, valid: Tensor, k: int, u: Tensor) -> Tens
     return torch.cat(centres, 1)
 
 
+def _min_over_clusters(score: Tensor) -> tuple[Tensor, Tensor]:
+    """``score.min(1)`` of a Q x K x N score for small K: the values (``amin``) and the first
+    index reaching them, one pass per cluster over Q x N. The same values and labels (ties
+    go to the first cluster) at a fraction of the cost: torch's ``min`` with indices over a
+    strided dimension runs ~4x slower on CPU (7.3 vs 1.7 ms, 160 x 5 x 2,048)."""
+    best = score.amin(1)
+    k = score.shape[1]
+    if k == 1:
+        return best, torch.zeros_like(best, dtype=torch.long)
+    differs = score != best.unsqueeze(1)
+    before = differs[:, 0].clone()  # no cluster up to this one reaches the minimum
+    lab = before.to(torch.uint8 if k <= 256 else torch.long)
+    for j in range(1, k - 1):
+        before &= differs[:, j]
+        lab += before
+    return best, lab.long()
+
+
 def _lloyd_step(
     xt: Tensor, xw: Tensor, xsq: Tensor, vf: Tensor, c: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -118,7 +136,7 @@ def _lloyd_step(
     q, d, n = xt.shape
     k = c.shape[1]
     score = torch.baddbmm((c * c).sum(-1).unsqueeze(-1), c, xt, alpha=-2)  # Q x K x N
-    best, lab = score.min(1)  # Q x N
+    best, lab = _min_over_clusters(score)  # Q x N
     counts = torch.zeros(q, k, dtype=xt.dtype, device=xt.device).scatter_add_(1, lab, vf)
     sums = torch.zeros(q, k, d, dtype=xt.dtype, device=xt.device).scatter_add_(
         1, lab.unsqueeze(-1).expand(q, n, d), xw)
@@ -201,7 +219,7 @@ def batched_kmeans(
     else:
         c[ids[live]], labels[ids[live]] = w_c[live], w_lab[live]
     score = torch.baddbmm((c * c).sum(-1).unsqueeze(-1), c, xt, alpha=-2)
-    best, lab = score.min(1)
+    best, lab = _min_over_clusters(score)
     inertia = ((best + xsq).clamp_min(0) * vfq).sum(-1).view(p, r)
     pick_r = inertia.argmin(1)
     pick = torch.arange(p, device=dev) * r + pick_r
@@ -231,9 +249,13 @@ def _buckets(ks: Tensor, n_kept: Tensor, fill: float = 0.6) -> list[tuple[int, T
 def cluster_rows(
     raw: Tensor, mask: Tensor, ks: Tensor, pca: bool, dtype: torch.dtype = torch.float32,
     seed: int = 0, n_init: int = 10, max_iter: int = 300, tol: float = 1e-4,
+    source: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """k-means of P problems at once: the rows of ``raw`` (P x C x F) where ``mask``, problem
-    p into ``ks[p]`` clusters, after a PCA to ``ks[p] - 1`` dimensions if ``pca`` (CGAP).
+    """k-means of P problems at once: the rows of ``raw[source[p]]`` (``raw``: S x C x F;
+    ``source`` P indices, default ``arange(S)``) where ``mask[p]`` (P x C), problem p into
+    ``ks[p]`` clusters, after a PCA to ``ks[p] - 1`` dimensions if ``pca`` (CGAP).
+    ``source`` lets several problems (the parents of one image's sub-concepts) share one
+    image's rows: only their kept rows are copied, not P x C x F.
 
     Kept rows first (stable, so in channel order), padded to the largest count of a bucket:
     the cost follows the kept rows, not C. Problems with the same k and similar counts
@@ -241,8 +263,10 @@ def cluster_rows(
     P x C x dims (float64, zero rows outside ``mask``; dims = max(ks) - 1 for PCA, else F,
     zero-padded for problems with fewer).
     """
-    p, c, f = raw.shape
-    dev = raw.device
+    _, c, f = raw.shape
+    p, dev = mask.shape[0], raw.device
+    src = torch.arange(p, device=dev) if source is None else source.to(dev)
+    flat = raw.reshape(-1, f)
     labels = torch.full((p, c), -1, dtype=torch.long, device=dev)
     dims = min(int(ks.max()) - 1, f) if pca else f
     space = torch.zeros(p, c, dims, dtype=torch.float64, device=dev)
@@ -252,7 +276,8 @@ def cluster_rows(
         n_kept = n_all[sel]
         order = torch.argsort((~m_sel).to(torch.uint8), dim=1, stable=True)[:, : int(n_kept.max())]
         m_cmp = torch.arange(order.shape[1], device=dev) < n_kept[:, None]
-        x_cmp = torch.gather(raw[sel], 1, order.unsqueeze(-1).expand(*order.shape, f))
+        rows = (src[sel, None] * c + order).flatten()
+        x_cmp = flat.index_select(0, rows).view(*order.shape, f)
         z = batched_pca(x_cmp, m_cmp, k - 1) if pca else x_cmp
         lab, _, _ = batched_kmeans(z.to(dtype), m_cmp, k, n_init=n_init, seed=seed,
                                    max_iter=max_iter, tol=tol)
