@@ -214,8 +214,9 @@ def frozen_lloyd(x: torch.Tensor, mask: torch.Tensor, k: int, n_init: int, seed:
     xq, vq = x.repeat_interleave(n_init, 0), valid.repeat_interleave(n_init, 0)
     vf, xsq = vq.to(x.dtype), (xq * xq).sum(-1)
     u = km.kmeans_pp_uniforms(p, n_init, k, seed, x.device).reshape(p * n_init, -1)
-    c = km._kmeans_pp(xq, xsq.unsqueeze(-1), vq, k, u)
-    xt, xw = xq.transpose(1, 2).contiguous(), xq * vf.unsqueeze(-1)
+    xt = xq.transpose(1, 2).contiguous()
+    c = km._kmeans_pp(xq, xt, xsq, vq, k, u)
+    xw = xt * vf.unsqueeze(1)
     lab = torch.full((p * n_init, n), -1, dtype=torch.long)
     act = torch.ones(p * n_init, dtype=torch.bool)
     for _ in range(max_iter):

@@ -51,9 +51,10 @@ def batched_pca(x: Tensor, mask: Tensor, n_components: int) -> Tensor:
 
 
 
-def _sqdist(x: Tensor, xsq: Tensor, c: Tensor) -> Tensor:
-    """Squared distances: x Q x N x d (xsq = |x|^2, Q x N x 1) against c Q x K x d -> Q x N x K."""
-    d = torch.baddbmm(xsq, x, c.transpose(1, 2), alpha=-2) + (c * c).sum(-1).unsqueeze(1)
+def _sqdist(xt: Tensor, xsq: Tensor, c: Tensor) -> Tensor:
+    """Squared distances: x (transposed, Q x d x N; xsq = |x|^2, Q x N) against c Q x L x d
+    -> Q x L x N (N contiguous: ~8x faster on CPU than Q x N x L at d <= 4, L = 3)."""
+    d = torch.baddbmm(xsq.unsqueeze(1), c, xt, alpha=-2) + (c * c).sum(-1).unsqueeze(-1)
     return d.clamp_min_(0)
 
 
@@ -82,10 +83,12 @@ def kmeans_pp_uniforms(n_problems: int, n_init: int, k: int, seed: int, device: 
     return u.to(device).expand(n_problems, -1, -1)
 
 
-def _kmeans_pp(x: Tensor, xsq: Tensor, valid: Tensor, k: int, u: Tensor) -> Tensor:
+def _kmeans_pp(x: Tensor, xt: Tensor, xsq: Tensor, valid: Tensor, k: int, u: Tensor) -> Tensor:
     """Greedy k-means++ seeding of Q problems (``2 + log(k)`` candidates per centre).
 
-    ``u``: Q x (1 + (k - 1) * n_local) uniforms in (0, 1], see :func:`kmeans_pp_uniforms`.
+    ``x``: Q x N x d points, ``xt`` the same transposed (Q x d x N), ``xsq`` = |x|^2
+    (Q x N); ``u``: Q x (1 + (k - 1) * n_local) uniforms in (0, 1], see
+    :func:`kmeans_pp_uniforms`.
     """
     q, n, d = x.shape
     vf = valid.to(x.dtype)
@@ -93,14 +96,14 @@ def _kmeans_pp(x: Tensor, xsq: Tensor, valid: Tensor, k: int, u: Tensor) -> Tens
     u = u.to(x.dtype)
     first = _sample(vf, u[:, :1])  # Q x 1, uniform over the valid rows
     centres = [_rows(x, first)]
-    closest = _sqdist(x, xsq, centres[0]).squeeze(-1) * vf  # Q x N
+    closest = _sqdist(xt, xsq, centres[0]).squeeze(1) * vf  # Q x N
     for step in range(1, k):
         weights = torch.where(closest.sum(1, keepdim=True) > 0, closest, vf)  # duplicates: uniform
         cand = _sample(weights, u[:, 1 + (step - 1) * n_local: 1 + step * n_local])  # Q x L
         cpts = _rows(x, cand)
-        new = torch.minimum(closest.unsqueeze(-1), _sqdist(x, xsq, cpts)) * vf.unsqueeze(-1)
-        best = new.sum(1).argmin(-1)  # Q
-        closest = torch.gather(new, 2, best.view(q, 1, 1).expand(q, n, 1)).squeeze(-1)
+        new = torch.minimum(closest.unsqueeze(1), _sqdist(xt, xsq, cpts)) * vf.unsqueeze(1)  # Q x L x N
+        best = new.sum(2).argmin(-1)  # Q
+        closest = torch.gather(new, 1, best.view(q, 1, 1).expand(q, 1, n)).squeeze(1)
         centres.append(torch.gather(cpts, 1, best.view(q, 1, 1).expand(q, 1, d)))
     return torch.cat(centres, 1)
 
@@ -124,22 +127,23 @@ def _min_over_clusters(score: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _lloyd_step(
-    xt: Tensor, xw: Tensor, xsq: Tensor, vf: Tensor, c: Tensor
+    xt: Tensor, xwt: Tensor, xsq: Tensor, vf: Tensor, c: Tensor
 ) -> tuple[Tensor, Tensor]:
     """One Lloyd iteration for Q problems: labels (Q x N) and new centres (Q x K x d).
 
-    ``xt`` is x transposed (Q x d x N), ``xw`` x times the validity weights ``vf``
-    (Q x N x d). The assignment only needs ``|c|^2 - 2 c.x``, computed as Q x K x N (one
-    ``baddbmm``, reduced over K which is not the contiguous dimension: fast on CPU);
-    sums and counts use ``scatter_add`` (O(N d)).
+    ``xt`` is x transposed (Q x d x N), ``xwt`` the same times the validity weights ``vf``.
+    The assignment only needs ``|c|^2 - 2 c.x``, computed as Q x K x N (one ``baddbmm``,
+    reduced over K which is not the contiguous dimension: fast on CPU); sums and counts
+    use ``scatter_add`` along N, the contiguous dimension (O(N d); 2x faster than along
+    the rows of Q x N x d, the same additions in the same order).
     """
     q, d, n = xt.shape
     k = c.shape[1]
     score = torch.baddbmm((c * c).sum(-1).unsqueeze(-1), c, xt, alpha=-2)  # Q x K x N
     best, lab = _min_over_clusters(score)  # Q x N
     counts = torch.zeros(q, k, dtype=xt.dtype, device=xt.device).scatter_add_(1, lab, vf)
-    sums = torch.zeros(q, k, d, dtype=xt.dtype, device=xt.device).scatter_add_(
-        1, lab.unsqueeze(-1).expand(q, n, d), xw)
+    sums = torch.zeros(q, d, k, dtype=xt.dtype, device=xt.device).scatter_add_(
+        2, lab.unsqueeze(1).expand(q, d, n), xwt).transpose(1, 2)
     new_c = sums / counts.clamp_min(1).unsqueeze(-1)
     empty = counts == 0
     if bool(empty.any()):  # move empty clusters onto the points farthest from their centres
@@ -188,10 +192,11 @@ def batched_kmeans(
     vfq = vq.to(dt)
     xsq = (xq * xq).sum(-1)  # Q x N
     u = kmeans_pp_uniforms(p, r, k, seed, dev).reshape(p * r, -1)
-    c = _kmeans_pp(xq, xsq.unsqueeze(-1), vq, k, u)
+    xt = xq.transpose(1, 2).contiguous()
+    c = _kmeans_pp(xq, xt, xsq, vq, k, u)
     labels = torch.full((p * r, n), -1, dtype=torch.long, device=dev)
 
-    xt, xw = xq.transpose(1, 2).contiguous(), xq * vfq.unsqueeze(-1)
+    xw = xt * vfq.unsqueeze(1)
     # the working set holds the problems still iterating: one that converges is stored and
     # leaves it at once, so each problem costs its own iterations, not the slowest one's
     ids = torch.arange(p * r, device=dev)
