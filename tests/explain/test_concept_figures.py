@@ -170,3 +170,22 @@ def test_first_panel_row_keeps_the_title_and_the_most_important_split(fixture) -
     assert bands[0][1] < len(top) <= bands[0][1] + 5 < bands[1][0]
     # a panel row is one panel tall (2.2 in at dpi 100, less the frame's rounding)
     assert 190 <= bands[0][1] - bands[0][0] + 1 <= 225
+
+
+def test_the_callbacks_figure_writer_writes_the_same_files(fixture, tmp_path) -> None:
+    """outputs.FigureWriter (compression in a worker thread) writes the PNG that
+    outputs.save_figure writes for the concept figures: same bytes, RGB at level 1."""
+    from clustercam import outputs
+
+    image, maps, channels, importance, sub, sub_channels, sub_importance = fixture
+
+    def figures():
+        return [concept_figure(image, maps, channels, importance, title="a"),
+                sub_concept_figure(image, maps, channels, importance, sub, sub_channels,
+                                   sub_importance, title="a: sub-concepts")]
+
+    ref = [outputs.save_figure(f, tmp_path / f"ref{i}.png", dpi=100) for i, f in enumerate(figures())]
+    with outputs.FigureWriter() as writer:
+        got = [writer.save(f, tmp_path / f"got{i}.png", dpi=100) for i, f in enumerate(figures())]
+    for r, g in zip(ref, got):
+        assert g.read_bytes() == r.read_bytes() and Image.open(g).mode == "RGB"

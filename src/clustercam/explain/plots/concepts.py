@@ -99,26 +99,36 @@ class PanelCanvas(FigureCanvasAgg):
     files a few % larger. Transparent figures, or explicit ``pil_kwargs``, take Agg's
     own path (at level 1 unless told otherwise)."""
 
-    def print_png(self, filename_or_obj: Any, *, metadata: dict | None = None,
-                  pil_kwargs: dict | None = None, **_: Any) -> None:
-        # ``_``: dpi, facecolor... which print_figure has already applied to the figure
+    def png_image(self, metadata: dict | None = None) -> tuple[Any, dict] | None:
+        """The figure drawn, as a PIL image and the ``Image.save`` arguments of its PNG;
+        None for a transparent figure (Agg's own path). Lets a writer compress it in
+        another thread (:class:`clustercam.outputs.FigureWriter`)."""
         from PIL import Image
         from PIL.PngImagePlugin import PngInfo
 
         FigureCanvasAgg.draw(self)
         rgba = np.asarray(self.buffer_rgba())
-        if pil_kwargs or rgba[..., 3].min() < 255:
-            super().print_png(filename_or_obj, metadata=metadata,
-                              pil_kwargs={"compress_level": 1, **(pil_kwargs or {})})
-            return
+        if rgba[..., 3].min() < 255:
+            return None
         info = PngInfo()
         for key, value in {"Software": f"Matplotlib version{mpl.__version__}, https://matplotlib.org/",
                            **(metadata or {})}.items():
             if value is not None:
                 info.add_text(key, value)
         dpi = self.figure.dpi
-        Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(
-            filename_or_obj, format="png", compress_level=1, pnginfo=info, dpi=(dpi, dpi))
+        image = Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
+        return image, {"format": "png", "compress_level": 1, "pnginfo": info, "dpi": (dpi, dpi)}
+
+    def print_png(self, filename_or_obj: Any, *, metadata: dict | None = None,
+                  pil_kwargs: dict | None = None, **_: Any) -> None:
+        # ``_``: dpi, facecolor... which print_figure has already applied to the figure
+        job = None if pil_kwargs else self.png_image(metadata)
+        if job is None:
+            super().print_png(filename_or_obj, metadata=metadata,
+                              pil_kwargs={"compress_level": 1, **(pil_kwargs or {})})
+            return
+        image, kwargs = job
+        image.save(filename_or_obj, **kwargs)
 
 
 def _gray_bytes(gray: np.ndarray) -> np.ndarray:

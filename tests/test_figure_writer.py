@@ -1,0 +1,48 @@
+"""outputs.FigureWriter: the PNGs save_figure writes (same pixels and metadata), its errors
+raised when it is left, and no half-written file."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from clustercam import outputs  # noqa: E402
+
+
+def figure(seed: int) -> plt.Figure:
+    fig, axes = plt.subplots(2, 3, figsize=(5, 3), dpi=72)  # dpi differs from the saved one
+    rng = np.random.default_rng(seed)
+    for ax in axes.flat:
+        ax.imshow(rng.random((16, 16)), cmap="jet")
+        ax.set_title(f"panel {seed}")
+    fig.suptitle("a figure")
+    return fig
+
+
+def test_writer_saves_the_pixels_and_metadata_of_save_figure(tmp_path) -> None:
+    for seed in range(3):
+        outputs.save_figure(figure(seed), tmp_path / f"ref{seed}.png", dpi=100)
+    with outputs.FigureWriter() as writer:
+        paths = [writer.save(figure(seed), tmp_path / "w" / f"{seed}.png", dpi=100) for seed in range(3)]
+    assert not plt.get_fignums()  # every figure closed
+    for seed, path in enumerate(paths):
+        ref, got = Image.open(tmp_path / f"ref{seed}.png"), Image.open(path)
+        assert got.size == ref.size == (500, 300) and got.info == ref.info
+        assert np.array_equal(np.asarray(got), np.asarray(ref))
+    assert not np.array_equal(np.asarray(Image.open(paths[0])), np.asarray(Image.open(paths[1])))
+
+
+def test_a_failed_write_is_raised_on_leaving_and_leaves_no_file(tmp_path) -> None:
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    with pytest.raises(OSError):
+        with outputs.FigureWriter() as writer:
+            writer.save(figure(0), tmp_path / "ok.png", dpi=50)
+            writer.save(figure(1), tmp_path / "taken" / "bad.png", dpi=50)
+    assert (tmp_path / "ok.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png", "taken"]
