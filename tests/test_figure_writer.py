@@ -28,9 +28,10 @@ def figure(seed: int) -> plt.Figure:
 def test_writer_saves_the_pixels_and_metadata_of_save_figure(tmp_path) -> None:
     for seed in range(3):
         outputs.save_figure(figure(seed), tmp_path / f"ref{seed}.png", dpi=100)
+    figs = [figure(seed) for seed in range(3)]
     with outputs.FigureWriter() as writer:
-        paths = [writer.save(figure(seed), tmp_path / "w" / f"{seed}.png", dpi=100) for seed in range(3)]
-    assert not plt.get_fignums()  # every figure closed
+        paths = [writer.save(fig, tmp_path / "w" / f"{seed}.png", dpi=100) for seed, fig in enumerate(figs)]
+    assert not any(plt.fignum_exists(fig.number) for fig in figs)  # each saved figure closed
     for seed, path in enumerate(paths):
         ref, got = Image.open(tmp_path / f"ref{seed}.png"), Image.open(path)
         assert got.size == ref.size == (500, 300) and got.info == ref.info
