@@ -1,5 +1,6 @@
 """outputs.FigureWriter: the PNGs save_figure writes (same pixels and metadata), its errors
-raised when it is left, and no half-written file."""
+raised when it is left, and no half-written file. The figures use the concept figures'
+PanelCanvas, whose PNGs the writer compresses in its worker thread."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
+from clustercam.explain.plots.concepts import PanelCanvas  # noqa: E402
 
 
 def figure(seed: int) -> plt.Figure:
@@ -22,6 +24,7 @@ def figure(seed: int) -> plt.Figure:
         ax.imshow(rng.random((16, 16)), cmap="jet")
         ax.set_title(f"panel {seed}")
     fig.suptitle("a figure")
+    PanelCanvas(fig)
     return fig
 
 

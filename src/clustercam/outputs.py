@@ -109,11 +109,12 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
 
 
 class FigureWriter:
-    """Saves matplotlib figures as PNG like :func:`save_figure`, the PNG encoding and the
-    write in a worker thread: drawing (Agg) holds the GIL, zlib does not, so the next
-    figure is drawn while the last one is compressed (~1.5x more figures per second,
-    same pixels). Use as a context manager; leaving it waits for every file and raises
-    the first error of the worker."""
+    """Saves matplotlib figures as PNG like :func:`save_figure`; for a canvas that hands
+    out its drawn image (``png_image()``, the concept figures' ``PanelCanvas``) the PNG
+    encoding and the write run in a worker thread: drawing (Agg) holds the GIL, zlib does
+    not, so the next figure is drawn while the last one is compressed (same bytes). Other
+    figures are saved at once by :func:`save_figure`. Use as a context manager; leaving it
+    waits for every file and raises the first error of the worker."""
 
     def __init__(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -122,24 +123,18 @@ class FigureWriter:
         self._pending: list[Any] = []
 
     def save(self, fig: Any, path: str | Path, dpi: int = 120) -> Path:
-        import matplotlib
         import matplotlib.pyplot as plt
-        from PIL import Image, PngImagePlugin
 
         path = Path(path)
+        if not hasattr(fig.canvas, "png_image"):
+            return save_figure(fig, path, dpi)
         try:
             fig.set_dpi(dpi)  # as savefig(dpi=...) does while it draws
-            # a canvas with its own PNG path (the concept figures' RGB, zlib level 1) gives it
-            job = fig.canvas.png_image() if hasattr(fig.canvas, "png_image") else None
-            if job is None:
-                fig.canvas.draw()
-                size = fig.canvas.get_width_height(physical=True)
-                image = Image.frombuffer("RGBA", size, bytes(fig.canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
-                info = PngImagePlugin.PngInfo()
-                info.add_text("Software", f"Matplotlib version{matplotlib.__version__}, https://matplotlib.org/")
-                job = image, {"format": "png", "pnginfo": info, "dpi": (dpi, dpi)}
+            job = fig.canvas.png_image()
         finally:
             plt.close(fig)
+        if job is None:  # a transparent figure: Agg's own path
+            return save_figure(fig, path, dpi)
         image, kwargs = job
         self._pending.append(self._pool.submit(_atomic_write, path, lambda fh: image.save(fh, **kwargs), "wb"))
         return path

@@ -196,16 +196,16 @@ def batched_kmeans(
     c = _kmeans_pp(xq, xt, xsq, vq, k, u)
     labels = torch.full((p * r, n), -1, dtype=torch.long, device=dev)
 
-    xw = xt * vfq.unsqueeze(1)
+    xwt = xt * vfq.unsqueeze(1)
     # the working set holds the problems still iterating: one that converges is stored and
     # leaves it at once, so each problem costs its own iterations, not the slowest one's
     ids = torch.arange(p * r, device=dev)
-    w_xt, w_xw, w_xsq, w_vf, w_c, w_lab, w_tol = xt, xw, xsq, vfq, c, labels, tol_q
+    w_xt, w_xwt, w_xsq, w_vf, w_c, w_lab, w_tol = xt, xwt, xsq, vfq, c, labels, tol_q
     # a converged problem's result is stored in the iteration it converges; it leaves the
     # working set once a quarter of the set has converged (each removal copies the set)
     live = torch.ones(len(ids), dtype=torch.bool, device=dev)
     for _ in range(max_iter):
-        lab, new_c = _lloyd_step(w_xt, w_xw, w_xsq, w_vf, w_c)
+        lab, new_c = _lloyd_step(w_xt, w_xwt, w_xsq, w_vf, w_c)
         act = (((new_c - w_c) ** 2).sum((1, 2)) > w_tol) & ~(lab == w_lab).all(1) & live
         done = live & ~act
         w_c = torch.where(live[:, None, None], new_c, w_c)
@@ -219,7 +219,7 @@ def batched_kmeans(
         if n_act <= 0.75 * len(ids):
             keep = act.nonzero().flatten()
             ids, live = ids[keep], live[keep]
-            w_xt, w_xw, w_xsq, w_vf = w_xt[keep], w_xw[keep], w_xsq[keep], w_vf[keep]
+            w_xt, w_xwt, w_xsq, w_vf = w_xt[keep], w_xwt[keep], w_xsq[keep], w_vf[keep]
             w_c, w_lab, w_tol = w_c[keep], w_lab[keep], w_tol[keep]
     else:
         c[ids[live]], labels[ids[live]] = w_c[live], w_lab[live]
