@@ -242,7 +242,7 @@ def sklearn_parity(batches, model) -> tuple[float, int]:
     return worst, count
 
 
-WRITER = "all, as the callback writes them (`outputs.FigureWriter`), total ÷ figures"
+WRITER = "all, as the callback writes them (`callbacks.concept_figures`, `outputs.FigureWriter`), total ÷ figures"
 
 
 def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]]:
@@ -277,25 +277,15 @@ def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]
                         times["concept"].append(t1 - t0)
                         if fig is not None:
                             times["sub-concept"].append(t2 - t1)
-        # the callback's way: every figure of these images through one FigureWriter
-        # (PNG compression in a worker thread while the next figure is drawn)
-        t0, count = time.perf_counter(), 0
-        with outputs.FigureWriter() as writer:
-            for i in range(min(n_images, len(x))):
-                image = dm.display_image(i)
-                for f, (method, _, n) in enumerate(s.details):
-                    c = s.configs.index(s.details[f])
-                    ch, imp = data["channels"][i, c, :n].tolist(), data["importance"][i, c, :n].tolist()
-                    maps, sub_maps = figure_maps(data, i, f, n, tuple(image.shape[-2:]))
-                    writer.save(concept_figure(image, maps, ch, imp, title=f"image {i} - {method.upper()}"),
-                                Path(tmp) / f"w{i}_{method}.png", dpi=100)
-                    fig = sub_concept_figure(image, maps, ch, imp, sub_maps, data["sub_channels"][i, f, :n],
-                                             data["sub_importance"][i, f, :n], title="sub")
-                    count += 1
-                    if fig is not None:
-                        writer.save(fig, Path(tmp) / f"w{i}_{method}_sub.png", dpi=100)
-                        count += 1
-        times[WRITER] = [(time.perf_counter() - t0) / max(count, 1)] * count  # one total, per figure
+        # the callback's way: its own figure function (every figure through one FigureWriter,
+        # PNG compression in a worker thread while the next figure is drawn)
+        from clustercam.callbacks.concept_figures import concept_figures
+
+        k = min(n_images, len(x))
+        t0 = time.perf_counter()
+        paths = concept_figures(s, dm, {**data, "idx": torch.arange(len(x))}, [f"image{i}" for i in range(k)],
+                                ["class"] * k, Path(tmp) / "run", k)
+        times[WRITER] = [(time.perf_counter() - t0) / max(len(paths), 1)] * len(paths)  # one total, per figure
     return times
 
 
