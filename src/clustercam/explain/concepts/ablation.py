@@ -8,6 +8,7 @@ one row of the linear layer instead of a copy of ``A`` through the head.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ class PooledHead:
 
     Declared by a model (``ClassifierModule.pooled_head``) whose head has that form, so
     that ablations are rows of the linear layer. :func:`masked_target_probs` checks the
-    claim on the first images and falls back to the full head (with a warning) if not.
+    claim on the first images and falls back to the full head (with a warning) if not;
+    ``checked`` (set by :func:`checked_pooled_head`) skips the check: a batch's pipeline
+    checks once, not in each of its six ablation calls.
     """
 
     pool: Callable[[Tensor], Tensor]
     linear: Callable[[Tensor], Tensor]
+    checked: bool = False
 
 
 def _check_pooled(head: Head, pooled: PooledHead, a: Tensor) -> bool:
@@ -45,12 +49,20 @@ def _usable(head: Head, pooled: PooledHead | None, a: Tensor) -> bool:
     """Whether to go through ``pooled`` (checked; a warning when it fails the check)."""
     if pooled is None:
         return False
-    if _check_pooled(head, pooled, a):
+    if pooled.checked or _check_pooled(head, pooled, a):
         return True
     warnings.warn("pooled_head does not reproduce the head on masked activations "
                   "(not a channel-wise pooling + linear layer?): using the full head",
                   RuntimeWarning, stacklevel=3)
     return False
+
+
+def checked_pooled_head(head: Head, pooled: PooledHead | None, activations: Tensor) -> PooledHead | None:
+    """``pooled`` marked as checked against ``head`` on these activations, or None when it
+    is None or fails the check (with the warning of :func:`masked_probs`)."""
+    if not _usable(head, pooled, activations):
+        return None
+    return pooled if pooled.checked else dataclasses.replace(pooled, checked=True)
 
 
 @torch.no_grad()

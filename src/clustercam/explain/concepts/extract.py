@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from clustercam.explain.concepts.checks import (
@@ -171,8 +170,9 @@ def _relabel_by_size(labels: Tensor, n: int) -> Tensor:
 
 def concept_counts(labels: Tensor, n_concepts: int) -> Tensor:
     """B x n_concepts: channels per concept (labels ``-1`` are not counted)."""
-    onehot = F.one_hot(labels.clamp_min(0).long(), n_concepts) * (labels >= 0).unsqueeze(-1)
-    return onehot.sum(1)
+    lab = labels.long()
+    counts = torch.zeros(*lab.shape[:-1], n_concepts, dtype=torch.long, device=lab.device)
+    return counts.scatter_add_(-1, lab.clamp_min(0), (lab >= 0).long())
 
 
 def cluster_channels(

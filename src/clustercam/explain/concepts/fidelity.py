@@ -58,7 +58,9 @@ def random_partitions(labels: Tensor, n_concepts: int, repeats: int,
     keys = torch.rand(repeats, b, c, generator=generator, dtype=torch.float64)
     keys = keys.masked_fill((lab < 0).expand_as(keys), math.inf)
     slots = torch.argsort(keys, dim=-1)  # kept channels first, in random order
-    values = torch.where(lab < 0, n_concepts, lab).sort(dim=-1).values  # sizes in label order
+    # slot j -> the group whose size range holds j (n past the kept): the sorted labels
+    cum = concept_counts(lab, n_concepts).cumsum(-1)
+    values = torch.searchsorted(cum, torch.arange(c).expand(b, c).contiguous(), right=True)
     out = torch.empty_like(slots).scatter_(-1, slots, values.expand(repeats, b, c).contiguous())
     return out.masked_fill(out >= n_concepts, -1).to(labels.device)
 

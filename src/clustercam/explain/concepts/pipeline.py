@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,18 +24,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.ablation import PooledHead
+from clustercam.explain.concepts.ablation import PooledHead, checked_pooled_head
 from clustercam.explain.concepts.checks import (
     ALGORITHMS,
     BACKENDS,
     METHODS,
-    DegenerateClusteringWarning,
 )
-from clustercam.explain.concepts.extract import cluster_channels, sub_concepts
+from clustercam.explain.concepts.extract import ConceptClustering, cluster_channels, sub_concepts
 from clustercam.explain.concepts.fidelity import ORDERS, concept_fidelity
 from clustercam.explain.concepts.importance import concept_importance, importance_order
 from clustercam.explain.concepts.maps import raw_concept_maps, sub_maps_with_parent_bounds
 from clustercam.explain.concepts.metrics import concept_metrics
+from clustercam.explain.concepts.parallel import cpu_workers, run_stages
 from clustercam.explain.concepts.summary import overall_means
 from clustercam.explain.concepts.truth import TRUTH_SCORES, concept_truth
 from clustercam.explain.maps import minmax_normalise, resize_maps
@@ -172,6 +171,7 @@ def run_concepts(
         targets = labels.to(pred.device).long() if s.target == "label" else pred
         p_target = probs.gather(1, targets[:, None]).squeeze(1)
     b, _, h, w = a.shape
+    pooled_head = checked_pooled_head(head, pooled_head, a)  # once for the six ablation calls
     k, lm, ns, nd = len(s.configs), s.l_max, max(s.n_sub, 1), len(s.details)
     out = {
         "metrics": torch.full((b, k, 4), math.nan, dtype=torch.float64),
@@ -189,41 +189,62 @@ def run_concepts(
         out["fidelity_curves"] = torch.full((b, k, len(ORDERS), 2, lm + 1), math.nan)
     if part_masks is not None:
         out["truth"] = torch.full((b, k, 2, len(TRUTH_SCORES)), math.nan, dtype=torch.float64)
-    for c, (method, algo, n) in enumerate(s.configs):
-        opts = {"seed": s.seed, "n_init": s.n_init, "backend": s.backend,
-                "algorithm_kwargs": s.algorithm_kwargs.get(algo)}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DegenerateClusteringWarning)
-            res = cluster_channels(a, method=method, n_concepts=n, algorithm=algo, **opts)
-            scores = concept_metrics(res, warn=False)
-        counts = res.counts().cpu()
-        out["channels"][:, c, :n] = counts
-        out["kept"][:, c] = counts.sum(1)
+    found: dict[int, ConceptClustering] = {}
+
+    def cluster(c: int) -> Callable[[], ConceptClustering]:
+        def task() -> ConceptClustering:
+            method, algo, n = s.configs[c]
+            res = cluster_channels(a, method=method, n_concepts=n, algorithm=algo, warn=False,
+                                   **_opts(s, algo))
+            counts = res.counts().cpu()
+            out["channels"][:, c, :n] = counts
+            out["kept"][:, c] = counts.sum(1)
+            found[c] = res
+            return res
+        return task
+
+    def metrics(c: int, res: ConceptClustering) -> None:
+        out["metrics"][:, c] = torch.tensor(
+            [[r["silhouette"], r["calinski_harabasz"], r["davies_bouldin"], r["seconds"]]
+             for r in concept_metrics(res, warn=False)], dtype=torch.float64)
+
+    def ablations(c: int, res: ConceptClustering) -> None:
+        n = s.configs[c][2]
         imp = concept_importance(head, a, res.labels, targets, n, pooled_head=pooled_head)
         out["importance"][:, c, :n] = imp.cpu()
         if "fidelity_auc" in out:
             _validate(out, c, s, head, a, res.labels, targets, imp, pooled_head, part_masks)
-        out["metrics"][:, c] = torch.tensor(
-            [[r["silhouette"], r["calinski_harabasz"], r["davies_bouldin"], r["seconds"]]
-             for r in scores], dtype=torch.float64)
-        out.setdefault("degenerate", []).append(res.degenerate)
-        out.setdefault("labels", {})[(method, algo, n)] = res.labels.cpu()  # class concepts
-        if (method, algo, n) not in s.details:
-            continue
+
+    def details(c: int, res: ConceptClustering) -> None:
+        method, algo, n = s.configs[c]
         f = s.details.index((method, algo, n))
         out["maps"][:, f, :n] = raw_concept_maps(a, res.labels, n).float().cpu()
         if not s.n_sub:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DegenerateClusteringWarning)
-            sub = sub_concepts(a, res.labels, method=method, n_sub=s.n_sub, algorithm=algo,
-                               n_concepts=n, min_channels=s.min_sub_channels, **opts)
+            return
+        sub = sub_concepts(a, res.labels, method=method, n_sub=s.n_sub, algorithm=algo,
+                           n_concepts=n, min_channels=s.min_sub_channels, **_opts(s, algo))
         out["sub_channels"][:, f, :n] = sub.counts().cpu()
         si = concept_importance(head, a, sub.labels, targets, n * s.n_sub, pooled_head=pooled_head)
         out["sub_importance"][:, f, :n] = si.view(b, n, s.n_sub).cpu()
         sm = raw_concept_maps(a, sub.labels, n * s.n_sub).float().cpu()
         out["sub_maps"][:, f, :n] = sm.view(b, n, s.n_sub, h, w)
+
+    def then(c: int, res: ConceptClustering) -> list[Callable[[], None]]:
+        tasks = [lambda: details(c, res)] if s.configs[c] in s.details else []  # longest first
+        return [*tasks, lambda: metrics(c, res), lambda: ablations(c, res)]
+
+    # the configurations' steps side by side in CPU threads where every step is torch's own
+    # (scikit-learn's estimators set warning filters, which threads would share)
+    threaded = s.backend == "torch" and all(algo == "kmeans" for algo in s.algorithms)
+    run_stages([cluster(c) for c in range(k)], then, cpu_workers(a.device) if threaded else 0)
+    out["degenerate"] = [found[c].degenerate for c in range(k)]
+    out["labels"] = {cfg: found[c].labels.cpu() for c, cfg in enumerate(s.configs)}  # class concepts
     return out
+
+
+def _opts(s: ConceptSettings, algorithm: str) -> dict[str, Any]:
+    return {"seed": s.seed, "n_init": s.n_init, "backend": s.backend,
+            "algorithm_kwargs": s.algorithm_kwargs.get(algorithm)}
 
 
 def _validate(out: dict[str, Any], c: int, s: ConceptSettings, head: Callable[[Tensor], Tensor],

@@ -1,0 +1,113 @@
+"""CPU threads for the concept pipeline's many small tensor operations.
+
+On a CPU most of a batch's concept work is thousands of small ops (k-means on 2,048 x 4
+points, 64 x 64 eigendecompositions, per-cluster distance blocks) that torch's intra-op
+threads do not split well. Independent pieces of work run instead side by side in Python
+threads (torch releases the GIL inside its kernels), each with one intra-op thread, so the
+cores stay busy. Every op is the same call as in one thread: the results are bit-identical
+to a serial run (tests compare them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+@contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """One CPU thread for LAPACK on many tiny matrices: its OpenMP threads gain nothing on a
+    64 x 64 ``eigh`` and, when another process keeps a core busy, spin-wait for it (measured:
+    0.4 ms a matrix with one thread, up to 80 ms with two on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads (made once, reused by every batch)."""
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix=f"clustercam-{workers}")
+    return _POOLS[workers]
+
+
+def _modes() -> tuple[bool, bool]:
+    return torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+
+def _single(modes: tuple[bool, bool], fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a pool thread under the caller's ``modes`` (inference mode and grad
+    mode are per thread: Lightning's test loop runs under inference mode) with one
+    intra-op thread (a pool thread's OpenMP setting starts at the default, all cores)."""
+    torch.set_num_threads(1)
+    with torch.inference_mode(modes[0]), torch.set_grad_enabled(modes[1]):
+        return fn(*args)
+
+
+def map_single_threaded(fn: Callable[[Any], T], items: Sequence[Any], workers: int) -> list[T]:
+    """``[fn(x) for x in items]`` over ``workers`` threads of one intra-op thread each."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        modes = _modes()
+        return list(pool(workers).map(lambda x: _single(modes, fn, x), items))
+    finally:
+        torch.set_num_threads(before)
+
+
+def cpu_workers(device: torch.device) -> int:
+    """How many threads :func:`run_stages` should use on ``device``: torch's CPU threads
+    on a CPU, 0 (run serially in the caller) on an accelerator or with one thread."""
+    n = torch.get_num_threads()
+    return n if device.type == "cpu" and n >= 2 else 0
+
+
+def run_stages(first: Sequence[Callable[[], Any]], then: Callable[[int, Any], Sequence[Callable[[], Any]]],
+               workers: int) -> None:
+    """Run ``first[i]()`` for every i, and as each returns r the tasks ``then(i, r)``.
+
+    With ``workers`` >= 2 the tasks run in that many threads of one intra-op thread each
+    (a task is queued as soon as what it needs exists; put the longest first); else in
+    this thread, in order. The first error is raised once every started task has ended
+    (and the caller's thread count restored), nothing left running.
+    """
+    if workers < 2:
+        for i, task in enumerate(first):
+            for t in then(i, task()):
+                t()
+        return
+    before = torch.get_num_threads()
+    ex = pool(workers)
+    stage: dict[Future, int] = {}
+    pending: set[Future] = set()
+    modes = _modes()
+    try:
+        torch.set_num_threads(1)
+        for i, task in enumerate(first):
+            f = ex.submit(_single, modes, task)
+            stage[f] = i
+            pending.add(f)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                result = f.result()  # raises the task's error
+                if f in stage:
+                    pending.update(ex.submit(_single, modes, t) for t in then(stage.pop(f), result))
+    finally:
+        for f in pending:
+            f.cancel()
+        wait(pending)
+        torch.set_num_threads(before)

@@ -1,0 +1,89 @@
+"""The concept pipeline's CPU threads: same bits as a serial run, errors raised, threads restored."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clustercam.explain.concepts import ConceptSettings, parallel, run_concepts
+from clustercam.explain.concepts.kmeans import _eigh_vectors
+
+
+def _run(a: torch.Tensor, threads: int) -> dict:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        w = torch.randn(10, a.shape[1], generator=torch.Generator().manual_seed(1))
+        head = lambda x: x.mean((2, 3)) @ w.T  # noqa: E731
+        return run_concepts(ConceptSettings(n_concepts=4, sub_concepts=2, n_init=3, fidelity=True),
+                            head, a, labels=torch.arange(len(a)) % 10)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_threaded_pipeline_gives_the_serial_results_bit_for_bit(monkeypatch) -> None:
+    from clustercam.explain.concepts import pipeline
+
+    workers: list[int] = []
+    real = pipeline.run_stages
+    monkeypatch.setattr(pipeline, "run_stages", lambda f, t, n: (workers.append(n), real(f, t, n))[1])
+    a = torch.relu(torch.randn(6, 96, 6, 6, generator=torch.Generator().manual_seed(0)) - 0.5)
+    serial = _run(a, 1)
+    with torch.inference_mode():  # as in Lightning's test loop: per thread, the tasks' too
+        threaded = _run(a, 2)
+    assert workers == [0, 2]  # serial, then two threads
+    assert set(serial) == set(threaded)
+    for key, value in serial.items():
+        other = threaded[key]
+        if key == "metrics":  # the last column is wall time
+            value, other = value[..., :3], other[..., :3]
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value.nan_to_num(-7.0), other.nan_to_num(-7.0)), key
+        elif isinstance(value, dict):
+            assert value.keys() == other.keys() and all(torch.equal(value[c], other[c]) for c in value)
+        else:
+            assert value == other, key
+    assert torch.get_num_threads() >= 1
+
+
+def test_split_eigh_gives_the_one_call_vectors_and_layout() -> None:
+    x = torch.randn(40, 50, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    cov = x.mT @ x
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = _eigh_vectors(cov)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with parallel.one_thread(cov.device):
+        ref = torch.linalg.eigh(cov)[1]
+    assert torch.equal(got, ref) and got.stride() == ref.stride()
+
+
+def test_run_stages_runs_every_task_once_then_raises_the_first_error_and_restores_threads() -> None:
+    before = torch.get_num_threads()
+    seen: list[tuple[int, str]] = []
+
+    def first(i: int):
+        return lambda: (seen.append((i, "first")), i * 10)[1]
+
+    def then(i: int, r: int):
+        def task() -> None:
+            assert torch.get_num_threads() == 1  # one intra-op thread per task
+            seen.append((r, "then"))
+        return [task, task]
+
+    parallel.run_stages([first(0), first(1), first(2)], then, workers=2)
+    assert sorted(seen) == [(0, "first"), (0, "then"), (0, "then"), (1, "first"), (2, "first"),
+                            (10, "then"), (10, "then"), (20, "then"), (20, "then")]
+    assert torch.get_num_threads() == before
+
+    def broken(i: int, r: int):
+        def task() -> None:
+            raise ValueError(f"bad task {r}")
+        return [task]
+
+    with pytest.raises(ValueError, match="bad task"):
+        parallel.run_stages([first(0), first(1)], broken, workers=2)
+    assert torch.get_num_threads() == before
