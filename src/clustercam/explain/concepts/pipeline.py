@@ -152,6 +152,11 @@ def run_concepts(
     (``-1`` dropped; a dict, pop it too), what class-level concepts are built from
     (:class:`~clustercam.explain.concepts.class_pipeline.ClassConceptRun`).
 
+    On a CPU with two or more torch threads (and the torch k-means), each configuration's
+    clustering, then its metrics, ablations and sub-concepts, run side by side in that many
+    threads (:mod:`.parallel`; the same bits as one after the other): set
+    ``torch.set_num_threads(1)`` for a strictly serial run.
+
     Example:
         >>> import torch
         >>> from clustercam.explain.concepts import ConceptSettings, run_concepts
