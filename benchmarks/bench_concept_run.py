@@ -190,9 +190,10 @@ def step_times(batches, model, device: str, repeats: int = 3) -> dict[tuple[str,
 
     names = [n for n in STEPS if hasattr(pipeline, n)]
     saved = {n: getattr(pipeline, n) for n in names}
-    if hasattr(pipeline, "cpu_workers"):
-        names.append("cpu_workers")
-        saved["cpu_workers"] = pipeline.cpu_workers
+    import clustercam.explain.concepts.kmeans as kmeans
+
+    serial = [m for m in (pipeline, kmeans) if hasattr(m, "cpu_workers")]
+    workers = {m: m.cpu_workers for m in serial}
     state = {"method": "cgap"}
     clock: dict[tuple[str, str], float] = {}
 
@@ -215,7 +216,9 @@ def step_times(batches, model, device: str, repeats: int = 3) -> dict[tuple[str,
     passes: list[dict[tuple[str, str], float]] = []
     try:
         for name in names:
-            setattr(pipeline, name, (lambda _device: 0) if name == "cpu_workers" else timed(name, saved[name]))
+            setattr(pipeline, name, timed(name, saved[name]))
+        for m in serial:
+            m.cpu_workers = lambda _device: 0
         for _ in range(repeats):
             clock.clear()
             with torch.no_grad():
@@ -232,6 +235,8 @@ def step_times(batches, model, device: str, repeats: int = 3) -> dict[tuple[str,
     finally:
         for name, fn in saved.items():
             setattr(pipeline, name, fn)
+        for m, fn in workers.items():
+            m.cpu_workers = fn
     keys = sorted({k for p in passes for k in p})
     return {k: median([p.get(k, 0.0) for p in passes]) / n for k in keys}
 

@@ -28,10 +28,20 @@ def test_the_threaded_pipeline_gives_the_serial_results_bit_for_bit(monkeypatch)
     real = pipeline.run_stages
     monkeypatch.setattr(pipeline, "run_stages", lambda f, t, n: (workers.append(n), real(f, t, n))[1])
     a = torch.relu(torch.randn(6, 96, 6, 6, generator=torch.Generator().manual_seed(0)) - 0.5)
-    serial = _run(a, 1)
     with torch.inference_mode():  # as in Lightning's test loop: per thread, the tasks' too
         threaded = _run(a, 2)
-    assert workers == [0, 2]  # serial, then two threads
+    one_thread = _run(a, 1)
+    from clustercam.explain.concepts import kmeans
+
+    monkeypatch.setattr(kmeans, "cpu_workers", lambda device: 0)
+    monkeypatch.setattr(pipeline, "cpu_workers", lambda device: 0)
+    two_intra_op = _run(a, 2)  # serial, each op on two threads (the code before the tasks)
+    assert workers == [2, 0, 0]
+    for serial in (one_thread, two_intra_op):
+        _assert_same(serial, threaded)
+
+
+def _assert_same(serial: dict, threaded: dict) -> None:
     assert set(serial) == set(threaded)
     for key, value in serial.items():
         other = threaded[key]
@@ -43,7 +53,6 @@ def test_the_threaded_pipeline_gives_the_serial_results_bit_for_bit(monkeypatch)
             assert value.keys() == other.keys() and all(torch.equal(value[c], other[c]) for c in value)
         else:
             assert value == other, key
-    assert torch.get_num_threads() >= 1
 
 
 def test_split_eigh_gives_the_one_call_vectors_and_layout() -> None:
@@ -87,3 +96,23 @@ def test_run_stages_runs_every_task_once_then_raises_the_first_error_and_restore
     with pytest.raises(ValueError, match="bad task"):
         parallel.run_stages([first(0), first(1)], broken, workers=2)
     assert torch.get_num_threads() == before
+
+
+def test_labels_beyond_n_concepts_are_an_error_not_a_silent_count() -> None:
+    from clustercam.explain.concepts.extract import concept_counts
+
+    assert concept_counts(torch.tensor([[0, 2, -1, 2]]), 3).tolist() == [[1, 0, 2]]
+    with pytest.raises(ValueError, match="up to 3, beyond n_concepts=3"):
+        concept_counts(torch.tensor([[0, 3]]), 3)
+
+
+def test_no_threads_under_cpu_autocast() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert parallel.cpu_workers(torch.device("cpu")) == 2
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert parallel.cpu_workers(torch.device("cpu")) == 0
+        assert parallel.cpu_workers(torch.device("meta")) == 0
+    finally:
+        torch.set_num_threads(before)

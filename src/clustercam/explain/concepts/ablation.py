@@ -57,6 +57,7 @@ def _usable(head: Head, pooled: PooledHead | None, a: Tensor) -> bool:
     return False
 
 
+@torch.no_grad()
 def checked_pooled_head(head: Head, pooled: PooledHead | None, activations: Tensor) -> PooledHead | None:
     """``pooled`` marked as checked against ``head`` on these activations, or None when it
     is None or fails the check (with the warning of :func:`masked_probs`)."""

@@ -38,7 +38,9 @@ class ConceptClustering:
     ``features``: per image, the clustered space of its kept channels in channel order
     (``n_kept x (n_concepts - 1)`` PCA scores for CGAP, ``n_kept x 2`` (row, col) for CPHA).
     ``seconds``: per image, feature extraction + clustering wall time (the batched k-means
-    path reports its batch time divided by the number of images).
+    path reports its batch time divided by the number of images; in ``run_concepts``' CPU
+    threads the other configuration's tasks run beside it, so compare methods' seconds from
+    a serial run, ``torch.set_num_threads(1)``).
     ``degenerate``: per image, why it could not be clustered as asked (``None`` if fine);
     ``clustered``: False where the algorithm was not run at all (no non-zero channel, fewer
     distinct channels than concepts: one concept per distinct channel instead).
@@ -171,6 +173,8 @@ def _relabel_by_size(labels: Tensor, n: int) -> Tensor:
 def concept_counts(labels: Tensor, n_concepts: int) -> Tensor:
     """B x n_concepts: channels per concept (labels ``-1`` are not counted)."""
     lab = labels.long()
+    if lab.numel() and int(lab.max()) >= n_concepts:
+        raise ValueError(f"labels go up to {int(lab.max())}, beyond n_concepts={n_concepts}")
     counts = torch.zeros(*lab.shape[:-1], n_concepts, dtype=torch.long, device=lab.device)
     return counts.scatter_add_(-1, lab.clamp_min(0), (lab >= 0).long())
 

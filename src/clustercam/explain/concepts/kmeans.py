@@ -208,6 +208,7 @@ def batched_kmeans(
     ids = torch.arange(p * r, device=dev)
     w_xt, w_xe, w_c, w_tol = xt, xe, c, tol_q
     w_lab: Tensor | None = None  # kept only while needed: see below
+    exact = dev.type == "cpu"  # CUDA's scatter_add sums in no fixed order: compare labels there
     live = torch.ones(len(ids), dtype=torch.bool, device=dev)
     moved = torch.zeros(len(ids), dtype=torch.bool, device=dev)  # w_c has a relocated centre
     for _ in range(max_iter):
@@ -217,12 +218,12 @@ def batched_kmeans(
         # strict convergence) already shows as a zero shift unless the centres being
         # compared came from a relocation: only then are the labels compared (and kept)
         if w_lab is not None:
-            act &= ~(moved & (lab == w_lab).all(1))
+            act &= ~((moved | ~exact) & (lab == w_lab).all(1))
         done = live & ~act
         if bool(done.any()):
             c[ids[done]] = new_c[done]
         w_c, live, moved = new_c, act, empty
-        w_lab = lab if bool(empty.any()) else None
+        w_lab = lab if not exact or bool(empty.any()) else None
         n_act = int(act.sum())
         if n_act == 0:
             break

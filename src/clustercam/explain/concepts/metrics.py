@@ -20,7 +20,6 @@ ones here score a batch in a few tensor operations.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -240,9 +239,7 @@ def concept_metrics(result: ConceptClustering, warn: bool = True) -> list[dict[s
     all images of the batch at once (:func:`batched_quality`). Degenerate images (see
     :class:`ConceptClustering`) get NaN metrics and a warning.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        q = result_quality(result).cpu().tolist()
+    q = result_quality(result).cpu().tolist()  # torch only: no warning filters (threads share them)
     rows: list[dict[str, float]] = []
     for i, scores in enumerate(q):
         if warn and not result.clustered[i]:

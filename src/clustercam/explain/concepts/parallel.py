@@ -10,6 +10,8 @@ to a serial run (tests compare them).
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -18,7 +20,8 @@ from typing import Any, TypeVar
 import torch
 
 T = TypeVar("T")
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (process id, workers): none survive a fork
+_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -38,10 +41,13 @@ def one_thread(device: torch.device) -> Iterator[None]:
 
 
 def pool(workers: int) -> ThreadPoolExecutor:
-    """The process's pool of ``workers`` threads (made once, reused by every batch)."""
-    if workers not in _POOLS:
-        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix=f"clustercam-{workers}")
-    return _POOLS[workers]
+    """The process's pool of ``workers`` threads (made once, reused by every batch; a forked
+    child makes its own, the parent's threads do not exist there)."""
+    key = (os.getpid(), workers)
+    with _LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix=f"clustercam-{workers}")
+        return _POOLS[key]
 
 
 def _modes() -> tuple[bool, bool]:
@@ -60,19 +66,27 @@ def _single(modes: tuple[bool, bool], fn: Callable[..., T], *args: Any) -> T:
 def map_single_threaded(fn: Callable[[Any], T], items: Sequence[Any], workers: int) -> list[T]:
     """``[fn(x) for x in items]`` over ``workers`` threads of one intra-op thread each."""
     before = torch.get_num_threads()
+    modes = _modes()
+    futures: list[Future] = []
     try:
         torch.set_num_threads(1)
-        modes = _modes()
-        return list(pool(workers).map(lambda x: _single(modes, fn, x), items))
-    finally:
+        futures = [pool(workers).submit(_single, modes, fn, x) for x in items]
+        return [f.result() for f in futures]
+    finally:  # nothing left running once the caller's thread count is back
+        for f in futures:
+            f.cancel()
+        wait(futures)
         torch.set_num_threads(before)
 
 
 def cpu_workers(device: torch.device) -> int:
     """How many threads :func:`run_stages` should use on ``device``: torch's CPU threads
-    on a CPU, 0 (run serially in the caller) on an accelerator or with one thread."""
+    on a CPU, 0 (run serially in the caller) on an accelerator, with one thread, or under
+    CPU autocast (a per-thread state the tasks would not have)."""
     n = torch.get_num_threads()
-    return n if device.type == "cpu" and n >= 2 else 0
+    if device.type != "cpu" or n < 2 or torch.is_autocast_enabled("cpu"):
+        return 0
+    return n
 
 
 def run_stages(first: Sequence[Callable[[], Any]], then: Callable[[int, Any], Sequence[Callable[[], Any]]],
