@@ -252,6 +252,26 @@ def test_early_stopped_kmeans_gives_the_frozen_loops_labels(nf_resnet50_activati
         assert torch.equal(labels, frozen_lloyd(z, mask, 5, n_init=10))
 
 
+def test_kmeans_with_empty_clusters_gives_the_frozen_loops_labels(monkeypatch) -> None:
+    """Few distinct points empty clusters, whose centres move: there the early-stopped loop
+    compares labels again, and must still stop where the reference loop stops."""
+    from clustercam.explain.concepts import kmeans as km
+
+    moved = []
+    step = km._lloyd_step
+    monkeypatch.setattr(km, "_lloyd_step", lambda *a: (r := step(*a), moved.append(int(r[2].sum())))[0])
+    g = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        n, k = int(torch.randint(6, 60, (1,), generator=g)), int(torch.randint(2, 7, (1,), generator=g))
+        x = torch.randint(0, 2, (6, n, 2), generator=g).float()  # 4 distinct points, ties
+        x += (torch.rand(6, n, 2, generator=g) < 0.1) * torch.randn(6, n, 2, generator=g) * 5
+        mask = torch.rand(6, n, generator=g) < 0.9
+        mask[:, :k] = True
+        labels, _, _ = batched_kmeans(x, mask, k, n_init=4, seed=trial)
+        assert torch.equal(labels, frozen_lloyd(x, mask, k, n_init=4, seed=trial)), trial
+    assert sum(moved) > 0  # the relocation path ran
+
+
 def test_batched_kmeans_rejects_too_few_rows() -> None:
     with pytest.raises(ValueError, match="n_clusters=3"):
         batched_kmeans(torch.rand(1, 5, 2), torch.tensor([[True, True, False, False, False]]), 3)

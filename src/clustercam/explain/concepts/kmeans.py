@@ -218,7 +218,7 @@ def batched_kmeans(
         # strict convergence) already shows as a zero shift unless the centres being
         # compared came from a relocation: only then are the labels compared (and kept)
         if w_lab is not None:
-            act &= ~((moved | ~exact) & (lab == w_lab).all(1))
+            act &= ~((moved | (not exact)) & (lab == w_lab).all(1))
         done = live & ~act
         if bool(done.any()):
             c[ids[done]] = new_c[done]
