@@ -83,9 +83,10 @@ def test_run_stages_runs_every_task_once_then_raises_the_first_error_and_restore
             seen.append((r, "then"))
         return [task, task]
 
-    parallel.run_stages([first(0), first(1), first(2)], then, workers=2)
+    assert parallel.run_stages([first(0), first(1), first(2)], then, workers=2) == [0, 10, 20]
+    assert parallel.run_stages([first(3)], lambda i, r: [], workers=0) == [30]
     assert sorted(seen) == [(0, "first"), (0, "then"), (0, "then"), (1, "first"), (2, "first"),
-                            (10, "then"), (10, "then"), (20, "then"), (20, "then")]
+                            (3, "first"), (10, "then"), (10, "then"), (20, "then"), (20, "then")]
     assert torch.get_num_threads() == before
 
     def broken(i: int, r: int):

@@ -63,20 +63,34 @@ def _single(modes: tuple[bool, bool], fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
 
-def map_single_threaded(fn: Callable[[Any], T], items: Sequence[Any], workers: int) -> list[T]:
-    """``[fn(x) for x in items]`` over ``workers`` threads of one intra-op thread each."""
+@contextmanager
+def _tasks(workers: int) -> Iterator[Callable[..., Future]]:
+    """A ``submit(fn, *args)`` onto the pool, each call run by :func:`_single`; on the way
+    out (also on an error) nothing it started is left running, and the caller's thread
+    count is back."""
     before = torch.get_num_threads()
     modes = _modes()
-    futures: list[Future] = []
+    started: list[Future] = []
+
+    def submit(fn: Callable[..., Any], *args: Any) -> Future:
+        started.append(pool(workers).submit(_single, modes, fn, *args))
+        return started[-1]
+
     try:
         torch.set_num_threads(1)
-        futures = [pool(workers).submit(_single, modes, fn, x) for x in items]
-        return [f.result() for f in futures]
-    finally:  # nothing left running once the caller's thread count is back
-        for f in futures:
+        yield submit
+    finally:
+        for f in started:
             f.cancel()
-        wait(futures)
+        wait(started)
         torch.set_num_threads(before)
+
+
+def map_single_threaded(fn: Callable[[Any], T], items: Sequence[Any], workers: int) -> list[T]:
+    """``[fn(x) for x in items]`` over ``workers`` threads of one intra-op thread each."""
+    with _tasks(workers) as submit:
+        futures = [submit(fn, x) for x in items]
+        return [f.result() for f in futures]
 
 
 def cpu_workers(device: torch.device) -> int:
@@ -89,9 +103,10 @@ def cpu_workers(device: torch.device) -> int:
     return n
 
 
-def run_stages(first: Sequence[Callable[[], Any]], then: Callable[[int, Any], Sequence[Callable[[], Any]]],
-               workers: int) -> None:
-    """Run ``first[i]()`` for every i, and as each returns r the tasks ``then(i, r)``.
+def run_stages(first: Sequence[Callable[[], T]], then: Callable[[int, T], Sequence[Callable[[], Any]]],
+               workers: int) -> list[T]:
+    """Run ``first[i]()`` for every i, and as each returns r the tasks ``then(i, r)``;
+    returns the ``first`` results in order.
 
     With ``workers`` >= 2 the tasks run in that many threads of one intra-op thread each
     (a task is queued as soon as what it needs exists; put the longest first); else in
@@ -99,29 +114,20 @@ def run_stages(first: Sequence[Callable[[], Any]], then: Callable[[int, Any], Se
     (and the caller's thread count restored), nothing left running.
     """
     if workers < 2:
+        results = []
         for i, task in enumerate(first):
-            for t in then(i, task()):
+            results.append(task())
+            for t in then(i, results[-1]):
                 t()
-        return
-    before = torch.get_num_threads()
-    ex = pool(workers)
-    stage: dict[Future, int] = {}
-    pending: set[Future] = set()
-    modes = _modes()
-    try:
-        torch.set_num_threads(1)
-        for i, task in enumerate(first):
-            f = ex.submit(_single, modes, task)
-            stage[f] = i
-            pending.add(f)
+        return results
+    with _tasks(workers) as submit:
+        stage = {submit(task): i for i, task in enumerate(first)}
+        results_of = list(stage)
+        pending = set(stage)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
                 result = f.result()  # raises the task's error
                 if f in stage:
-                    pending.update(ex.submit(_single, modes, t) for t in then(stage.pop(f), result))
-    finally:
-        for f in pending:
-            f.cancel()
-        wait(pending)
-        torch.set_num_threads(before)
+                    pending.update(submit(t) for t in then(stage.pop(f), result))
+        return [f.result() for f in results_of]

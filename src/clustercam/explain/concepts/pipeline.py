@@ -18,6 +18,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -194,19 +195,14 @@ def run_concepts(
         out["fidelity_curves"] = torch.full((b, k, len(ORDERS), 2, lm + 1), math.nan)
     if part_masks is not None:
         out["truth"] = torch.full((b, k, 2, len(TRUTH_SCORES)), math.nan, dtype=torch.float64)
-    found: dict[int, ConceptClustering] = {}
-
-    def cluster(c: int) -> Callable[[], ConceptClustering]:
-        def task() -> ConceptClustering:
-            method, algo, n = s.configs[c]
-            res = cluster_channels(a, method=method, n_concepts=n, algorithm=algo, warn=False,
-                                   **_opts(s, algo))
-            counts = res.counts().cpu()
-            out["channels"][:, c, :n] = counts
-            out["kept"][:, c] = counts.sum(1)
-            found[c] = res
-            return res
-        return task
+    def cluster(c: int) -> ConceptClustering:
+        method, algo, n = s.configs[c]
+        res = cluster_channels(a, method=method, n_concepts=n, algorithm=algo, warn=False,
+                               **_opts(s, algo))
+        counts = res.counts().cpu()
+        out["channels"][:, c, :n] = counts
+        out["kept"][:, c] = counts.sum(1)
+        return res
 
     def metrics(c: int, res: ConceptClustering) -> None:
         out["metrics"][:, c] = torch.tensor(
@@ -235,15 +231,16 @@ def run_concepts(
         out["sub_maps"][:, f, :n] = sm.view(b, n, s.n_sub, h, w)
 
     def then(c: int, res: ConceptClustering) -> list[Callable[[], None]]:
-        tasks = [lambda: details(c, res)] if s.configs[c] in s.details else []  # longest first
-        return [*tasks, lambda: metrics(c, res), lambda: ablations(c, res)]
+        steps = [details] if s.configs[c] in s.details else []  # the longest first
+        return [partial(step, c, res) for step in (*steps, metrics, ablations)]
 
     # the configurations' steps side by side in CPU threads where every step is torch's own
     # (scikit-learn's estimators set warning filters, which threads would share)
     threaded = s.backend == "torch" and all(algo == "kmeans" for algo in s.algorithms)
-    run_stages([cluster(c) for c in range(k)], then, cpu_workers(a.device) if threaded else 0)
-    out["degenerate"] = [found[c].degenerate for c in range(k)]
-    out["labels"] = {cfg: found[c].labels.cpu() for c, cfg in enumerate(s.configs)}  # class concepts
+    found = run_stages([partial(cluster, c) for c in range(k)], then,
+                       cpu_workers(a.device) if threaded else 0)
+    out["degenerate"] = [res.degenerate for res in found]
+    out["labels"] = {cfg: res.labels.cpu() for cfg, res in zip(s.configs, found)}  # class concepts
     return out
 
 
