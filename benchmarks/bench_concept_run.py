@@ -186,13 +186,12 @@ def side_by_side(batches, model, device: str, repeats: int, warmup: int) -> dict
 def step_times(batches, model, device: str, repeats: int = 3) -> dict[tuple[str, str], float]:
     """Seconds per image of each pipeline step, by method (median of ``repeats`` passes),
     in a serial run: the pipeline's CPU threads (``run_stages``) would overlap the clocks."""
+    import clustercam.explain.concepts.kmeans as kmeans
     import clustercam.explain.concepts.pipeline as pipeline
 
     names = [n for n in STEPS if hasattr(pipeline, n)]
     saved = {n: getattr(pipeline, n) for n in names}
-    import clustercam.explain.concepts.kmeans as kmeans
-
-    serial = [m for m in (pipeline, kmeans) if hasattr(m, "cpu_workers")]
+    serial = [m for m in (pipeline, kmeans) if hasattr(m, "cpu_workers")]  # the threads' switch
     workers = {m: m.cpu_workers for m in serial}
     state = {"method": "cgap"}
     clock: dict[tuple[str, str], float] = {}
