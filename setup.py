@@ -2,7 +2,7 @@
 
 Everything else is in pyproject.toml. conf/ stays at the top of the checkout (where Hydra
 users expect it); the wheel carries the same files so an installed clustercam runs from any
-folder (clustercam.configs finds them).
+folder (clustercam.runtime.configs finds them).
 """
 
 from setuptools import find_packages, setup

@@ -25,9 +25,9 @@ from collections.abc import Callable
 import torch
 
 from benchmarks.common import CpuMeter, Section, Table, load_average, main_single, parser
-from clustercam.explain.concepts.class_concepts import CoAssociation, coassociation_concepts
-from clustercam.explain.concepts.class_scores import ClassConceptScores
-from clustercam.explain.concepts.nmf import NMFSample, nmf_channel_groups
+from clustercam.explain.concepts.classes.coassociation import CoAssociation, coassociation_concepts
+from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_channel_groups
+from clustercam.explain.concepts.classes.scores import ClassConceptScores
 
 
 def _median_s(fn: Callable[[], object], repeats: int) -> float:
@@ -83,7 +83,7 @@ def rows(args: argparse.Namespace) -> list[tuple[str, str]]:
                 f"{time.perf_counter() - t0:.2f} s"))
     out.append((f"NMF sample memory per class ({n_nmf} images, float32)",
                 f"{n_nmf * c * hw * hw * 4 / 2**20:.0f} MiB"))
-    from clustercam.explain.concepts.class_concepts import ClassConcepts
+    from clustercam.explain.concepts.classes.coassociation import ClassConcepts
 
     concepts = ClassConcepts([0], cc_labels[None], n, torch.tensor([n_img]))
     sc = ClassConceptScores(concepts, gallery_size=6)

@@ -186,8 +186,8 @@ def side_by_side(batches, model, device: str, repeats: int, warmup: int) -> dict
 def step_times(batches, model, device: str, repeats: int = 3) -> dict[tuple[str, str], float]:
     """Seconds per image of each pipeline step, by method (median of ``repeats`` passes),
     in a serial run: the pipeline's CPU threads (``run_stages``) would overlap the clocks."""
-    import clustercam.explain.concepts.kmeans as kmeans
-    import clustercam.explain.concepts.pipeline as pipeline
+    import clustercam.explain.concepts.image.batch as pipeline
+    import clustercam.explain.concepts.image.kmeans as kmeans
 
     names = [n for n in STEPS if hasattr(pipeline, n)]
     saved = {n: getattr(pipeline, n) for n in names}
@@ -275,7 +275,7 @@ WRITER = "all, as the callback writes them (`callbacks.concept_figures`, `output
 def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]]:
     """Seconds of each figure (build + save at dpi 100), the callback's way, per kind."""
     from clustercam import outputs
-    from clustercam.explain.concepts.pipeline import figure_maps
+    from clustercam.explain.concepts.image.batch import figure_maps
     from clustercam.explain.plots.concepts import concept_figure, sub_concept_figure
 
     x, y = batches[0]

@@ -311,7 +311,7 @@ def top_ops(acts: torch.Tensor, method: str, rows: int = 6) -> list[tuple[str, s
     from torch.profiler import ProfilerActivity, profile
 
     from clustercam.explain.concepts import batched_kmeans, batched_pca, kept_channels
-    from clustercam.explain.concepts.extract import _raw_features
+    from clustercam.explain.concepts.image.extract import _raw_features
 
     mask = kept_channels(acts)
     raw = _raw_features(acts, method, torch.float64)

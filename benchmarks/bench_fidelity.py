@@ -54,7 +54,7 @@ def setup(options: dict[str, Any]) -> dict[str, Any]:
 
     from clustercam.data.parts import make_parts
     from clustercam.explain.concepts import cluster_channels, concept_importance
-    from clustercam.explain.concepts.fidelity import PooledHead
+    from clustercam.explain.concepts.image.fidelity import PooledHead
 
     device = options.get("device", "cpu")
     n = N_IMAGES_QUICK if options.get("quick") else N_IMAGES
@@ -75,8 +75,8 @@ def setup(options: dict[str, Any]) -> dict[str, Any]:
 
 def cases(d: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     from clustercam.explain.concepts import concept_importance
-    from clustercam.explain.concepts.fidelity import concept_fidelity
-    from clustercam.explain.concepts.truth import concept_truth
+    from clustercam.explain.concepts.image.fidelity import concept_fidelity
+    from clustercam.explain.concepts.image.truth import concept_truth
 
     a, head, labels, t, imp = d["acts"], d["head"], d["labels"], d["targets"], d["imp"]
     fid = concept_fidelity(head, a, labels, t, imp, repeats=REPEATS, pooled_head=d["pooled"],
@@ -117,7 +117,7 @@ def run(args) -> Section:
     fns = cases(d)
     times = time_cases(fns, repeats=args.repeats, warmup=args.warmup, device=args.device)
     med = {k: median(v) for k, v in times.items()}
-    from clustercam.explain.concepts.fidelity import concept_fidelity
+    from clustercam.explain.concepts.image.fidelity import concept_fidelity
 
     a, head, labels, t, imp = d["acts"], d["head"], d["labels"], d["targets"], d["imp"]
     fast = concept_fidelity(head, a, labels, t, imp, repeats=REPEATS, pooled_head=d["pooled"])

@@ -79,7 +79,7 @@ def _centroids(encoder: nn.Module, x: Tensor, ks: tuple[int, ...]) -> dict[int, 
 
 def trace_setup(device: str, quick: bool) -> Setup:
     from clustercam.data.ucr import UCRDataModule
-    from clustercam.models.resnet_cae import ResNetCAE
+    from clustercam.models.components.resnet_cae import ResNetCAE
 
     dm = UCRDataModule(name="Trace")
     x, _ = dm.eval_tensors()
@@ -91,7 +91,7 @@ def trace_setup(device: str, quick: bool) -> Setup:
 
 
 def mnist_setup(device: str, quick: bool, ks: tuple[int, ...] = SWEEP_K) -> Setup:
-    from clustercam.models.cae import ConvAutoencoder
+    from clustercam.models.components.cae import ConvAutoencoder
 
     torch.manual_seed(0)
     net = ConvAutoencoder((1, 28, 28), filters=(32, 64), kernels=(3, 5), strides=(2, 2),

@@ -50,7 +50,7 @@ MNIST_N, MNIST_N_QUICK, TRACE_N_QUICK = 500, 100, 30
 CHUNK = 256
 METHODS = ("gradceam_reference", "gradceam_assignment", "neon", "integrated_gradients",
            "occlusion", "gradient_shap")
-# the comparison's settings (clustercam.compare.COMMON / PER_DATASET)
+# the comparison's settings (clustercam.studies.compare.COMMON / PER_DATASET)
 OPTIONS = {"integrated_gradients": {"n_steps": 16},
            "gradient_shap": {"n_samples": 8, "n_baselines": 8}}
 OCCLUSION = {"trace": {"window": 28, "stride": 14}, "mnist": {"window": 4, "stride": 4}}
@@ -66,7 +66,7 @@ warnings.filterwarnings("ignore", message="Using padding='same' with even kernel
 
 def trace_setup(device: str, quick: bool) -> Setup:
     from clustercam.data.ucr import UCRDataModule
-    from clustercam.models.resnet_cae import ResNetCAE
+    from clustercam.models.components.resnet_cae import ResNetCAE
 
     x, _ = UCRDataModule(name="Trace").eval_tensors()
     x = x[:TRACE_N_QUICK] if quick else x
@@ -77,7 +77,7 @@ def trace_setup(device: str, quick: bool) -> Setup:
 
 
 def mnist_setup(device: str, quick: bool) -> Setup:
-    from clustercam.models.cae import ConvAutoencoder
+    from clustercam.models.components.cae import ConvAutoencoder
 
     torch.manual_seed(0)
     enc = ConvAutoencoder((1, 28, 28), filters=(32, 64), kernels=(3, 5), strides=(2, 2),

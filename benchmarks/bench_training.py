@@ -71,7 +71,7 @@ def loader(quick: bool):
 
 
 def _net(input_shape: tuple[int, ...], device: str):
-    from clustercam.models.resnet_cae import ResNetCAE
+    from clustercam.models.components.resnet_cae import ResNetCAE
 
     torch.manual_seed(0)
     return ResNetCAE(input_shape).to(device)

@@ -19,8 +19,8 @@ import torch
 
 from clustercam.callbacks.gather import unpadded
 from clustercam.data.parts import CLASSES
-from clustercam.explain.concepts.class_concepts import ClassConceptWarning
-from clustercam.explain.concepts.class_scores import CLASS_CONCEPT_COLUMNS, TRUTH_COLUMNS
+from clustercam.explain.concepts.classes.coassociation import ClassConceptWarning
+from clustercam.explain.concepts.classes.scores import CLASS_CONCEPT_COLUMNS, TRUTH_COLUMNS
 from tests.helpers.run import cli, train
 from tests.test_concepts_parts import TINY
 
@@ -88,7 +88,7 @@ def test_class_truth_gallery_summary_and_metrics(class_run) -> None:
 
 
 def test_class_concepts_are_off_by_default_outside_the_experiments(tmp_path) -> None:
-    from clustercam.configs import compose
+    from clustercam.runtime.configs import compose
 
     assert compose(["experiment=concepts_parts"]).callbacks.concepts.class_concepts is True
     assert compose(["experiment=concepts_imagenet"]).callbacks.concepts.class_concepts is True

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from clustercam import compare
-from clustercam.reproduction.records import collect
+from clustercam.studies.records import collect
 from tests.helpers.run import cli
 
 AUC = ("deletion_auc", "insertion_auc", "deletion_hard_auc", "insertion_hard_auc")
@@ -115,7 +115,7 @@ def test_quick_comparison_end_to_end(tmp_path):
 def test_peers_config_composes_and_bad_settings_fail_early(tmp_path):
     from hydra.utils import instantiate
 
-    from clustercam.configs import compose
+    from clustercam.runtime.configs import compose
 
     cfg = compose(["experiment=synthetic_cbf", "callbacks=peers", *compare.COMMON[1:],
                    *compare.PER_DATASET["synthetic_cbf"]], output_dir=tmp_path)

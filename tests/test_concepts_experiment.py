@@ -21,12 +21,8 @@ from PIL import Image
 
 from clustercam.callbacks.concept_explain import ConceptExplainCallback
 from clustercam.data.imagenet_subset import PAPER_CLASSES, ImageNetSubsetDataModule, synset_class
-from clustercam.models.classifier_module import (
-    ClassifierModule,
-    PretrainedWeightsError,
-    _hub_reachable,
-    build_timm_model,
-)
+from clustercam.models.classifier_module import ClassifierModule
+from clustercam.models.timm_weights import PretrainedWeightsError, _hub_reachable, build_timm_model
 from tests.helpers import IMAGENET11 as IMAGES
 from tests.helpers.run import cli, train
 
@@ -164,7 +160,7 @@ def test_missing_empty_and_unknown_image_folders_are_clear_errors(tmp_path: Path
 # configs
 # ---------------------------------------------------------------------------------------
 def compose(overrides: list[str]):
-    from clustercam.configs import compose as compose_config
+    from clustercam.runtime.configs import compose as compose_config
 
     return compose_config([f"data.data_dir={IMAGES}", *overrides])
 
@@ -191,7 +187,7 @@ def test_concept_settings_live_under_callbacks_concepts_and_reach_the_callback(t
 
 
 def test_the_old_model_concepts_key_still_works_with_a_warning(tmp_path: Path) -> None:
-    from clustercam.configs import move_deprecated_keys
+    from clustercam.runtime.configs import move_deprecated_keys
 
     with pytest.warns(FutureWarning, match=r"model.concepts.\* is deprecated.*\['algorithm'\]"):
         cfg = compose(["experiment=concepts_imagenet", "model.pretrained=false",
@@ -272,7 +268,7 @@ def test_concepts_experiment_end_to_end_on_real_images(tmp_path: Path, caplog) -
 @pytest.mark.slow
 @needs_images
 def test_multirun_over_algorithms_then_one_summary(tmp_path: Path) -> None:
-    from clustercam.concept_summary import write_summary
+    from clustercam.studies.concept_summary import write_summary
 
     sweep = tmp_path / "sweep"
     proc = run_train(["-m", "experiment=concepts_imagenet", "model.pretrained=false", "logger=none",

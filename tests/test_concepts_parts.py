@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from clustercam.data.parts import CLASSES, SyntheticPartsDataModule
-from clustercam.models.classifier_module import ClassifierModule, PretrainedWeightsError
+from clustercam.models.classifier_module import ClassifierModule
+from clustercam.models.timm_weights import PretrainedWeightsError
 from clustercam.models.trainable_classifier import TrainableClassifierModule
 from tests.helpers.run import train
 

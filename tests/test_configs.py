@@ -5,8 +5,8 @@ import hydra
 import pytest
 from lightning import Callback, LightningDataModule, LightningModule
 
-from clustercam.configs import compose, experiment_names
-from clustercam.instantiate import instantiate_callbacks
+from clustercam.runtime.configs import compose, experiment_names
+from clustercam.runtime.instantiate import instantiate_callbacks
 from tests.helpers import IMAGENET11
 from tests.helpers.run import train
 

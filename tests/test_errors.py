@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from clustercam.errors import user_error_message
+from clustercam.runtime.errors import user_error_message
 from tests.helpers import IMAGENET11
 from tests.helpers.run import cli, train
 

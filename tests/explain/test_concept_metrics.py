@@ -22,7 +22,7 @@ from clustercam.explain.concepts import (
     concept_metrics,
 )
 from clustercam.explain.concepts import metrics as metrics_module
-from clustercam.explain.concepts.metrics import batched_quality, grid_points, point_weights
+from clustercam.explain.concepts.image.metrics import batched_quality, grid_points, point_weights
 
 SCORES = (silhouette_score, calinski_harabasz_score, davies_bouldin_score)
 TOL = 1e-6  # absolute for scores up to 1 in magnitude, relative beyond (CHI is in the 1000s)

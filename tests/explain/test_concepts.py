@@ -16,7 +16,6 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from clustercam.concept_summary import write_summary
 from clustercam.explain.concepts import (
     ALGORITHMS,
     DegenerateClusteringWarning,
@@ -34,6 +33,7 @@ from clustercam.explain.concepts import (
 from clustercam.explain.concepts.summary import class_means, overall_means, summary_markdown
 from clustercam.explain.maps import minmax_normalise
 from clustercam.explain.plots.concepts import blend, concept_figure, sub_concept_figure
+from clustercam.studies.concept_summary import write_summary
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 IMAGES = SHARED / "data" / "imagenet-11"
@@ -240,7 +240,7 @@ def test_early_stopped_kmeans_gives_the_frozen_loops_labels(nf_resnet50_activati
     """Problems leave the batch as they converge: the labels are those of the loop that
     iterates every problem until the slowest converges, on real activations and fixtures."""
     from clustercam.explain.concepts import batched_pca, kept_channels
-    from clustercam.explain.concepts.extract import _raw_features
+    from clustercam.explain.concepts.image.extract import _raw_features
 
     fixtures = [nf_resnet50_activations, pattern_activations(n_images=3)[0],
                 torch.relu(torch.randn(6, 128, 6, 6, generator=torch.Generator().manual_seed(1)) - 1)]
@@ -593,7 +593,7 @@ def test_warnings_are_not_raised_for_clean_data() -> None:
 def test_problems_of_very_different_sizes_cluster_as_each_alone() -> None:
     """cluster_rows buckets problems by kept-row count (less padding); a problem's labels and
     space must not depend on its bucket or on the others: the batch equals one call each."""
-    from clustercam.explain.concepts.kmeans import _buckets, cluster_rows
+    from clustercam.explain.concepts.image.kmeans import _buckets, cluster_rows
 
     gen = torch.Generator().manual_seed(0)
     raw = torch.rand(5, 120, 6, generator=gen, dtype=torch.float64)

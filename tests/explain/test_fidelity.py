@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from clustercam.explain.concepts import concept_importance
-from clustercam.explain.concepts.fidelity import (
+from clustercam.explain.concepts.image.fidelity import (
     PooledHead,
     concept_fidelity,
     concept_order,

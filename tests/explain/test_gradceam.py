@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from clustercam.explain.gradceam import centroid_weights, grad_ceam, resolve_target
-from clustercam.models.resnet_cae import ResNetCAE
+from clustercam.models.components.resnet_cae import ResNetCAE
 from tests.explain.tiny import GapLinear
 
 MU = torch.tensor([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [0.0, 2.0, 4.0]])

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from clustercam.explain.gradceam import grad_ceam, resolve_target
-from clustercam.models.cae import ConvAutoencoder
+from clustercam.models.components.cae import ConvAutoencoder
 
 
 def spec_loss(z: torch.Tensor, mu: torch.Tensor, c: int, mode: str) -> torch.Tensor:

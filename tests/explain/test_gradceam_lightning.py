@@ -6,7 +6,7 @@ from lightning import LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from clustercam.explain.gradceam import grad_ceam
-from clustercam.models.resnet_cae import ResNetCAE
+from clustercam.models.components.resnet_cae import ResNetCAE
 
 
 class Explaining(LightningModule):

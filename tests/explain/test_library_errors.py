@@ -5,7 +5,7 @@ import torch
 
 from clustercam.explain import cardinality, extract_concepts, grad_ceam
 from clustercam.explain.concepts import NegativeActivationWarning, concept_importance
-from clustercam.models.resnet_cae import ResNetCAE
+from clustercam.models.components.resnet_cae import ResNetCAE
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clustercam.explain import cardinality, grad_ceam
-from clustercam.models.resnet_cae import ResNetCAE
+from clustercam.models.components.resnet_cae import ResNetCAE
 
 C, L, K = 5, 40, 3
 

@@ -15,9 +15,9 @@ from clustercam.explain.neon import (
     midpoint_relevance,
     neon,
 )
-from clustercam.models.cae import ConvAutoencoder
-from clustercam.models.encoder import Encoder
-from clustercam.models.resnet_cae import ResNetCAE
+from clustercam.models.components.cae import ConvAutoencoder
+from clustercam.models.components.encoder import Encoder
+from clustercam.models.components.resnet_cae import ResNetCAE
 from tests.explain.missing import hide_package
 
 # z = (1, 0.5); mu_0 = (0, 0), mu_1 = (4, 0), mu_2 = (0, 2). For c = 0:

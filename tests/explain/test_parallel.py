@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from clustercam.explain.concepts import ConceptSettings, parallel, run_concepts
-from clustercam.explain.concepts.kmeans import _eigh_vectors
+from clustercam.explain.concepts.image.kmeans import _eigh_vectors
 
 
 def _run(a: torch.Tensor, threads: int) -> dict:
@@ -100,7 +100,7 @@ def test_run_stages_runs_every_task_once_then_raises_the_first_error_and_restore
 
 
 def test_labels_beyond_n_concepts_are_an_error_not_a_silent_count() -> None:
-    from clustercam.explain.concepts.extract import concept_counts
+    from clustercam.explain.concepts.image.extract import concept_counts
 
     assert concept_counts(torch.tensor([[0, 2, -1, 2]]), 3).tolist() == [[1, 0, 2]]
     with pytest.raises(ValueError, match="up to 3, beyond n_concepts=3"):

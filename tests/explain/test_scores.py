@@ -27,7 +27,7 @@ from clustercam.explain.scores import (
     step_counts,
     summarise_curves,
 )
-from clustercam.models.resnet_cae import ResNetCAE
+from clustercam.models.components.resnet_cae import ResNetCAE
 
 
 class WindowEncoder(nn.Module):

@@ -9,7 +9,7 @@ import torch
 from clustercam.explain import GradCeAMTarget, cardinality, grad_ceam, score_explanations
 from clustercam.explain.assignments import squared_distances
 from clustercam.explain.gradceam import ASSIGNMENT, TARGETS, resolve_target
-from clustercam.models.resnet_cae import ResNetCAE
+from clustercam.models.components.resnet_cae import ResNetCAE
 
 
 def my_assignment(z, mu, temperature=1.0):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from clustercam.explain.concepts.truth import (
+from clustercam.explain.concepts.image.truth import (
     PAINT_COLUMNS,
     concept_truth,
     paint_out_drops,
@@ -127,8 +127,8 @@ def test_mask_shapes_must_fit():
 def test_region_masses_from_channels_equal_those_of_the_drawn_maps():
     """The fast path (channel masses through the resize's adjoint) against drawn maps."""
     from clustercam.data.parts import make_parts
-    from clustercam.explain.concepts.extract import concept_counts
-    from clustercam.explain.concepts.truth import scoring_maps
+    from clustercam.explain.concepts.image.extract import concept_counts
+    from clustercam.explain.concepts.image.truth import scoring_maps
 
     _, _, masks, _ = make_parts(3, seed=5)
     masks = torch.from_numpy(masks)

@@ -40,7 +40,7 @@ def train(overrides: list[str], output_dir: Path) -> dict[str, Any]:
     asked); returns the run's metrics."""
     import torch
 
-    from clustercam.configs import compose
+    from clustercam.runtime.configs import compose
     from clustercam.train import run
 
     cfg = compose(["print_config=false", *overrides], output_dir=output_dir)

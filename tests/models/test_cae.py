@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from clustercam.models.autoencoder_module import AutoencoderModule
-from clustercam.models.cae import ConvAutoencoder, transposed_output_padding
+from clustercam.models.components.cae import ConvAutoencoder, transposed_output_padding
 
 MNIST = {"filters": [32, 64], "kernels": [3, 5], "strides": [2, 2]}
 STL10 = {"filters": [32, 64, 64], "kernels": [3, 5, 5], "strides": [2, 2, 2]}

@@ -19,13 +19,13 @@ from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
-from clustercam.callbacks.class_concepts import ClassConceptOutputs
+from clustercam.callbacks.class_concept_explain import ClassConceptOutputs
 from clustercam.callbacks.concept_figures import concept_figures
 from clustercam.callbacks.gather import gather_split, keep_lowest
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.callbacks.memory import release_freed_memory
 from clustercam.explain.concepts import validation
-from clustercam.explain.concepts.pipeline import (
+from clustercam.explain.concepts.image.batch import (
     CONCEPT_COLUMNS,
     METRIC_COLUMNS,
     SUB_CONCEPT_COLUMNS,
@@ -35,8 +35,8 @@ from clustercam.explain.concepts.pipeline import (
     degenerate_messages,
     run_concepts,
 )
+from clustercam.explain.concepts.image.truth import paint_out_drops
 from clustercam.explain.concepts.summary import SUMMARY_FILE, summary_markdown
-from clustercam.explain.concepts.truth import paint_out_drops
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ConceptExplainCallback(Callback):
     (``method``, ``algorithm`` and ``n_concepts`` take one value or a list; their product is
     computed). ``fidelity``: concept deletion / insertion curves; ``control_repeats``: draws
     of each random control. ``max_figures``: images with figures (null = all).
-    ``class_concepts`` (+ ``class_options``): :class:`~clustercam.callbacks.class_concepts.ClassConceptOutputs`.
+    ``class_concepts`` (+ ``class_options``): :class:`~clustercam.callbacks.class_concept_explain.ClassConceptOutputs`.
     """
 
     def __init__(

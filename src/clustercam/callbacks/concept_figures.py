@@ -12,7 +12,7 @@ from typing import Any
 from torch import Tensor
 
 from clustercam import outputs
-from clustercam.explain.concepts.pipeline import ConceptSettings, figure_maps
+from clustercam.explain.concepts.image.batch import ConceptSettings, figure_maps
 
 log = logging.getLogger(__name__)
 

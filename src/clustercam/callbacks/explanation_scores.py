@@ -48,7 +48,7 @@ from clustercam.explain.scores import (
     score_explanations,
     scores_table,
 )
-from clustercam.explain.scores.pipeline import check_score_settings
+from clustercam.explain.scores.report import check_score_settings
 
 log = logging.getLogger(__name__)
 

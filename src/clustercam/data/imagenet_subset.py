@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from clustercam.errors import ResourceUnavailableError
+from clustercam.runtime.errors import ResourceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def data_config(model_name: str, pretrained_tag: str | None = None) -> dict[str,
     """timm's eval preprocessing for a model name (input size, interpolation, crop, mean/std)."""
     from timm.data import resolve_data_config
 
-    from clustercam.models.classifier_module import check_model_name, pretrained_cfg
+    from clustercam.models.timm_weights import check_model_name, pretrained_cfg
 
     arch, _, tag = model_name.partition(".")
     check_model_name(arch)

@@ -29,7 +29,7 @@ from clustercam.data.ts_files import (
     split_file,
     ts_header,
 )
-from clustercam.errors import ResourceUnavailableError
+from clustercam.runtime.errors import ResourceUnavailableError
 
 log = logging.getLogger(__name__)
 

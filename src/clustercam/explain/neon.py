@@ -11,7 +11,7 @@ through the encoder to the input.
 
 zennit is an optional dependency (``pip install clustercam[peers]``), imported only when an
 explanation is computed. clustercam's encoders need two canonizers zennit does not ship, both
-here: the global average pooling of :class:`~clustercam.models.encoder.Encoder` becomes an
+here: the global average pooling of :class:`~clustercam.models.components.encoder.Encoder` becomes an
 ``AdaptiveAvgPool1d`` module (zennit's ``Norm`` rule: relevance in proportion to each
 position's share), and the residual ``+`` of the ResNet CAE's blocks becomes zennit's ``Sum``
 (the ``Norm`` rule again, as zennit's own ResNet canonizer does). BatchNorm is merged into the
@@ -172,7 +172,7 @@ def _is_clustercam_encoder(module: nn.Module) -> bool:
 def _is_residual_block(module: nn.Module) -> bool:
     """clustercam's ``ResidualBlock1d``: forward = act(body(x) + shortcut(x))."""
     return (type(module).__name__ == "ResidualBlock1d"
-            and type(module).__module__ == "clustercam.models.resnet_cae"
+            and type(module).__module__ == "clustercam.models.components.resnet_cae"
             and all(isinstance(getattr(module, a, None), nn.Module) for a in ("body", "shortcut", "act")))
 
 
@@ -340,7 +340,7 @@ def neon(
     Example:
         >>> import torch
         >>> from clustercam.explain.neon import neon
-        >>> from clustercam.models.resnet_cae import ResNetCAE
+        >>> from clustercam.models.components.resnet_cae import ResNetCAE
         >>> enc = ResNetCAE((1, 32), filters=(4, 4), embedding_dim=3).encoder
         >>> x, mu = torch.randn(6, 1, 32), torch.randn(3, 3)
         >>> res = neon(enc, x, mu, target_layer="features")

@@ -10,7 +10,14 @@ from clustercam.explain.concepts.checks import (
     DegenerateClusteringWarning,
     NegativeActivationWarning,
 )
-from clustercam.explain.concepts.extract import (
+from clustercam.explain.concepts.image.batch import (
+    ConceptSettings,
+    ConceptTables,
+    concept_results,
+    concept_tables,
+    run_concepts,
+)
+from clustercam.explain.concepts.image.extract import (
     ConceptClustering,
     SubConcepts,
     cluster_channels,
@@ -19,25 +26,18 @@ from clustercam.explain.concepts.extract import (
     kept_channels,
     sub_concepts,
 )
-from clustercam.explain.concepts.fidelity import (
+from clustercam.explain.concepts.image.fidelity import (
     ConceptFidelity,
     PooledHead,
     concept_fidelity,
     concept_order,
     random_partitions,
 )
-from clustercam.explain.concepts.importance import concept_importance, importance_order
-from clustercam.explain.concepts.kmeans import batched_kmeans, batched_pca
-from clustercam.explain.concepts.maps import concept_maps, raw_concept_maps, sub_concept_maps
-from clustercam.explain.concepts.metrics import clustering_quality, concept_metrics
-from clustercam.explain.concepts.pipeline import (
-    ConceptSettings,
-    ConceptTables,
-    concept_results,
-    concept_tables,
-    run_concepts,
-)
-from clustercam.explain.concepts.truth import concept_truth, paint_out_drops
+from clustercam.explain.concepts.image.importance import concept_importance, importance_order
+from clustercam.explain.concepts.image.kmeans import batched_kmeans, batched_pca
+from clustercam.explain.concepts.image.maps import concept_maps, raw_concept_maps, sub_concept_maps
+from clustercam.explain.concepts.image.metrics import clustering_quality, concept_metrics
+from clustercam.explain.concepts.image.truth import concept_truth, paint_out_drops
 
 __all__ = [
     "ALGORITHMS", "BACKENDS", "METHODS", "METRICS", "ConceptClustering", "ConceptFidelity",

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.fidelity import ORDERS
-from clustercam.explain.concepts.truth import PAINT_COLUMNS, TRUTH_SCORES
+from clustercam.explain.concepts.image.fidelity import ORDERS
+from clustercam.explain.concepts.image.truth import PAINT_COLUMNS, TRUTH_SCORES
 
 FIDELITY_COLUMNS = ("image", "class", "method", "algorithm", "n_concepts", "order",
                     "deletion_auc", "insertion_auc")

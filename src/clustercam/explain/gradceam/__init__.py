@@ -5,13 +5,13 @@ from clustercam.explain.gradceam.cardinality import (
     amplification_weights,
     cardinality,
 )
-from clustercam.explain.gradceam.gradceam import GradCeAMResult, grad_ceam
-from clustercam.explain.gradceam.pipeline import (
+from clustercam.explain.gradceam.cluster_explanation import (
     ClusterExplanation,
     cardinality_summary,
     explain_clusters,
     select_members,
 )
+from clustercam.explain.gradceam.gradceam import GradCeAMResult, grad_ceam
 from clustercam.explain.gradceam.targets import (
     ASSIGNMENT,
     MODES,

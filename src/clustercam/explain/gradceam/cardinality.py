@@ -93,7 +93,7 @@ def cardinality(
     Example:
         >>> import torch
         >>> from clustercam.explain import cardinality, grad_ceam
-        >>> from clustercam.models.resnet_cae import ResNetCAE
+        >>> from clustercam.models.components.resnet_cae import ResNetCAE
         >>> net = ResNetCAE((1, 32), filters=(4, 4), embedding_dim=3)
         >>> x = torch.randn(20, 1, 32)
         >>> mu = net.encoder.eval()(x)[:3].detach()

@@ -165,7 +165,7 @@ def grad_ceam(
     Example:
         >>> import torch
         >>> from clustercam.explain import grad_ceam
-        >>> from clustercam.models.resnet_cae import ResNetCAE
+        >>> from clustercam.models.components.resnet_cae import ResNetCAE
         >>> net = ResNetCAE((1, 64), filters=(8, 8), embedding_dim=4)
         >>> x, mu = torch.randn(6, 1, 64), torch.randn(3, 4)
         >>> res = grad_ceam(net.encoder, "features", x, mu, mode="assignment")

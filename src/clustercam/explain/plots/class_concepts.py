@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from clustercam.explain.concepts.importance import importance_order
+from clustercam.explain.concepts.image.importance import importance_order
 from clustercam.explain.maps import minmax_normalise, resize_maps
 from clustercam.explain.plots.common import CMAP, colour_bar, to_numpy
 from clustercam.explain.plots.concepts import blend, grayscale

@@ -29,7 +29,7 @@ from matplotlib.gridspec import GridSpec
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import Affine2D, offset_copy
 
-from clustercam.explain.concepts.importance import importance_order
+from clustercam.explain.concepts.image.importance import importance_order
 from clustercam.explain.plots.common import CMAP
 
 

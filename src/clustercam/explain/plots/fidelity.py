@@ -10,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from clustercam.explain.concepts.fidelity import ORDERS
+from clustercam.explain.concepts.image.fidelity import ORDERS
 
 ORDER_STYLE = {"importance": ("C3", "-"), "random_order": ("C0", "--"), "random_groups": ("C2", ":")}
 

@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from clustercam.explain.gradceam.pipeline import ClusterExplanation
+from clustercam.explain.gradceam.cluster_explanation import ClusterExplanation
 from clustercam.explain.plots.common import to_numpy
 from clustercam.explain.plots.images import members_images, sample_images
 from clustercam.explain.plots.series import members_series, sample_series
@@ -59,7 +59,7 @@ def explanation_figures(
 ) -> Iterator[tuple[str, Figure]]:
     """``(name, figure)`` for each non-empty cluster (``cluster_<c>``) and one
     ``sample_all_clusters`` (the member nearest its centroid in the first non-empty
-    cluster), from :func:`~clustercam.explain.gradceam.pipeline.explain_clusters` output."""
+    cluster), from :func:`~clustercam.explain.gradceam.cluster_explanation.explain_clusters` output."""
     maps = explanation.member_maps
     if maps is None:
         return

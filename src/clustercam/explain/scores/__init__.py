@@ -30,7 +30,7 @@ from clustercam.explain.scores.methods import (
     resolve_methods,
     smooth_random_maps,
 )
-from clustercam.explain.scores.pipeline import (
+from clustercam.explain.scores.report import (
     LOCALISATION_COLUMNS,
     SCORES_COLUMNS,
     ScoreReport,

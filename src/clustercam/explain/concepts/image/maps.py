@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clustercam.explain.concepts.checks import check_activations
-from clustercam.explain.concepts.extract import SubConcepts
+from clustercam.explain.concepts.image.extract import SubConcepts
 from clustercam.explain.maps import minmax_normalise, resize_maps
 
 

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clustercam.explain.concepts.class_concepts import ClassConcepts, group_name
-from clustercam.explain.concepts.importance import concept_importance, importance_order
-from clustercam.explain.concepts.maps import raw_concept_maps
+from clustercam.explain.concepts.classes.coassociation import ClassConcepts, group_name
+from clustercam.explain.concepts.image.importance import concept_importance, importance_order
+from clustercam.explain.concepts.image.maps import raw_concept_maps
 from clustercam.explain.maps import resize_maps
 from clustercam.explain.scores.localisation import relevance_mass
 
@@ -120,7 +120,7 @@ class ClassConceptScores:
 
     Example:
         >>> import torch
-        >>> from clustercam.explain.concepts.class_concepts import ClassConcepts
+        >>> from clustercam.explain.concepts.classes.coassociation import ClassConcepts
         >>> concepts = ClassConcepts([0], torch.tensor([[0, 0, 1]]), 2, torch.tensor([2]))
         >>> head = lambda a: a.mean((2, 3))                   # 3 "classes" = the 3 channels
         >>> scores = ClassConceptScores(concepts, gallery_size=1)

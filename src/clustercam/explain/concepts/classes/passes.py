@@ -24,19 +24,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.class_concepts import (
+from clustercam.explain.concepts.classes.coassociation import (
     ClassConcepts,
     ClassConceptSettings,
     CoAssociation,
     group_name,
     random_groups,
 )
-from clustercam.explain.concepts.class_scores import (
+from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_concepts
+from clustercam.explain.concepts.classes.scores import (
     ClassConceptScores,
     class_concept_rows,
     truth_rows,
 )
-from clustercam.explain.concepts.nmf import NMFSample, nmf_concepts
 
 Config = tuple[str, str, int]
 

@@ -99,7 +99,7 @@ def explain_clusters(
     Example:
         >>> import torch
         >>> from clustercam.explain import explain_clusters, fit_kmeans
-        >>> from clustercam.models.resnet_cae import ResNetCAE
+        >>> from clustercam.models.components.resnet_cae import ResNetCAE
         >>> enc = ResNetCAE((1, 32), filters=(4, 4), embedding_dim=3).encoder.eval()
         >>> x = torch.randn(30, 1, 32)
         >>> km = fit_kmeans(enc(x).detach().numpy(), 3, n_init=2)

@@ -25,20 +25,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.ablation import PooledHead, checked_pooled_head
 from clustercam.explain.concepts.checks import (
     ALGORITHMS,
     BACKENDS,
     METHODS,
 )
-from clustercam.explain.concepts.extract import ConceptClustering, cluster_channels, sub_concepts
-from clustercam.explain.concepts.fidelity import ORDERS, concept_fidelity
-from clustercam.explain.concepts.importance import concept_importance, importance_order
-from clustercam.explain.concepts.maps import raw_concept_maps, sub_maps_with_parent_bounds
-from clustercam.explain.concepts.metrics import concept_metrics
+from clustercam.explain.concepts.image.ablation import PooledHead, checked_pooled_head
+from clustercam.explain.concepts.image.extract import (
+    ConceptClustering,
+    cluster_channels,
+    sub_concepts,
+)
+from clustercam.explain.concepts.image.fidelity import ORDERS, concept_fidelity
+from clustercam.explain.concepts.image.importance import concept_importance, importance_order
+from clustercam.explain.concepts.image.maps import raw_concept_maps, sub_maps_with_parent_bounds
+from clustercam.explain.concepts.image.metrics import concept_metrics
+from clustercam.explain.concepts.image.truth import TRUTH_SCORES, concept_truth
 from clustercam.explain.concepts.parallel import cpu_workers, run_stages
 from clustercam.explain.concepts.summary import overall_means
-from clustercam.explain.concepts.truth import TRUTH_SCORES, concept_truth
 from clustercam.explain.maps import minmax_normalise, resize_maps
 
 TARGETS = ("label", "predicted")
@@ -146,12 +150,12 @@ def run_concepts(
     and ``fidelity_curves`` (... x n + 1, NaN-padded; :mod:`.fidelity`, batched through
     ``pooled_head`` where the model declares one); with ``part_masks`` (B x 3 x H x W:
     part A, part B, distractor) ``truth`` (B x configs x (concepts, random) x
-    :data:`~clustercam.explain.concepts.truth.TRUTH_SCORES`; :mod:`.truth`); and
+    :data:`~clustercam.explain.concepts.image.truth.TRUTH_SCORES`; :mod:`.truth`); and
     ``degenerate``: per configuration, per image, why it could not be clustered as asked
     (None if fine; a list, not a tensor: pop it before concatenating batches, see
     :func:`degenerate_messages`); ``labels``: per configuration, the B x C channel labels
     (``-1`` dropped; a dict, pop it too), what class-level concepts are built from
-    (:class:`~clustercam.explain.concepts.class_pipeline.ClassConceptRun`).
+    (:class:`~clustercam.explain.concepts.classes.passes.ClassConceptRun`).
 
     On a CPU with two or more torch threads (and the torch k-means), each configuration's
     clustering, then its metrics, ablations and sub-concepts, run side by side in that many

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.extract import concept_counts
-from clustercam.explain.concepts.fidelity import concept_order
-from clustercam.explain.concepts.maps import raw_concept_maps
+from clustercam.explain.concepts.image.extract import concept_counts
+from clustercam.explain.concepts.image.fidelity import concept_order
+from clustercam.explain.concepts.image.maps import raw_concept_maps
 from clustercam.explain.maps import interpolation_matrix, resize_maps
 from clustercam.explain.scores.localisation import pointing_game, relevance_mass
 
@@ -166,7 +166,7 @@ def concept_truth(
 
     Example:
         >>> import torch
-        >>> from clustercam.explain.concepts.truth import concept_truth
+        >>> from clustercam.explain.concepts.image.truth import concept_truth
         >>> a = torch.zeros(1, 2, 4, 4); a[0, 0, 0, 0] = 1; a[0, 1, 3, 3] = 1
         >>> masks = torch.zeros(1, 3, 4, 4, dtype=torch.bool)
         >>> masks[0, 0, :2, :2] = True; masks[0, 1, 2:, 2:] = True; masks[0, 2, 0, 3] = True

@@ -26,7 +26,7 @@ from clustercam.explain.concepts.checks import (
     check_args,
     warn_degenerate,
 )
-from clustercam.explain.concepts.kmeans import batched_pca, cluster_rows
+from clustercam.explain.concepts.image.kmeans import batched_pca, cluster_rows
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from clustercam.models.encoder import Autoencoder, Encoder
+from clustercam.models.components.encoder import Autoencoder, Encoder
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
 

@@ -114,7 +114,7 @@ def score_explanations(
     Example:
         >>> import torch
         >>> from clustercam.explain import score_explanations
-        >>> from clustercam.models.resnet_cae import ResNetCAE
+        >>> from clustercam.models.components.resnet_cae import ResNetCAE
         >>> enc = ResNetCAE((1, 32), filters=(4, 4), embedding_dim=3).encoder.eval()
         >>> x = torch.randn(8, 1, 32)
         >>> mu = enc(x[:2]).detach()

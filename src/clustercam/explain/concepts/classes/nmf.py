@@ -5,7 +5,7 @@ A class's activations form the non-negative matrix ``X`` of (images x positions)
 C columns; ``X ~ W H`` with rank ``n_class`` (scikit-learn NMF, init ``nndsvda``, seeded).
 Channel c goes to the component that explains most of it, ``argmax_k ||W_k|| H_kc`` (the
 norm removes NMF's scale ambiguity between W and H); channels with no loading are dropped.
-The result is a :class:`~clustercam.explain.concepts.class_concepts.ClassConcepts`, so it is
+The result is a :class:`~clustercam.explain.concepts.classes.coassociation.ClassConcepts`, so it is
 scored exactly like the co-association concepts.
 
 At most ``max_images`` images per class enter the matrix: the ones with the smallest
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.class_concepts import (
+from clustercam.explain.concepts.classes.coassociation import (
     DATASET,
     SCOPES,
     ClassConcepts,

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from clustercam.explain.concepts.checks import METRICS, warn_degenerate
-from clustercam.explain.concepts.extract import ConceptClustering
+from clustercam.explain.concepts.image.extract import ConceptClustering
 
 # elements of the B x U x U distances made at once: on the CPU a block that stays in cache
 # (float64: 4 MiB), on a GPU 128 MiB
@@ -157,7 +157,7 @@ def batched_quality(points: Tensor, weights: Tensor, dtype: torch.dtype = torch.
 
     Example:
         >>> import torch
-        >>> from clustercam.explain.concepts.metrics import batched_quality, point_weights
+        >>> from clustercam.explain.concepts.image.metrics import batched_quality, point_weights
         >>> x = torch.tensor([[[0.0], [1.0], [10.0], [11.0]]], dtype=torch.float64)
         >>> q = batched_quality(x, point_weights(torch.tensor([[0, 0, 1, 1]]), 2))
         >>> [round(v, 4) for v in q[0].tolist()]  # silhouette, CHI, DBI

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clustercam.explain.concepts.extract import _relabel_by_size, concept_counts
+from clustercam.explain.concepts.image.extract import _relabel_by_size, concept_counts
 
 DATASET = -1  # the group key of the class concepts over all images (scope dataset / both)
 SCOPES = ("class", "dataset", "both")

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.ablation import PooledHead, masked_probs
 from clustercam.explain.concepts.checks import check_activations
-from clustercam.explain.concepts.extract import concept_counts
+from clustercam.explain.concepts.image.ablation import PooledHead, masked_probs
+from clustercam.explain.concepts.image.extract import concept_counts
 
 
 @torch.no_grad()
@@ -30,7 +30,7 @@ def concept_importance(
     removing the concept makes the model more confident; NaN for an empty concept. The
     B x n_concepts ablations go through ``head`` at once; with a :class:`PooledHead` (a
     model whose head is pooling + one linear layer) as rows of its linear layer, without
-    copies of ``A`` (:func:`~clustercam.explain.concepts.ablation.masked_target_probs`).
+    copies of ``A`` (:func:`~clustercam.explain.concepts.image.ablation.masked_target_probs`).
     With ``return_probs`` also returns ``p_t`` (B) and ``p_l`` (B x n_concepts).
 
     Example:

@@ -20,7 +20,7 @@ PACKAGE = "clustercam.conf"
 
 def source_config_dir() -> Path | None:
     """``<checkout>/conf`` when this package runs from a source checkout, else None."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     checkout = (root / "pyproject.toml").is_file() and (root / "src" / "clustercam").is_dir()
     return root / "conf" if checkout and (root / "conf" / "train.yaml").is_file() else None
 

@@ -24,9 +24,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.ablation import Head, PooledHead, group_shares, masked_target_probs
 from clustercam.explain.concepts.checks import check_activations
-from clustercam.explain.concepts.extract import concept_counts
+from clustercam.explain.concepts.image.ablation import (
+    Head,
+    PooledHead,
+    group_shares,
+    masked_target_probs,
+)
+from clustercam.explain.concepts.image.extract import concept_counts
 
 ORDERS = ("importance", "random_order", "random_groups")
 __all__ = ["ORDERS", "ConceptFidelity", "PooledHead", "concept_fidelity", "concept_order",
@@ -146,7 +151,7 @@ def _masked_probs(head: Head, a: Tensor, labels: Tensor, targets: Tensor, order:
 def _grouped_probs(shares: tuple[Tensor, Tensor], targets: Tensor, order: Tensor,
                    random_order: Tensor, partition_importance: bool) -> Tensor:
     """The same B x Q ``p_t`` as :func:`_masked_probs`, from the groups' logit shares
-    (:func:`~clustercam.explain.concepts.ablation.group_shares`; grouping 0 = the concepts,
+    (:func:`~clustercam.explain.concepts.image.ablation.group_shares`; grouping 0 = the concepts,
     1..R = the random groups): every curve point keeps whole groups, so its logits are the
     bias plus a sum of shares, with no head call."""
     bias, sh = shares
@@ -201,7 +206,7 @@ def concept_fidelity(
 
     Example:
         >>> import torch
-        >>> from clustercam.explain.concepts.fidelity import concept_fidelity
+        >>> from clustercam.explain.concepts.image.fidelity import concept_fidelity
         >>> w = torch.zeros(2, 4); w[0, :2] = 4.0         # class 0 reads channels 0 and 1 only
         >>> head = lambda a: a.mean((2, 3)) @ w.T
         >>> a = torch.ones(1, 4, 2, 2)

@@ -1,8 +1,8 @@
 """Run-level numbers of the class concepts: the ``metrics.json`` means and the summary section.
 
 From the rows of ``class_concepts.csv`` and ``class_concepts_truth.csv``
-(:func:`~clustercam.explain.concepts.class_scores.class_concept_rows`,
-:func:`~clustercam.explain.concepts.class_scores.truth_rows`), so a notebook gets the same
+(:func:`~clustercam.explain.concepts.classes.scores.class_concept_rows`,
+:func:`~clustercam.explain.concepts.classes.scores.truth_rows`), so a notebook gets the same
 numbers from the CSVs as the callback logs.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from clustercam.explain.concepts.class_scores import TRUTH_COLUMNS, truth_table_markdown
+from clustercam.explain.concepts.classes.scores import TRUTH_COLUMNS, truth_table_markdown
 
 
 def _source(row: Mapping[str, Any]) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from clustercam.explain.maps import minmax_normalise, smooth_series
 from clustercam.explain.plots.papers import map_grid, metric_boxplots, tile_figures
-from clustercam.reproduction.records import RunRecord
+from clustercam.studies.records import RunRecord
 
 CONCEPT_METRICS = ("silhouette", "calinski_harabasz", "davies_bouldin")
 

@@ -3,7 +3,7 @@
 :class:`ClassConceptOutputs` takes each test (or predict) batch's activations and per-image
 channel labels from :func:`~clustercam.explain.concepts.run_concepts` (pass 1:
 co-association counts and the NMF sample of
-:class:`~clustercam.explain.concepts.class_pipeline.ClassConceptRun`). At epoch end, on
+:class:`~clustercam.explain.concepts.classes.passes.ClassConceptRun`). At epoch end, on
 every rank, it sums the counts over DDP ranks, finds the class concepts once, walks the
 evaluated dataloader again for the scores (stability, importance, part masses, galleries;
 the activations are recomputed, the per-image labels are the pass-1 ones, kept as int8)
@@ -28,11 +28,11 @@ from clustercam import outputs
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_images, log_table
 from clustercam.callbacks.memory import release_freed_memory
-from clustercam.explain.concepts.class_concepts import ClassConceptSettings, group_name
-from clustercam.explain.concepts.class_pipeline import ClassConceptRun
-from clustercam.explain.concepts.class_scores import CLASS_CONCEPT_COLUMNS, TRUTH_COLUMNS
-from clustercam.explain.concepts.class_summary import class_markdown, class_results
-from clustercam.explain.concepts.pipeline import ConceptSettings
+from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings, group_name
+from clustercam.explain.concepts.classes.passes import ClassConceptRun
+from clustercam.explain.concepts.classes.scores import CLASS_CONCEPT_COLUMNS, TRUTH_COLUMNS
+from clustercam.explain.concepts.classes.summary import class_markdown, class_results
+from clustercam.explain.concepts.image.batch import ConceptSettings
 
 CLASS_CONCEPTS = "class_concepts.csv"
 CLASS_TRUTH = "class_concepts_truth.csv"
@@ -62,7 +62,7 @@ def _eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
 class ClassConceptOutputs:
     """Class concepts of the concept callback's configurations (one per method: the first
     algorithm and ``n_concepts``), computed where ``enabled``; the other arguments are
-    :class:`~clustercam.explain.concepts.class_concepts.ClassConceptSettings`
+    :class:`~clustercam.explain.concepts.classes.coassociation.ClassConceptSettings`
     (``class_random`` is its ``n_random``), validated here even when disabled;
     ``class_figures``: galleries of the first groups only (classes in order, then all images)."""
 

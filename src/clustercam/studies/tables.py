@@ -8,7 +8,7 @@ import math
 import statistics
 from collections.abc import Mapping
 
-from clustercam.reproduction.records import STATS, RunRecord, by_dataset, high_low
+from clustercam.studies.records import STATS, RunRecord, by_dataset, high_low
 
 # Paper Table I: median / mean / min / max of the cardinality ratio
 PAPER = {

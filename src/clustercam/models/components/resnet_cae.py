@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from clustercam.models.encoder import Autoencoder, Encoder
+from clustercam.models.components.encoder import Autoencoder, Encoder
 
 # 'same' padding with the paper's even kernel (k=8) is intended; torch warns on every call
 warnings.filterwarnings("ignore", message="Using padding='same' with even kernel", category=UserWarning)

@@ -1,0 +1,62 @@
+"""Aggregate concept runs into one ``concept_summary.md`` (the paper's Tables 1-2).
+
+    python -m clustercam.concept_summary outputs/concepts/multiruns/<date_time>
+
+Reads every ``concept_metrics.csv`` under the given run or multirun directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from clustercam import outputs
+from clustercam.explain.concepts.summary import METRICS_FILE, SUMMARY_FILE, summary_markdown
+from clustercam.runtime.errors import exit_on_user_error
+
+
+def find_metric_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Every ``concept_metrics.csv`` at or under ``paths`` (run or multirun directories)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files += sorted(p.rglob(METRICS_FILE))
+        else:
+            raise FileNotFoundError(f"{str(p)!r} does not exist")
+    if not files:
+        raise FileNotFoundError(f"no {METRICS_FILE} under {[str(p) for p in paths]}")
+    return files
+
+
+def collect_runs(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """All runs' concept metrics in one frame, with a ``run`` column (the run directory)."""
+    frames = []
+    for f in find_metric_files(paths):
+        df = pd.read_csv(f)
+        df["run"] = str(f.parent)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_summary(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Aggregate the runs under ``paths`` into one ``concept_summary.md`` (default: in the
+    first path if it is a directory)."""
+    df = collect_runs(paths)
+    first = Path(paths[0])
+    out = Path(out) if out else (first if first.is_dir() else first.parent) / SUMMARY_FILE
+    runs = df["run"].nunique()
+    return outputs.write_text(out, summary_markdown(df, title=f"Concept clustering ({runs} runs)"))
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="run or multirun directories (or CSV files)")
+    parser.add_argument("-o", "--out", default=None, help="output .md (default: <first>/concept_summary.md)")
+    args = parser.parse_args(argv)
+    print(write_summary(args.paths, args.out))
