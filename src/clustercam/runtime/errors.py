@@ -14,12 +14,12 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from clustercam.exceptions import ResourceUnavailableError, UserError  # noqa: F401 (re-exported)
+
 F = TypeVar("F", bound=Callable[..., Any])
 HINT = "(HYDRA_FULL_ERROR=1 shows the traceback)"
 
 
-class ResourceUnavailableError(Exception):
-    """A dataset or weight file is not on disk and cannot be fetched; the message says how."""
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -1,0 +1,16 @@
+"""The exceptions clustercam raises on purpose for mistakes a user can fix.
+
+They carry no dependencies so that every layer (``explain`` included) can raise them. At the
+command line only these (and the config errors of Hydra / OmegaConf) end a run with one line;
+any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A bad value, name, path or combination of settings; the message names it."""
+
+
+class ResourceUnavailableError(UserError):
+    """A dataset or weight file is not on disk and cannot be fetched; the message says how."""
