@@ -58,6 +58,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if hasattr(datamodule, "input_shape") and "input_shape" in cfg.model:
         extra["input_shape"] = list(datamodule.input_shape)
+    if "n_clusters" in cfg.model and cfg.model.n_clusters is None and hasattr(datamodule, "num_classes"):
+        extra["n_clusters"] = int(datamodule.num_classes)  # deep clustering: K = the classes
     log.info("Instantiating model <%s>", cfg.model._target_)
     model = hydra.utils.instantiate(cfg.model, **extra)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))

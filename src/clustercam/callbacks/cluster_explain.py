@@ -1,7 +1,7 @@
 """Epoch-end clustering + Grad-CeAM + cardinality table, handed to files and loggers.
 
-Validation epochs: gather the evaluated split's embeddings, fit k-means, log ``val/nmi``,
-``val/ari``, ``val/acc``. Test epoch: the same as ``test/*``, then (rank zero only)
+Validation epochs: gather the evaluated split's embeddings, fit k-means (a DCEC model: its
+own centroids), log ``val/nmi``, ``val/ari``, ``val/acc``. Test epoch: ``test/*``, then (rank zero)
 :func:`clustercam.explain.explain_clusters` and the outputs contract (``metrics.json``,
 ``cardinality.csv``, ``cardinality_summary.json``, ``assignments.csv``, ``figures/``).
 """
@@ -25,7 +25,8 @@ from clustercam.callbacks.gather import (
     target_layer_of,
 )
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
-from clustercam.explain.clustering import KMeansResult, clustering_scores, fit_kmeans
+from clustercam.callbacks.model_clusters import cluster_split, clustering_results
+from clustercam.explain.clustering import KMeansResult, clustering_scores
 from clustercam.explain.gradceam import MODES, GradCeAMTarget, explain_clusters, resolve_target
 from clustercam.explain.hooks import resolve_layer
 from clustercam.explain.plots import explanation_figures
@@ -131,7 +132,7 @@ class ClusterExplainCallback(Callback):
         data = gather_split(trainer, self._chunks)  # collective: every rank takes part
         self._chunks = []
         k = number_of_clusters(trainer, self.n_clusters) or int(data["y"].max()) + 1
-        km = fit_kmeans(data["z"].double().numpy(), k, n_init=n_init, seed=self.seed)
+        km = cluster_split(pl_module, data["z"], k, n_init, self.seed)  # a DCEC model's centroids
         # torchmetrics: each rank scores its share, the metric states are gathered (collective)
         scores = clustering_scores(data["y"], torch.from_numpy(km.labels), trainer.global_rank,
                                    trainer.world_size, pl_module.device)
@@ -153,7 +154,8 @@ class ClusterExplainCallback(Callback):
             loss = trainer.callback_metrics.get("test/loss")
             self.results = {**scores, "recon_loss": float(loss) if loss is not None else math.nan,
                             "n_clusters": int(km.centroids.shape[0]), "n_samples": len(data["idx"]),
-                            "inertia": km.inertia, "gradceam_mode": self.mode}
+                            "inertia": km.inertia, "gradceam_mode": self.mode,
+                            **clustering_results(pl_module)}
             self._explain(trainer, pl_module, data, km)
 
     # -- explaining (rank zero) ---------------------------------------------------------------

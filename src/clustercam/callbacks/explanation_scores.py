@@ -35,7 +35,7 @@ from clustercam.callbacks.gather import (
     target_layer_of,
 )
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
-from clustercam.explain.clustering import fit_kmeans
+from clustercam.callbacks.model_clusters import cluster_split
 from clustercam.explain.hooks import resolve_layer
 from clustercam.explain.plots import curves_figure
 from clustercam.explain.scores import (
@@ -137,7 +137,7 @@ class ExplanationScoresCallback(Callback):
             self._own = gather_split(trainer, self._chunks)
         self._chunks = []
 
-    def _clustering(self, trainer: Trainer) -> tuple[Tensor, Tensor, Tensor, float]:
+    def _clustering(self, trainer: Trainer, pl_module: LightningModule) -> tuple[Tensor, Tensor, Tensor, float]:
         """(dataset indices, cluster of each, centroids K x m, k-means inertia / N)."""
         ce = self._explainer(trainer)
         if ce is not None:
@@ -149,7 +149,7 @@ class ExplanationScoresCallback(Callback):
                 raise RuntimeError("no test embeddings were collected: did the test loop run?")
             idx = self._own["idx"]
             k = number_of_clusters(trainer, self.n_clusters) or int(self._own["y"].max()) + 1
-            km = fit_kmeans(self._own["z"].double().numpy(), k, n_init=self.n_init, seed=self.seed)
+            km = cluster_split(pl_module, self._own["z"], k, self.n_init, self.seed)
         return (idx.long().cpu(), torch.from_numpy(km.labels).long(),
                 torch.from_numpy(km.centroids).float(), km.inertia / max(len(idx), 1))
 
@@ -157,7 +157,7 @@ class ExplanationScoresCallback(Callback):
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        idx, labels, centroids, spread = self._clustering(trainer)
+        idx, labels, centroids, spread = self._clustering(trainer, pl_module)
         ce = self._explainer(trainer)
         g_t = self.gradceam_temperature
         g_t = g_t if g_t is not None else (ce.temperature if ce is not None else 1.0)

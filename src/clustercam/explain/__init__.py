@@ -6,14 +6,19 @@ Nothing here imports Lightning, Hydra or W&B: a notebook gets everything a callb
   name of one), :func:`cardinality`, and :func:`explain_clusters` for a clustered split.
 - Concepts (:mod:`.concepts`): :func:`extract_concepts`, :func:`concept_importance`,
   :func:`concept_maps`, and :func:`run_concepts` for a batch of activations.
-- Peers: :func:`neon` (NEON, LRP of the neuralized k-means; zennit) and
-  :func:`cluster_target` (:mod:`.attribution`: a cluster score module for captum & co.).
+- Peers: :func:`neon` (NEON, LRP of the neuralized k-means; zennit), :func:`clam` (CLAM:
+  Score-CAM on the Student-t soft assignment) and :func:`cluster_target`
+  (:mod:`.attribution`: a cluster score module for captum & co.).
+- Deep clustering (DEC / IDEC / DCEC): :func:`student_t_assignment` (q) and
+  :func:`target_distribution` (P) in :mod:`.assignments`.
 - Scores (:mod:`.scores`): :func:`score_explanations` (deletion / insertion, localisation).
 - Shared: :mod:`.maps` (resize, normalise, smooth), :mod:`.assignments`, :mod:`.clustering`
   (k-means and NMI / ARI / accuracy), :mod:`.hooks`, :mod:`.plots`.
 """
 
+from clustercam.explain.assignments import student_t_assignment, target_distribution
 from clustercam.explain.attribution import cluster_target
+from clustercam.explain.clam import CLAMResult, clam
 from clustercam.explain.clustering import KMeansResult, clustering_scores, fit_kmeans
 from clustercam.explain.concepts import (
     ConceptSettings,
@@ -40,9 +45,10 @@ from clustercam.explain.neon import NEONResult, neon
 from clustercam.explain.scores import ScoreReport, score_explanations
 
 __all__ = [
-    "ASSIGNMENT", "MODES", "PAPER", "REFERENCE", "CardinalityResult", "ClusterExplanation",
+    "ASSIGNMENT", "MODES", "PAPER", "REFERENCE", "CLAMResult", "CardinalityResult", "ClusterExplanation",
     "ConceptSettings", "GradCeAMResult", "GradCeAMTarget", "KMeansResult", "NEONResult",
-    "ScoreReport", "cardinality", "centroid_weights", "cluster_target", "clustering_scores",
+    "ScoreReport", "cardinality", "centroid_weights", "clam", "cluster_target", "clustering_scores",
     "concept_importance", "concept_maps", "explain_clusters", "extract_concepts", "fit_kmeans",
-    "grad_ceam", "neon", "run_concepts", "score_explanations",
+    "grad_ceam", "neon", "run_concepts", "score_explanations", "student_t_assignment",
+    "target_distribution",
 ]

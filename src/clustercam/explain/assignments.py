@@ -1,7 +1,8 @@
 """How an embedding belongs to the clusters: distances, the nearest centroid, soft assignments.
 
-Shared by Grad-CeAM's ``assignment`` target, the cardinality table and the scores, so the
-three agree on what "assigned to c" means.
+Shared by Grad-CeAM's ``assignment`` target, the cardinality table, the scores, CLAM and the
+deep clustering models (DEC's Student-t q, its target distribution P and KL(P || Q)), so
+they all agree on what "assigned to c" means.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+
+from clustercam.exceptions import UserError
 
 Assignment = Literal["softmax", "student_t"]
 ASSIGNMENTS: tuple[str, ...] = ("softmax", "student_t")
@@ -33,6 +36,87 @@ def log_soft_assignment(z: Tensor, centroids: Tensor, temperature: float = 1.0) 
     return torch.log_softmax(-squared_distances(z, centroids) / temperature, dim=1)
 
 
+def log_student_t_assignment(z: Tensor, centroids: Tensor, alpha: float = 1.0) -> Tensor:
+    """log q: DEC's Student-t soft assignment (Xie et al. 2016, eq. 1), N x K.
+
+    ``q_ik = (1 + ||z_i - mu_k||^2 / alpha)^(-(alpha+1)/2)``, normalised over k; computed as
+    logs (``log1p`` and ``logsumexp``) so far-away embeddings do not underflow. Differentiable
+    in z and in the centroids (the clustering layer trains them), in the inputs' promoted dtype.
+
+    Args:
+        z: N x m embeddings.
+        centroids: K x m.
+        alpha: the kernel's degrees of freedom, > 0 (DEC: 1).
+
+    Returns:
+        N x K log-probabilities; ``exp`` of each row sums to 1.
+
+    Raises:
+        UserError: ``alpha`` is not > 0.
+
+    Example:
+        >>> import torch
+        >>> z, mu = torch.tensor([[0.0], [2.0]]), torch.tensor([[0.0], [1.0]])
+        >>> log_student_t_assignment(z, mu).exp()  # (1 + d^2)^-1: 1 vs 1/2, then 1/5 vs 1/2
+        tensor([[0.6667, 0.3333],
+                [0.2857, 0.7143]])
+    """
+    if not alpha > 0:
+        raise UserError(f"alpha must be > 0, got {alpha}")
+    mu = centroids.to(torch.promote_types(z.dtype, centroids.dtype))
+    logits = -(alpha + 1) / 2 * torch.log1p(squared_distances(z.to(mu.dtype), mu) / alpha)
+    return logits - torch.logsumexp(logits, dim=1, keepdim=True)
+
+
+def student_t_assignment(z: Tensor, centroids: Tensor, alpha: float = 1.0) -> Tensor:
+    """q: DEC's Student-t soft assignment, N x K, rows sum to 1 (see
+    :func:`log_student_t_assignment`); differentiable in z and the centroids."""
+    return log_student_t_assignment(z, centroids, alpha).exp()
+
+
+def target_distribution(q: Tensor, frequencies: Tensor | None = None) -> Tensor:
+    """DEC's target distribution P (Xie et al. 2016, eq. 3): q squared over cluster frequency.
+
+    ``p_ik = (q_ik^2 / f_k) / sum_j (q_ij^2 / f_j)`` with ``f_k = sum_i q_ik``. Squaring
+    sharpens each row towards its most confident cluster, dividing by f_k keeps large clusters
+    from swallowing the others. ``f`` must be the soft cluster sizes of the whole training
+    split: give them as ``frequencies`` when ``q`` holds only part of it (a DDP rank's share,
+    summed over ranks). Not differentiated through (a fixed target).
+
+    Args:
+        q: N x K soft assignments (rows sum to 1).
+        frequencies: K soft cluster sizes f_k (None: ``q.sum(0)``).
+
+    Returns:
+        N x K, rows sum to 1.
+
+    Raises:
+        UserError: q is not N x K, or the frequencies are not K positive numbers.
+
+    Example:
+        >>> import torch
+        >>> q = torch.tensor([[0.75, 0.25], [0.5, 0.5]])
+        >>> target_distribution(q)  # f = (1.25, 0.75); row 0: 0.45 vs 0.0833 before normalising
+        tensor([[0.8438, 0.1563],
+                [0.3750, 0.6250]])
+    """
+    if q.dim() != 2:
+        raise UserError(f"q must be N x K soft assignments, got shape {tuple(q.shape)}")
+    q = q.detach()
+    f = q.sum(0) if frequencies is None else frequencies.detach().to(q.dtype)
+    if f.shape != (q.shape[1],) or not bool((f > 0).all()):
+        raise UserError(f"frequencies must be K = {q.shape[1]} positive soft cluster sizes, got {f.tolist()}")
+    weight = q.pow(2) / f
+    return weight / weight.sum(1, keepdim=True)
+
+
+def kl_divergence(p: Tensor, q: Tensor) -> Tensor:
+    """KL(P || Q) summed over clusters, mean over samples: DEC's clustering loss (eq. 2, per
+    sample). Zero entries of P contribute 0; gradients flow into q only."""
+    p = p.detach().to(q.dtype)
+    return torch.special.xlogy(p, p).sub(p * q.clamp_min(torch.finfo(q.dtype).tiny).log()).sum(1).mean()
+
+
 def soft_assignment(
     z: Tensor,
     centroids: Tensor,
@@ -49,10 +133,7 @@ def soft_assignment(
     if kind == "softmax":
         return log_soft_assignment(z.double(), centroids.double(), temperature).exp()
     if kind == "student_t":
-        if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
-        q = (1 + squared_distances(z.double(), centroids.double()) / alpha).pow(-(alpha + 1) / 2)
-        return q / q.sum(1, keepdim=True)
+        return student_t_assignment(z.double(), centroids.double(), alpha)
     raise ValueError(f"unknown assignment {kind!r}; choose one of {ASSIGNMENTS}")
 
 

@@ -24,9 +24,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
-from clustercam.explain.assignments import log_soft_assignment
+from clustercam.explain.assignments import log_soft_assignment, log_student_t_assignment
 from clustercam.explain.maps import minmax_normalise
 
 PAPER_EPS = 1e-8
@@ -142,6 +143,19 @@ def assignment_target(temperature: float = 1.0) -> GradCeAMTarget:
         return ASSIGNMENT
     loss = functools.partial(assignment_loss, temperature=float(temperature))
     return GradCeAMTarget(loss, reduction="mean", scale=1.0, relu=True, name="assignment")
+
+
+def student_t_loss(z: Tensor, centroids: Tensor, alpha: float = 1.0) -> Tensor:
+    """L_c = log q_c with DEC's Student-t kernel: a deep clustering model's own assignment."""
+    return log_student_t_assignment(z, centroids, alpha)
+
+
+def student_t_target(alpha: float = 1.0) -> GradCeAMTarget:
+    """The ``assignment`` target with DEC's Student-t kernel at ``alpha`` (name ``student_t``):
+    what a DEC / IDEC / DCEC model's clustering layer outputs; mean, scale 1, ReLU."""
+    loss = functools.partial(student_t_loss, alpha=float(alpha))
+    loss(torch.zeros(1, 1), torch.zeros(2, 1))  # a bad alpha fails here, not at the first map
+    return GradCeAMTarget(loss, reduction="mean", scale=1.0, relu=True, name="student_t")
 
 
 def resolve_target(mode: str | GradCeAMTarget, temperature: float = 1.0) -> GradCeAMTarget:

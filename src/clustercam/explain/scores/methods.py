@@ -4,12 +4,14 @@ A map method takes a :class:`MapRequest` (encoder, target layer, inputs, centroi
 cluster each map must explain) and returns one map per sample, N x spatial, in [0, 1].
 Built in: ``random`` (seeded), ``random_smooth`` (seeded blobs: the control for
 contiguity), ``activation`` (the channel mean of the target layer: where it responds at
-all, with no cluster in it), ``gradceam_<target>`` for every Grad-CeAM target, and the
-peers ``neon`` (LRP of the neuralized k-means, zennit), ``integrated_gradients``,
-``occlusion`` and ``gradient_shap`` (captum, on the log soft-assignment). Built-in methods
-are :class:`ClusterMapMethod` values with settings (``configure``); every method can also
-give the maps of all K clusters (:func:`all_cluster_maps`), in one pass where the method
-allows it (Grad-CeAM, NEON) and cluster by cluster otherwise. :func:`register_method` adds
+all, with no cluster in it), ``gradceam_<target>`` for every Grad-CeAM target (and
+``gradceam_student_t``: the Student-t assignment of DEC-family models, alpha 1), and the
+peers ``neon`` (LRP of the neuralized k-means, zennit), ``clam`` (Score-CAM on the Student-t
+assignment), ``integrated_gradients``, ``occlusion`` and ``gradient_shap`` (captum, on the
+log soft-assignment). Built-in methods are :class:`ClusterMapMethod` values with settings
+(``configure``); every method can also give the maps of all K clusters
+(:func:`all_cluster_maps`), in one pass where the method allows it (Grad-CeAM, NEON, CLAM)
+and cluster by cluster otherwise. :func:`register_method` adds
 others, and a :class:`GradCeAMTarget` given directly becomes ``gradceam_<its name>``.
 """
 
@@ -24,8 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from clustercam.explain import attribution
+from clustercam.explain.clam import clam
 from clustercam.explain.gradceam.gradceam import grad_ceam
-from clustercam.explain.gradceam.targets import TARGETS, GradCeAMTarget, resolve_target
+from clustercam.explain.gradceam.targets import (
+    TARGETS,
+    GradCeAMTarget,
+    resolve_target,
+    student_t_target,
+)
 from clustercam.explain.hooks import (
     eval_mode,
     forward_with_layer,
@@ -162,6 +170,19 @@ def neon_all_maps(req: MapRequest, beta: float | str | None = "auto", evidence: 
                 batch_size=req.batch_size, smooth=req.smooth).heatmaps
 
 
+def clam_maps(req: MapRequest, alpha: float = 1.0, batch_size: int = 512) -> Tensor:
+    """CLAM's map of each sample's cluster (:func:`clustercam.explain.clam`); ``batch_size``:
+    masked inputs per forward pass."""
+    return clam(req.encoder, req.target_layer, req.x, req.centroids, clusters=req.clusters,
+                alpha=alpha, batch_size=batch_size, smooth=req.smooth).heatmaps[:, 0]
+
+
+def clam_all_maps(req: MapRequest, alpha: float = 1.0, batch_size: int = 512) -> Tensor:
+    """CLAM's maps of all K clusters, from the same C masked forward passes per sample."""
+    return clam(req.encoder, req.target_layer, req.x, req.centroids, alpha=alpha,
+                batch_size=batch_size, smooth=req.smooth).heatmaps
+
+
 def integrated_gradients(req: MapRequest, n_steps: int = 32, baseline: str | float = "auto",
                          score: str = "log_probability", temperature: float | str = "auto") -> Tensor:
     """captum's integrated gradients of the cluster score (:mod:`clustercam.explain.attribution`)."""
@@ -210,12 +231,14 @@ MAP_METHODS: dict[str, MapMethod] = {
     "random_smooth": ClusterMapMethod(_random_smooth, _same_for_all(_random_smooth)),
     "activation": ClusterMapMethod(_activation, _same_for_all(_activation)),
     **{f"gradceam_{name}": gradceam_method(name) for name in TARGETS},
+    "gradceam_student_t": gradceam_method(student_t_target()),
     "neon": ClusterMapMethod(neon_maps, neon_all_maps),
+    "clam": ClusterMapMethod(clam_maps, clam_all_maps),
     "integrated_gradients": ClusterMapMethod(integrated_gradients),
     "occlusion": ClusterMapMethod(occlusion),
     "gradient_shap": ClusterMapMethod(gradient_shap),
 }
-PEERS: tuple[str, ...] = ("neon", "integrated_gradients", "occlusion", "gradient_shap")
+PEERS: tuple[str, ...] = ("neon", "clam", "integrated_gradients", "occlusion", "gradient_shap")
 # the methods the scores compare unless told otherwise
 METHODS: tuple[str, ...] = ("random", "random_smooth", "activation", "gradceam_paper",
                             "gradceam_reference", "gradceam_assignment")
