@@ -138,6 +138,7 @@ class DCECModule(LightningModule):
         self.optimizer_factory = optimizer
         self.pretrain_epochs, self.seed = pretrain_epochs, seed
         self.targets: Tensor | None = None  # P of the training split, N x K
+        self.frequencies: Tensor | None = None  # f_k = sum_i q_ik over the training split
         self.labels: Tensor | None = None  # argmax q at the last update
         self.since_update = 0
         self.pretrain_scores: dict[str, float] = {}
@@ -229,11 +230,13 @@ class DCECModule(LightningModule):
         self.net.clustering.initialise(mu)
         for opt in self.trainer.optimizers:  # no Adam moments from the zero-gradient pretraining
             opt.state.pop(self.net.clustering.centroids, None)
-        scores = {f"train_{k}": v for k, v in clustering_scores(y, nearest(z, mu)).items()}
+        # every rank holds the whole split: each scores its share, torchmetrics gathers (collective)
+        ranks = (self.trainer.global_rank, self.trainer.world_size, self.device)
+        scores = {f"train_{k}": v for k, v in clustering_scores(y, nearest(z, mu), *ranks).items()}
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "eval_tensors"):
             xe, ye = dm.eval_tensors()
-            scores.update(clustering_scores(ye, nearest(self.embed_all(xe), mu)))
+            scores.update(clustering_scores(ye, nearest(self.embed_all(xe), mu), *ranks))
         self.pretrain_scores = scores
         self._log_now({f"pretrain/{k}": v for k, v in scores.items()})
         log.info("DCEC: k-means initialisation (epoch %d, %d training embeddings): NMI %.3f on the "
@@ -248,7 +251,8 @@ class DCECModule(LightningModule):
             q = self.net.clustering(self.embed_all(x).to(self.net.clustering.centroids)).cpu()
         labels = q.argmax(1)
         changed = math.nan if self.labels is None else float((labels != self.labels).double().mean())
-        self.targets, self.labels = target_distribution(q), labels
+        self.frequencies = q.sum(0)
+        self.targets, self.labels = target_distribution(q, self.frequencies), labels
         self.history.append({"step": float(self.global_step), "changed": changed})
         if not math.isnan(changed):
             self.log("train/changed_labels", changed, on_step=True, on_epoch=False, prog_bar=True)
@@ -326,7 +330,7 @@ class DCECModule(LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["dcec"] = {"targets": self.targets, "labels": self.labels,
+        checkpoint["dcec"] = {"targets": self.targets, "frequencies": self.frequencies, "labels": self.labels,
                               "since_update": self.since_update, "pretrain_scores": self.pretrain_scores,
                               "history": self.history}
 
@@ -341,6 +345,7 @@ class DCECModule(LightningModule):
             raise UserError(f"the checkpoint's clustering layer has {tuple(mu.shape)} centroids (K x m), "
                             f"this model {tuple(self.net.clustering.centroids.shape)}: set model.n_clusters")
         self.targets, self.labels = state["targets"], state["labels"]
+        self.frequencies = state.get("frequencies")
         self.since_update = int(state["since_update"])
         self.pretrain_scores = dict(state["pretrain_scores"])
         self.history = list(state["history"])

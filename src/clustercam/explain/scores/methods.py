@@ -170,14 +170,14 @@ def neon_all_maps(req: MapRequest, beta: float | str | None = "auto", evidence: 
                 batch_size=req.batch_size, smooth=req.smooth).heatmaps
 
 
-def clam_maps(req: MapRequest, alpha: float = 1.0, batch_size: int = 512) -> Tensor:
+def clam_maps(req: MapRequest, alpha: float = 1.0, batch_size: int = 128) -> Tensor:
     """CLAM's map of each sample's cluster (:func:`clustercam.explain.clam`); ``batch_size``:
     masked inputs per forward pass."""
     return clam(req.encoder, req.target_layer, req.x, req.centroids, clusters=req.clusters,
                 alpha=alpha, batch_size=batch_size, smooth=req.smooth).heatmaps[:, 0]
 
 
-def clam_all_maps(req: MapRequest, alpha: float = 1.0, batch_size: int = 512) -> Tensor:
+def clam_all_maps(req: MapRequest, alpha: float = 1.0, batch_size: int = 128) -> Tensor:
     """CLAM's maps of all K clusters, from the same C masked forward passes per sample."""
     return clam(req.encoder, req.target_layer, req.x, req.centroids, alpha=alpha,
                 batch_size=batch_size, smooth=req.smooth).heatmaps
