@@ -12,7 +12,8 @@ import clustercam.explain as explain
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(explain.__path__, "clustercam.explain."))
 ENTRY_POINTS = ["grad_ceam", "cardinality", "extract_concepts", "concept_importance",
-                "score_explanations", "run_concepts", "explain_clusters", "GradCeAMTarget"]
+                "score_explanations", "run_concepts", "explain_clusters", "GradCeAMTarget", "clam",
+                "target_distribution"]
 
 
 def _examples(module_name):
