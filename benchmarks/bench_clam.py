@@ -165,7 +165,7 @@ def run(args) -> Section:
         ]
     g = med_t["clam"] / med_t["gradceam"]
     headlines.append(Headline(f"CLAM Trace (C={c_t}): clam ÷ Grad-CeAM reference", fmt_x(g), "≥ 30×", g >= 30))
-    intro = [__doc__.split("\n\n")[0], "", __doc__.split("\n\n")[1], "", memory_note(args.device),
+    intro = [*"\n\n".join(__doc__.split("\n\n")[:4]).splitlines(), "", memory_note(args.device),
              f"Times are medians of {args.repeats} interleaved repeat(s) after {args.warmup} warm-up "
              "run(s) per case; the naive loop runs once."]
     return Section("CLAM: batched masked forwards vs the naive loop vs Grad-CeAM", intro,

@@ -145,13 +145,14 @@ def run(args) -> Section:
         rows.append([label, fmt_s(med[name]), spread(times[name]), fmt_x(med[name] / med["plain"]),
                      fmt_mib(mem)])
     steps = math.ceil(n / BATCH)
+    extra = med["lightning"] - med["plain"]
     table = Table(f"One clustering epoch, Trace train split ({n} series, batch {BATCH}, {steps} steps, "
                   f"K = {K})", ["how", "median epoch", "min–max", "× plain", "peak memory"], rows,
-                  [f"Lightning's extra time: {fmt_s(med['lightning'] - med['plain'])} an epoch."])
+                  [f"Lightning's extra time: {'-' if extra < 0 else ''}{fmt_s(abs(extra))} an epoch."])
     ratio = med["lightning"] / med["plain"]
     headlines = [Headline(f"DCEC training, one Trace clustering epoch (batch {BATCH}): Lightning ÷ "
                           "plain torch loop", fmt_x(ratio), "≤ 1.15×", ratio <= 1.15)]
-    intro = [__doc__.split("\n\n")[0], "", __doc__.split("\n\n")[1], "",
+    intro = [*"\n\n".join(__doc__.split("\n\n")[:3]).splitlines(), "",
              f"- Median of {args.repeats} interleaved epochs after {args.warmup} warm-up epoch(s) each.",
              "- " + memory_note(args.device)]
     return Section("DCEC training overhead: Lightning vs a plain loop", intro, [table], headlines,
