@@ -74,7 +74,7 @@ def run_overrides(dataset: str, methods: Sequence[str] = METHODS) -> list[str]:
             *(f"~callbacks.explanation_scores.method_options.{m}" for m in dropped)]
 
 
-# what the literature reports for DCEC (Guo et al. 2017, Table 2; MNIST-full: 70,000 digits)
+# what the literature reports for DCEC (Guo et al., ICONIP 2017; MNIST-full: 70,000 digits)
 LITERATURE = {"MNIST": "DCEC, MNIST-full (70,000 digits): NMI 0.885, ACC 0.889"}
 GRADCEAM = ("gradceam_paper", "gradceam_reference", "gradceam_assignment", "gradceam_student_t")
 VERDICT = (*AUC_COLUMNS, *LOCALISATION)
