@@ -14,3 +14,8 @@ class UserError(ValueError):
 
 class ResourceUnavailableError(UserError):
     """A dataset or weight file is not on disk and cannot be fetched; the message says how."""
+
+
+class TrainingDivergedError(UserError):
+    """Training produced a non-finite loss (or gradient norm); the message names the step,
+    the value, the last good checkpoint and the settings to look at."""

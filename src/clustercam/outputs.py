@@ -23,6 +23,11 @@ ASSIGNMENTS = "assignments.csv"
 ASSIGNMENT_COLUMNS = ("index", "label", "cluster")
 FIGURES = "figures"
 HEATMAPS = "figures/heatmaps.npz"
+# the run's state: running / finished / failed / diverged / interrupted (clustercam.runtime.status)
+STATUS = "status.json"
+# inputs left out because they cannot be read (data.on_bad_file=skip)
+SKIPPED_INPUTS = "skipped_inputs.csv"
+SKIPPED_INPUT_COLUMNS = ("file", "reason")
 
 
 def _atomic_write(path: Path, write: Any, mode: str = "w") -> Path:

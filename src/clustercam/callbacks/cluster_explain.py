@@ -18,6 +18,7 @@ from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
+from clustercam.callbacks.divergence import check_finite_embeddings
 from clustercam.callbacks.gather import (
     eval_inputs,
     gather_split,
@@ -130,6 +131,7 @@ class ClusterExplainCallback(Callback):
                  ) -> tuple[dict, KMeansResult, dict[str, float]]:
         data = gather_split(trainer, self._chunks)  # collective: every rank takes part
         self._chunks = []
+        check_finite_embeddings(data["z"], "embeddings of the evaluated split")  # equal on every rank
         k = number_of_clusters(trainer, self.n_clusters) or int(data["y"].max()) + 1
         km = fit_kmeans(data["z"].double().numpy(), k, n_init=n_init, seed=self.seed)
         # torchmetrics: each rank scores its share, the metric states are gathered (collective)

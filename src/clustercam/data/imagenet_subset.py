@@ -17,10 +17,15 @@ from typing import Any
 
 import torch
 from lightning import LightningDataModule
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from clustercam.data.image_files import (
+    SkippedInput,
+    check_image_files,
+    check_on_bad_file,
+    read_image,
+)
 from clustercam.runtime.errors import ResourceUnavailableError
 
 log = logging.getLogger(__name__)
@@ -94,9 +99,7 @@ class ImageFileDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
-        with Image.open(self.paths[i]) as img:
-            x = self.transform(img.convert("RGB"))
-        return x, self.targets[i], i
+        return self.transform(read_image(self.paths[i])), self.targets[i], i
 
 
 class ImageNetSubsetDataModule(LightningDataModule):
@@ -105,6 +108,8 @@ class ImageNetSubsetDataModule(LightningDataModule):
     The same images serve test and predict (there is nothing to train).
     ``class_map`` maps extra folder names to class indices; ``max_images`` caps the set;
     ``preprocessing`` overrides entries of timm's data config (``input_size``, ``mean``...).
+    ``on_bad_file``: ``skip`` leaves files that cannot be read out (listed in
+    :attr:`skipped_inputs`), ``error`` stops at the first (:mod:`clustercam.data.image_files`).
     """
 
     def __init__(
@@ -118,8 +123,11 @@ class ImageNetSubsetDataModule(LightningDataModule):
         class_map: Mapping[str, int] | None = None,
         pin_memory: bool = False,
         preprocessing: Mapping[str, Any] | None = None,
+        on_bad_file: str = "skip",
     ) -> None:
         super().__init__()
+        self.on_bad_file = check_on_bad_file(on_bad_file)
+        self.skipped_inputs: list[SkippedInput] = []
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_images is not None and max_images < 1:
@@ -169,10 +177,12 @@ class ImageNetSubsetDataModule(LightningDataModule):
                 f"(n01440764/, ...) holding {'/'.join(EXTENSIONS)} files; found "
                 f"{len(folders)} sub-folders"
             )
-        if self.max_images is not None:
-            paths, targets, names = (paths[: self.max_images], targets[: self.max_images],
-                                     names[: self.max_images])
-        return paths, targets, names
+        # unreadable files (empty, not images, cut off) out now, before any batch
+        kept, self.skipped_inputs = check_image_files(paths, self.on_bad_file, self.max_images)
+        if not kept:
+            raise ValueError(f"none of the {len(paths)} image files in {str(self.data_dir)!r} "
+                             "can be read (see the warnings above)")
+        return [paths[i] for i in kept], [targets[i] for i in kept], [names[i] for i in kept]
 
     # -- transforms ---------------------------------------------------------------------
     @property
@@ -195,8 +205,7 @@ class ImageNetSubsetDataModule(LightningDataModule):
 
     def display_image(self, index: int) -> Tensor:
         """3 x H x W in [0, 1]: image ``index`` resized and cropped as for the model."""
-        with Image.open(self.image_paths[index]) as img:
-            return self.display_transform(img.convert("RGB"))
+        return self.display_transform(read_image(self.image_paths[index]))
 
     @property
     def num_classes(self) -> int:
@@ -204,7 +213,22 @@ class ImageNetSubsetDataModule(LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        self._agree_across_ranks()
         self.dataset = ImageFileDataset(self.image_paths, self.targets, self.transform)
+
+    def _agree_across_ranks(self) -> None:
+        """Under DDP every rank uses rank 0's file list: the check gives the same list on
+        each (it depends on the files only), unless a file changed or a read failed on one
+        rank in between; then ranks would split different datasets and the gather would hang."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size < 2:
+            return
+        mine = (self.image_paths, self.targets, self.class_names, self.skipped_inputs)
+        ours = trainer.strategy.broadcast(mine, src=0)
+        if [str(p) for p in ours[0]] != [str(p) for p in mine[0]]:
+            log.warning("rank %d found other unreadable files than rank 0; using rank 0's list",
+                        trainer.global_rank)
+        self.image_paths, self.targets, self.class_names, self.skipped_inputs = ours
 
     def _loader(self) -> DataLoader:
         if not hasattr(self, "dataset"):
