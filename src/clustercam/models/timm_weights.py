@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from clustercam.runtime.checkpoints import torch_file_problem
 from clustercam.runtime.errors import ResourceUnavailableError
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,15 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state: Any = load_file(str(path))
+        try:
+            state: Any = load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - safetensors' own error type, a damaged file
+            raise PretrainedWeightsError(
+                f"could not read {str(path)!r} as safetensors: {str(err).splitlines()[0][:200]}") from None
     else:
+        problem = torch_file_problem(path)
+        if problem:
+            raise PretrainedWeightsError(f"could not read {str(path)!r} as a state dict: {problem}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - pickles with objects, corrupt files

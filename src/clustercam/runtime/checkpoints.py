@@ -30,6 +30,20 @@ def _fail(path: Path | str, what: str) -> CheckpointError:
     return CheckpointError(f"ckpt_path={str(path)!r} {what}")
 
 
+def torch_file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a file of ``torch.save`` (its zip format, or the legacy pickle),
+    or None: so that random bytes get one line, not torch's unpickling error and its
+    ``weights_only`` advice."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(1)
+    if zipfile.is_zipfile(path) or head == b"\x80":
+        return None
+    size = path.stat().st_size
+    return (f"{size} bytes that are neither torch's zip format nor a pickle (a damaged or "
+            "unrelated file?)")
+
+
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     """The Lightning checkpoint at ``ckpt_path`` (loaded as Lightning loads it: ``weights_only``).
 
@@ -42,12 +56,9 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
                        "ckpt_path=last to resume the run in paths.output_dir, or leave it null")
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise _fail(ckpt_path, f"{what}: {return_hint}")
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # torch's zip format / a pickle
-        size = path.stat().st_size
-        raise _fail(ckpt_path, f"is not a Lightning checkpoint: {size} bytes that are neither "
-                               "torch's zip format nor a pickle (a damaged or unrelated file?)")
+    problem = torch_file_problem(path)
+    if problem:
+        raise _fail(ckpt_path, f"is not a Lightning checkpoint: {problem}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reason torch gives becomes one line

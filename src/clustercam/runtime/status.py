@@ -22,8 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lightning.pytorch.utilities import rank_zero_only
-
 from clustercam import outputs
 from clustercam.exceptions import TrainingDivergedError
 
@@ -32,6 +30,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 STATES = ("running", "finished", "failed", "diverged", "interrupted")
 DONE = "finished"
+
+
+def _rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only  # not at import: studies read status too
+
+    return rank_zero_only.rank == 0
 
 
 def _now() -> str:
@@ -65,7 +69,7 @@ def record_skipped_inputs(run_dir: str | Path, datamodule: Any) -> None:
     """``skipped_inputs.csv`` (file, reason) for the inputs the datamodule left out, and their
     count in ``status.json``; nothing when none were skipped."""
     skipped = list(getattr(datamodule, "skipped_inputs", None) or [])
-    if not skipped or rank_zero_only.rank != 0:
+    if not skipped or not _rank_zero():
         return
     path = Path(run_dir) / outputs.SKIPPED_INPUTS
     outputs.write_csv(path, [vars(s) for s in skipped], outputs.SKIPPED_INPUT_COLUMNS)
@@ -112,7 +116,8 @@ class _Signals:
 def _outcome(exc: BaseException, signals: _Signals) -> tuple[str, str, dict[str, Any]]:
     if isinstance(exc, TrainingDivergedError):
         return "diverged", str(exc), dict(getattr(exc, "details", {}) or {})
-    if signals.received or isinstance(exc, KeyboardInterrupt):
+    # Lightning turns a KeyboardInterrupt into sys.exit(1) after its graceful shutdown
+    if signals.received or isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
         return "interrupted", f"{signals.received or 'SIGINT'} received", {}
     if isinstance(exc, SystemExit):
         return "failed", f"exit status {exc.code}", {}
@@ -126,7 +131,7 @@ def track_status(run: F) -> F:
     @functools.wraps(run)
     def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
         out = Path(cfg.paths.output_dir)
-        rank_zero = rank_zero_only.rank == 0
+        rank_zero = _rank_zero()
         if rank_zero:
             write_status(out, "running")
         signals = _Signals()
@@ -149,3 +154,61 @@ def track_status(run: F) -> F:
         return result
 
     return wrapper  # type: ignore[return-value]
+
+
+# -- what a sweep's aggregation says about the runs that did not finish ---------------------
+def _alive(entry: dict[str, Any]) -> bool | None:
+    """Whether the process of a ``running`` entry still runs (None: another host, unknown)."""
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or entry.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_states(paths: Any) -> list[tuple[Path, dict[str, Any]]]:
+    """(run folder, its status.json) for every run at or under ``paths`` (a folder or a list),
+    in folder order; runs written before status.json existed are not listed."""
+    roots = [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
+    found: dict[Path, dict[str, Any]] = {}
+    for root in roots:
+        files = [root / outputs.STATUS] if (root / outputs.STATUS).is_file() else []
+        files += sorted(root.rglob(outputs.STATUS)) if root.is_dir() else []
+        for f in files:
+            entry = read_status(f.parent)
+            found.setdefault(f.parent, entry or {"status": "failed", "message": "unreadable status.json"})
+    return sorted(found.items())
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """False only for a run whose status.json says it did not finish (older runs: True)."""
+    entry = read_status(run_dir)
+    return entry is None or entry.get("status") == DONE
+
+
+def unfinished_report(paths: Any) -> str:
+    """Markdown: how many runs under ``paths`` did not finish, by status, and a line for each
+    (folder, status, reason); empty when all finished. Aggregations append it, so that a
+    table over a sweep says which jobs it leaves out."""
+    states = run_states(paths)
+    bad = [(run, e) for run, e in states if e.get("status") != DONE]
+    if not bad:
+        return ""
+    counts: dict[str, int] = {}
+    lines = []
+    for run, e in bad:
+        status = str(e.get("status"))
+        if status == "running":
+            alive = _alive(e)
+            status = {True: "running", False: "killed"}.get(alive, "running or killed")  # type: ignore[arg-type]
+        counts[status] = counts.get(status, 0) + 1
+        reason = f": {e['message']}" if e.get("message") else ""
+        lines.append(f"- `{run}`: {status}{reason}")
+    by = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return (f"## Runs that did not finish\n\n{len(bad)} of {len(states)} runs did not finish "
+            f"({by}); the tables above leave them out.\n\n" + "\n".join(lines) + "\n")

@@ -27,6 +27,7 @@ from pathlib import Path
 from clustercam import outputs
 from clustercam.runtime.configs import experiment_names
 from clustercam.runtime.errors import exit_on_user_error
+from clustercam.runtime.status import unfinished_report
 from clustercam.studies.records import RunRecord, by_dataset, collect
 from clustercam.studies.reproduce import root, run_sweep
 
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         raise FileNotFoundError(f"no finished scored runs under {runs_dir}")
     text = comparison_markdown(runs, settings_text(args.datasets, seeds, args.quick))
+    missing = unfinished_report(runs_dir)  # failed / diverged / unfinished jobs, named
+    text += f"\n{missing}" if missing else ""
     outputs.write_text(out / "explanation_comparison.md", text)
     outputs.write_csv(out / "explanation_comparison.csv", comparison_rows(runs),
                       ("dataset", "method", "score", "mean", "std", "n"))

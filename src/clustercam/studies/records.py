@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from clustercam.runtime.status import is_finished
+
 STATS = ("median", "mean", "min", "max")
 
 
@@ -46,11 +48,14 @@ def _float(v: str) -> float:
 
 def collect(runs_dir: str | Path) -> list[RunRecord]:
     """Every finished run under ``runs_dir`` (a folder with metrics.json, config.yaml and
-    cardinality_summary.json), in folder order."""
+    cardinality_summary.json, and no status.json saying it failed or is unfinished: see
+    :func:`clustercam.runtime.status.unfinished_report`), in folder order."""
     records = []
     for metrics_path in sorted(Path(runs_dir).rglob("metrics.json")):
         run = metrics_path.parent
         if not (run / "config.yaml").is_file() or not (run / "cardinality_summary.json").is_file():
+            continue
+        if not is_finished(run):
             continue
         cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
         modes = {}

@@ -25,6 +25,7 @@ from pathlib import Path
 from clustercam import outputs
 from clustercam.runtime.configs import experiment_names
 from clustercam.runtime.errors import exit_on_user_error
+from clustercam.runtime.status import unfinished_report
 from clustercam.studies import figures as paper_figures
 from clustercam.studies.records import RunRecord, by_dataset, collect, high_low
 from clustercam.studies.tables import modes_table, table1, table1_selected
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         raise FileNotFoundError(f"no finished Grad-CeAM runs under {runs_dir}")
     concept_run = runs_dir / "concepts" if (runs_dir / "concepts" / "concept_metrics.csv").is_file() else None
     text = report(records, timings, sum(timings.values()))
+    missing = unfinished_report(runs_dir)  # failed / diverged / unfinished jobs, named
+    text += f"\n{missing}" if missing else ""
     outputs.write_text(out / "table1.md", text)
     captions = draw_figures(records, concept_run, out / "figures")
     outputs.write_text(out / "figures" / "captions.md", "# Figures\n\n" + "\n".join(captions) + "\n")
