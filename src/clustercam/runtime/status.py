@@ -67,11 +67,14 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
 
 def record_skipped_inputs(run_dir: str | Path, datamodule: Any) -> None:
     """``skipped_inputs.csv`` (file, reason) for the inputs the datamodule left out, and their
-    count in ``status.json``; nothing when none were skipped."""
-    skipped = list(getattr(datamodule, "skipped_inputs", None) or [])
-    if not skipped or not _rank_zero():
+    count in ``status.json``; when none were skipped, no file (an earlier run's is removed)."""
+    if not _rank_zero():
         return
+    skipped = list(getattr(datamodule, "skipped_inputs", None) or [])
     path = Path(run_dir) / outputs.SKIPPED_INPUTS
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return
     outputs.write_csv(path, [vars(s) for s in skipped], outputs.SKIPPED_INPUT_COLUMNS)
     outputs.write_json(Path(run_dir) / outputs.STATUS, {"skipped_inputs": len(skipped)}, merge=True)
     log.info("the %d skipped input(s) are listed in %s", len(skipped), path)
