@@ -78,12 +78,18 @@ def test_skip_warns_once_per_file_and_counts_error_names_the_first(tmp_path, cap
         check_image_files(paths, "ignore")
 
 
-def test_the_datamodule_leaves_bad_files_out_before_any_batch(tmp_path):
+def test_the_datamodule_leaves_bad_files_out_and_names_images_apart(tmp_path):
     bad = write_folder(tmp_path)
     dm = ImageNetSubsetDataModule(tmp_path, model_name="test_resnet", class_map={"a": 0, "b": 1},
                                   batch_size=4, preprocessing={"input_size": (3, 32, 32)})
     assert len(dm.image_paths) == 6 and not set(dm.image_paths) & set(bad.values())
     assert dm.targets == [0, 0, 0, 1, 1, 1]
+    assert [dm.image_name(i) for i in (0, 3)] == ["a0", "b0"]
+    (tmp_path / "b" / "a0.png").write_bytes((tmp_path / "b" / "b0.png").read_bytes())
+    same = ImageNetSubsetDataModule(tmp_path, model_name="test_resnet", class_map={"a": 0, "b": 1})
+    names = [same.image_name(i) for i in range(len(same.image_paths))]  # a/a0.jpg and b/a0.png
+    assert names == ["a_a0", "a1", "a2", "b_a0", "b0", "b1", "b2"] and len(set(names)) == 7
+    (tmp_path / "b" / "a0.png").unlink()
     batches = list(dm.test_dataloader())
     assert sum(len(b[0]) for b in batches) == 6
     with pytest.raises(BadInputFileError, match="img_cut.jpg"):

@@ -11,6 +11,7 @@ give the original file and the un-normalised crop for figures.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -244,7 +245,14 @@ class ImageNetSubsetDataModule(LightningDataModule):
         return self._loader()
 
     def image_name(self, index: int) -> str:
-        return self.image_paths[index].stem
+        """The file name without extension; ``<folder>_<name>`` when two class folders hold
+        files of the same name (``cats/1.jpg``, ``dogs/1.jpg``), so rows and figures differ."""
+        path = self.image_paths[index]
+        if getattr(self, "_stems_of", None) is not self.image_paths:  # the list was replaced
+            counts = Counter(p.stem for p in self.image_paths)
+            self._shared_stems = {stem for stem, n in counts.items() if n > 1}
+            self._stems_of = self.image_paths
+        return f"{path.parent.name}_{path.stem}" if path.stem in self._shared_stems else path.stem
 
     def describe(self) -> dict[str, Any]:
         return {"dataset": "imagenet_subset", "data_dir": str(self.data_dir),
