@@ -31,6 +31,16 @@ class ResidualBlock1d(nn.Module):
         )
         self.act = nn.ReLU()
 
+    def residual_branches(self) -> tuple[nn.Module, nn.Module, nn.Module] | None:
+        """(body, shortcut, act) when forward is ``act(body(x) + shortcut(x))`` exactly, else None.
+
+        Declares the residual ``+`` to NEON's LRP (which then canonizes it; the explain layer
+        imports no model class); a subclass that overrides ``forward`` opts out.
+        """
+        if type(self).forward is not ResidualBlock1d.forward:
+            return None
+        return self.body, self.shortcut, self.act
+
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.body(x) + self.shortcut(x))
 
