@@ -124,7 +124,7 @@ def test_peers_config_composes_and_bad_settings_fail_early(tmp_path):
     assert scores.method_options.occlusion.window == 13 and scores.max_samples == 300
     assert {"cluster_explain", "explanation_scores"} <= set(cfg.callbacks)
     cb = instantiate(scores)
-    assert cb.methods == list(compare.METHODS) and cb.options["all_clusters"] is True
+    assert cb.methods == list(compare.METHODS) and cb.settings.all_clusters is True
     scores.method_options.integrated_gradients = {"steps": 3}  # not a setting of the method
     with pytest.raises(Exception, match="unknown settings \\['steps'\\]"):
         instantiate(scores)

@@ -57,8 +57,10 @@ def test_debug_fdr_runs_in_seconds(tmp_path):
 
 def test_reference_is_the_default_target():
     cfg = compose(["experiment=trace"])
-    assert cfg.callbacks.cluster_explain.mode == "reference"
-    cfg = compose(["experiment=trace", "callbacks.cluster_explain.mode=assignment"])
+    assert cfg.callbacks.cluster_explain.target == "reference"
+    cfg = compose(["experiment=trace", "callbacks.cluster_explain.target=assignment"])
+    assert cfg.callbacks.cluster_explain.target == "assignment"
+    cfg = compose(["experiment=trace", "callbacks.cluster_explain.mode=assignment"])  # the old name
     assert cfg.callbacks.cluster_explain.mode == "assignment"
 
 
