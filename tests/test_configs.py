@@ -5,6 +5,7 @@ import hydra
 import pytest
 from lightning import Callback, LightningDataModule, LightningModule
 
+from clustercam.exceptions import UserError
 from clustercam.runtime.configs import compose, experiment_names
 from clustercam.runtime.instantiate import instantiate_callbacks
 from tests.helpers import IMAGENET11
@@ -93,5 +94,5 @@ def test_main_returns_the_optimised_metric():
 
     assert metric_value({"test/nmi": 0.5, "test/ari": 0.2}, "test/nmi") == 0.5
     assert metric_value({"test/nmi": 0.5}, None) is None
-    with pytest.raises(KeyError, match="'val/nmi' was not computed"):
+    with pytest.raises(UserError, match="'val/nmi' was not computed"):
         metric_value({"test/nmi": 0.5}, "val/nmi")

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from clustercam.exceptions import MissingFileError, UserError
 from clustercam.runtime.errors import user_error_message
 from tests.helpers import IMAGENET11
 from tests.helpers.run import cli, train
@@ -66,4 +67,51 @@ def test_the_command_line_prints_one_line_without_a_traceback(tmp_path):
 
 def test_bugs_are_not_dressed_up_as_user_errors():
     assert user_error_message(ZeroDivisionError("division by zero")) is None
-    assert user_error_message(ValueError("bad value 3")) == "error: bad value 3"
+    assert user_error_message(UserError("bad value 3")) == "error: bad value 3"
+    for bug in (ValueError("bad value 3"), TypeError("unsupported operand"), KeyError("x"),
+                ImportError("No module named 'numpyy'")):
+        assert user_error_message(bug) is None, bug
+    assert user_error_message(MissingFileError("'/x' does not exist")) == "error: '/x' does not exist"
+
+
+BUGGY = """
+class Buggy:
+    def __init__(self, output_dir=None):
+        raise TypeError("a bug: unsupported operand")
+
+
+class Fine:
+    def __init__(self, output_dir=None):
+        self.output_dir = output_dir
+"""
+
+
+def test_a_config_that_cannot_be_built_is_a_user_error_a_bug_inside_the_target_is_not(tmp_path, monkeypatch):
+    from hydra.utils import instantiate
+
+    (tmp_path / "my_callbacks.py").write_text(BUGGY)
+    (tmp_path / "broken_module.py").write_text("import numpyy  # noqa\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cases = [({"_target_": "my_callbacks.Buggy"}, None),
+             ({"_target_": "broken_module.X"}, None),  # the module's own import fails: a bug
+             ({"_target_": "my_callbacks.Fine", "nope": 1}, "unexpected keyword argument 'nope'"),
+             ({"_target_": "my_callbacks.Nope"}, "Error locating target 'my_callbacks.Nope'"),
+             ({"_target_": "clustercam.explain.ScoreSettings", "steps": 0}, "error: steps must be >= 1")]
+    for cfg, expected in cases:
+        with pytest.raises(Exception) as info:  # noqa: B017 - Hydra's InstantiationException
+            instantiate({"node": cfg}).node
+        message = user_error_message(info.value)
+        if expected is None:
+            assert message is None, (cfg, message)
+        else:
+            assert message is not None and expected in message and "\n" not in message, (cfg, message)
+            assert "(while building node)" in message
+
+
+def test_a_programming_error_in_a_run_keeps_its_traceback_at_the_command_line(tmp_path):
+    (tmp_path / "my_callbacks.py").write_text(BUGGY)
+    proc = cli("experiment=trace", "logger=none", "+callbacks.buggy._target_=my_callbacks.Buggy",
+               f"paths.output_dir={tmp_path / 'run'}", cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "TypeError: a bug: unsupported operand" in proc.stderr
+    assert "error: " not in proc.stderr.splitlines()[-1]  # not dressed up as a user error

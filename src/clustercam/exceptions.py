@@ -21,3 +21,10 @@ class MissingDependencyError(UserError, ImportError):
 
     Also an ``ImportError``, so ``except ImportError`` around an optional feature still works.
     """
+
+
+class MissingFileError(ResourceUnavailableError, FileNotFoundError):
+    """A file or folder the settings name does not exist; the message says what to give instead.
+
+    Also a ``FileNotFoundError``, so ``except FileNotFoundError`` still catches it.
+    """

@@ -248,3 +248,15 @@ def test_clusters_selects_each_samples_own_map_and_old_calls_still_work():
         assert old.mode == "assignment" and old.heatmaps.equal(every.heatmaps)
     with pytest.raises(UserError, match="got both mode="):
         grad_ceam(net.encoder, "features", x, mu, mode="paper", target="paper")
+
+
+def test_a_config_rename_lets_the_old_name_replace_the_new_names_default():
+    from clustercam.explain.deprecation import renamed_parameters
+
+    @renamed_parameters(owner="callbacks.x", config=True, mode="target")
+    def build(**options):
+        return options
+
+    assert build(target="reference", mode=None) == {"target": "reference"}  # null: not given
+    with pytest.warns(DeprecationWarning, match="callbacks.x: mode= is renamed target="):
+        assert build(target="reference", mode="paper") == {"target": "paper"}

@@ -37,12 +37,12 @@ from clustercam.explain.settings import with_options
 
 log = logging.getLogger(__name__)
 BY_MODE_COLUMNS = ["mode", "median", "mean", "min", "max", "empty_clusters"]
-# the config's old names, accepted for one release (a null in the yaml means "not given")
+# the config's old names, accepted for one release (a null in the yaml: not given)
 OLD_NAMES = {"mode": "target", "compare_modes": "compare_targets", "cardinality_normalise": "normalise",
              "chunk_size": "batch_size"}
 
 
-@renamed_parameters(owner="callbacks.cluster_explain", **OLD_NAMES)
+@renamed_parameters(owner="callbacks.cluster_explain", config=True, **OLD_NAMES)
 def _settings(settings: ClusterExplainSettings | Mapping[str, Any] | None, **options: Any) -> ClusterExplainSettings:
     return with_options(ClusterExplainSettings, settings, options, "callbacks.cluster_explain")
 
@@ -83,8 +83,7 @@ class ClusterExplainCallback(Callback):
         **options: Any,
     ) -> None:
         super().__init__()
-        given = {k: v for k, v in options.items() if k not in OLD_NAMES or v is not None}
-        self.settings = _settings(settings, **given)
+        self.settings = _settings(settings, **options)
         if n_clusters is not None and n_clusters < 2:
             raise UserError(f"n_clusters must be >= 2 or null, got {n_clusters}")
         if n_init < 1 or val_n_init < 1:

@@ -10,6 +10,8 @@ import torch
 from lightning import Trainer
 from torch import Tensor
 
+from clustercam.exceptions import UserError
+
 
 def gather_split(trainer: Trainer, chunks: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
     """Concatenate this rank's batch outputs, all-gather them, drop duplicates, sort by index.
@@ -97,7 +99,7 @@ def target_layer_of(pl_module: Any, configured: str | None, callback: str) -> st
     if not layer:
         encoder = getattr(pl_module, "encoder", None)
         names = [n for n, _ in encoder.named_modules() if n][:20] if encoder is not None else []
-        raise ValueError(
+        raise UserError(
             f"{type(pl_module).__name__}'s net declares no target_layer: set "
             f"callbacks.{callback}.target_layer=<dotted name of an encoder module>, one of {names}")
     return layer

@@ -20,11 +20,14 @@ from clustercam.exceptions import UserError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def renamed_parameters(*, owner: str | None = None, **renames: str) -> Callable[[F], F]:
+def renamed_parameters(*, owner: str | None = None, config: bool = False, **renames: str) -> Callable[[F], F]:
     """Accept each old keyword (``old="new"``) in place of its new name, with a warning.
 
     Args:
         owner: who the warning names (default: the function, ``name()``), e.g. a config group.
+        config: the call comes from a config that always holds the new names (with their
+            defaults) and the old ones as null placeholders: an old name that is None counts as
+            not given, and one that is given replaces the new name's value.
         **renames: old keyword name -> new keyword name.
 
     Returns:
@@ -50,7 +53,11 @@ def renamed_parameters(*, owner: str | None = None, **renames: str) -> Callable[
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             for old, new in renames.items():
+                if config and old in kwargs and kwargs[old] is None:
+                    del kwargs[old]
                 if old in kwargs:
+                    if config:
+                        kwargs.pop(new, None)
                     if new in kwargs:
                         raise UserError(f"{who} got both {old}= (the old name) and {new}=; pass {new}= only")
                     warnings.warn(f"{who}: {old}= is renamed {new}= and will be removed in the next release",

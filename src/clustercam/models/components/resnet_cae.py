@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
 from clustercam.models.components.encoder import Autoencoder, Encoder
 
 # 'same' padding with the paper's even kernel (k=8) is intended; torch warns on every call
@@ -62,9 +63,9 @@ class ResNetCAE(Autoencoder):
     ) -> None:
         super().__init__()
         if len(input_shape) != 2:
-            raise ValueError(f"ResNetCAE needs input_shape (channels, length), got {input_shape}")
+            raise UserError(f"ResNetCAE needs input_shape (channels, length), got {input_shape}")
         if not filters:
-            raise ValueError("filters must list at least one block width")
+            raise UserError("filters must list at least one block width")
         self.input_shape = tuple(int(s) for s in input_shape)
         c_in, length = self.input_shape
         blocks, c = [], c_in
