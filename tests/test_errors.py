@@ -99,7 +99,7 @@ def test_a_config_that_cannot_be_built_is_a_user_error_a_bug_inside_the_target_i
              ({"_target_": "clustercam.explain.ScoreSettings", "steps": 0}, "error: steps must be >= 1")]
     for cfg, expected in cases:
         with pytest.raises(Exception) as info:  # noqa: B017 - Hydra's InstantiationException
-            instantiate({"node": cfg}).node
+            instantiate({"node": cfg})
         message = user_error_message(info.value)
         if expected is None:
             assert message is None, (cfg, message)
