@@ -189,12 +189,12 @@ def variants(setup: Setup, k: int, which: tuple[str, ...], mode: str = "paper") 
             _, run = captum_per_cluster(enc, layer, mu, mode)
             out[name] = lambda run=run: run(x)
         elif name == "gc512":
-            out[name] = lambda: grad_ceam(enc, layer, x, mu, mode=mode, batch_size=CHUNK)
+            out[name] = lambda: grad_ceam(enc, layer, x, mu, target=mode, batch_size=CHUNK)
         elif name == "gcNone":
-            out[name] = lambda: grad_ceam(enc, layer, x, mu, mode=mode, batch_size=None)
+            out[name] = lambda: grad_ceam(enc, layer, x, mu, target=mode, batch_size=None)
         elif name in ("gc512_reference", "gc512_assignment"):
             m = name.split("_")[1]
-            out[name] = lambda m=m: grad_ceam(enc, layer, x, mu, mode=m, batch_size=CHUNK)
+            out[name] = lambda m=m: grad_ceam(enc, layer, x, mu, target=m, batch_size=CHUNK)
         else:
             raise ValueError(f"unknown variant {name!r}")
     return out
@@ -237,7 +237,7 @@ def captum_agreement(setup: Setup, k: int, n: int) -> list[list[str]]:
 
     enc, layer, mu = setup.encoder, setup.layer, setup.centroids[k]
     x = setup.x[:n]
-    res = grad_ceam(enc, layer, x, mu, mode="paper", batch_size=None)
+    res = grad_ceam(enc, layer, x, mu, target="paper", batch_size=None)
     lgc, _ = captum_per_cluster(enc, layer, mu, "paper")
     fwd = lambda inp: resolve_target("paper").losses(enc(inp), mu)  # noqa: E731
     err_w = err_map = err_raw = 0.0
@@ -279,7 +279,7 @@ def sanity(setup: Setup, k: int, n: int) -> float:
     x = setup.x[:n]
     mu = setup.centroids[k]
     w, raw, heat = loop_over_clusters(setup.encoder, setup.layer, x, mu, "paper")
-    res = grad_ceam(setup.encoder, setup.layer, x, mu, mode="paper", batch_size=CHUNK)
+    res = grad_ceam(setup.encoder, setup.layer, x, mu, target="paper", batch_size=CHUNK)
     return max(_rel(res.channel_weights, w.cpu()), _rel(res.raw, raw.cpu()),
                float((res.heatmaps - heat.cpu()).abs().max()))
 
