@@ -1,7 +1,7 @@
 """Every experiment, debug, launcher and sweeper config composes, and every experiment's
 datamodule, model and callbacks instantiate (the lightning-hydra-template's habit)."""
 
-import hydra
+import hydra.utils
 import pytest
 from lightning import Callback, LightningDataModule, LightningModule
 
@@ -61,8 +61,12 @@ def test_reference_is_the_default_target():
     assert cfg.callbacks.cluster_explain.target == "reference"
     cfg = compose(["experiment=trace", "callbacks.cluster_explain.target=assignment"])
     assert cfg.callbacks.cluster_explain.target == "assignment"
-    cfg = compose(["experiment=trace", "callbacks.cluster_explain.mode=assignment"])  # the old name
-    assert cfg.callbacks.cluster_explain.mode == "assignment"
+    cfg = compose(["experiment=trace", "callbacks.cluster_explain.mode=assignment",  # the old names
+                   "callbacks.cluster_explain.compare_modes=[paper,reference,assignment]"])
+    with pytest.warns(DeprecationWarning, match="callbacks.cluster_explain: mode= is renamed target="):
+        cb = hydra.utils.instantiate(cfg.callbacks.cluster_explain)
+    assert cb.settings.target == "assignment"
+    assert cb.settings.compare_targets == ("paper", "reference", "assignment")
 
 
 def test_joblib_launcher():
