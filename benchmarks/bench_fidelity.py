@@ -89,8 +89,8 @@ def cases(d: dict[str, Any]) -> dict[str, Callable[[], Any]]:
         "fidelity_full": lambda: concept_fidelity(head, a, labels, t, imp, repeats=REPEATS),
         "fidelity_parts": lambda: concept_fidelity(head, a, labels, t, imp, repeats=REPEATS,
                                                    pooled_head=d["pooled"], partition_importance=True),
-        "truth": lambda: concept_truth(a, labels, imp, d["masks"], fid.partitions.to(a.device),
-                                       fid.partition_importance.to(a.device)),
+        "truth": lambda: concept_truth(a, labels, imp, d["masks"], partitions=fid.partitions.to(a.device),
+                                       partition_importance=fid.partition_importance.to(a.device)),
     }
 
 

@@ -5,7 +5,8 @@ Nothing here imports Lightning, Hydra or W&B: a notebook gets everything a callb
 - Grad-CeAM (:mod:`.gradceam`): :func:`grad_ceam` with a :class:`GradCeAMTarget` (or the
   name of one), :func:`cardinality`, and :func:`explain_clusters` for a clustered split.
 - Concepts (:mod:`.concepts`): :func:`extract_concepts`, :func:`concept_importance`,
-  :func:`concept_maps`, and :func:`run_concepts` for a batch of activations.
+  :func:`concept_maps`, and :func:`run_concepts` for a batch of activations (a
+  :class:`ConceptBatch`).
 - Peers: :func:`neon` (NEON, LRP of the neuralized k-means; zennit) and
   :func:`cluster_target` (:mod:`.attribution`: a cluster score module for captum & co.).
 - Scores (:mod:`.scores`): :func:`score_explanations` (deletion / insertion, localisation).
@@ -16,6 +17,8 @@ Nothing here imports Lightning, Hydra or W&B: a notebook gets everything a callb
 from clustercam.explain.attribution import cluster_target
 from clustercam.explain.clustering import KMeansResult, clustering_scores, fit_kmeans
 from clustercam.explain.concepts import (
+    ConceptBatch,
+    ConceptConfig,
     ConceptSettings,
     concept_importance,
     concept_maps,
@@ -41,7 +44,7 @@ from clustercam.explain.scores import ScoreReport, score_explanations
 
 __all__ = [
     "ASSIGNMENT", "MODES", "PAPER", "REFERENCE", "CardinalityResult", "ClusterExplanation",
-    "ConceptSettings", "GradCeAMResult", "GradCeAMTarget", "KMeansResult", "NEONResult",
+    "ConceptBatch", "ConceptConfig", "ConceptSettings", "GradCeAMResult", "GradCeAMTarget", "KMeansResult", "NEONResult",
     "ScoreReport", "cardinality", "centroid_weights", "cluster_target", "clustering_scores",
     "concept_importance", "concept_maps", "explain_clusters", "extract_concepts", "fit_kmeans",
     "grad_ceam", "neon", "run_concepts", "score_explanations",
