@@ -38,7 +38,8 @@ HEATMAP_MEMBERS = ("index", "heatmaps", "raw", "channel_weights", "cluster", "in
 
 # -- explanation scores (callbacks.explanation_scores; columns: explain.scores) ----------------
 EXPLANATION_SCORES = "explanation_scores.csv"
-LOCALISATION_SCORES = "localisation_scores.csv"
+LOCALISATION_SCORES = "localisation_scores.csv"  # data with masks
+EXPLANATION_SCORES_FIGURE = f"{FIGURES}/deletion_insertion.png"
 
 # -- concept runs (callbacks.concepts) ------------------------------------------------------------
 _IMAGE = ("image", "class", *ConceptConfig._fields)  # per image and configuration

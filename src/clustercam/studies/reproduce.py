@@ -6,8 +6,9 @@
     clustercam-reproduce --aggregate-only           # re-read <out>/runs: tables and figures again
 
 One Hydra multirun per Grad-CeAM dataset over the seeds (every run also scores the three
-Grad-CeAM targets), one concept run, then under ``--out`` (names: :mod:`clustercam.outputs.contract`): ``table1.md`` (mean ± std over
-seeds, the best / worst NMI, Table I of the high and the low model, the per-target table),
+Grad-CeAM targets), one concept run, then under ``--out`` (names: :mod:`clustercam.outputs.contract`):
+``table1.md`` (mean ± std over seeds, the best / worst NMI, Table I of the high and the low
+model, the per-target table),
 ``figures/*.png`` in the papers' layouts and ``figures/captions.md`` (which run and seed
 each figure comes from).
 """
@@ -35,7 +36,7 @@ DATASETS = ("trace", "coffee", "cbf", "mnist")
 # tiny settings for --quick: the same files, in minutes
 QUICK = {"*": ["trainer.max_epochs=1", "data.max_samples=40", "callbacks.cluster_explain.n_init=2"],
          "mnist": ["data.max_samples=200"]}
-CONCEPTS = {"algorithms": "[kmeans,agglomerative,birch,gmm]"}
+CONCEPT_STUDY_ALGORITHMS = "[kmeans,agglomerative,birch,gmm]"  # the concept run's algorithms (Fig. 2)
 
 
 def root() -> Path:
@@ -64,7 +65,7 @@ def run_concept_study(out: Path, extra: list[str]) -> tuple[Path, str]:
     """The concept run of the concept figures: its folder and where its weights came from."""
     run = out / outputs.CONCEPT_STUDY_RUN
     cmd = [sys.executable, "-m", "clustercam.train", "print_config=false", f"paths.output_dir={run}",
-           f"hydra.run.dir={run}", f"callbacks.concepts.settings.algorithm={CONCEPTS['algorithms']}", *extra]
+           f"hydra.run.dir={run}", f"callbacks.concepts.settings.algorithm={CONCEPT_STUDY_ALGORITHMS}", *extra]
     print("+", " ".join(cmd), flush=True)
     # it runs alone after the sweeps, so it gets every core (the sweeps' jobs run one thread each)
     threads = str(os.cpu_count() or 1)

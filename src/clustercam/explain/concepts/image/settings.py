@@ -1,7 +1,7 @@
 """What a concept run computes for every image: the one place of its defaults and checks.
 
 :class:`ConceptSettings` is what :func:`~clustercam.explain.concepts.run_concepts` takes and
-what the concept callback is configured with (``conf/callbacks/concepts.yaml`` builds one
+what the concept callback is configured with (the callback config builds one
 with ``_target_``), so an option is added here, once, with its check.
 """
 
