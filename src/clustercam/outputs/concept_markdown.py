@@ -25,6 +25,7 @@ from clustercam.explain.concepts.summary import (
 )
 from clustercam.explain.concepts.vocabulary import (
     CLASS_TRUTH_SCORES,
+    CONCEPT_METRIC_NAMES,
     FIDELITY_AUCS,
     ORDERS,
     PAINT_COLUMNS,
@@ -75,8 +76,8 @@ def _algo_key(a: str) -> tuple[int, str]:
 
 
 def _metric_cells(r: Mapping[str, Any]) -> list[str]:
-    return [_num(r["silhouette"], 3), _num(r["calinski_harabasz"], 2), _num(r["davies_bouldin"], 3),
-            _num(r["seconds"], 3)]
+    """SS, CHI, DBI, Time (s): the metrics in their order, CHI with 2 digits."""
+    return [_num(r[m], 2 if m == "calinski_harabasz" else 3) for m in CONCEPT_METRIC_NAMES]
 
 
 def summary_markdown(rows: pd.DataFrame | Iterable[Mapping[str, Any]], title: str = "Concept clustering") -> str:

@@ -29,6 +29,7 @@ from matplotlib.gridspec import GridSpec
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import Affine2D, offset_copy
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.image.importance import importance_order
 from clustercam.explain.deprecation import renamed_parameters
 from clustercam.explain.plots.common import CMAP
@@ -61,7 +62,7 @@ def _colours(heat: np.ndarray, cmap: str, dtype: Any = np.float64) -> np.ndarray
 def _blend_gray(gray: np.ndarray, heat, cmap: str, alpha: float) -> np.ndarray:
     h = np.clip(_np(heat), 0, 1)
     if h.shape[-2:] != gray.shape:
-        raise ValueError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
+        raise UserError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
     a = (alpha * h)[..., None]
     return (1 - a) * gray[..., None] + a * _colours(h, cmap)
 
@@ -71,7 +72,7 @@ def _blend_bytes(gray: np.ndarray, heat, cmap: str, alpha: float) -> np.ndarray:
     then truncated to bytes as matplotlib turns float colours into bytes."""
     h = np.clip(_np(heat), 0, 1).astype(np.float32, copy=False)
     if h.shape[-2:] != gray.shape:
-        raise ValueError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
+        raise UserError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
     g = gray.astype(np.float32)[..., None]
     out = _colours(h, cmap, np.float32)
     out -= g
