@@ -50,7 +50,7 @@ bench: install
 	$(PY) -m benchmarks.run_all
 
 # two jobs at a time, one thread each: on 2 cores, 2-thread jobs slow each other down
-# (the concept run after the sweeps takes every core: see clustercam.studies.reproduce.run_concepts)
+# (the concept run after the sweeps takes every core: see clustercam.studies.reproduce.run_concept_study)
 reproduce: install
 	OMP_NUM_THREADS=1 $(PY) -m clustercam.reproduce --launcher joblib_local $(ARGS)
 

@@ -269,7 +269,7 @@ def breakdown(acts: torch.Tensor, method: str, repeats: int = 3) -> tuple[float,
 
     Wraps the module's internal functions with clocks for the measurement, then restores them.
     """
-    from clustercam.explain.concepts import extract, kmeans
+    from clustercam.explain.concepts.image import extract, kmeans
 
     names = [*PHASES, "batched_kmeans"]
     # each internal function is patched in the module that calls it

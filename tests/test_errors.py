@@ -30,11 +30,11 @@ CASES = [
     (["experiment=concepts_imagenet", "data.data_dir=/no/such/folder", "model.pretrained=false"],
      ["/no/such/folder", "does not exist"]),
     (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.pretrained=false",
-      "callbacks.concepts.n_concepts=1"], ["n_concepts must be >= 2, got 1"]),
+      "callbacks.concepts.settings.n_concepts=1"], ["n_concepts must be >= 2, got 1"]),
     (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.pretrained=false",
-      "callbacks.concepts.scope=bogus"], ["scope must be one of", "'bogus'", "callbacks.concepts"]),
+      "callbacks.concepts.class_settings.scope=bogus"], ["scope must be one of", "'bogus'", "callbacks.concepts"]),
     (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.pretrained=false",
-      "callbacks.concepts.min_presence=2"], ["min_presence must be in (0, 1], got 2"]),
+      "callbacks.concepts.class_settings.min_presence=2"], ["min_presence must be in (0, 1], got 2"]),
 ]
 
 

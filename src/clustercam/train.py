@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cfg = move_deprecated_keys(cfg)
     out = outputs.start_run(cfg.paths.output_dir) if rank_zero_only.rank == 0 else Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:
-        outputs.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        outputs.write_text(out / outputs.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     check_checkpoint(cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

@@ -30,9 +30,10 @@ from clustercam.explain.concepts import (
     sub_concept_maps,
     sub_concepts,
 )
-from clustercam.explain.concepts.summary import class_means, overall_means, summary_markdown
+from clustercam.explain.concepts.summary import class_means, overall_means
 from clustercam.explain.maps import minmax_normalise
 from clustercam.explain.plots.concepts import blend, concept_figure, sub_concept_figure
+from clustercam.outputs.concept_markdown import summary_markdown
 from clustercam.studies.concept_summary import write_summary
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -203,7 +204,7 @@ def frozen_lloyd(x: torch.Tensor, mask: torch.Tensor, k: int, n_init: int, seed:
                  max_iter: int = 300, tol: float = 1e-4) -> torch.Tensor:
     """The reference loop: every problem stays in the batch until the slowest has converged
     (converged ones frozen by masks), then the final assignment and the best restart."""
-    from clustercam.explain.concepts import kmeans as km
+    from clustercam.explain.concepts.image import kmeans as km
 
     p, n, _ = x.shape
     valid = mask.bool()
@@ -255,7 +256,7 @@ def test_early_stopped_kmeans_gives_the_frozen_loops_labels(nf_resnet50_activati
 def test_kmeans_with_empty_clusters_gives_the_frozen_loops_labels(monkeypatch) -> None:
     """Few distinct points empty clusters, whose centres move: there the early-stopped loop
     compares labels again, and must still stop where the reference loop stops."""
-    from clustercam.explain.concepts import kmeans as km
+    from clustercam.explain.concepts.image import kmeans as km
 
     moved = []
     step = km._lloyd_step
@@ -412,10 +413,10 @@ def test_sub_concepts_split_a_concept_and_use_parent_bounds() -> None:
     assert sub.counts()[0, 0].tolist() == [12, 12, 12]
     maps = sub_concept_maps(a, sub, 16)
     assert maps.shape == (1, 2, 3, 16, 16)
-    parent = concept_maps(a, labels, 16, 2, normalise=False)[0, 0]
+    parent = concept_maps(a, labels, 16, n_concepts=2, normalise=False)[0, 0]
     lo, hi = parent.min(), parent.max()
     for j in range(3):
-        raw = concept_maps(a, sub.labels, 16, 6, normalise=False)[0, j]
+        raw = concept_maps(a, sub.labels, 16, n_concepts=6, normalise=False)[0, j]
         assert torch.allclose(maps[0, 0, j], ((raw - lo) / (hi - lo)).clamp(0, 1))
     assert maps[0, 0].amax() < 1  # each part is weaker than the whole
 

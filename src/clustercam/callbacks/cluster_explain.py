@@ -36,7 +36,6 @@ from clustercam.explain.plots import explanation_figures
 from clustercam.explain.settings import with_options
 
 log = logging.getLogger(__name__)
-BY_MODE_COLUMNS = ["mode", "median", "mean", "min", "max", "empty_clusters"]
 # the config's old names, accepted for one release (a null in the yaml: not given)
 OLD_NAMES = {"mode": "target", "compare_modes": "compare_targets", "cardinality_normalise": "normalise",
              "chunk_size": "batch_size"}
@@ -184,7 +183,7 @@ class ClusterExplainCallback(Callback):
         self.results["cardinality_rows"] = rows
         log_table(trainer, "test/cardinality", rows)
         if ex.by_mode:
-            outputs.write_csv(out / "cardinality_by_mode.csv", ex.by_mode, BY_MODE_COLUMNS)
+            outputs.write_csv(out / outputs.CARDINALITY_BY_MODE, ex.by_mode, outputs.CARDINALITY_BY_MODE_COLUMNS)
             log_table(trainer, "test/cardinality_by_mode", ex.by_mode)
         if ex.member_maps is not None:
             maps, sel = ex.member_maps, ex.member_index

@@ -10,7 +10,8 @@ options naming its fields.
 - Grad-CeAM (:mod:`.gradceam`): :func:`grad_ceam` with a :class:`GradCeAMTarget` (or the
   name of one), :func:`cardinality`, and :func:`explain_clusters` for a clustered split.
 - Concepts (:mod:`.concepts`): :func:`extract_concepts`, :func:`concept_importance`,
-  :func:`concept_maps`, and :func:`run_concepts` for a batch of activations.
+  :func:`concept_maps`, and :func:`run_concepts` for a batch of activations (a
+  :class:`ConceptBatch`).
 - Peers: :func:`neon` (NEON, LRP of the neuralized k-means, :mod:`.evidence`; zennit) and
   :func:`cluster_target` (:mod:`.attribution`: a cluster score module for captum & co., with
   its integrated gradients, occlusion and gradient SHAP maps).
@@ -22,6 +23,8 @@ options naming its fields.
 from clustercam.explain.attribution import cluster_target
 from clustercam.explain.clustering import KMeansResult, clustering_scores, fit_kmeans
 from clustercam.explain.concepts import (
+    ConceptBatch,
+    ConceptConfig,
     ConceptSettings,
     concept_importance,
     concept_maps,
@@ -48,7 +51,7 @@ from clustercam.explain.scores import ScoreReport, ScoreSettings, score_explanat
 
 __all__ = [
     "ASSIGNMENT", "GRADCEAM_TARGET_NAMES", "PAPER", "REFERENCE", "CardinalityResult",
-    "ClusterExplainSettings", "ClusterExplanation", "ConceptSettings", "GradCeAMResult",
+    "ClusterExplainSettings", "ClusterExplanation", "ConceptBatch", "ConceptConfig", "ConceptSettings", "GradCeAMResult",
     "GradCeAMTarget", "KMeansResult", "NEONResult", "ScoreReport", "ScoreSettings", "cardinality",
     "centroid_weights", "cluster_target", "clustering_scores", "concept_importance",
     "concept_maps", "explain_clusters", "extract_concepts", "fit_kmeans", "grad_ceam", "neon",
