@@ -55,6 +55,12 @@ def test_the_wheel_carries_the_configs_and_py_typed(wheel):
     assert {"clustercam/py.typed", "clustercam/conf/train.yaml", "clustercam/conf/debug/fdr.yaml"} <= names
 
 
+def test_the_wheel_has_the_one_version_number(wheel):
+    import clustercam
+
+    assert wheel.name.startswith(f"clustercam-{clustercam.__version__}-")
+
+
 def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
     where = subprocess.run([sys.executable, "-c", "import clustercam.runtime.configs as c; print(c.__file__, c.config_path())"],
                            env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True)

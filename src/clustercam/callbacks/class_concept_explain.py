@@ -1,4 +1,4 @@
-"""Class-level concepts (SPEC § 10) inside the concept callback: gathers, calls and files.
+"""Class-level concepts inside the concept callback: gathers, calls and files.
 
 :class:`ClassConceptOutputs` takes each test (or predict) batch's activations and per-image
 channel labels from :func:`~clustercam.explain.concepts.run_concepts` (pass 1:

@@ -159,7 +159,3 @@ def resolve_target(mode: str | GradCeAMTarget, temperature: float = 1.0) -> Grad
         f"unknown Grad-CeAM mode {mode!r}; choose one of {MODES} or pass a GradCeAMTarget"
     )
 
-
-def target_name(mode: str | GradCeAMTarget) -> str:
-    return mode.name if isinstance(mode, GradCeAMTarget) else str(mode)
-

@@ -189,7 +189,7 @@ def coassociation_concepts(
 
 
 class CoAssociation:
-    """Batch-by-batch presence and co-association counts per class (SPEC: class concepts).
+    """Batch-by-batch presence and co-association counts per class (for the class concepts).
 
     ``update(labels, classes)`` adds B images' per-image labels (B x C, ``-1`` dropped);
     ``finalise(n_class, min_presence)`` clusters each class once. ``scope``: ``class`` /
