@@ -1,5 +1,5 @@
 """clustercam as a user installs it: the wheel carries its configs, runs from any folder, and
-a user's own model, data and configs compose with the packaged ones (the README example)."""
+a user's own model, data and configs compose with the packaged ones (the documented example)."""
 
 import os
 import re
@@ -72,8 +72,8 @@ def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
 
 
 def readme_example() -> dict[str, str]:
-    """The files of the README's "Bring your own model and data" section, by their name line."""
-    text = (REPO / "README.md").read_text()
+    """The files of the "Your own model and data" page (docs/guide/your-own.md), by their name line."""
+    text = (REPO / "docs" / "guide" / "your-own.md").read_text()
     section = text[text.index("<!-- byo:start"):text.index("<!-- byo:end -->")]
     files = {}
     for body in re.findall(r"```(?:python|yaml)\n(.*?)```", section, flags=re.S):
