@@ -27,8 +27,8 @@ from tests.test_concepts_parts import TINY
 
 # 8 test images: classes 0 and 1 have two, the others one (the degenerate case)
 CLASS_TINY = [*TINY, "data.n_test=8", "data.eval_batch_size=3", "callbacks.concepts.class_concepts=true",
-              "callbacks.concepts.class_settings.n_random=1", "callbacks.concepts.class_settings.gallery_size=2",
-              "callbacks.concepts.class_figures=1", "callbacks.concepts.class_settings.nmf_max_images=4"]
+              "callbacks.concepts.class_random=1", "callbacks.concepts.gallery_size=2",
+              "callbacks.concepts.class_figures=1", "callbacks.concepts.nmf_max_images=4"]
 N_CHANNELS = 96  # timm test_resnet
 
 
@@ -150,7 +150,7 @@ def test_ddp_figures_show_the_one_process_figure_images(tmp_path) -> None:
     trained = tmp_path / "trained"
     train([*TINY, "callbacks.concepts.class_concepts=false"], trained)
     common = [*TINY, "data.n_test=13", "data.eval_batch_size=4", "train=false", "callbacks.concepts.max_figures=5",
-              "callbacks.concepts.settings.sub_concepts=3", f"model.checkpoint_path={trained / 'classifier.safetensors'}",
+              "callbacks.concepts.sub_concepts=3", f"model.checkpoint_path={trained / 'classifier.safetensors'}",
               "print_config=false"]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     cli(*common, f"paths.output_dir={single}", f"hydra.run.dir={tmp_path / 'h1'}", timeout=500)

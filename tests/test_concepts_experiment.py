@@ -24,11 +24,13 @@ from clustercam.data.imagenet_subset import PAPER_CLASSES, ImageNetSubsetDataMod
 from clustercam.models.classifier_module import ClassifierModule
 from clustercam.models.timm_weights import PretrainedWeightsError, _hub_reachable, build_timm_model
 from tests.helpers import IMAGENET11 as IMAGES
+from tests.helpers import needs_imagenet11
 from tests.helpers.run import cli, train
 
-needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason=f"{IMAGES} is missing")
+needs_images = needs_imagenet11("the ImageNet experiment on the paper's 11 classes: synset folders "
+                                 "mapped to ImageNet indices, real photos through nf_resnet50")
 
-SPEC_COLUMNS = {
+CONTRACT_COLUMNS = {
     "concepts_per_image.csv": ["image", "class", "method", "algorithm", "n_concepts", "concept",
                                "channels", "importance"],
     "concept_metrics.csv": ["image", "class", "method", "algorithm", "n_concepts", "silhouette",
@@ -169,8 +171,8 @@ def test_concept_settings_live_under_callbacks_concepts_and_reach_the_callback(t
     import hydra
 
     cfg = compose(["experiment=concepts_imagenet", "model.pretrained=false", "logger=csv",
-                   f"paths.output_dir={tmp_path}", "callbacks.concepts.settings.algorithm=agglomerative",
-                   "callbacks.concepts.settings.n_concepts=[3,5]", "callbacks.concepts.settings.backend=sklearn"])
+                   f"paths.output_dir={tmp_path}", "callbacks.concepts.algorithm=agglomerative",
+                   "callbacks.concepts.n_concepts=[3,5]", "callbacks.concepts.backend=sklearn"])
     assert cfg.train is False and cfg.test is True and cfg.optimized_metric is None
     assert "model_checkpoint" not in cfg.callbacks and "rich_progress_bar" in cfg.callbacks
     cb = hydra.utils.instantiate(cfg.callbacks.concepts)
@@ -192,13 +194,13 @@ def test_the_old_model_concepts_key_still_works_with_a_warning(tmp_path: Path) -
     with pytest.warns(FutureWarning, match=r"model.concepts.\* is deprecated.*\['algorithm'\]"):
         cfg = compose(["experiment=concepts_imagenet", "model.pretrained=false",
                        f"paths.output_dir={tmp_path}", "model.concepts.algorithm=birch"])
-    assert cfg.callbacks.concepts.settings.algorithm == "birch" and "concepts" not in cfg.model
+    assert cfg.callbacks.concepts.algorithm == "birch" and "concepts" not in cfg.model
     # unset old keys change nothing and say nothing
     cfg = compose(["experiment=concepts_imagenet", f"paths.output_dir={tmp_path}"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cfg = move_deprecated_keys(cfg)
-    assert cfg.callbacks.concepts.settings.algorithm == "kmeans" and "concepts" not in cfg.model
+    assert cfg.callbacks.concepts.algorithm == "kmeans" and "concepts" not in cfg.model
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,13 +216,13 @@ def test_concepts_experiment_end_to_end_on_real_images(tmp_path: Path, caplog) -
     with caplog.at_level(logging.WARNING):
         train([f"data.data_dir={IMAGES}", "experiment=concepts_imagenet", "model.pretrained=false",
                "logger=csv", "callbacks.concepts.max_figures=1", "data.batch_size=6",
-               "callbacks.concepts.class_figures=1", "callbacks.concepts.class_settings.nmf_max_images=0"], out)
+               "callbacks.concepts.class_figures=1", "callbacks.concepts.nmf_max_images=0"], out)
     assert "RANDOM WEIGHTS" in caplog.text
     # class concepts (on in this experiment): the classes are the ImageNet indices, one image each
     classes = pd.read_csv(out / "class_concepts.csv")["class"]
     assert set(classes) == {i for i, _ in PAPER_CLASSES.values()} | {-1}
 
-    for name, cols in SPEC_COLUMNS.items():
+    for name, cols in CONTRACT_COLUMNS.items():
         df = pd.read_csv(out / name)
         assert list(df.columns[: len(cols)]) == cols, name
     concepts = pd.read_csv(out / "concepts_per_image.csv")
@@ -272,8 +274,8 @@ def test_multirun_over_algorithms_then_one_summary(tmp_path: Path) -> None:
 
     sweep = tmp_path / "sweep"
     proc = run_train(["-m", "experiment=concepts_imagenet", "model.pretrained=false", "logger=none",
-                      "callbacks.concepts.settings.algorithm=kmeans,agglomerative", "callbacks.concepts.settings.n_concepts=3",
-                      "callbacks.concepts.settings.sub_concepts=0", "callbacks.concepts.figures=false",
+                      "callbacks.concepts.algorithm=kmeans,agglomerative", "callbacks.concepts.n_concepts=3",
+                      "callbacks.concepts.sub_concepts=0", "callbacks.concepts.figures=false",
                       "data.max_images=3", f"hydra.sweep.dir={sweep}",
                       "paths.output_dir=${hydra:runtime.output_dir}", "print_config=false"], timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]

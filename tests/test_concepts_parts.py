@@ -23,9 +23,9 @@ from tests.helpers.run import train
 
 TINY = ["experiment=concepts_parts", "logger=csv", "model.name=test_resnet", "data.n_train=60",
         "data.n_test=12", "data.batch_size=20", "data.eval_batch_size=6", "trainer.max_epochs=1",
-        "callbacks.concepts.settings.algorithm=kmeans", "callbacks.concepts.settings.sub_concepts=0",
-        "callbacks.concepts.max_figures=0", "callbacks.concepts.settings.control_repeats=3",
-        "callbacks.concepts.settings.n_init=2", "callbacks.concepts.class_figures=0"]
+        "callbacks.concepts.algorithm=kmeans", "callbacks.concepts.sub_concepts=0",
+        "callbacks.concepts.max_figures=0", "callbacks.concepts.control_repeats=3",
+        "callbacks.concepts.n_init=2", "callbacks.concepts.class_figures=0"]
 FIDELITY_COLUMNS = ["image", "class", "method", "algorithm", "n_concepts", "order", "deletion_auc",
                     "insertion_auc"]
 TRUTH_COLUMNS = ["method", "algorithm", "n_concepts", "partition", "pointing", "class_part_mass",
@@ -101,8 +101,8 @@ def test_saved_weights_explain_an_image_folder(parts_run, tmp_path) -> None:
            f"data.class_map={class_map}", "model.name=test_resnet", "model.num_classes=6",
            "+model.model_kwargs.output_stride=8", f"model.checkpoint_path={out / 'classifier.safetensors'}",
            "data.preprocessing={input_size:[3,64,64],mean:[0,0,0],std:[1,1,1],crop_pct:1.0,"
-           "interpolation:bilinear}", "callbacks.concepts.settings.sub_concepts=0",
-           "callbacks.concepts.figures=false", "callbacks.concepts.settings.control_repeats=2"], run)
+           "interpolation:bilinear}", "callbacks.concepts.sub_concepts=0",
+           "callbacks.concepts.figures=false", "callbacks.concepts.control_repeats=2"], run)
     res = json.loads((run / "metrics.json").read_text())
     assert res["n_images"] == 12 and res["top1"] == first["top1"]
     assert res["p_target_mean"] == pytest.approx(first["p_target_mean"], abs=0.02)  # 8-bit PNGs

@@ -8,19 +8,20 @@ from lightning import Callback, LightningDataModule, LightningModule
 from clustercam.exceptions import UserError
 from clustercam.runtime.configs import compose, experiment_names
 from clustercam.runtime.instantiate import instantiate_callbacks
-from tests.helpers import IMAGENET11
+from tests.helpers import synset_folder
 from tests.helpers.run import train
 
 EXPERIMENTS = experiment_names()
 DEBUGS = ["default", "fdr", "limit", "overfit", "profiler"]
 # what an offline machine without the STL-10 files or pretrained weights needs
-OFFLINE = {"concepts_imagenet": [f"data.data_dir={IMAGENET11}", "model.pretrained=false"]}
+OFFLINE = {"concepts_imagenet": ["data.data_dir=<images>", "model.pretrained=false"]}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiments_instantiate(experiment, tmp_path):
-    cfg = compose([f"experiment={experiment}", f"paths.output_dir={tmp_path}",
-                   *OFFLINE.get(experiment, [])])
+    offline = [o.replace("<images>", str(synset_folder(tmp_path / "images")))
+               for o in OFFLINE.get(experiment, [])]
+    cfg = compose([f"experiment={experiment}", f"paths.output_dir={tmp_path}", *offline])
     assert cfg.data._target_.startswith("clustercam.data.")
     assert cfg.model._target_.startswith("clustercam.models.")
     if "cluster_explain" in (cfg.get("callbacks") or {}):  # Grad-CeAM needs gradients in test

@@ -8,9 +8,10 @@ import pytest
 
 from clustercam.exceptions import MissingFileError, UserError
 from clustercam.runtime.errors import user_error_message
-from tests.helpers import IMAGENET11
+from tests.helpers import synset_folder
 from tests.helpers.run import cli, train
 
+IMAGES = "<images>"  # a tiny folder of synset images, made in the test's tmp_path
 TINY = ["logger=none", "model.net.filters=[4,4]", "trainer.max_epochs=1"]
 
 CASES = [
@@ -25,22 +26,24 @@ CASES = [
     (["experiment=trace", "data.name=NoSuchSet", "data.source=package", *TINY],
      ["'NoSuchSet' is not available", "data.data_root"]),
     (["experiment=concepts_imagenet", "model.pretrained=false"], ["data.data_dir", "synset"]),
-    (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.name=nf_resnet5O",
+    (["experiment=concepts_imagenet", f"data.data_dir={IMAGES}", "model.name=nf_resnet5O",
       "model.pretrained=false"], ["'nf_resnet5O'", "nf_resnet50"]),
     (["experiment=concepts_imagenet", "data.data_dir=/no/such/folder", "model.pretrained=false"],
      ["/no/such/folder", "does not exist"]),
-    (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.pretrained=false",
-      "callbacks.concepts.settings.n_concepts=1"], ["n_concepts must be >= 2, got 1"]),
-    (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.pretrained=false",
-      "callbacks.concepts.class_settings.scope=bogus"], ["scope must be one of", "'bogus'", "callbacks.concepts"]),
-    (["experiment=concepts_imagenet", f"data.data_dir={IMAGENET11}", "model.pretrained=false",
-      "callbacks.concepts.class_settings.min_presence=2"], ["min_presence must be in (0, 1], got 2"]),
+    (["experiment=concepts_imagenet", f"data.data_dir={IMAGES}", "model.pretrained=false",
+      "callbacks.concepts.n_concepts=1"], ["n_concepts must be >= 2, got 1"]),
+    (["experiment=concepts_imagenet", f"data.data_dir={IMAGES}", "model.pretrained=false",
+      "callbacks.concepts.scope=bogus"], ["scope must be one of", "'bogus'", "callbacks.concepts"]),
+    (["experiment=concepts_imagenet", f"data.data_dir={IMAGES}", "model.pretrained=false",
+      "callbacks.concepts.min_presence=2"], ["min_presence must be in (0, 1], got 2"]),
 ]
 
 
 @pytest.mark.parametrize("overrides, words", CASES, ids=[str(i) for i in range(len(CASES))])
 def test_each_mistake_is_one_clear_message_before_training(overrides, words, tmp_path):
     out = tmp_path / "run"
+    if any(IMAGES in o for o in overrides):
+        overrides = [o.replace(IMAGES, str(synset_folder(tmp_path / "images"))) for o in overrides]
     with pytest.raises(Exception) as info:  # noqa: B017 - the type is checked below
         train(overrides, out)
     message = user_error_message(info.value)

@@ -1,4 +1,4 @@
-"""The cardinality table on constructed cases whose answer is known (SPEC § 3)."""
+"""The cardinality table (the paper's eq. 12) on constructed cases whose answer is known."""
 
 import math
 

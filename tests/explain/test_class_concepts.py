@@ -528,7 +528,7 @@ def test_truth_table_averages_classes_then_runs():
 
 @pytest.mark.parametrize("n_img, world, batch", [(99, 2, 32), (100, 3, 7), (10, 4, 3)])
 def test_padding_rule_of_the_integration_plan_gives_one_process_counts(n_img, world, batch):
-    # docs/notes/issue-14.md: rank r's j-th test sample is position r + j * world of the padded
+    # an unshuffled DistributedSampler: rank r's j-th test sample is position r + j * world of the padded
     # list; positions >= N are the DistributedSampler's repeats
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 

@@ -35,9 +35,8 @@ from clustercam.explain.maps import minmax_normalise
 from clustercam.explain.plots.concepts import blend, concept_figure, sub_concept_figure
 from clustercam.outputs.concept_markdown import summary_markdown
 from clustercam.studies.concept_summary import write_summary
+from tests.helpers import require_imagenet11
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-IMAGES = SHARED / "data" / "imagenet-11"
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -281,13 +280,12 @@ def test_batched_kmeans_rejects_too_few_rows() -> None:
 @pytest.fixture(scope="module")
 def nf_resnet50_activations() -> torch.Tensor:
     """Random-weight nf_resnet50 activations (11 x 2048 x 8 x 8) of the 11 real images."""
-    if not IMAGES.is_dir():
-        pytest.skip(f"{IMAGES} is missing")
+    images = require_imagenet11("k-means parity with scikit-learn on activations of real photos")
     from clustercam.data.imagenet_subset import ImageNetSubsetDataModule
     from clustercam.models.classifier_module import ClassifierModule
 
     torch.manual_seed(0)
-    dm = ImageNetSubsetDataModule(IMAGES, model_name="nf_resnet50.ra2_in1k", batch_size=11)
+    dm = ImageNetSubsetDataModule(images, model_name="nf_resnet50.ra2_in1k", batch_size=11)
     model = ClassifierModule("nf_resnet50.ra2_in1k", pretrained=False)
     x, _, _ = next(iter(dm.test_dataloader()))
     with torch.no_grad():

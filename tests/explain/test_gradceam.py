@@ -1,4 +1,5 @@
-"""Grad-CeAM against values computed by hand on tiny encoders (SPEC § 2)."""
+"""Grad-CeAM (the paper's eq. 5-10 and the authors' code) against values computed by hand on
+tiny encoders."""
 
 import numpy as np
 import pytest
@@ -71,7 +72,8 @@ def test_paper_mode_2d_by_hand_and_bilinear_resize():
 
 
 def _reference_loss_np(z: np.ndarray, mu: np.ndarray, c: int) -> float:
-    """The authors' target written out independently in numpy (SPEC § 2, reference mode)."""
+    """The authors' target written out independently in numpy (reference mode:
+    r_j = ((dmax_j - dmin_j) / (d_c,j - dmin_j + 1e-3))^2, loss sum_j |z_j| s_c,j r_j)."""
     s = np.abs(mu[None, :, :] - mu[:, None, :]).sum(1)
     s = (s - s.min(1, keepdims=True)) / (s.max(1, keepdims=True) - s.min(1, keepdims=True))
     d = np.abs(mu - z[None])

@@ -1,6 +1,6 @@
 """2-D Grad-CeAM on the real image CAE against a plain per-sample, per-cluster loop.
 
-The loop recomputes everything from SPEC § 2 on its own (targets, one
+The loop recomputes everything from the paper's eq. 5-10 on its own (targets, one
 ``torch.autograd.grad`` per sample and cluster, channel weights, map, bilinear resize,
 min-max), so it checks the batched implementation (one forward, one batched backward for
 all clusters, chunked samples) on a network with real strided convolutions.
@@ -15,7 +15,8 @@ from clustercam.models.components.cae import ConvAutoencoder
 
 
 def spec_loss(z: torch.Tensor, mu: torch.Tensor, c: int, mode: str) -> torch.Tensor:
-    """L_c for ONE embedding z (m,), straight from SPEC § 2."""
+    """L_c for ONE embedding z (m,), straight from the paper's eq. 5-8 (reference: the authors'
+    code; assignment: log softmax_k(-||z - mu_k||^2)[c])."""
     if mode == "assignment":
         return torch.log_softmax(-((z[None] - mu) ** 2).sum(1), 0)[c]
     k = mu.shape[0]

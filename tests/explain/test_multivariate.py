@@ -1,4 +1,4 @@
-"""Grad-CeAM and the cardinality table on multivariate series (N x C x L, C > 1; SPEC § 11):
+"""Grad-CeAM and the cardinality table on multivariate series (N x C x L, C > 1):
 a batch gives what a loop over single samples gives, the map is over time only, and it does
 not depend on the order of the input channels."""
 

@@ -35,6 +35,8 @@ from clustercam.outputs.concept_results import concept_results, validation_resul
 from clustercam.outputs.concept_tables import concept_tables, validation_tables
 
 log = logging.getLogger(__name__)
+# the flat config's class-level options (callbacks.concepts.<name>): ClassConceptSettings' fields
+CLASS_OPTIONS = ("min_presence", "n_class", "gallery_size", "nmf_max_images", "scope", "class_random")
 
 
 class ConceptExplainCallback(Callback):
@@ -43,7 +45,7 @@ class ConceptExplainCallback(Callback):
     Args:
         output_dir: the run folder.
         settings: what to compute, a :class:`~clustercam.explain.concepts.ConceptSettings`
-            (built by Hydra from ``callbacks.concepts.settings``); or give its fields as
+            (a notebook's); or give its fields as
             keyword ``options`` instead.
         figures: draw the concept figures; ``max_figures``: of the first images only (None: all).
         cmap, alpha: the heat-map overlay of the figures.
@@ -51,7 +53,11 @@ class ConceptExplainCallback(Callback):
             (:class:`~clustercam.callbacks.class_concept_explain.ClassConceptOutputs`) with
             ``class_settings`` (default: :class:`ClassConceptSettings` with this ``seed``);
             ``class_figures``: galleries of the first classes only (None: all).
-        **options: the fields of :class:`ConceptSettings` when ``settings`` is not given.
+        **options: the fields of :class:`ConceptSettings` when ``settings`` is not given, and
+            the class-level ones (``min_presence``, ``n_class``, ``gallery_size``,
+            ``nmf_max_images``, ``scope``, ``class_random``: :class:`ClassConceptSettings`'
+            ``n_random``) when ``class_settings`` is not given; the config passes them flat
+            (``callbacks.concepts.n_concepts=7``).
 
     Raises:
         UserError: for a bad setting, both ``settings`` and options, or a negative ``max_figures``.
@@ -72,7 +78,15 @@ class ConceptExplainCallback(Callback):
         **options: Any,
     ) -> None:
         super().__init__()
+        class_options = {k: options.pop(k) for k in CLASS_OPTIONS if k in options}
+        if "class_random" in class_options:  # the flat config's name of ClassConceptSettings.n_random
+            class_options["n_random"] = class_options.pop("class_random")
         self.settings = ConceptSettings.from_options(settings, **options)
+        if class_options:
+            if class_settings is not None:
+                raise UserError(f"give the class-concept settings either as class_settings= or as keyword "
+                                f"options, not both (got class_settings and {sorted(class_options)})")
+            class_settings = ClassConceptSettings(seed=self.settings.seed, **class_options)
         if max_figures is not None and max_figures < 0:
             raise UserError(f"max_figures must be >= 0 or null, got {max_figures}")
         self.output_dir = Path(output_dir)

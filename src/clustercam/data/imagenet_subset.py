@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning import LightningDataModule
 from PIL import Image
 from torch import Tensor
@@ -227,9 +226,3 @@ class ImageNetSubsetDataModule(LightningDataModule):
                 "n_images": len(self.image_paths), "classes": sorted(set(self.targets)),
                 "preprocessing": {k: (list(v) if isinstance(v, tuple) else v)
                                   for k, v in self.config.items()}}
-
-
-def load_images(paths: list[Path], transform: Any) -> Tensor:
-    """Stack the transformed images of ``paths`` (a convenience for notebooks and tests)."""
-    return torch.stack([ImageFileDataset(paths, [0] * len(paths), transform)[i][0]
-                        for i in range(len(paths))])

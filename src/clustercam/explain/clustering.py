@@ -132,8 +132,3 @@ def clustering_scores(
     if len(classes) == len(clusters) == 1:  # one class, one cluster: a perfect match (as sklearn)
         out["nmi"] = 1.0
     return out
-
-
-def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Accuracy under the best one-to-one matching of clusters to classes."""
-    return clustering_scores(y_true, y_pred)["acc"]

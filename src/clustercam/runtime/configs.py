@@ -78,7 +78,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train", hydra_con
 
 
 def move_deprecated_keys(cfg: Any) -> Any:
-    """``model.concepts.*`` (before 0.2) -> ``callbacks.concepts.settings.*``, with a warning."""
+    """``model.concepts.*`` (before 0.2) -> ``callbacks.concepts.*``, with a warning."""
     old = cfg.get("model", {}).get("concepts") if isinstance(cfg.get("model"), Mapping) else None
     if old is None:
         return cfg
@@ -89,12 +89,12 @@ def move_deprecated_keys(cfg: Any) -> Any:
         del cfg.model["concepts"]
         if moved:
             warnings.warn(
-                f"model.concepts.* is deprecated: use callbacks.concepts.settings.* ({sorted(moved)} were "
+                f"model.concepts.* is deprecated: use callbacks.concepts.* ({sorted(moved)} were "
                 "moved there for this run)", FutureWarning, stacklevel=2)
             if "concepts" not in (cfg.get("callbacks") or {}):
                 raise UserError("model.concepts.* was set but no concepts callback is configured "
                                  "(callbacks=concepts)")
             for k, v in moved.items():
-                cfg.callbacks.concepts.settings[k] = v
+                cfg.callbacks.concepts[k] = v
     return cfg
 

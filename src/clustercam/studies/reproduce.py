@@ -65,7 +65,7 @@ def run_concept_study(out: Path, extra: list[str]) -> tuple[Path, str]:
     """The concept run of the concept figures: its folder and where its weights came from."""
     run = out / outputs.CONCEPT_STUDY_RUN
     cmd = [sys.executable, "-m", "clustercam.train", "print_config=false", f"paths.output_dir={run}",
-           f"hydra.run.dir={run}", f"callbacks.concepts.settings.algorithm={CONCEPT_STUDY_ALGORITHMS}", *extra]
+           f"hydra.run.dir={run}", f"callbacks.concepts.algorithm={CONCEPT_STUDY_ALGORITHMS}", *extra]
     print("+", " ".join(cmd), flush=True)
     # it runs alone after the sweeps, so it gets every core (the sweeps' jobs run one thread each)
     threads = str(os.cpu_count() or 1)

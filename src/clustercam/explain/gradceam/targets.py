@@ -164,6 +164,3 @@ def resolve_target(target: str | GradCeAMTarget, temperature: float = 1.0) -> Gr
         "GradCeAMTarget"
     )
 
-
-def target_name(target: str | GradCeAMTarget) -> str:
-    return target.name if isinstance(target, GradCeAMTarget) else str(target)
