@@ -7,11 +7,12 @@ import os
 import pytest
 import torch
 
-from clustercam.exceptions import UserError
+from clustercam import outputs
+from clustercam.exceptions import CheckpointError, MissingFileError, UserError
 from clustercam.models.classifier_module import ClassifierModule
 from clustercam.models.timm_weights import PretrainedWeightsError
 from clustercam.models.trainable_classifier import TrainableClassifierModule
-from clustercam.runtime.checkpoints import CheckpointError, check_checkpoint, read_checkpoint
+from clustercam.runtime.checkpoints import check_checkpoint, read_checkpoint
 from clustercam.runtime.errors import user_error_message
 from tests.helpers.run import train
 
@@ -27,8 +28,9 @@ def trace_ckpt(tmp_path_factory):
 
 
 def test_missing_random_and_bare_files_are_named_in_one_line(tmp_path):
-    with pytest.raises(CheckpointError, match=r"ckpt_path='.*nope.ckpt' does not exist: give a Lightning"):
+    with pytest.raises(CheckpointError, match=r"ckpt_path='.*nope.ckpt' does not exist: give a Lightning") as err:
         check_checkpoint(tmp_path / "nope.ckpt")
+    assert isinstance(err.value, MissingFileError)  # a missing file, as every setting's
     with pytest.raises(CheckpointError, match="is a folder, not a file"):
         read_checkpoint(tmp_path)
     noise = tmp_path / "noise.ckpt"
@@ -54,7 +56,7 @@ def test_a_checkpoint_of_the_other_model_family_is_refused_before_the_run(tmp_pa
     with pytest.raises(CheckpointError, match=r"classifier.ckpt' is a checkpoint of another model: \d+ model "
                                               r"keys missing from the file .*file keys the model does not have"):
         train([*TRACE, "train=false", f"ckpt_path={other}"], out)
-    status = json.loads((out / "status.json").read_text())
+    status = json.loads((out / outputs.STATUS).read_text())
     assert status["status"] == "failed" and "classifier.ckpt' is a checkpoint of another model" in status["message"]
     assert (out / "config.yaml").is_file()
 
@@ -74,7 +76,7 @@ def test_other_sizes_and_nan_weights_are_refused(trace_ckpt, tmp_path):
         train([*TRACE, "train=false", f"ckpt_path={tmp_path / 'nan.ckpt'}"], tmp_path / "run2")
     # the checkpoint that fits evaluates as before
     train([*TRACE, "train=false", f"ckpt_path={trace_ckpt}"], tmp_path / "run3")
-    assert json.loads((tmp_path / "run3" / "status.json").read_text())["status"] == "finished"
+    assert json.loads((tmp_path / "run3" / outputs.STATUS).read_text())["status"] == "finished"
 
 
 def test_random_bytes_as_ckpt_path_give_one_line_at_the_command_line(tmp_path):
@@ -86,7 +88,7 @@ def test_random_bytes_as_ckpt_path_give_one_line_at_the_command_line(tmp_path):
     line = user_error_message(err.value)  # what the command line prints, without a traceback
     assert line.startswith(f"error: ckpt_path='{noise}' is not a Lightning checkpoint: 1024 bytes")
     assert "\n" not in line and "weights_only" not in line
-    assert json.loads((out / "status.json").read_text())["status"] == "failed"
+    assert json.loads((out / outputs.STATUS).read_text())["status"] == "failed"
 
 
 def test_random_bytes_as_model_weights_give_one_line(tmp_path):

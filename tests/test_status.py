@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from clustercam import outputs
 from clustercam.runtime.status import (
     is_finished,
     read_status,
@@ -35,7 +36,7 @@ def test_status_entries_are_written_atomically_and_keep_the_start(tmp_path):
     end = read_status(tmp_path)
     assert end["status"] == "failed" and end["message"] == "the reason" and end["step"] == 3
     assert end["started"] == start["started"] and end["pid"] == start["pid"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [outputs.STATUS]  # no temp file left
     with pytest.raises(ValueError, match="status must be one of"):
         write_status(tmp_path, "done")
     assert not is_finished(tmp_path) and is_finished(tmp_path / "no_status_file")
@@ -74,7 +75,7 @@ def _mark(run, status, message=None, **extra):
         write_status(run, status, message)
     if extra:
         entry = read_status(run)
-        (run / "status.json").write_text(json.dumps({**entry, **extra}))
+        (run / outputs.STATUS).write_text(json.dumps({**entry, **extra}))
 
 
 def test_aggregations_leave_out_and_list_the_runs_that_did_not_finish(tmp_path):

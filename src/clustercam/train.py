@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
-from clustercam.exceptions import TrainingDivergedError  # noqa: E402
+from clustercam.exceptions import TrainingDivergedError, UserError  # noqa: E402
 from clustercam.runtime.checkpoints import check_checkpoint  # noqa: E402
 from clustercam.runtime.configs import config_path, move_deprecated_keys  # noqa: E402
 from clustercam.runtime.console import print_config, print_summary  # noqa: E402
@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cfg = move_deprecated_keys(cfg)
     out = outputs.start_run(cfg.paths.output_dir) if rank_zero_only.rank == 0 else Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:
-        outputs.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        outputs.write_text(out / outputs.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     check_checkpoint(cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -102,7 +102,7 @@ def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(
+        raise UserError(
             f"optimized_metric {name!r} was not computed; available: {sorted(metrics)[:30]}"
         )
     value = float(metrics[name])

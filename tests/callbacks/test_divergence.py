@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from clustercam import outputs
 from clustercam.callbacks.divergence import DivergenceCallback, check_finite_embeddings
 from clustercam.exceptions import TrainingDivergedError, UserError
 from tests.helpers import REPO
@@ -93,7 +94,7 @@ def test_a_diverging_learning_rate_ends_the_run_as_diverged_with_nothing_downstr
                                                     r"the learning rate model.optimizer.lr \(now 1e\+08"):
         train(["experiment=trace", "logger=none", "model.optimizer.lr=1e8", "trainer.max_epochs=3",
                "data.max_samples=40"], out)
-    status = json.loads((out / "status.json").read_text())
+    status = json.loads((out / outputs.STATUS).read_text())
     assert status["status"] == "diverged" and status["what"] == "training loss"
     assert status["message"].startswith("training diverged at epoch 0")
     assert json.loads((out / "metrics.json").read_text()) == {"status": "diverged"}
@@ -107,7 +108,7 @@ def test_a_multirun_job_that_diverges_lets_the_sweep_go_on(tmp_path):
                "callbacks.cluster_explain.figures=false", "model.optimizer.lr=1e8,1e-3",
                f"hydra.sweep.dir={tmp_path}")
     assert "training diverged" in proc.stdout + proc.stderr
-    states = [json.loads((tmp_path / j / "status.json").read_text())["status"] for j in ("0", "1")]
+    states = [json.loads((tmp_path / j / outputs.STATUS).read_text())["status"] for j in ("0", "1")]
     assert states == ["diverged", "finished"]
     assert (tmp_path / "1" / "cardinality.csv").is_file()
 

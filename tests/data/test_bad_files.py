@@ -13,13 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clustercam.data.image_files import (
-    BadInputFileError,
-    check_image_files,
-    image_problem,
-    read_image,
-)
+from clustercam import outputs
+from clustercam.data.image_files import check_image_files, image_problem, read_image
 from clustercam.data.imagenet_subset import ImageNetSubsetDataModule
+from clustercam.exceptions import BadInputFileError
 from clustercam.runtime.errors import user_error_message
 from tests.helpers.run import cli, train
 
@@ -115,19 +112,19 @@ def test_a_concept_run_skips_bad_files_and_lists_them(tmp_path):
     folder, out = tmp_path / "images", tmp_path / "run"
     bad = write_folder(folder)
     train([*CONCEPT_RUN, f"data.data_dir={folder}"], out)
-    with open(out / "skipped_inputs.csv") as fh:
+    with open(out / outputs.SKIPPED_INPUTS) as fh:
         rows = list(csv.DictReader(fh))
     assert {r["file"] for r in rows} == {str(p) for p in bad.values()}
     assert all(r["reason"] for r in rows)
-    assert json.loads((out / "status.json").read_text())["skipped_inputs"] == 3
-    assert json.loads((out / "status.json").read_text())["status"] == "finished"
+    assert json.loads((out / outputs.STATUS).read_text())["skipped_inputs"] == 3
+    assert json.loads((out / outputs.STATUS).read_text())["status"] == "finished"
     # the same outputs as a run on the folder without the bad files (into the same folder:
     # the earlier list goes, it described the earlier run)
     first = pd.read_csv(out / "concepts_per_image.csv")
     for p in bad.values():
         p.unlink()
     train([*CONCEPT_RUN, f"data.data_dir={folder}"], out)
-    assert not (out / "skipped_inputs.csv").exists()
+    assert not (out / outputs.SKIPPED_INPUTS).exists()
     pd.testing.assert_frame_equal(first, pd.read_csv(out / "concepts_per_image.csv"))
 
 
@@ -139,7 +136,7 @@ def test_on_bad_file_error_stops_the_run_before_it_starts_naming_the_file(tmp_pa
         train([*CONCEPT_RUN, f"data.data_dir={folder}", "data.on_bad_file=error"], out)
     assert user_error_message(err.value).startswith(f"error: {message}")  # one line at the CLI
     assert (out / "config.yaml").is_file()  # what was written stays
-    status = json.loads((out / "status.json").read_text())
+    status = json.loads((out / outputs.STATUS).read_text())
     assert status["status"] == "failed" and status["message"].startswith(message)
 
 
@@ -158,7 +155,7 @@ def test_a_broken_row_of_a_series_archive_stops_the_run_naming_file_and_row(tmp_
         train(["experiment=trace", "logger=none", "data.name=Tiny", f"data.data_root={archive}",
                "data.source=archive", "trainer.max_epochs=1"], out)
     assert (out / "config.yaml").is_file()
-    status = json.loads((out / "status.json").read_text())
+    status = json.loads((out / outputs.STATUS).read_text())
     assert status["status"] == "failed" and "Tiny_TEST.tsv: row 5" in status["message"]
 
 
@@ -171,7 +168,7 @@ def test_ddp_ranks_skip_the_same_files_and_gather_the_one_process_results(tmp_pa
     cli(*CONCEPT_RUN, f"data.data_dir={folder}", f"paths.output_dir={two}", "trainer=ddp",
         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false",
         f"hydra.run.dir={tmp_path / 'h2'}", timeout=400)
-    assert (one / "skipped_inputs.csv").read_text() == (two / "skipped_inputs.csv").read_text()
+    assert (one / outputs.SKIPPED_INPUTS).read_text() == (two / outputs.SKIPPED_INPUTS).read_text()
     a, b = pd.read_csv(one / "concepts_per_image.csv"), pd.read_csv(two / "concepts_per_image.csv")
     assert a["image"].nunique() == 8
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6)

@@ -20,7 +20,7 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, UnidentifiedImageError
 
-from clustercam.exceptions import UserError
+from clustercam.exceptions import BadInputFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,6 @@ ON_BAD_FILE = ("skip", "error")
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 # bytes at the end of a JPEG searched for the end-of-image marker (padding after it is legal)
 _TAIL = 1024
-
-
-class BadInputFileError(UserError):
-    """An input file cannot be read and ``data.on_bad_file=error``; the message names it."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from clustercam.runtime.checkpoints import torch_file_problem
-from clustercam.runtime.errors import ResourceUnavailableError
+from clustercam.exceptions import MissingFileError, ResourceUnavailableError, UserError
+from clustercam.runtime.checkpoints import state_dict_mismatch, torch_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def check_model_name(arch: str) -> None:
         return
     close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
     hint = f"; did you mean one of {close}?" if close else "; see timm.list_models()"
-    raise ValueError(f"unknown timm model name {arch!r}{hint}")
+    raise UserError(f"unknown timm model name {arch!r}{hint}")
 
 
 def pretrained_cfg(full_name: str) -> Any:
@@ -136,22 +136,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 def load_weights_file(model: nn.Module, path: str | Path, arch: str) -> None:
     """Load a weights file into ``model`` strictly; one message naming what does not fit."""
     state = read_state_dict(path)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(v.shape)}"
-              for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} model keys missing from the file (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} file keys the model does not have (e.g. {unexpected[:3]})")
-        if shapes:
-            parts.append(f"{len(shapes)} shapes differ ({'; '.join(shapes[:3])})")
+    mismatch = state_dict_mismatch(state, model)
+    if mismatch:
         raise PretrainedWeightsError(
             f"could not load {str(path)!r} into {arch!r}: the checkpoint's keys do not fit the "
-            f"model: {', '.join(parts)}. Use the model.name, model.num_classes and "
+            f"model: {mismatch}. Use the model.name, model.num_classes and "
             "model.model_kwargs (e.g. output_stride, in_chans) the weights were trained with")
     model.load_state_dict(state, strict=True)
 
@@ -181,7 +170,7 @@ def build_timm_model(
     if checkpoint_path:
         path = Path(checkpoint_path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"model.checkpoint_path {str(path)!r} does not exist (weights for {full!r}); "
                 "give an existing .safetensors/.pth file, or leave it null to use the hub"
             )
@@ -223,4 +212,4 @@ def _create(arch: str, kwargs: Mapping[str, Any]) -> nn.Module:
     try:
         return timm.create_model(arch, pretrained=False, **kwargs)
     except TypeError as err:
-        raise ValueError(f"timm model {arch!r} does not take model_kwargs {dict(kwargs)}: {err}") from None
+        raise UserError(f"timm model {arch!r} does not take model_kwargs {dict(kwargs)}: {err}") from None

@@ -15,15 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from clustercam.exceptions import UserError
+from clustercam.exceptions import CheckpointError, MissingCheckpointError
 
 LIGHTNING_NAMES = ("last", "best", "hpc", "registry")
-
-
-class CheckpointError(UserError, FileNotFoundError):
-    """``ckpt_path`` is missing, unreadable or of another model; the message names the file.
-
-    A FileNotFoundError too, as the missing-file error was before."""
 
 
 def _fail(path: Path | str, what: str) -> CheckpointError:
@@ -55,7 +49,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         return_hint = ("give a Lightning checkpoint file (<run>/checkpoints/last.ckpt), "
                        "ckpt_path=last to resume the run in paths.output_dir, or leave it null")
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise _fail(ckpt_path, f"{what}: {return_hint}")
+        raise MissingCheckpointError(f"ckpt_path={str(ckpt_path)!r} {what}: {return_hint}")
     problem = torch_file_problem(path)
     if problem:
         raise _fail(ckpt_path, f"is not a Lightning checkpoint: {problem}")
@@ -74,7 +68,8 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
 
 def state_dict_mismatch(state: Mapping[str, Any], model: nn.Module, keys: bool = True) -> str | None:
     """How ``state`` does not fit ``model``: keys missing from it or unknown to the model
-    (``keys``), and shapes that differ; None when it fits."""
+    (``keys``), and shapes that differ; None when it fits. The one check behind both a
+    ``ckpt_path`` and a weights file (:func:`clustercam.models.timm_weights.load_weights_file`)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state] if keys else []
     unexpected = [k for k in state if k not in own] if keys else []
