@@ -105,11 +105,32 @@ class ImageFileDataset(Dataset):
 class ImageNetSubsetDataModule(LightningDataModule):
     """A few ImageNet classes from synset folders, for a frozen ImageNet classifier.
 
-    The same images serve test and predict (there is nothing to train).
-    ``class_map`` maps extra folder names to class indices; ``max_images`` caps the set;
-    ``preprocessing`` overrides entries of timm's data config (``input_size``, ``mean``...).
-    ``on_bad_file``: ``skip`` leaves files that cannot be read out (listed in
-    :attr:`skipped_inputs`), ``error`` stops at the first (:mod:`clustercam.data.image_files`).
+    ``data=imagenet_subset``. The same images serve test and predict (there is nothing to
+    train); they are preprocessed with timm's data config for the model (nf_resnet50:
+    resize 272 bicubic, centre crop 256, ImageNet mean / std).
+
+    Args:
+        data_dir: a folder of synset folders (``<data_dir>/n01440764/*.JPEG``, ...; any
+            ImageFolder layout works with ``class_map``). Required.
+        model_name: the timm model whose preprocessing is used (``arch`` or ``arch.tag``).
+        pretrained_tag: a tag that wins over the name's.
+        batch_size: images per batch (>= 1).
+        num_workers: DataLoader worker processes.
+        max_images: cap on the number of images (None: all).
+        class_map: extra folder name -> ImageNet class index, for folders that are not
+            synsets.
+        pin_memory: the DataLoaders' ``pin_memory``.
+        preprocessing: overrides of timm's data config entries (``input_size``, ``mean``,
+            ``std``, ``crop_pct``, ...), e.g. for a classifier trained here on 64 px images.
+        on_bad_file: ``skip`` leaves files that cannot be read out (listed in
+            :attr:`skipped_inputs`), ``error`` stops at the first
+            (:mod:`clustercam.data.image_files`).
+
+    Raises:
+        ImageFolderMissingError: no ``data_dir``, or one that does not exist.
+        UserError: a batch_size or max_images < 1, an unknown ``on_bad_file``, a folder
+            without images, a folder name that is not a synset and not in ``class_map``, an
+            unknown model name.
     """
 
     def __init__(
