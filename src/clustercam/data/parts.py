@@ -194,9 +194,10 @@ class SyntheticPartsDataModule(ImageViews, MaskedDataModule):
         min_contrast: the least luminance (channel-mean) difference of a part or the bar to
             the background under it, in [0, 0.5].
         gap: the least distance in pixels between the parts and the distractor.
-        **kwargs: the keys every clustercam datamodule takes (:class:`~clustercam.data.base.ClusterDataModule`:
-            ``batch_size``, ``eval_batch_size``, ``num_workers``, ``eval_split``,
-            ``max_samples``, ``pin_memory``).
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
 
     Raises:
         UserError: n_train or n_test < 1, a size < 48, a min_contrast outside [0, 0.5].

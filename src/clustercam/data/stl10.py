@@ -103,9 +103,10 @@ class STL10DataModule(ClusterDataModule):
         download: download the 2.5 GB archive when the files are missing (online only).
         verify_md5: torchvision's md5 check of every official file (needs
             ``unlabeled_X.bin`` too); False: only the requested split's two files must exist.
-        **kwargs: the keys every clustercam datamodule takes (:class:`~clustercam.data.base.ClusterDataModule`:
-            ``batch_size``, ``eval_batch_size``, ``num_workers``, ``eval_split``,
-            ``max_samples``, ``pin_memory``).
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
 
     Raises:
         DatasetUnavailableError: a split that is not on disk and cannot be downloaded (one

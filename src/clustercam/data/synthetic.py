@@ -162,7 +162,7 @@ class MaskedDataModule(ClusterDataModule):
     the maps against ``eval_masks()``.
 
     Args:
-        **kwargs: the keys of :class:`~clustercam.data.base.ClusterDataModule`.
+        **kwargs (Any): the keys of :class:`~clustercam.data.base.ClusterDataModule`.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -203,9 +203,10 @@ class SyntheticCBFDataModule(MaskedDataModule):
         name: accepted so that configs written for UCR (``experiment=trace
             data=synthetic_cbf`` sets ``data.name=Trace``) compose; anything but CBF is
             ignored with a warning, since this module always generates CBF.
-        **kwargs: the keys every clustercam datamodule takes (:class:`~clustercam.data.base.ClusterDataModule`:
-            ``batch_size``, ``eval_batch_size``, ``num_workers``, ``eval_split``,
-            ``max_samples``, ``pin_memory``).
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
 
     Raises:
         UserError: n_train or n_test < 1.
@@ -257,9 +258,10 @@ class SyntheticShapesDataModule(MaskedDataModule):
         seed: of the generator (train and test get different streams).
         noise: Gaussian pixel noise.
         distractor: draw the bright bar.
-        **kwargs: the keys every clustercam datamodule takes (:class:`~clustercam.data.base.ClusterDataModule`:
-            ``batch_size``, ``eval_batch_size``, ``num_workers``, ``eval_split``,
-            ``max_samples``, ``pin_memory``).
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
 
     Raises:
         UserError: n_train or n_test < 1.

@@ -68,9 +68,10 @@ class UCRDataModule(ClusterDataModule):
             longest), ``pad`` (zeros at the end), ``truncate`` (to the shortest) or ``error``.
         missing: missing values (NaN, ``?`` in ``.ts`` files): ``interpolate`` (linearly,
             per channel) or ``error`` (see :mod:`clustercam.data.ts_prepare`).
-        **kwargs: the keys every clustercam datamodule takes (:class:`~clustercam.data.base.ClusterDataModule`:
-            ``batch_size``, ``eval_batch_size``, ``num_workers``, ``eval_split``,
-            ``max_samples``, ``pin_memory``).
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
 
     Raises:
         UserError: an unknown source, variable_length or missing.

@@ -91,7 +91,7 @@ class HungarianAccuracy(Metric):
 
     Args:
         num_classes: the number of class (and cluster) ids, labels ``0 .. num_classes - 1``.
-        **kwargs: torchmetrics ``Metric`` options.
+        **kwargs (Any): torchmetrics ``Metric`` options.
 
     Raises:
         UserError: ``num_classes`` is not a positive integer.

@@ -15,6 +15,13 @@ them. The three built in:
 
 A user's own target (say a Student-t assignment) is a fourth value of the same kind and
 works wherever a target name does: ``grad_ceam``, the cardinality table, the scores.
+
+Example:
+    >>> from clustercam.explain import ASSIGNMENT, GRADCEAM_TARGET_NAMES, PAPER, REFERENCE
+    >>> GRADCEAM_TARGET_NAMES
+    ('paper', 'reference', 'assignment')
+    >>> [(t.name, t.reduction, t.scale, t.relu) for t in (PAPER, REFERENCE, ASSIGNMENT)]
+    [('paper', 'mean', 1.0, True), ('reference', 'sum', 2.0, False), ('assignment', 'mean', 1.0, True)]
 """
 
 from __future__ import annotations
