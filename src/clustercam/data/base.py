@@ -81,6 +81,22 @@ class ClusterDataModule(LightningDataModule):
 
     Raises:
         UserError: a batch_size or max_samples < 1, an unknown eval_split.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.data.base import ClusterDataModule
+        >>> class Noise(ClusterDataModule):  # a new dataset: a name and load_split
+        ...     name = "noise"
+        ...     def load_split(self, split):
+        ...         gen = torch.Generator().manual_seed(int(split == "test"))
+        ...         return torch.randn(20, 1, 32, generator=gen), torch.arange(20) % 2
+        >>> dm = Noise(batch_size=8)
+        >>> dm.setup()
+        >>> dm.input_shape, dm.num_classes, len(dm.train_dataloader())
+        ((1, 32), 2, 3)
+        >>> x, y, idx = next(iter(dm.val_dataloader()))  # the evaluated split, in order
+        >>> tuple(x.shape), idx[:3].tolist()
+        ((20, 1, 32), [0, 1, 2])
     """
 
     name: str = "dataset"
