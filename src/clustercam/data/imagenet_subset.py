@@ -128,9 +128,9 @@ class ImageNetSubsetDataModule(LightningDataModule):
 
     Raises:
         ImageFolderMissingError: no ``data_dir``, or one that does not exist.
-        UserError: a batch_size or max_images < 1, an unknown ``on_bad_file``, a folder
-            without images, a folder name that is not a synset and not in ``class_map``, an
-            unknown model name.
+        UserError: a batch_size or max_images < 1, an unknown ``on_bad_file``, no readable
+            image, a folder name that is not a synset and not in ``class_map``, an unknown
+            model name.
     """
 
     def __init__(
