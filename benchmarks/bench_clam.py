@@ -112,7 +112,7 @@ def cases(setup: Setup, k: int) -> dict[str, Callable[[], Any]]:
     return {"floor": floor,
             "clam": lambda: clam(enc, setup.layer, x, mu, batch_size=BATCH),
             "naive": lambda: naive_clam(enc, setup.layer, x, mu),
-            "gradceam": lambda: grad_ceam(enc, setup.layer, x, mu, mode="reference")}
+            "gradceam": lambda: grad_ceam(enc, setup.layer, x, mu, target="reference")}
 
 
 def make_case(case: str, options: dict[str, Any]) -> Callable[[], Any]:

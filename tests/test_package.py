@@ -1,5 +1,5 @@
 """clustercam as a user installs it: the wheel carries its configs, runs from any folder, and
-a user's own model, data and configs compose with the packaged ones (the README example)."""
+a user's own model, data and configs compose with the packaged ones (the documented example)."""
 
 import os
 import re
@@ -55,6 +55,12 @@ def test_the_wheel_carries_the_configs_and_py_typed(wheel):
     assert {"clustercam/py.typed", "clustercam/conf/train.yaml", "clustercam/conf/debug/fdr.yaml"} <= names
 
 
+def test_the_wheel_has_the_one_version_number(wheel):
+    import clustercam
+
+    assert wheel.name.startswith(f"clustercam-{clustercam.__version__}-")
+
+
 def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
     where = subprocess.run([sys.executable, "-c", "import clustercam.runtime.configs as c; print(c.__file__, c.config_path())"],
                            env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True)
@@ -66,8 +72,8 @@ def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
 
 
 def readme_example() -> dict[str, str]:
-    """The files of the README's "Bring your own model and data" section, by their name line."""
-    text = (REPO / "README.md").read_text()
+    """The files of the "Your own model and data" page (docs/guide/your-own.md), by their name line."""
+    text = (REPO / "docs" / "guide" / "your-own.md").read_text()
     section = text[text.index("<!-- byo:start"):text.index("<!-- byo:end -->")]
     files = {}
     for body in re.findall(r"```(?:python|yaml)\n(.*?)```", section, flags=re.S):

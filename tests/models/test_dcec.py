@@ -22,7 +22,7 @@ from tests.helpers.run import read_csv, train
 
 TINY = ["logger=none", "model.net.filters=[4,4]", "data.max_samples=30",
         "callbacks.cluster_explain.n_init=2", "callbacks.cluster_explain.figures=false",
-        "callbacks.cluster_explain.compare_modes=[]"]
+        "callbacks.cluster_explain.compare_targets=[]"]
 
 
 class TinyImages(ClusterDataModule):

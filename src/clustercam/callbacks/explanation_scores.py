@@ -18,7 +18,8 @@ Cost: 2 x steps encoder passes per sample and method, batched (Trace, 100 series
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +37,19 @@ from clustercam.callbacks.gather import (
 )
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.callbacks.model_clusters import cluster_split
+from clustercam.exceptions import UserError
 from clustercam.explain.hooks import resolve_layer
 from clustercam.explain.plots import curves_figure
 from clustercam.explain.scores import (
     LOCALISATION_COLUMNS,
-    METHODS,
     SCORES_COLUMNS,
     ScoreReport,
+    ScoreSettings,
     mean_curves,
-    resolve_methods,
     score_explanations,
     scores_table,
 )
-from clustercam.explain.scores.report import check_score_settings
+from clustercam.explain.settings import with_options
 
 log = logging.getLogger(__name__)
 
@@ -58,52 +59,62 @@ FIGURE = "deletion_insertion.png"
 
 
 class ExplanationScoresCallback(Callback):
-    """Deletion / insertion AUCs for every method, and localisation scores when masks exist.
+    """Deletion / insertion AUCs for every map method, and localisation scores when masks exist.
 
-    The settings are :func:`~clustercam.explain.score_explanations`'s (``method_options``:
-    settings per method; ``all_clusters``: time the maps of all K clusters). ``target_layer``:
-    the encoder module whose maps are scored (null: the ClusterExplainCallback's, else the
-    model's). ``max_samples``: a seeded random subset (null: all). ``n_clusters`` / ``n_init``
-    only matter without a ``ClusterExplainCallback``.
+    ``callbacks.explanation_scores`` in the configs (``callbacks=default_with_scores``). At
+    the end of testing, on rank zero, :func:`~clustercam.explain.score_explanations` on the
+    test clustering; writes ``explanation_scores.csv``, ``localisation_scores.csv`` (with
+    masks), ``figures/deletion_insertion.png`` and ``scores/<method>/<score>`` in
+    ``metrics.json``.
+
+    Args:
+        output_dir: the run folder.
+        settings: a :class:`~clustercam.explain.ScoreSettings` (the scoring options; default:
+            its defaults).
+        max_samples: score a seeded random subset of the evaluated split (None: all of it).
+        n_clusters: the k-means K without a ``ClusterExplainCallback`` (None: the classes).
+        n_init: k-means restarts without a ``ClusterExplainCallback``.
+        localisation: score against ``eval_masks()`` when the datamodule has them.
+        figures: write ``figures/deletion_insertion.png``.
+        target_layer: the encoder module whose maps are scored (None: the
+            ClusterExplainCallback's, else the model's).
+        **options: fields of :class:`~clustercam.explain.ScoreSettings` (``methods``, ``steps``,
+            ``baseline``, ...; what ``conf/callbacks/scores.yaml`` lists), on top of ``settings``.
+
+    Raises:
+        UserError: an unknown setting, method or value (before training).
+
+    Example:
+        >>> from clustercam.callbacks.explanation_scores import ExplanationScoresCallback
+        >>> from clustercam.explain import ScoreSettings
+        >>> cb = ExplanationScoresCallback("outputs/run", methods=["random", "gradceam_paper"],
+        ...                                steps=4, max_samples=100)
+        >>> cb.methods, cb.settings.steps
+        (['random', 'gradceam_paper'], 4)
+        >>> ExplanationScoresCallback("outputs/run", ScoreSettings(methods=["neon"])).methods
+        ['neon']
     """
 
     def __init__(
         self,
         output_dir: str | Path,
-        methods: Sequence[Any] = METHODS,
-        steps: int = 10,
-        baseline: str | float = "auto",
-        blur_sigma: float | None = None,
-        assignment: str = "softmax",
-        temperature: float | str = "auto",
-        alpha: float = 1.0,
-        gradceam_temperature: float | None = None,
+        settings: ScoreSettings | Mapping[str, Any] | None = None,
+        *,
         max_samples: int | None = None,
-        seed: int = 0,
-        batch_size: int = 512,
-        maps_batch_size: int = 256,
-        smooth: bool = False,
         n_clusters: int | None = None,
         n_init: int = 25,
         localisation: bool = True,
         figures: bool = True,
         target_layer: str | None = None,
-        method_options: dict[str, dict[str, Any]] | None = None,
-        all_clusters: bool = False,
+        **options: Any,
     ) -> None:
         super().__init__()
-        check_score_settings(steps, baseline, assignment, temperature)
-        opts = {str(k): dict(v or {}) for k, v in (method_options or {}).items()}
-        self.methods = list(resolve_methods(list(methods), opts))  # unknown names/settings fail here
-        self.method_specs = list(methods)
+        self.settings = with_options(ScoreSettings, settings, options, "callbacks.explanation_scores")
+        self.methods = list(self.settings.resolved_methods())
         if max_samples is not None and max_samples < 1:
-            raise ValueError(f"max_samples must be >= 1 or null, got {max_samples}")
+            raise UserError(f"max_samples must be >= 1 or null, got {max_samples}")
         self.output_dir = Path(output_dir)
-        self.options = {"steps": steps, "baseline": baseline, "blur_sigma": blur_sigma,
-                        "assignment": assignment, "temperature": temperature, "alpha": alpha,
-                        "seed": seed, "smooth": smooth, "batch_size": batch_size,
-                        "maps_batch_size": maps_batch_size, "method_options": opts, "all_clusters": all_clusters}
-        self.gradceam_temperature, self.max_samples, self.seed = gradceam_temperature, max_samples, seed
+        self.max_samples, self.seed = max_samples, self.settings.seed
         self.n_clusters, self.n_init, self.localisation, self.figures = n_clusters, n_init, localisation, figures
         self.target_layer = target_layer
         self._chunks: list[dict[str, Tensor]] = []
@@ -122,17 +133,21 @@ class ExplanationScoresCallback(Callback):
         return ce.layer(pl_module)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check the target layer against the model, before any training step."""
         resolve_layer(pl_module.encoder, self._layer(trainer, pl_module))
 
     # -- the clustering: ClusterExplainCallback's, or our own ----------------------------
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start collecting the test embeddings (used without a ClusterExplainCallback)."""
         self._chunks, self._own = [], None
 
     def on_test_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
+        """Keep the batch's embeddings, labels and indices when there is no ClusterExplainCallback."""
         if self._explainer(trainer) is None and isinstance(outputs_, dict) and "z" in outputs_:
             self._chunks.append({k: outputs_[k] for k in ("z", "y", "idx")})
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Gather the collected embeddings across ranks (a collective)."""
         if self._explainer(trainer) is None:  # collective: every rank takes part
             self._own = gather_split(trainer, self._chunks)
         self._chunks = []
@@ -155,27 +170,33 @@ class ExplanationScoresCallback(Callback):
 
     # -- scoring (rank zero) -----------------------------------------------------------------
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """On rank zero: score the maps of the test clustering and write the outputs."""
         if not trainer.is_global_zero:
             return
-        idx, labels, centroids, spread = self._clustering(trainer, pl_module)
+        idx, clusters, centroids, spread = self._clustering(trainer, pl_module)
         ce = self._explainer(trainer)
-        g_t = self.gradceam_temperature
-        g_t = g_t if g_t is not None else (ce.temperature if ce is not None else 1.0)
+        settings = self.settings
+        if settings.gradceam_temperature is None:  # the Grad-CeAM figures' temperature, else 1
+            settings = replace(settings, gradceam_temperature=ce.settings.temperature if ce is not None else 1.0)
         if self.max_samples is not None and len(idx) > self.max_samples:
             gen = torch.Generator().manual_seed(self.seed)
             keep = torch.randperm(len(idx), generator=gen)[: self.max_samples].sort().values
-            idx, labels = idx[keep], labels[keep]
+            idx, clusters = idx[keep], clusters[keep]
         x, _ = eval_inputs(trainer, idx)
         dm = trainer.datamodule
         masks = dm.eval_masks()[idx] if self.localisation and hasattr(dm, "eval_masks") else None
         log.info("explanation scores: %d samples x %d methods", len(x), len(self.methods))
-        report = score_explanations(pl_module.encoder, self._layer(trainer, pl_module), x, labels,
-                                    centroids, masks, methods=self.method_specs, spread=spread,
-                                    gradceam_temperature=g_t, **self.options)
+        report = score_explanations(pl_module.encoder, self._layer(trainer, pl_module), x, centroids,
+                                    clusters=clusters, masks=masks, spread=spread, settings=settings)
         self.write(report, trainer)
 
     def write(self, report: ScoreReport, trainer: Trainer | None = None) -> None:
-        """Files, loggers and the figure for one :class:`ScoreReport`."""
+        """Write one report: the CSV files, ``metrics.json``, the loggers and the figure.
+
+        Args:
+            report: what :func:`~clustercam.explain.score_explanations` returned.
+            trainer: for the loggers (None: files only).
+        """
         out = self.output_dir
         outputs.write_csv(out / SCORES, report.rows, SCORES_COLUMNS)
         if report.localisation:
@@ -192,7 +213,7 @@ class ExplanationScoresCallback(Callback):
         if self.figures:
             informative = any(bool(c.informative.any()) for c in report.curves.values())
             fig = curves_figure(mean_curves(report.curves, informative_only=informative),
-                                self.options["assignment"],
+                                self.settings.assignment,
                                 "samples whose all-baseline input leaves their cluster"
                                 if informative else "all samples")
             path = outputs.save_figure(fig, out / outputs.FIGURES / FIGURE)

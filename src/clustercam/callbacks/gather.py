@@ -1,27 +1,52 @@
-"""The evaluated split across DDP ranks: gather per-batch outputs once, without sampler padding;
-read the inputs and the number of clusters from the datamodule."""
+"""The evaluated split across DDP ranks: per-batch outputs gathered once, without sampler padding.
+
+Also the inputs and the number of clusters, read from the datamodule.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 from lightning import Trainer
 from torch import Tensor
 
+from clustercam.exceptions import UserError
+from clustercam.explain.concepts import ConceptBatch
 
-def gather_split(trainer: Trainer, chunks: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+Split = TypeVar("Split", dict[str, Tensor], ConceptBatch)
+
+
+def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
     """Concatenate this rank's batch outputs, all-gather them, drop duplicates, sort by index.
 
-    Each chunk holds ``idx`` (dataset indices) and tensors with the same first dimension.
-    A DistributedSampler pads ranks to equal length by repeating samples; sorting by index
-    and keeping one row per index gives exactly the single-process split, in order.
+    Each chunk is a dict of tensors with the same first dimension, or a
+    :class:`~clustercam.explain.concepts.ConceptBatch` (concatenated by
+    :meth:`~clustercam.explain.concepts.ConceptBatch.cat`, gathered as its
+    :meth:`~clustercam.explain.concepts.ConceptBatch.tensors`), and holds ``idx`` (dataset
+    indices). A DistributedSampler pads ranks to equal length by repeating samples; sorting
+    by index and keeping one row per index gives exactly the single-process split, in order.
+    Every rank must call it (an all-gather under DDP).
+
+    Args:
+        trainer: the running trainer.
+        chunks: this rank's batch outputs.
+
+    Returns:
+        The whole split, of the chunks' type, one row per dataset index, sorted by index.
+
+    Raises:
+        RuntimeError: no chunks were collected.
     """
     if not chunks:
         raise RuntimeError("no batch outputs were collected: did the loop run any batch?")
-    keys = list(chunks[0])
-    local = {k: torch.cat([c[k].detach() for c in chunks]) for k in keys}
+    if isinstance(chunks[0], Mapping):
+        local = {k: torch.cat([c[k].detach() for c in chunks]) for k in chunks[0]}
+        rebuild: Any = dict
+    else:
+        local = {k: v.detach() for k, v in type(chunks[0]).cat(chunks).tensors().items()}
+        rebuild = type(chunks[0]).from_tensors
     if trainer.world_size > 1:
         n_local = torch.tensor([len(local["idx"])], device=trainer.strategy.root_device)
         sizes = trainer.strategy.all_gather(n_local).flatten()
@@ -39,7 +64,7 @@ def gather_split(trainer: Trainer, chunks: Sequence[dict[str, Tensor]]) -> dict[
     keep = torch.ones_like(idx_sorted, dtype=torch.bool)
     keep[1:] = idx_sorted[1:] != idx_sorted[:-1]
     sel = order[keep]
-    return {k: v[sel] for k, v in local.items()}
+    return rebuild({k: v[sel] for k, v in local.items()})
 
 
 def keep_lowest(kept: dict[str, Tensor] | None, new: dict[str, Tensor], k: int | None) -> dict[str, Tensor]:
@@ -48,6 +73,21 @@ def keep_lowest(kept: dict[str, Tensor] | None, new: dict[str, Tensor], k: int |
     What a rank keeps of per-image tensors needed only for the first ``k`` images of the
     gathered split (``gather_split`` sorts by index): the global first ``k`` are among the
     union of every rank's lowest ``k``, so memory stays at ``k`` rows however large the set.
+
+    Args:
+        kept: the rows kept so far (None: none).
+        new: a batch's rows, with ``idx``.
+        k: how many rows to keep (None: all).
+
+    Returns:
+        At most ``k`` rows, of the same keys.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.callbacks.gather import keep_lowest
+        >>> kept = keep_lowest(None, {"idx": torch.tensor([5, 1]), "v": torch.tensor([50, 10])}, 2)
+        >>> keep_lowest(kept, {"idx": torch.tensor([3, 0]), "v": torch.tensor([30, 0])}, 2)
+        {'idx': tensor([0, 1]), 'v': tensor([ 0, 10])}
     """
     rows = new if kept is None else {key: torch.cat([kept[key], v]) for key, v in new.items()}
     if k is None or len(rows["idx"]) <= k:
@@ -57,12 +97,21 @@ def keep_lowest(kept: dict[str, Tensor] | None, new: dict[str, Tensor], k: int |
 
 
 def unpadded(trainer: Trainer, n_seen: int, batch: int, n_dataset: int) -> Tensor:
-    """False for the DistributedSampler's padding repeats among this rank's next ``batch``
-    samples, for running sums that cannot drop duplicates by index afterwards.
+    """Which of this rank's next samples are real, not the DistributedSampler's padding.
 
-    The test loop's sampler is unshuffled: rank r's j-th sample is position r + j * world of
-    the padded list, and positions >= ``n_dataset`` repeat the first samples. The predict
-    loop's sampler does not repeat.
+    For running sums that cannot drop duplicates by index afterwards. The test loop's
+    sampler is unshuffled: rank r's j-th sample is position r + j * world of the padded
+    list, and positions >= ``n_dataset`` repeat the first samples. The predict loop's
+    sampler does not repeat.
+
+    Args:
+        trainer: the running trainer.
+        n_seen: samples this rank has seen before this batch.
+        batch: the batch's size.
+        n_dataset: the dataset's size.
+
+    Returns:
+        ``batch`` bools, False for a padding repeat.
     """
     if trainer.world_size == 1 or trainer.predicting:
         return torch.ones(batch, dtype=torch.bool)
@@ -71,7 +120,18 @@ def unpadded(trainer: Trainer, n_seen: int, batch: int, n_dataset: int) -> Tenso
 
 
 def eval_inputs(trainer: Trainer, idx: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Inputs and labels of the evaluated split at the dataset indices ``idx`` (None: all)."""
+    """Inputs and labels of the evaluated split at some dataset indices.
+
+    Args:
+        trainer: the trainer, whose datamodule has ``eval_tensors()``.
+        idx: dataset indices (None: all, in order).
+
+    Returns:
+        The inputs N x C x ... and the labels N (no copy for the whole split in order).
+
+    Raises:
+        RuntimeError: a datamodule without ``eval_tensors()``.
+    """
     dm = getattr(trainer, "datamodule", None)
     if dm is None or not hasattr(dm, "eval_tensors"):
         raise RuntimeError(
@@ -84,7 +144,15 @@ def eval_inputs(trainer: Trainer, idx: Tensor | None) -> tuple[Tensor, Tensor]:
 
 
 def number_of_clusters(trainer: Trainer, n_clusters: int | None) -> int | None:
-    """K: as configured, else the datamodule's number of classes (None if it has none)."""
+    """K: as configured, else the datamodule's number of classes.
+
+    Args:
+        trainer: the trainer.
+        n_clusters: the configured K (None: not configured).
+
+    Returns:
+        K, or None when neither is known.
+    """
     if n_clusters is not None:
         return int(n_clusters)
     dm = getattr(trainer, "datamodule", None)
@@ -92,12 +160,24 @@ def number_of_clusters(trainer: Trainer, n_clusters: int | None) -> int | None:
 
 
 def target_layer_of(pl_module: Any, configured: str | None, callback: str) -> str:
-    """The target layer a callback explains: its own setting, else the model's declared one."""
+    """The target layer a callback explains: its own setting, else the model's declared one.
+
+    Args:
+        pl_module: the LightningModule (its ``target_layer`` and ``encoder``).
+        configured: the callback's ``target_layer`` setting (None: not set).
+        callback: the callback's config name, for the message.
+
+    Returns:
+        The dotted name of the encoder module.
+
+    Raises:
+        UserError: neither names a layer (the message lists the encoder's modules).
+    """
     layer = configured or getattr(pl_module, "target_layer", None)
     if not layer:
         encoder = getattr(pl_module, "encoder", None)
         names = [n for n, _ in encoder.named_modules() if n][:20] if encoder is not None else []
-        raise ValueError(
+        raise UserError(
             f"{type(pl_module).__name__}'s net declares no target_layer: set "
             f"callbacks.{callback}.target_layer=<dotted name of an encoder module>, one of {names}")
     return layer

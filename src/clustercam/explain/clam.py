@@ -53,8 +53,9 @@ class CLAMResult:
 
 
 def clam_masks(activations: Tensor, size: Sequence[int]) -> Tensor:
-    """Score-CAM's masks: each channel resized to the input (linear / bilinear,
-    ``align_corners=False``) and min-max normalised to [0, 1]; a constant channel gives an
+    """Score-CAM's masks: each channel resized to the input and min-max normalised to [0, 1].
+
+    Resizing is linear / bilinear with ``align_corners=False``; a constant channel gives an
     all-zero mask.
 
     Args:
@@ -77,8 +78,10 @@ def clam_masks(activations: Tensor, size: Sequence[int]) -> Tensor:
 
 def _scores(encoder: nn.Module, x: Tensor, acts: Tensor, mu: Tensor, alpha: float,
             batch_size: int, scores: Tensor) -> None:
-    """q(f(x_n * H_nj)) for every (sample, channel) pair of the chunk, ``batch_size`` pairs
-    per forward, written into ``scores`` (n x C x K)."""
+    """Write q(f(x_n * H_nj)) for every (sample, channel) pair of the chunk into ``scores``.
+
+    ``batch_size`` pairs per forward; ``scores`` is n x C x K.
+    """
     n, c = acts.shape[:2]
     flat = acts.reshape(n * c, *acts.shape[2:])
     out = scores.view(n * c, -1)
@@ -123,8 +126,8 @@ def clam(
         A :class:`CLAMResult`.
 
     Raises:
-        UserError: bad ``alpha``, ``batch_size`` or ``clusters``.
-        ValueError: x, the centroids or the embedding do not fit (named).
+        UserError: bad ``alpha``, ``batch_size`` or ``clusters``, or x, the centroids or the
+            embedding do not fit (named).
 
     Example:
         >>> import torch

@@ -334,9 +334,10 @@ class DCECModule(LightningModule):
                               "since_update": self.since_update, "pretrain_scores": self.pretrain_scores,
                               "history": self.history}
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("dcec")
-        if state is None:
+    def check_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        """Raise UserError when ``checkpoint`` is not this DCEC model's (before the run, through
+        :func:`clustercam.runtime.checkpoints.check_checkpoint`, and again when it is loaded)."""
+        if checkpoint.get("dcec") is None:
             raise UserError("the checkpoint (ckpt_path) is not a DCEC model's (it has no clustering "
                             "layer); to start deep clustering from a trained autoencoder, give it as "
                             "model.pretrained=<file> instead")
@@ -344,6 +345,10 @@ class DCECModule(LightningModule):
         if mu is not None and tuple(mu.shape) != tuple(self.net.clustering.centroids.shape):
             raise UserError(f"the checkpoint's clustering layer has {tuple(mu.shape)} centroids (K x m), "
                             f"this model {tuple(self.net.clustering.centroids.shape)}: set model.n_clusters")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_checkpoint(checkpoint)
+        state = checkpoint["dcec"]
         self.targets, self.labels = state["targets"], state["labels"]
         self.frequencies = state.get("frequencies")
         self.since_update = int(state["since_update"])

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clustercam import outputs
+from clustercam.exceptions import UserError
 from clustercam.runtime.errors import exit_on_user_error
 from clustercam.studies.compare import (
     AUC_COLUMNS,
@@ -64,12 +65,12 @@ def run_overrides(dataset: str, methods: Sequence[str] = METHODS) -> list[str]:
     the Student-t target (alpha 1, the DCEC default) added, restricted to ``methods``."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        raise UserError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     dropped = [m for m in WITH_OPTIONS if m not in methods]
     names = [STUDENT_T if m == "gradceam_student_t" else m for m in methods]
     keep = [o for o in (*COMMON[1:], *PER_DATASET.get(dataset, [])) if not any(f".{m}." in o for m in dropped)]
     return ["callbacks=peers_clam", *keep,
-            f"callbacks.cluster_explain.compare_modes=[paper,reference,assignment,{STUDENT_T}]",
+            f"callbacks.cluster_explain.compare_targets=[paper,reference,assignment,{STUDENT_T}]",
             f"callbacks.explanation_scores.methods=[{','.join(names)}]",
             *(f"~callbacks.explanation_scores.method_options.{m}" for m in dropped)]
 
@@ -210,10 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild the report from the runs")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.clustering_epochs < 1:
-        raise ValueError(f"--epochs and --clustering-epochs must be >= 1, got {args.epochs}, "
+        raise UserError(f"--epochs and --clustering-epochs must be >= 1, got {args.epochs}, "
                          f"{args.clustering_epochs}")
     out = args.out or root() / "outputs" / "deep_clustering"
-    runs_dir = out / "runs"
+    runs_dir = out / outputs.STUDY_RUNS
     if not args.aggregate_only:
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 jobs on 2 cores, one thread each
         timings = {}
@@ -226,19 +227,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"{ds}_dcec", args.seeds, runs_dir,
                 [*common, f"model.pretrained={ckpt}", "model.pretrain_epochs=0",
                  f"trainer.max_epochs={args.clustering_epochs}"], args.launcher)
-        outputs.write_json(out / "timings.json", timings, merge=True)
+        outputs.write_json(out / outputs.TIMINGS, timings, merge=True)
     runs = collect(runs_dir)
     if not runs:
-        raise FileNotFoundError(f"no finished runs under {runs_dir}")
+        raise UserError(f"no finished runs under {runs_dir}")
     text = report(runs, settings_text(args.datasets, args.seeds, args.epochs, args.clustering_epochs,
                                       args.methods, args.extra))
-    outputs.write_text(out / "deep_clustering.md", text)
+    outputs.write_text(out / outputs.DEEP_CLUSTERING, text)
     rows = [{**row, "family": fam} for (_, fam), group in groups(runs).items()
             for row in comparison_rows(group)]
-    outputs.write_csv(out / "deep_clustering.csv", rows, ("dataset", "family", "method", "score", "mean",
-                                                          "std", "n"))
+    outputs.write_csv(out / outputs.DEEP_CLUSTERING_TABLE, rows, outputs.DEEP_CLUSTERING_COLUMNS)
     print(text)
-    print(f"wrote {out / 'deep_clustering.md'} ({len(runs)} runs, {time.strftime('%Y-%m-%d')})")
+    print(f"wrote {out / outputs.DEEP_CLUSTERING} ({len(runs)} runs, {time.strftime('%Y-%m-%d')})")
 
 
 if __name__ == "__main__":

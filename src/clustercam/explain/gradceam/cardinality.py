@@ -15,8 +15,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
 from clustercam.explain.assignments import nearest
 from clustercam.explain.checks import check_embedding, check_inputs
+from clustercam.explain.deprecation import reordered_parameters
 from clustercam.explain.hooks import eval_mode, hooked, module_device, module_dtype, resolve_layer
 from clustercam.explain.maps import minmax_normalise
 
@@ -25,14 +27,36 @@ Normalise = Literal["minmax", "raw"]
 
 @dataclass
 class CardinalityResult:
-    """Per-cluster counts before and after amplification, and their ratio (NaN if empty before)."""
+    """The cardinality table (paper Table I): per cluster, members before and after eq. 12.
+
+    Attributes:
+        before: K (long), samples the original centroids assign to each cluster.
+        after: K (long), samples assigned to cluster c once their target-layer channels are
+            amplified by c's weights (eq. 12).
+        ratio: K (float), ``after / before``; NaN where ``before`` is 0.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import CardinalityResult
+        >>> table = CardinalityResult(before=torch.tensor([4, 2, 0]),
+        ...                           after=torch.tensor([6, 2, 1]),
+        ...                           ratio=torch.tensor([1.5, 1.0, float("nan")]))
+        >>> table.rows()[0]
+        {'cluster': 0, 'before': 4, 'after': 6, 'ratio': 1.5}
+        >>> table.summary()
+        {'median': 1.25, 'mean': 1.25, 'min': 1.0, 'max': 1.5, 'empty_clusters': 1}
+    """
 
     before: Tensor  # K, long
     after: Tensor  # K, long
     ratio: Tensor  # K, float (NaN where before == 0)
 
     def rows(self) -> list[dict[str, float | int]]:
-        """Rows ``cluster, before, after, ratio`` for a CSV or a W&B table."""
+        """One row per cluster, for a CSV or a W&B table.
+
+        Returns:
+            Dicts ``{"cluster", "before", "after", "ratio"}``, cluster 0 first.
+        """
         return [
             {"cluster": c, "before": int(b), "after": int(a), "ratio": float(r)}
             for c, (b, a, r) in enumerate(
@@ -41,7 +65,12 @@ class CardinalityResult:
         ]
 
     def summary(self) -> dict[str, float]:
-        """Median, mean, min, max of the ratio over clusters that were non-empty before."""
+        """Median, mean, min and max of the ratio over the clusters non-empty before.
+
+        Returns:
+            ``{"median", "mean", "min", "max", "empty_clusters"}``; the four statistics are
+            NaN (with a warning) when every cluster is empty.
+        """
         valid = self.ratio[torch.isfinite(self.ratio)]
         empty = int((self.before == 0).sum())
         if valid.numel() == 0:
@@ -60,35 +89,67 @@ class CardinalityResult:
 
 
 def amplification_weights(channel_weights: Tensor, normalise: Normalise = "minmax") -> Tensor:
-    """Eq. 12's per-sample channel multipliers ``||ReLU(W_c)||_[0, 2]`` from N x K x C weights.
+    """Eq. 12's per-sample channel multipliers ``||ReLU(W_c)||_[0, 2]``.
 
-    ``minmax``: ReLU, then min-max over the channels to [0, 2] (a constant row gives 1).
-    ``raw``: the weights as they are (what the authors' code did with reference-mode weights).
+    Args:
+        channel_weights: N x K x C, Grad-CeAM's weights (eq. 9).
+        normalise: ``minmax`` (ReLU, then min-max over the channels to [0, 2]; a constant
+            row gives 1) or ``raw`` (the weights as they are: what the authors' code did with
+            its reference-target weights).
+
+    Returns:
+        N x K x C multipliers.
+
+    Raises:
+        UserError: an unknown ``normalise``.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.gradceam import amplification_weights
+        >>> amplification_weights(torch.tensor([[[-1.0, 0.0, 2.0]]]))
+        tensor([[[0., 0., 2.]]])
     """
     if normalise == "raw":
         return channel_weights
     if normalise != "minmax":
-        raise ValueError(f"unknown normalise {normalise!r}; choose 'minmax' or 'raw'")
+        raise UserError(f"unknown normalise {normalise!r}; choose 'minmax' or 'raw'")
     return 2 * minmax_normalise(channel_weights.clamp_min(0), 1, constant=0.5)
 
 
+@reordered_parameters("encoder", "target_layer", "x", "centroids", "channel_weights", "normalise",
+                      "batch_size", when=lambda args, kwargs: len(args) > 5)
 def cardinality(
     encoder: nn.Module,
     target_layer: nn.Module | str,
     x: Tensor,
     centroids: Tensor,
     channel_weights: Tensor,
+    *,
     normalise: Normalise = "minmax",
     batch_size: int | None = 256,
 ) -> CardinalityResult:
-    """The discrimination table: ``ratio_c = #{assigned to c after} / #{assigned to c before}``.
+    """The discrimination table (paper Table I): ``ratio_c = #{in c after} / #{in c before}``.
 
-    ``channel_weights`` (N x K x C) are Grad-CeAM's ``channel_weights`` (any target). Every
-    sample is re-encoded once per cluster with its target-layer channels A_k multiplied by
-    that cluster's amplification weights (eq. 12) and assigned to the nearest *original*
+    Every sample is re-encoded once per cluster with its target-layer channels A_k multiplied
+    by that cluster's amplification weights (eq. 12) and assigned to the nearest *original*
     centroid; all K variants of a chunk go through the rest of the encoder as one batch, so
     layers after the target must treat samples independently (no skip connection may jump
     over the target layer).
+
+    Args:
+        encoder: maps x to embeddings N x m.
+        target_layer: the module (or its dotted name) whose channels are amplified.
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        channel_weights: N x K x C, Grad-CeAM's ``channel_weights`` (any target).
+        normalise: ``minmax`` (eq. 12: ReLU, then [0, 2] per sample) or ``raw``.
+        batch_size: encoder inputs per chunk (samples x K); None: one chunk.
+
+    Returns:
+        A :class:`CardinalityResult`: counts before / after and their ratio per cluster.
+
+    Raises:
+        UserError: weights of the wrong shape, non-finite weights, a bad ``normalise``.
 
     Example:
         >>> import torch
@@ -105,12 +166,12 @@ def cardinality(
     check_inputs(x, centroids)
     n, k = x.shape[0], centroids.shape[0]
     if channel_weights.dim() != 3 or channel_weights.shape[:2] != (n, k):
-        raise ValueError(
+        raise UserError(
             f"channel_weights must be N x K x C = {n} x {k} x C, got {tuple(channel_weights.shape)}"
         )
     if not torch.isfinite(channel_weights).all():
         bad = (~torch.isfinite(channel_weights)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
-        raise ValueError(
+        raise UserError(
             f"channel_weights contain NaN or infinite values (samples {bad} ...); recompute them "
             "with grad_ceam (a diverged encoder gives non-finite gradients)"
         )
@@ -127,7 +188,7 @@ def cardinality(
     def scale(output: Tensor) -> Tensor:
         w = current["w"]  # b x K x C
         if output.shape[1] != w.shape[-1]:
-            raise ValueError(
+            raise UserError(
                 f"channel_weights have {w.shape[-1]} channels but the target layer outputs "
                 f"{output.shape[1]}"
             )
@@ -145,7 +206,7 @@ def cardinality(
             with hooked(layer, scale):
                 z1 = encoder(xb)
             if z1.shape[0] != len(xb) * k:
-                raise RuntimeError(
+                raise UserError(
                     "the layers after the target layer mix samples (a skip connection over "
                     "the target layer?): cannot batch the K amplified copies"
                 )
