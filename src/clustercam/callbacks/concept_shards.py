@@ -89,9 +89,11 @@ class ShardStore:
         self._mine: dict[str, list[int]] = {}  # what this rank's manifest lists
 
     def clear(self) -> None:
-        """Start afresh: drop the shards of an earlier run in this folder (rank zero)."""
-        if self.rank == 0 and self.folder.is_dir():
-            for f in [*self.folder.glob("rank*_i*.pt"), *self.folder.glob(outputs.SHARD_MANIFEST.format(rank="*"))]:
+        """Start afresh: drop this rank's shards of an earlier run in this folder (each rank its
+        own: another rank may already be writing its first shard)."""
+        if self.folder.is_dir():
+            own = self.folder / outputs.SHARD_MANIFEST.format(rank=self.rank)
+            for f in [*self.folder.glob(f"rank{self.rank}_i*.pt"), own]:
                 f.unlink(missing_ok=True)
 
     def read(self) -> set[int]:
