@@ -71,6 +71,9 @@ CLASS_CONCEPTS_TRUTH_COLUMNS = ("class", "method", "algorithm", "source", *CLASS
 CLASS_CONCEPT_CHANNELS = "class_concepts.npz"  # "classes" and one member per configuration and source
 CLASS_CONCEPT_FIGURES = f"{FIGURES}/class_concepts"  # <class>_<method>.png, <class>_nmf-<method>.png
 NMF_METHOD = "nmf"  # the method column of NMF rows; their algorithm column: <method>/<algorithm>
+# per-image results of finished batches, for resume=true (callbacks.concept_shards)
+SHARDS = "shards"  # rank<r>_i<first index>.pt: one batch's ConceptBatch tensors and figure maps
+SHARD_MANIFEST = "manifest_rank{rank}.json"  # in SHARDS: {"key": ..., "shards": {file: [indices]}}
 
 
 def concept_figure_path(image: str, config: ConceptConfig, sub: bool = False) -> str:
