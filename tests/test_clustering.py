@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from clustercam.callbacks.cluster_explain import OLD_NAMES, ClusterExplainCallback
+from clustercam.callbacks.cluster_explain import ClusterExplainCallback
+from clustercam.callbacks.config_names import OLD_CLUSTER_EXPLAIN_NAMES as OLD_NAMES
 from clustercam.data.ucr import UCRDataModule
 from clustercam.exceptions import UserError
 from clustercam.explain.clustering import clustering_scores, fit_kmeans

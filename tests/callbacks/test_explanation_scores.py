@@ -11,12 +11,15 @@ from hydra import compose, initialize_config_dir
 from lightning import Trainer
 
 from clustercam.callbacks.explanation_scores import (
-    LOCALISATION_COLUMNS,
-    SCORES_COLUMNS,
     ExplanationScoresCallback,
 )
 from clustercam.data.synthetic import SyntheticCBFDataModule
-from clustercam.explain.scores import DEFAULT_MAP_METHODS, ScoreSettings
+from clustercam.explain.scores import (
+    DEFAULT_MAP_METHODS,
+    LOCALISATION_COLUMNS,
+    SCORES_COLUMNS,
+    ScoreSettings,
+)
 from clustercam.models.autoencoder_module import AutoencoderModule
 from clustercam.models.components.resnet_cae import ResNetCAE
 from tests.helpers.run import train

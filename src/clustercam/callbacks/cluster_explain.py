@@ -20,6 +20,7 @@ from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
+from clustercam.callbacks.config_names import cluster_explain_settings
 from clustercam.callbacks.divergence import check_finite_embeddings
 from clustercam.callbacks.gather import (
     eval_inputs,
@@ -31,32 +32,20 @@ from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.callbacks.model_clusters import cluster_split, clustering_results
 from clustercam.exceptions import UserError
 from clustercam.explain.clustering import KMeansResult, clustering_scores
-from clustercam.explain.deprecation import renamed_parameters
 from clustercam.explain.gradceam import ClusterExplainSettings, explain_clusters
 from clustercam.explain.hooks import resolve_layer
 from clustercam.explain.plots import explanation_figures
-from clustercam.explain.settings import with_options
+from clustercam.outputs.cluster_files import write_cluster_explanation
 
 log = logging.getLogger(__name__)
-# the config's old names, accepted for one release (a null in the yaml: not given)
-OLD_NAMES = {"mode": "target", "compare_modes": "compare_targets", "cardinality_normalise": "normalise",
-             "chunk_size": "batch_size"}
-
-
-@renamed_parameters(owner="callbacks.cluster_explain", config=True, **OLD_NAMES)
-def _settings(settings: ClusterExplainSettings | Mapping[str, Any] | None, **options: Any) -> ClusterExplainSettings:
-    return with_options(ClusterExplainSettings, settings, options, "callbacks.cluster_explain")
 
 
 class ClusterExplainCallback(Callback):
     """Cluster the evaluated split at epoch end and explain the clusters with Grad-CeAM.
 
-    ``callbacks.cluster_explain`` in the configs. After every validation epoch: k-means of
-    the gathered embeddings and ``val/nmi``, ``val/ari``, ``val/acc``. At test: the same as
-    ``test/*``, then (rank zero) :func:`~clustercam.explain.explain_clusters` (channel
-    weights, eq. 9; the cardinality table, eq. 12; figures, paper Fig. 7-11) written to the
-    run folder's ``metrics.json``, ``cardinality.csv``, ``cardinality_summary.json``,
-    ``assignments.csv``, ``heatmaps.npz`` and ``figures/``.
+    ``callbacks.cluster_explain`` in the configs. At test, after the module's validation
+    logic, (rank zero) :func:`~clustercam.explain.explain_clusters` (channel weights, eq. 9;
+    the cardinality table, eq. 12; figures, paper Fig. 7-11) goes to the run folder.
 
     Args:
         output_dir: the run folder.
@@ -70,7 +59,7 @@ class ClusterExplainCallback(Callback):
         validate: cluster the evaluated split after every validation epoch.
         target_layer: the encoder module to explain, by dotted name (None: the model's).
         **options: fields of the settings (``target``, ``normalise``, ...) on top of
-            ``settings``; the old names in ``OLD_NAMES`` work for one release.
+            ``settings``; the old names in ``config_names.OLD_CLUSTER_EXPLAIN_NAMES`` work for one release.
 
     Raises:
         UserError: an unknown setting or a value out of range (before training).
@@ -101,7 +90,7 @@ class ClusterExplainCallback(Callback):
         **options: Any,
     ) -> None:
         super().__init__()
-        self.settings = _settings(settings, **options)
+        self.settings = cluster_explain_settings(settings, **options)
         if n_clusters is not None and n_clusters < 2:
             raise UserError(f"n_clusters must be >= 2 or null, got {n_clusters}")
         if n_init < 1 or val_n_init < 1:
@@ -197,28 +186,15 @@ class ClusterExplainCallback(Callback):
         settings = self.settings if self.figures else replace(self.settings, n_examples=None)
         ex = explain_clusters(pl_module.encoder, self.layer(pl_module), x, centroids,
                               clusters=clusters, settings=settings)
-        rows = ex.table.rows()
-        outputs.write_csv(out / outputs.CARDINALITY, rows, outputs.CARDINALITY_COLUMNS)
-        outputs.write_json(out / outputs.CARDINALITY_SUMMARY, ex.summary)
-        outputs.write_csv(out / outputs.ASSIGNMENTS,
-                          ({"index": int(i), "label": int(t), "cluster": int(c)}
-                           for i, t, c in zip(data["idx"], data["y"], clusters)),
-                          outputs.ASSIGNMENT_COLUMNS)
+        rows = write_cluster_explanation(out, ex, data["idx"], data["y"], clusters, x)
         self.results.update({f"cardinality_{k}": ex.summary[k] for k in ("median", "mean", "min", "max")})
         outputs.write_json(out / outputs.METRICS, self.results, merge=True)
         log_scalars(trainer, {f"test/{k}": v for k, v in self.results.items()})
         self.results["cardinality_rows"] = rows
         log_table(trainer, "test/cardinality", rows)
         if ex.by_mode:
-            outputs.write_csv(out / outputs.CARDINALITY_BY_MODE, ex.by_mode, outputs.CARDINALITY_BY_MODE_COLUMNS)
             log_table(trainer, "test/cardinality_by_mode", ex.by_mode)
         if ex.member_maps is not None:
-            maps, sel = ex.member_maps, ex.member_index
-            outputs.write_npz(out / outputs.HEATMAPS, index=data["idx"][sel].numpy(),
-                              heatmaps=maps.heatmaps.numpy(), raw=maps.raw.numpy(),
-                              channel_weights=maps.channel_weights.numpy(), cluster=clusters[sel].numpy(),
-                              inputs=x[sel].numpy(), label=data["y"][sel].numpy(),
-                              sizes=torch.bincount(clusters, minlength=len(centroids)).numpy())
             paths = [outputs.save_figure(fig, out / outputs.FIGURES / f"{name}.png")
                      for name, fig in explanation_figures(x, data["y"], clusters, ex)]
             log_images(trainer, "figures/gradceam", paths, [p.stem for p in paths])

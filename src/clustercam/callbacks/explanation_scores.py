@@ -1,18 +1,10 @@
 """Score the cluster maps at the end of testing: deletion / insertion, and localisation.
 
-For every map method (baselines, Grad-CeAM targets, the peers: ``callbacks=peers``) and every
-sample, :func:`clustercam.explain.score_explanations` scores the map of the sample's own
-cluster; with ``eval_masks()`` on the datamodule (``data=synthetic_cbf``, ``synthetic_shapes``)
-also against the masks. Writes ``explanation_scores.csv``, ``localisation_scores.csv`` (with
-masks), ``figures/deletion_insertion.png`` and ``scores/<method>/<score>`` in ``metrics.json``.
-
 It reuses the k-means of the ``ClusterExplainCallback`` when one is configured (the same
 clusters as the Grad-CeAM figures and the cardinality table), otherwise it gathers the
-embeddings and fits its own. It runs in ``on_test_end``, after every callback's
-``on_test_epoch_end``, so the order of the callbacks does not matter; the work is on rank
-zero. Switch it on with ``callbacks=default_with_scores`` (or ``'callbacks=[default,scores]'``).
-Cost: 2 x steps encoder passes per sample and method, batched (Trace, 100 series, 6 methods,
-10 steps: about 2 minutes on 2 CPU cores; ``max_samples`` scores a seeded subset).
+embeddings and fits its own; it runs in ``on_test_end`` (after every callback's
+``on_test_epoch_end``, so their order does not matter), on rank zero. Cost: 2 x steps encoder
+passes per sample and method (Trace, 100 series, 6 methods, 10 steps: ~2 min on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -39,33 +31,26 @@ from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.callbacks.model_clusters import cluster_split
 from clustercam.exceptions import UserError
 from clustercam.explain.hooks import resolve_layer
-from clustercam.explain.plots import curves_figure
+from clustercam.explain.plots.scores import report_curves_figure
 from clustercam.explain.scores import (
-    LOCALISATION_COLUMNS,
-    SCORES_COLUMNS,
     ScoreReport,
     ScoreSettings,
-    mean_curves,
     score_explanations,
     scores_table,
 )
 from clustercam.explain.settings import with_options
+from clustercam.outputs.score_files import write_score_report
 
 log = logging.getLogger(__name__)
 
-SCORES = "explanation_scores.csv"
-LOCALISATION = "localisation_scores.csv"
-FIGURE = "deletion_insertion.png"
 
 
 class ExplanationScoresCallback(Callback):
     """Deletion / insertion AUCs for every map method, and localisation scores when masks exist.
 
-    ``callbacks.explanation_scores`` in the configs (``callbacks=default_with_scores``). At
-    the end of testing, on rank zero, :func:`~clustercam.explain.score_explanations` on the
-    test clustering; writes ``explanation_scores.csv``, ``localisation_scores.csv`` (with
-    masks), ``figures/deletion_insertion.png`` and ``scores/<method>/<score>`` in
-    ``metrics.json``.
+    ``callbacks.explanation_scores`` (``callbacks=default_with_scores``):
+    :func:`~clustercam.explain.score_explanations` on the test clustering, written to
+    ``explanation_scores.csv``, ``localisation_scores.csv`` and ``metrics.json``.
 
     Args:
         output_dir: the run folder.
@@ -198,10 +183,7 @@ class ExplanationScoresCallback(Callback):
             trainer: for the loggers (None: files only).
         """
         out = self.output_dir
-        outputs.write_csv(out / SCORES, report.rows, SCORES_COLUMNS)
-        if report.localisation:
-            outputs.write_csv(out / LOCALISATION, report.localisation, LOCALISATION_COLUMNS)
-        outputs.write_json(out / outputs.METRICS, report.results, merge=True)
+        write_score_report(out, report)
         self.results, self.report = report.results, report
         log.info("explanation scores done in %.1f s:\n%s", report.results["scores/seconds"],
                  scores_table(report))
@@ -211,11 +193,7 @@ class ExplanationScoresCallback(Callback):
             if report.localisation:
                 log_table(trainer, "test/localisation_scores", report.localisation)
         if self.figures:
-            informative = any(bool(c.informative.any()) for c in report.curves.values())
-            fig = curves_figure(mean_curves(report.curves, informative_only=informative),
-                                self.settings.assignment,
-                                "samples whose all-baseline input leaves their cluster"
-                                if informative else "all samples")
-            path = outputs.save_figure(fig, out / outputs.FIGURES / FIGURE)
+            fig = report_curves_figure(report.curves, self.settings.assignment)
+            path = outputs.save_figure(fig, out / outputs.EXPLANATION_SCORES_FIGURE)
             if trainer is not None:
                 log_images(trainer, "figures/explanation_scores", [path], [path.stem])

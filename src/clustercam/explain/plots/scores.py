@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from clustercam.explain.scores.curves import PerturbationCurves, mean_curves
+
 
 def curves_figure(
     means: Mapping[str, Mapping[str, np.ndarray]], assignment: str = "softmax", over: str = ""
@@ -44,3 +46,21 @@ def curves_figure(
                  fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def report_curves_figure(curves: Mapping[str, PerturbationCurves], assignment: str) -> Figure:
+    """The mean deletion / insertion curves of a score report, one panel per curve kind.
+
+    Averaged over the samples whose all-baseline input leaves their cluster where there are
+    any (the others cannot move on the curves), else over all samples.
+
+    Args:
+        curves: ``ScoreReport.curves``, one entry per map method.
+        assignment: the soft assignment the curves follow (for the axis label).
+
+    Returns:
+        The figure.
+    """
+    informative = any(bool(c.informative.any()) for c in curves.values())
+    return curves_figure(mean_curves(curves, informative_only=informative), assignment,
+                         "samples whose all-baseline input leaves their cluster" if informative else "all samples")

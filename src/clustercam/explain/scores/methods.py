@@ -17,9 +17,7 @@ others, and a :class:`GradCeAMTarget` given directly becomes ``gradceam_<its nam
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -31,7 +29,6 @@ from clustercam.explain.attribution import (
     integrated_gradients_maps,
     occlusion_maps,
 )
-from clustercam.explain.baselines import gaussian_blur
 from clustercam.explain.clam import clam
 from clustercam.explain.deprecation import renamed_parameters, reordered_parameters
 from clustercam.explain.gradceam.gradceam import grad_ceam
@@ -41,191 +38,19 @@ from clustercam.explain.gradceam.targets import (
     resolve_target,
     student_t_target,
 )
-from clustercam.explain.hooks import (
-    eval_mode,
-    forward_with_layer,
-    module_device,
-    module_dtype,
-    resolve_layer,
-)
-from clustercam.explain.maps import input_maps, minmax_normalise
 from clustercam.explain.neon import neon
+from clustercam.explain.scores.control_maps import activation_maps, random_maps, smooth_random_maps
+from clustercam.explain.scores.map_request import (
+    ClusterMapMethod,
+    MapMethod,
+    MapRequest,
+    all_cluster_maps,
+)
 
-
-@dataclass
-class MapRequest:
-    """What a map method is given: explain sample i of ``x`` for cluster ``clusters[i]``.
-
-    :func:`all_cluster_maps` asks for every cluster instead.
-
-    Attributes:
-        encoder: maps x to embeddings N x m.
-        target_layer: the module (or its dotted name) the layer methods explain.
-        x: N x C x L or N x C x H x W.
-        centroids: K x m.
-        clusters: N cluster ids.
-        seed: of the random methods.
-        temperature: of the Grad-CeAM ``assignment`` target.
-        smooth: moving average of series maps.
-        batch_size: samples per chunk.
-
-    Example:
-        >>> import torch
-        >>> from clustercam.explain.scores import MAP_METHODS, MapRequest
-        >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
-        ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
-        >>> req = MapRequest(enc, "1", torch.randn(5, 1, 16), torch.randn(3, 4),
-        ...                  clusters=torch.tensor([0, 1, 2, 0, 1]))
-        >>> tuple(MAP_METHODS["gradceam_paper"](req).shape)
-        (5, 16)
-    """
-
-    encoder: nn.Module
-    target_layer: nn.Module | str
-    x: Tensor
-    centroids: Tensor
-    clusters: Tensor
-    seed: int = 0
-    temperature: float = 1.0
-    smooth: bool = False
-    batch_size: int = 256
-
-
-MapMethod = Callable[[MapRequest], Tensor]
-
-
-def random_maps(shape: Sequence[int], seed: int = 0) -> Tensor:
-    """A seeded uniform random map per sample: the chance baseline.
-
-    Args:
-        shape: N x spatial.
-        seed: of the draw.
-
-    Returns:
-        Maps of ``shape`` in [0, 1).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(tuple(shape), generator=gen)
-
-
-def smooth_random_maps(shape: Sequence[int], seed: int = 0, sigma: float | None = None) -> Tensor:
-    """Seeded random maps blurred into blobs: the control for contiguity.
-
-    Deleting a contiguous chunk of a series or image can move an embedding more than
-    deleting scattered positions, whatever the chunk holds, so a structured map should beat
-    this one, not only the scattered ``random`` map.
-
-    Args:
-        shape: N x spatial.
-        seed: of the draw.
-        sigma: of the blur (None: a twentieth of the shortest side, >= 1).
-
-    Returns:
-        Maps of ``shape``, min-max normalised to [0, 1] per sample.
-    """
-    shape = tuple(shape)
-    noise = random_maps(shape, seed)[:, None]
-    sigma = sigma if sigma is not None else max(1.0, min(shape[1:]) / 20)
-    return minmax_normalise(gaussian_blur(noise, sigma), len(shape) - 1)[:, 0]
-
-
-@reordered_parameters("encoder", "target_layer", "x", "batch_size", when=lambda args, kwargs: len(args) > 3)
-def activation_maps(
-    encoder: nn.Module, target_layer: nn.Module | str, x: Tensor, *, batch_size: int = 512
-) -> Tensor:
-    """Where the target layer responds at all, with no cluster in it: the ``activation`` method.
-
-    The mean of the target layer's activations over its channels, resized to the input and
-    min-max normalised per sample.
-
-    Args:
-        encoder: the network holding the target layer.
-        target_layer: the module (or its dotted name) whose output is averaged.
-        x: N x C x L or N x C x H x W.
-        batch_size: samples per chunk.
-
-    Returns:
-        N x spatial maps in [0, 1].
-
-    Raises:
-        UserError: a layer not in the encoder.
-    """
-    layer = resolve_layer(encoder, target_layer)
-    device = module_device(encoder, x.device)
-    dtype = module_dtype(encoder)
-    size = tuple(x.shape[2:])
-    parts = []
-    with eval_mode(encoder):
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size].to(device=device, dtype=dtype)
-            _, a = forward_with_layer(encoder, layer, xb)
-            parts.append(input_maps(a.mean(1, keepdim=True), size)[:, 0].cpu())  # b x spatial
-    return torch.cat(parts)
-
-
-@dataclass(frozen=True)
-class ClusterMapMethod:
-    """A map method with settings, as the registry holds the built-in ones.
-
-    Calling it with a :class:`MapRequest` gives ``maps(req, **options)``.
-
-    Args:
-        maps: ``maps(req, **options)`` -> N x spatial, the map of each sample's cluster.
-        all_maps: ``all_maps(req, **options)`` -> N x K x spatial, every cluster's maps in
-            one pass (None: :func:`all_cluster_maps` asks cluster by cluster).
-        options: the method's settings.
-
-    Example:
-        >>> from clustercam.explain.scores import MAP_METHODS
-        >>> MAP_METHODS["occlusion"].configure(window=8).options
-        {'window': 8}
-    """
-
-    maps: Callable[..., Tensor]
-    all_maps: Callable[..., Tensor] | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    def __call__(self, req: MapRequest) -> Tensor:
-        """N x spatial maps of each sample's cluster for ``req``."""
-        return self.maps(req, **self.options)
-
-    def configure(self, **options: Any) -> ClusterMapMethod:
-        """The same method with other settings.
-
-        Args:
-            **options: settings that ``maps`` takes after the request, on top of the current.
-
-        Returns:
-            A new :class:`ClusterMapMethod`.
-
-        Raises:
-            UserError: a setting ``maps`` does not take.
-        """
-        params = list(inspect.signature(self.maps).parameters)[1:]
-        bad = sorted(set(options) - set(params))
-        if bad:
-            raise UserError(f"unknown settings {bad} for map method {self.maps.__name__}; it takes {params}")
-        return replace(self, options={**self.options, **options})
-
-
-def all_cluster_maps(method: MapMethod, req: MapRequest) -> Tensor:
-    """Every sample's map for every cluster.
-
-    The method's one-pass form where it has one, else one call per cluster (what an
-    attribution library does for K targets).
-
-    Args:
-        method: a map method.
-        req: the request (its ``clusters`` are ignored).
-
-    Returns:
-        N x K x spatial maps.
-    """
-    if isinstance(method, ClusterMapMethod) and method.all_maps is not None:
-        return method.all_maps(req, **method.options)
-    k = req.centroids.shape[0]
-    return torch.stack([method(replace(req, clusters=torch.full_like(req.clusters, c)))
-                        for c in range(k)], 1)
+__all__ = [  # the moved names stay importable from here
+    "ClusterMapMethod", "MapMethod", "MapRequest", "activation_maps", "all_cluster_maps", "random_maps",
+    "smooth_random_maps",
+]
 
 
 def gradceam_method(target: str | GradCeAMTarget) -> ClusterMapMethod:
