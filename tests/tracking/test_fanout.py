@@ -96,3 +96,13 @@ def test_a_multirun_job_is_named_by_its_overrides_as_one_folder():
     assert adapter_for_target("lightning.pytorch.loggers.TensorBoardLogger").prepare(node, run)
     assert node.version == "1_seed=2"
     assert run.as_tags() == {"experiment": "trace", "sweep": "s", "job": "1_seed=2", "output_dir": "/tmp/r"}
+
+
+def test_a_job_is_named_by_what_its_sweep_varies(tmp_path):
+    from clustercam.callbacks.tracking.base import swept
+
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: [experiment=trace, 'seed=1,2,3', logger=csv]\n")
+    job = ["experiment=trace", "seed=2", "logger=csv", "model.lr=0.1"]  # model.lr: an Optuna trial's
+    assert swept(job, tmp_path) == ["seed=2", "model.lr=0.1"]
+    assert swept(job, tmp_path / "no_sweep_file") == job

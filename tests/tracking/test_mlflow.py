@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -112,12 +113,14 @@ def mlflow_server(folder: Path, timeout: float = 120) -> Iterator[str]:
                     raise TimeoutError(f"mlflow server did not answer in {timeout} s") from None
                 time.sleep(0.5)
         yield uri
-    finally:
-        proc.terminate()
+    finally:  # the server's own group (it starts worker processes of its own)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
 

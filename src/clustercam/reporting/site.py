@@ -139,11 +139,14 @@ def write_multirun_report(folder: str | Path, jobs: bool = True) -> Path:
         if jobs or not (path / REPORT_DIR / "index.html").is_file():
             write_run_report(path)
         runs.append(read_run(path))
+    common = set.intersection(*(set(r.overrides) for r in runs))  # shown once, above the table
     tmp, target = _fresh_dir(folder)
     try:
         page = environment().get_template("multirun.html.j2").render(
             jobs=[(r, r.folder.relative_to(folder).as_posix(),
-                   Path("..", r.folder.relative_to(folder), REPORT_DIR, "index.html").as_posix()) for r in runs],
+                   Path("..", r.folder.relative_to(folder), REPORT_DIR, "index.html").as_posix(),
+                   [o for o in r.overrides if o not in common]) for r in runs],
+            common=[o for o in runs[0].overrides if o in common],
             columns=job_columns(runs), title=folder.name, stamp=_stamp())
         (tmp / "index.html").write_text(page, encoding="utf-8")
         return _swap(tmp, target)

@@ -47,7 +47,7 @@ class RunInfo:
             choices = hc.runtime.choices
             if hc.mode == RunMode.MULTIRUN:
                 sweep = Path(hc.sweep.dir).name
-                job = job_name(hc.job.num, hc.job.override_dirname)
+                job = job_name(hc.job.num, ",".join(swept(list(hc.overrides.task), Path(hc.sweep.dir))))
         except (ImportError, ValueError):  # composed outside Hydra (a notebook)
             pass
         data = cfg.get("data") or {}
@@ -66,6 +66,18 @@ class RunInfo:
                 "sweep": self.sweep, "job": self.job, "output_dir": str(self.output_dir),
                 "tags": ",".join(self.tags) or None, **self.extra}
         return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def swept(overrides: list[str], sweep_dir: Path) -> list[str]:
+    """The overrides of a job that its sweep varies (``seed=2`` of ``seed=1,2,3``): those that
+    differ from the sweep's own command line (``<sweep>/multirun.yaml``; all without it)."""
+    try:
+        from omegaconf import OmegaConf
+
+        common = set(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+    except Exception:  # not written (yet): name the job by all its overrides
+        common = set()
+    return [o for o in overrides if o not in common] or list(overrides)
 
 
 def job_name(num: int, overrides: str) -> str:

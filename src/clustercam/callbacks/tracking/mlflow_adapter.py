@@ -10,6 +10,7 @@ not answer is found at once: the run goes on without it, its files in its folder
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
 from clustercam.callbacks.tracking.base import LoggerAdapter, RunInfo
@@ -100,16 +102,25 @@ class MLflowAdapter(LoggerAdapter):
             return False
         if not node.get("experiment_name"):
             node.experiment_name = run.experiment
-        client = MlflowClient(uri or None)
+        try:  # the parallel jobs of a sweep create the local database one at a time
+            with FileLock(f"{db}.lock") if db is not None else contextlib.nullcontext():
+                self._start(MlflowClient(uri or None), node, run)
+        except Exception as exc:  # a store that cannot take the run costs the run nothing
+            log.warning("MLflow store %s could not take this run (%s: %s): this run is not logged "
+                        "there; its files are in %s", uri, type(exc).__name__, exc, run.output_dir)
+            return False
+        return True
+
+    def _start(self, client: Any, node: Any, run: RunInfo) -> None:
+        """Create the run (or tag the one ``run_id`` names) in the node's experiment."""
         tags = {**run.as_tags(), **{str(k): str(v) for k, v in (node.get("tags") or {}).items()}}
         if node.get("run_id"):  # resuming a run: tag it with this run's values
             for k, v in tags.items():
                 client.set_tag(node.run_id, k, v)
-            return True
+            return
         exp = _experiment_id(client, node.experiment_name, node.get("artifact_location"))
         name = node.get("run_name") or run.job or run.output_dir.name
         node.run_id = client.create_run(exp, run_name=name, tags=tags).info.run_id
-        return True
 
     def finish(self, node: Any, run: RunInfo, failed: bool = False) -> list[str]:
         from mlflow import MlflowClient
