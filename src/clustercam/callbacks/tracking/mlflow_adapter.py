@@ -11,6 +11,7 @@ not answer is found at once: the run goes on without it, its files in its folder
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import urllib.error
 import urllib.request
@@ -85,10 +86,8 @@ class MLflowAdapter(LoggerAdapter):
             self._sent.setdefault(logger.run_id, set()).add(rel.as_posix())
 
     def prepare(self, node: Any, run: RunInfo) -> bool:
-        try:
-            from mlflow import MlflowClient
-        except ImportError:
-            raise UserError("logger=mlflow needs the mlflow package: pip install 'clustercam[tracking]'") from None
+        if importlib.util.find_spec("mlflow") is None:
+            raise UserError("logger=mlflow needs the mlflow package: pip install 'clustercam[tracking]'")
         uri = str(node.get("tracking_uri") or "")
         db = local_store(uri)
         if db is not None:  # absolute, so that `mlflow ui` finds it from any folder
@@ -102,6 +101,8 @@ class MLflowAdapter(LoggerAdapter):
             return False
         if not node.get("experiment_name"):
             node.experiment_name = run.experiment
+        from mlflow import MlflowClient
+
         try:  # the parallel jobs of a sweep create the local database one at a time
             with FileLock(f"{db}.lock") if db is not None else contextlib.nullcontext():
                 self._start(MlflowClient(uri or None), node, run)
