@@ -31,11 +31,15 @@ def run_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_every_image_and_link_resolves_inside_the_report_folder(run_dir):
+def test_every_image_and_link_resolves_in_the_folder_and_every_figure_in_the_report(run_dir):
     index = write_report(run_dir)
     assert index == run_dir / "report" / "index.html"
     refs = read(index)
-    assert unresolved(index, index.parent) == []  # report/ alone can be zipped and sent
+    assert unresolved(index, run_dir) == []
+    tables = {f"../{p.as_posix()}" for p in run_files(run_dir) if p.suffix in (".csv", ".md")}
+    inside = [r for r in refs.images + refs.links if r not in tables]
+    assert inside and unresolved(index, index.parent) == [r for r in refs.links if r in tables]
+    assert not list((index.parent / "files").rglob("*.csv"))  # a study's rglob finds each table once
     assert refs.external == []  # styles and script inline: no CDN, no network
     figures = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.png") if "report" not in p.parts)
     assert sorted(src.removeprefix("files/") for src in refs.images) == figures
@@ -75,7 +79,7 @@ def test_a_new_page_replaces_the_old_one_and_its_files(run_dir, tmp_path):
     (run / "figures" / "cluster_3.png").unlink()
     index = write_report(run)
     assert not (run / "report" / "files" / "figures" / "cluster_3.png").exists()
-    assert unresolved(index, index.parent) == [] and "cluster 3" not in index.read_text()
+    assert unresolved(index, run) == [] and "cluster 3" not in index.read_text()
     assert not [p for p in run.iterdir() if p.name.startswith(".report")]  # no temporary folders left
 
 
@@ -95,7 +99,7 @@ def test_a_multirun_page_lists_every_job_with_its_metrics_and_links(run_dir, tmp
     assert refs.links == ["../0/report/index.html", "../1/report/index.html", "../2/report/index.html"]
     assert unresolved(index, sweep) == []  # every job's own page exists
     for job in range(3):
-        assert unresolved(sweep / str(job) / "report" / "index.html", sweep / str(job) / "report") == []
+        assert unresolved(sweep / str(job) / "report" / "index.html", sweep / str(job)) == []
     rows = [refs.cells[i:i + len(refs.headers)] for i in range(0, len(refs.cells), len(refs.headers))]
     nmi = refs.headers.index("nmi")
     assert [(r[0], r[1], r[nmi]) for r in rows] == [("0", "seed=0", "0.25"), ("1", "seed=1", "0.75"),

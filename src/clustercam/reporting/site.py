@@ -1,8 +1,11 @@
 """A run or a multirun folder as a static web site, rendered by Jinja2.
 
 The site is ``<folder>/report/``: ``index.html`` with its style and few lines of script
-inline, and the run's tables and figures copied under ``report/files/`` so the folder alone
-can be zipped and sent and opens from the file system with no server and no network.
+inline, the tables in the page, and the figures copied under ``report/files/``, so the
+folder alone can be zipped and sent and opens from the file system with no server and no
+network. Only figures are copied: a copy of a table (``concept_metrics.csv``) would be
+found twice by the studies that collect a multirun's tables by name. Each table links its
+file in the run folder (``../<table>``).
 A multirun's page links each job's own page (``<job>/report/index.html``).
 """
 
@@ -102,7 +105,7 @@ def write_run_report(folder: str | Path) -> Path:
     run = read_run(Path(folder))
     tmp, target = _fresh_dir(run.folder)
     try:
-        for rel in [t.path for t in run.tables] + [f.path for g in run.galleries for f in g.figures]:
+        for rel in (f.path for g in run.galleries for f in g.figures):
             dest = tmp / FILES / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run.folder / rel, dest)

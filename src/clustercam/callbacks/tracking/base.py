@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +32,6 @@ class RunInfo:
     sweep: str | None = None  # the multirun's folder name; None in a single run
     job: str | None = None  # the job's number and overrides in a multirun
     tags: tuple[str, ...] = ()
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg: Any) -> RunInfo:
@@ -64,7 +63,7 @@ class RunInfo:
         """The run's tags as strings (what MLflow shows; absent values left out)."""
         tags = {"experiment": self.experiment, "dataset": self.dataset, "seed": self.seed,
                 "sweep": self.sweep, "job": self.job, "output_dir": str(self.output_dir),
-                "tags": ",".join(self.tags) or None, **self.extra}
+                "tags": ",".join(self.tags) or None}
         return {k: str(v) for k, v in tags.items() if v is not None}
 
 
