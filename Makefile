@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: help install run test test-all browser lint format bench reproduce clean
+.PHONY: help install run test test-all browser lint format docs bench reproduce clean
 
 help:
 	@echo "make run       set up .venv and run the default experiment (Grad-CeAM on UCR Trace)"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench     benchmarks -> benchmarks/RESULTS.md"
 	@echo "make reproduce both papers' tables and figures (~45 min on 2 cores) -> outputs/reproduction/"
 	@echo "make lint      ruff"
+	@echo "make docs      the documentation site -> site/ (mkdocs build --strict)"
 
 install: $(STAMP)
 
@@ -54,13 +55,18 @@ format: install
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
+# the documentation site: MkDocs + Material, the API reference from the docstrings, the
+# notebooks rendered as stored; --strict: a broken link, anchor or reference fails the build
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: install
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.run_all $(ARGS)
 
 # two jobs at a time, one thread each: on 2 cores, 2-thread jobs slow each other down
-# (the concept run after the sweeps takes every core: see clustercam.studies.reproduce.run_concepts)
+# (the concept run after the sweeps takes every core: see clustercam.studies.reproduce.run_concept_study)
 reproduce: install
 	OMP_NUM_THREADS=1 $(PY) -m clustercam.reproduce --launcher joblib_local $(ARGS)
 
 clean:
-	rm -rf outputs .pytest_cache .ruff_cache
+	rm -rf outputs site .pytest_cache .ruff_cache

@@ -9,8 +9,8 @@ seed 0), 2048 x 8 x 8 activations.
 
 - *backbone*: ``model.features(x)`` for every batch of 16 (``forward_features``; on CUDA
   under bf16 autocast, channels_last).
-- *concepts run*: the same, then ``run_concepts(ConceptSettings(), model.head, a, y,
-  logits)`` per batch: the default run (CGAP + CPHA, k-means, 5 concepts, n_init 10,
+- *concepts run*: the same, then ``run_concepts(model.head, a, y, settings=ConceptSettings(),
+  logits=logits)`` per batch: the default run (CGAP + CPHA, k-means, 5 concepts, n_init 10,
   sub-concepts, importance, metrics; fidelity where the pipeline has it), no figures.
 - ratio = (backbone + concepts) ÷ backbone per image, both clocked per batch within the same
   repeat of the run, median over repeats (the marginal cost of one more image; decoding
@@ -127,7 +127,7 @@ def make_model(device: str, name: str = MODEL) -> Any:
     return ClassifierModule(name, pretrained=False).to(device).eval()
 
 
-def concept_call(model: Any) -> Callable[[torch.Tensor, torch.Tensor], dict]:
+def concept_call(model: Any) -> Callable[[torch.Tensor, torch.Tensor], Any]:
     """``run_concepts`` with the default settings, as the callback calls it (its pooled head
     where this pipeline version takes one)."""
     from clustercam.explain.concepts import ConceptSettings, run_concepts
@@ -138,10 +138,10 @@ def concept_call(model: Any) -> Callable[[torch.Tensor, torch.Tensor], dict]:
     if "pooled_head" in params and getattr(model, "pooled_head", None) is not None:
         extra["pooled_head"] = model.pooled_head
 
-    def call(a: torch.Tensor, y: torch.Tensor) -> dict:
+    def call(a: torch.Tensor, y: torch.Tensor) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return run_concepts(settings, model.head, a, y, model.head(a), **extra)
+            return run_concepts(model.head, a, y, settings=settings, logits=model.head(a), **extra)
     return call
 
 
@@ -289,14 +289,14 @@ def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]
                 image = dm.display_image(i)
                 for f, (method, _, n) in enumerate(s.details):
                     c = s.configs.index(s.details[f])
-                    ch, imp = data["channels"][i, c, :n].tolist(), data["importance"][i, c, :n].tolist()
+                    ch, imp = data.channels[i, c, :n].tolist(), data.importance[i, c, :n].tolist()
                     t0 = time.perf_counter()
                     maps, sub_maps = figure_maps(data, i, f, n, tuple(image.shape[-2:]))
                     fig = concept_figure(image, maps, ch, imp, title=f"image {i} - {method.upper()}")
                     outputs.save_figure(fig, Path(tmp) / f"{i}_{method}.png", dpi=100)
                     t1 = time.perf_counter()
-                    fig = sub_concept_figure(image, maps, ch, imp, sub_maps, data["sub_channels"][i, f, :n],
-                                             data["sub_importance"][i, f, :n], title="sub")
+                    fig = sub_concept_figure(image, maps, ch, imp, sub_maps, data.sub_channels[i, f, :n],
+                                             data.sub_importance[i, f, :n], title="sub")
                     if fig is not None:
                         outputs.save_figure(fig, Path(tmp) / f"{i}_{method}_sub.png", dpi=100)
                     t2 = time.perf_counter()
@@ -310,7 +310,7 @@ def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]
 
         k = min(n_images, len(x))
         t0 = time.perf_counter()
-        paths = concept_figures(s, dm, {**data, "idx": torch.arange(len(x))}, [f"image{i}" for i in range(k)],
+        paths = concept_figures(s, dm, data.replace(idx=torch.arange(len(x))), [f"image{i}" for i in range(k)],
                                 ["class"] * k, Path(tmp) / "run", k)
         times[WRITER] = [(time.perf_counter() - t0) / max(len(paths), 1)] * len(paths)  # one total, per figure
     return times

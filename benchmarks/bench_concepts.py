@@ -1,6 +1,6 @@
 """Concepts (CGAP / CPHA, k-means, n_concepts = 5): scikit-learn per image vs clustercam batched.
 
-Activations: the 11 real images of ``/work/shared/data/imagenet-11`` (SPEC § 4
+Activations: the 11 real images of ``/work/shared/data/imagenet-11`` (nf_resnet50's
 preprocessing: short side 272 bicubic, centre crop 256, ImageNet mean/std), augmented
 to 64 (horizontal flip, corner crops) and passed through timm ``nf_resnet50`` with
 **random weights** (no pretrained weights offline), giving 64 x 2048 x 8 x 8. They are
@@ -54,7 +54,7 @@ IMAGES = Path("/work/shared/data/imagenet-11")
 N_IMAGES, N_IMAGES_QUICK = 64, 16
 N_CONCEPTS = 5
 N_INIT = 10
-# SPEC § 5: the 11 classes and their ImageNet indices
+# the concepts paper's 11 classes and their ImageNet indices
 CLASS_INDEX = {
     "n01440764": 0, "n02102040": 217, "n02325366": 330, "n02979186": 482, "n03000684": 491,
     "n03028079": 497, "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574,
@@ -69,7 +69,8 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def _augmented_images(n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """n images 3 x 256 x 256 (normalised) with their class index, from the 11 real images.
 
-    SPEC § 4 preprocessing, then augmentations in this order (all images for one
+    nf_resnet50's preprocessing (short side 272 bicubic, centre crop 256, ImageNet mean/std),
+    then augmentations in this order (all images for one
     augmentation before the next): centre crop, its flip, the four corner crops of the
     272-short-side image, each other one flipped.
     """
@@ -269,7 +270,7 @@ def breakdown(acts: torch.Tensor, method: str, repeats: int = 3) -> tuple[float,
 
     Wraps the module's internal functions with clocks for the measurement, then restores them.
     """
-    from clustercam.explain.concepts import extract, kmeans
+    from clustercam.explain.concepts.image import extract, kmeans
 
     names = [*PHASES, "batched_kmeans"]
     # each internal function is patched in the module that calls it
@@ -481,7 +482,7 @@ def run(args) -> Section:
         "batched call", fmt_x(med["loop"] / med["batched"]), "(informational)", None))
 
     intro = [
-        f"Activations: the 11 real images of `imagenet-11` (SPEC § 4 preprocessing) "
+        f"Activations: the 11 real images of `imagenet-11` (nf_resnet50's preprocessing) "
         f"augmented to {n} (flips, corner crops) through timm `nf_resnet50` with **random "
         "weights** (no pretrained weights offline), 2048 × 8 × 8 each; computed once "
         f"({t_act:.0f} s, cached in `benchmarks/.cache`). Random weights change which concepts "

@@ -68,7 +68,7 @@ def setup(options: dict[str, Any]) -> dict[str, Any]:
     targets = torch.from_numpy(y).to(device)
     labels = cluster_channels(acts, method="cgap", n_concepts=N_CONCEPTS, algorithm="kmeans", seed=0,
                               n_init=10).labels
-    imp = concept_importance(head, acts, labels, targets, N_CONCEPTS)
+    imp = concept_importance(head, acts, labels, targets, n_concepts=N_CONCEPTS)
     return {"acts": acts, "head": head, "pooled": pooled, "targets": targets, "labels": labels,
             "imp": imp, "masks": torch.from_numpy(masks).to(device)}
 
@@ -83,14 +83,14 @@ def cases(d: dict[str, Any]) -> dict[str, Callable[[], Any]]:
                            partition_importance=True)
 
     return {
-        "importance": lambda: concept_importance(head, a, labels, t, N_CONCEPTS),
+        "importance": lambda: concept_importance(head, a, labels, t, n_concepts=N_CONCEPTS),
         "fidelity_pooled": lambda: concept_fidelity(head, a, labels, t, imp, repeats=REPEATS,
                                                     pooled_head=d["pooled"]),
         "fidelity_full": lambda: concept_fidelity(head, a, labels, t, imp, repeats=REPEATS),
         "fidelity_parts": lambda: concept_fidelity(head, a, labels, t, imp, repeats=REPEATS,
                                                    pooled_head=d["pooled"], partition_importance=True),
-        "truth": lambda: concept_truth(a, labels, imp, d["masks"], fid.partitions.to(a.device),
-                                       fid.partition_importance.to(a.device)),
+        "truth": lambda: concept_truth(a, labels, imp, d["masks"], partitions=fid.partitions.to(a.device),
+                                       partition_importance=fid.partition_importance.to(a.device)),
     }
 
 

@@ -5,7 +5,7 @@ pass does not depend on the weights' values, so no training is needed):
 
 - the time-series ``ResNetCAE`` (filters 64/128/128) on UCR Trace's test split
   (N = 100, L = 275, K = 4), through ``UCRDataModule(name="Trace")``;
-- the MNIST ``ConvAutoencoder`` (SPEC § 4: filters 32/64, kernels 3/5, strides 2/2, GAP,
+- the MNIST ``ConvAutoencoder`` (the paper's MNIST layers: filters 32/64, kernels 3/5, strides 2/2, GAP,
   m = 10) on N = 10,000 random 28 x 28 images in [0, 1] (the offline MNIST has 5,000
   digits; pixel values do not change the cost), K = 10, and K = 2, 5, 10, 20.
 
@@ -189,12 +189,12 @@ def variants(setup: Setup, k: int, which: tuple[str, ...], mode: str = "paper") 
             _, run = captum_per_cluster(enc, layer, mu, mode)
             out[name] = lambda run=run: run(x)
         elif name == "gc512":
-            out[name] = lambda: grad_ceam(enc, layer, x, mu, mode=mode, batch_size=CHUNK)
+            out[name] = lambda: grad_ceam(enc, layer, x, mu, target=mode, batch_size=CHUNK)
         elif name == "gcNone":
-            out[name] = lambda: grad_ceam(enc, layer, x, mu, mode=mode, batch_size=None)
+            out[name] = lambda: grad_ceam(enc, layer, x, mu, target=mode, batch_size=None)
         elif name in ("gc512_reference", "gc512_assignment"):
             m = name.split("_")[1]
-            out[name] = lambda m=m: grad_ceam(enc, layer, x, mu, mode=m, batch_size=CHUNK)
+            out[name] = lambda m=m: grad_ceam(enc, layer, x, mu, target=m, batch_size=CHUNK)
         else:
             raise ValueError(f"unknown variant {name!r}")
     return out
@@ -237,7 +237,7 @@ def captum_agreement(setup: Setup, k: int, n: int) -> list[list[str]]:
 
     enc, layer, mu = setup.encoder, setup.layer, setup.centroids[k]
     x = setup.x[:n]
-    res = grad_ceam(enc, layer, x, mu, mode="paper", batch_size=None)
+    res = grad_ceam(enc, layer, x, mu, target="paper", batch_size=None)
     lgc, _ = captum_per_cluster(enc, layer, mu, "paper")
     fwd = lambda inp: resolve_target("paper").losses(enc(inp), mu)  # noqa: E731
     err_w = err_map = err_raw = 0.0
@@ -279,7 +279,7 @@ def sanity(setup: Setup, k: int, n: int) -> float:
     x = setup.x[:n]
     mu = setup.centroids[k]
     w, raw, heat = loop_over_clusters(setup.encoder, setup.layer, x, mu, "paper")
-    res = grad_ceam(setup.encoder, setup.layer, x, mu, mode="paper", batch_size=CHUNK)
+    res = grad_ceam(setup.encoder, setup.layer, x, mu, target="paper", batch_size=CHUNK)
     return max(_rel(res.channel_weights, w.cpu()), _rel(res.raw, raw.cpu()),
                float((res.heatmaps - heat.cpu()).abs().max()))
 
@@ -364,7 +364,7 @@ def run(args) -> Section:
     tables.append(Table(
         "captum agreement (paper mode)", ["case", "compared", "max |diff| / max |captum|"], agree,
         ["captum's `LayerGradCam` returns ReLU(Σ_k W_k A_k) (with `relu_attributions=True`) or "
-         "Σ_k W_k A_k; Grad-CeAM's map is Σ_k ReLU(W_k) A_k (SPEC § 2, eq. 10), so the maps are "
+         "Σ_k W_k A_k; Grad-CeAM's map is Σ_k ReLU(W_k) A_k (the paper's eq. 10), so the maps are "
          "compared where the two should agree: the weights themselves, the un-ReLU'd map built "
          "from our weights, and our map built from captum's weights.",
          f"The loop over clusters and grad_ceam agree too (max relative difference {san:.1e}), "
@@ -403,7 +403,7 @@ def run(args) -> Section:
         "All clusters × all samples. Encoders in eval mode with **random-init weights** "
         "(timing does not depend on the weights' values); centroids from k-means on their "
         "embeddings. Trace: `UCRDataModule(name=\"Trace\")` test split with the ResNet CAE. "
-        f"MNIST: the SPEC § 4 `ConvAutoencoder` on **{len(mnist.x):,} random 28×28 images in "
+        f"MNIST: the paper's MNIST `ConvAutoencoder` on **{len(mnist.x):,} random 28×28 images in "
         "[0, 1]** (the offline MNIST has 5,000 digits; values do not change the cost).",
         "",
         "- *floor*: `encoder(x)` once for the whole batch with autograd on — the cost of the "

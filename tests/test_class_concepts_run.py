@@ -20,7 +20,8 @@ import torch
 from clustercam.callbacks.gather import unpadded
 from clustercam.data.parts import CLASSES
 from clustercam.explain.concepts.classes.coassociation import ClassConceptWarning
-from clustercam.explain.concepts.classes.scores import CLASS_CONCEPT_COLUMNS, TRUTH_COLUMNS
+from clustercam.outputs import CLASS_CONCEPT_COLUMNS
+from clustercam.outputs import CLASS_CONCEPTS_TRUTH_COLUMNS as TRUTH_COLUMNS
 from tests.helpers.run import cli, train
 from tests.test_concepts_parts import TINY
 

@@ -3,16 +3,19 @@
 import numpy as np
 import pytest
 
-from clustercam.callbacks.cluster_explain import ClusterExplainCallback
+from clustercam.callbacks.cluster_explain import OLD_NAMES, ClusterExplainCallback
 from clustercam.data.ucr import UCRDataModule
-from clustercam.explain.clustering import clustering_scores, fit_kmeans, hungarian_accuracy
+from clustercam.exceptions import UserError
+from clustercam.explain.clustering import clustering_scores, fit_kmeans
+from clustercam.explain.gradceam import ClusterExplainSettings
+from tests.helpers import REPO
 
 
 def test_hungarian_accuracy_by_hand():
     # clusters are a relabelling of the classes except one sample: 5 of 6 matched
     y_true = np.array([0, 0, 1, 1, 2, 2])
     y_pred = np.array([2, 2, 0, 0, 1, 0])
-    assert hungarian_accuracy(y_true, y_pred) == pytest.approx(5 / 6)
+    assert clustering_scores(y_true, y_pred)["acc"] == pytest.approx(5 / 6)
     s = clustering_scores(y_true, np.array([1, 1, 2, 2, 0, 0]))
     assert s == {"nmi": 1.0, "ari": 1.0, "acc": 1.0}
 
@@ -45,15 +48,45 @@ def test_impossible_kmeans_requests(z, k, match):
     "kwargs, match",
     [
         ({"n_clusters": 1}, "n_clusters must be >= 2"),
-        ({"mode": "gradcam"}, "unknown Grad-CeAM mode 'gradcam'"),
-        ({"cardinality_normalise": "zscore"}, "'minmax' or 'raw'"),
+        ({"target": "gradcam"}, "unknown Grad-CeAM target 'gradcam'"),
+        ({"normalise": "zscore"}, "'minmax' or 'raw'"),
         ({"n_examples": 0}, "n_examples"),
-        ({"compare_modes": ["paper", "nope"]}, r"\['nope'\]"),
+        ({"compare_targets": ["paper", "nope"]}, r"\['nope'\]"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"normalize": "raw"}, r"callbacks.cluster_explain: unknown settings \['normalize'\]"),
     ],
 )
 def test_callback_config_out_of_range(tmp_path, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(UserError, match=match):
         ClusterExplainCallback(output_dir=tmp_path, **kwargs)
+
+
+def test_callback_takes_the_explain_settings_and_its_old_names(tmp_path):
+    import inspect
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    settings = ClusterExplainSettings(target="assignment", temperature=0.5, compare_targets=["paper"])
+    cb = ClusterExplainCallback(tmp_path, settings=settings)
+    assert cb.settings is settings and cb.mode == "assignment" and cb.target.name == "assignment"
+    old = {"mode": "assignment", "compare_modes": ["paper"], "cardinality_normalise": "raw", "chunk_size": 64}
+    with pytest.warns(DeprecationWarning, match="callbacks.cluster_explain: mode= is renamed target="):
+        renamed = ClusterExplainCallback(tmp_path, **old)
+    assert renamed.settings == ClusterExplainSettings(target="assignment", compare_targets=("paper",),
+                                                      normalise="raw", batch_size=64)
+    # the yaml: the settings' fields with their defaults, the callback's own parameters, and
+    # the old names as nulls (not given) for one release
+    node = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "callbacks" / "cluster_explain.yaml").cluster_explain)
+    own = set(inspect.signature(ClusterExplainCallback).parameters) - {"settings", "options"}
+    given = {f.name: f.default for f in fields(ClusterExplainSettings)}
+    assert set(node) - {"_target_"} == own | set(given) | set(OLD_NAMES)
+    assert all(node[name] is None for name in OLD_NAMES)
+    for name, value in given.items():
+        got = tuple(node[name]) if isinstance(node[name], list) else node[name]
+        assert got == value, name
+    assert ClusterExplainCallback(tmp_path, **{k: node[k] for k in given | OLD_NAMES.keys()}).settings \
+        == ClusterExplainSettings()
 
 
 @pytest.mark.parametrize(

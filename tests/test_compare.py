@@ -8,7 +8,7 @@ import statistics
 import pytest
 import yaml
 
-from clustercam import compare
+from clustercam.studies import compare
 from clustercam.studies.records import collect
 from tests.helpers.run import cli
 
@@ -107,7 +107,7 @@ def test_quick_comparison_end_to_end(tmp_path):
     cli("--quick", "--datasets", "synthetic_cbf", "--seeds", "1", "--out", str(tmp_path),
         "--extra", "model.net.filters=[8,8]", module="clustercam.compare", timeout=900)
     md = (tmp_path / "explanation_comparison.md").read_text()
-    for method in compare.METHODS:
+    for method in compare.COMPARED_METHODS:
         assert f"| {method} |" in md, method
     assert "## SyntheticCBF" in md and "AUROC" in md and "| SyntheticCBF | reference |" in md
 
@@ -120,11 +120,11 @@ def test_peers_config_composes_and_bad_settings_fail_early(tmp_path):
     cfg = compose(["experiment=synthetic_cbf", "callbacks=peers", *compare.COMMON[1:],
                    *compare.PER_DATASET["synthetic_cbf"]], output_dir=tmp_path)
     scores = cfg.callbacks.explanation_scores
-    assert list(scores.methods) == list(compare.METHODS) and scores.all_clusters
+    assert list(scores.methods) == list(compare.COMPARED_METHODS) and scores.all_clusters
     assert scores.method_options.occlusion.window == 13 and scores.max_samples == 300
     assert {"cluster_explain", "explanation_scores"} <= set(cfg.callbacks)
     cb = instantiate(scores)
-    assert cb.methods == list(compare.METHODS) and cb.options["all_clusters"] is True
+    assert cb.methods == list(compare.COMPARED_METHODS) and cb.settings.all_clusters is True
     scores.method_options.integrated_gradients = {"steps": 3}  # not a setting of the method
     with pytest.raises(Exception, match="unknown settings \\['steps'\\]"):
         instantiate(scores)

@@ -24,11 +24,13 @@ from clustercam.data.imagenet_subset import PAPER_CLASSES, ImageNetSubsetDataMod
 from clustercam.models.classifier_module import ClassifierModule
 from clustercam.models.timm_weights import PretrainedWeightsError, _hub_reachable, build_timm_model
 from tests.helpers import IMAGENET11 as IMAGES
+from tests.helpers import needs_imagenet11
 from tests.helpers.run import cli, train
 
-needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason=f"{IMAGES} is missing")
+needs_images = needs_imagenet11("the ImageNet experiment on the paper's 11 classes: synset folders "
+                                 "mapped to ImageNet indices, real photos through nf_resnet50")
 
-SPEC_COLUMNS = {
+CONTRACT_COLUMNS = {
     "concepts_per_image.csv": ["image", "class", "method", "algorithm", "n_concepts", "concept",
                                "channels", "importance"],
     "concept_metrics.csv": ["image", "class", "method", "algorithm", "n_concepts", "silhouette",
@@ -220,7 +222,7 @@ def test_concepts_experiment_end_to_end_on_real_images(tmp_path: Path, caplog) -
     classes = pd.read_csv(out / "class_concepts.csv")["class"]
     assert set(classes) == {i for i, _ in PAPER_CLASSES.values()} | {-1}
 
-    for name, cols in SPEC_COLUMNS.items():
+    for name, cols in CONTRACT_COLUMNS.items():
         df = pd.read_csv(out / name)
         assert list(df.columns[: len(cols)]) == cols, name
     concepts = pd.read_csv(out / "concepts_per_image.csv")

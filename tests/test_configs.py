@@ -1,25 +1,27 @@
 """Every experiment, debug, launcher and sweeper config composes, and every experiment's
 datamodule, model and callbacks instantiate (the lightning-hydra-template's habit)."""
 
-import hydra
+import hydra.utils
 import pytest
 from lightning import Callback, LightningDataModule, LightningModule
 
+from clustercam.exceptions import UserError
 from clustercam.runtime.configs import compose, experiment_names
 from clustercam.runtime.instantiate import instantiate_callbacks
-from tests.helpers import IMAGENET11
+from tests.helpers import synset_folder
 from tests.helpers.run import train
 
 EXPERIMENTS = experiment_names()
 DEBUGS = ["default", "fdr", "limit", "overfit", "profiler"]
 # what an offline machine without the STL-10 files or pretrained weights needs
-OFFLINE = {"concepts_imagenet": [f"data.data_dir={IMAGENET11}", "model.pretrained=false"]}
+OFFLINE = {"concepts_imagenet": ["data.data_dir=<images>", "model.pretrained=false"]}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiments_instantiate(experiment, tmp_path):
-    cfg = compose([f"experiment={experiment}", f"paths.output_dir={tmp_path}",
-                   *OFFLINE.get(experiment, [])])
+    offline = [o.replace("<images>", str(synset_folder(tmp_path / "images")))
+               for o in OFFLINE.get(experiment, [])]
+    cfg = compose([f"experiment={experiment}", f"paths.output_dir={tmp_path}", *offline])
     assert cfg.data._target_.startswith("clustercam.data.")
     assert cfg.model._target_.startswith("clustercam.models.")
     if "cluster_explain" in (cfg.get("callbacks") or {}):  # Grad-CeAM needs gradients in test
@@ -57,9 +59,15 @@ def test_debug_fdr_runs_in_seconds(tmp_path):
 
 def test_reference_is_the_default_target():
     cfg = compose(["experiment=trace"])
-    assert cfg.callbacks.cluster_explain.mode == "reference"
-    cfg = compose(["experiment=trace", "callbacks.cluster_explain.mode=assignment"])
-    assert cfg.callbacks.cluster_explain.mode == "assignment"
+    assert cfg.callbacks.cluster_explain.target == "reference"
+    cfg = compose(["experiment=trace", "callbacks.cluster_explain.target=assignment"])
+    assert cfg.callbacks.cluster_explain.target == "assignment"
+    cfg = compose(["experiment=trace", "callbacks.cluster_explain.mode=assignment",  # the old names
+                   "callbacks.cluster_explain.compare_modes=[paper,reference,assignment]"])
+    with pytest.warns(DeprecationWarning, match="callbacks.cluster_explain: mode= is renamed target="):
+        cb = hydra.utils.instantiate(cfg.callbacks.cluster_explain)
+    assert cb.settings.target == "assignment"
+    assert cb.settings.compare_targets == ("paper", "reference", "assignment")
 
 
 def test_joblib_launcher():
@@ -91,5 +99,5 @@ def test_main_returns_the_optimised_metric():
 
     assert metric_value({"test/nmi": 0.5, "test/ari": 0.2}, "test/nmi") == 0.5
     assert metric_value({"test/nmi": 0.5}, None) is None
-    with pytest.raises(KeyError, match="'val/nmi' was not computed"):
+    with pytest.raises(UserError, match="'val/nmi' was not computed"):
         metric_value({"test/nmi": 0.5}, "val/nmi")

@@ -1,4 +1,4 @@
-"""A multivariate dataset end to end (SPEC § 11): UEA BasicMotions (6 channels, shipped in
+"""A multivariate dataset end to end: UEA BasicMotions (6 channels, shipped in
 aeon's wheel) through the ResNet CAE, k-means, Grad-CeAM, the cardinality table, the scores
 and the figures, in-process for one epoch."""
 

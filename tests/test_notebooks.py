@@ -25,9 +25,10 @@ from ipykernel.kernelspec import write_kernel_spec  # noqa: E402
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from jupyter_client.manager import KernelManager  # noqa: E402
 
+from tests.helpers import needs_imagenet11  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-IMAGENET11 = REPO.parent / "shared" / "data" / "imagenet-11"
 KERNEL = "clustercam-test"
 MARKER = "CLUSTERCAM_RESULT "
 TIMEOUT = 600  # per cell, seconds (generous: the CI machine may be busy)
@@ -117,7 +118,7 @@ def test_gradceam_timeseries_notebook(kernel_dir: Path, fast_env: None) -> None:
     assert n_images(nb) >= 2 * k + 2
 
 
-@pytest.mark.skipif(not IMAGENET11.is_dir(), reason=f"no ImageNet-11 images at {IMAGENET11}")
+@needs_imagenet11("the notebook explains one of the real photos")
 def test_concepts_imagenet_notebook(kernel_dir: Path, fast_env: None) -> None:
     nb = execute("02_concepts_imagenet.ipynb", kernel_dir)
     res = result_of(nb)

@@ -1,5 +1,5 @@
 """clustercam as a user installs it: the wheel carries its configs, runs from any folder, and
-a user's own model, data and configs compose with the packaged ones (the README example)."""
+a user's own model, data and configs compose with the packaged ones (the documented example)."""
 
 import os
 import re
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from clustercam import outputs
 from tests.helpers import REPO
 from tests.helpers.run import OFFLINE, check_contract
 
@@ -58,6 +59,12 @@ def test_the_wheel_carries_the_configs_and_py_typed(wheel):
     assert len(templates) == 3 and templates <= names  # the report's pages
 
 
+def test_the_wheel_has_the_one_version_number(wheel):
+    import clustercam
+
+    assert wheel.name.startswith(f"clustercam-{clustercam.__version__}-")
+
+
 def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
     where = subprocess.run([sys.executable, "-c", "import clustercam.runtime.configs as c; print(c.__file__, c.config_path())"],
                            env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True)
@@ -67,12 +74,12 @@ def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
     (run,) = (tmp_path / "outputs" / "debug" / "runs").iterdir()  # outputs where the user started
     check_contract(run, k=4, checkpoint=False)
     # report=true: the page, from the templates the wheel carries; and its console script
-    assert (run / "report" / "index.html").is_file() and (installed / "bin" / "clustercam-report").is_file()
+    assert (run / outputs.REPORT_INDEX).is_file() and (installed / "bin" / "clustercam-report").is_file()
 
 
 def readme_example() -> dict[str, str]:
-    """The files of the README's "Bring your own model and data" section, by their name line."""
-    text = (REPO / "README.md").read_text()
+    """The files of the "Your own model and data" page (docs/guide/your-own.md), by their name line."""
+    text = (REPO / "docs" / "guide" / "your-own.md").read_text()
     section = text[text.index("<!-- byo:start"):text.index("<!-- byo:end -->")]
     files = {}
     for body in re.findall(r"```(?:python|yaml)\n(.*?)```", section, flags=re.S):

@@ -139,12 +139,12 @@ def test_the_concept_run_gets_every_core_after_one_thread_sweeps(tmp_path, monke
     """The sweeps' jobs run one thread each (OMP_NUM_THREADS=1); the concept run runs alone."""
     import os
 
-    from clustercam import reproduce as rep
+    from clustercam.studies import reproduce as rep
 
     seen = {}
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(rep.subprocess, "run", lambda cmd, check, env: seen.update(env))
-    rep.run_concepts(tmp_path, [])
+    rep.run_concept_study(tmp_path, [])
     assert seen["OMP_NUM_THREADS"] == str(os.cpu_count()) and seen["WANDB_MODE"]
 
 

@@ -1,2 +1,3 @@
 """clustercam: explaining CNNs through clustering."""
-__version__ = "0.1.0"
+# the one version number: pyproject.toml reads it from here ([tool.setuptools.dynamic])
+__version__ = "0.2.0"

@@ -14,3 +14,17 @@ class UserError(ValueError):
 
 class ResourceUnavailableError(UserError):
     """A dataset or weight file is not on disk and cannot be fetched; the message says how."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional dependency is not installed; the message names the ``pip install`` that adds it.
+
+    Also an ``ImportError``, so ``except ImportError`` around an optional feature still works.
+    """
+
+
+class MissingFileError(ResourceUnavailableError, FileNotFoundError):
+    """A file or folder the settings name does not exist; the message says what to give instead.
+
+    Also a ``FileNotFoundError``, so ``except FileNotFoundError`` still catches it.
+    """

@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
+from clustercam.exceptions import MissingFileError, UserError  # noqa: E402
 from clustercam.runtime.configs import config_path, move_deprecated_keys  # noqa: E402
 from clustercam.runtime.console import print_config, print_summary  # noqa: E402
 from clustercam.runtime.errors import exit_on_user_error  # noqa: E402
@@ -37,7 +38,7 @@ def check_checkpoint(ckpt_path: str | None) -> None:
     if ckpt_path is None or str(ckpt_path) in ("last", "best", "hpc", "registry"):
         return
     if not Path(ckpt_path).expanduser().is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ckpt_path={ckpt_path!r} does not exist: give a Lightning checkpoint file "
             "(<run>/checkpoints/last.ckpt), ckpt_path=last to resume the run in paths.output_dir, "
             "or leave it null")
@@ -48,7 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cfg = move_deprecated_keys(cfg)
     out = outputs.start_run(cfg.paths.output_dir) if rank_zero_only.rank == 0 else Path(cfg.paths.output_dir)
     if rank_zero_only.rank == 0:
-        outputs.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        outputs.write_text(out / outputs.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     check_checkpoint(cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -100,7 +101,7 @@ def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(
+        raise UserError(
             f"optimized_metric {name!r} was not computed; available: {sorted(metrics)[:30]}"
         )
     value = float(metrics[name])

@@ -10,7 +10,7 @@ import torch
 from clustercam.callbacks import concept_explain
 from clustercam.callbacks.concept_explain import ConceptExplainCallback
 from clustercam.callbacks.gather import keep_lowest
-from clustercam.explain.concepts.image.batch import run_concepts
+from clustercam.explain.concepts import run_concepts
 
 
 def test_keep_lowest_keeps_the_k_lowest_indices_with_their_rows() -> None:
@@ -40,11 +40,11 @@ def test_the_callback_keeps_and_draws_the_maps_of_the_first_images_only(tmp_path
         with torch.no_grad():
             logits = head(a)
             cb._process(trainer, module, {"activations": a, "logits": logits, "y": y, "idx": idx}, None)
-            alone = run_concepts(cb.settings, head, a, y, logits)
-        expected.update({int(i): (alone["maps"][j], alone["sub_maps"][j]) for j, i in enumerate(order)})
-    assert "maps" not in cb._chunks[0] and cb._maps["idx"].tolist() == [0, 1, 2]
+            alone = run_concepts(head, a, y, settings=cb.settings, logits=logits)
+        expected.update({int(i): (alone.maps[j], alone.sub_maps[j]) for j, i in enumerate(order)})
+    assert cb._chunks[0].maps is None and cb._maps["idx"].tolist() == [0, 1, 2]
     drawn = {}
-    monkeypatch.setattr(concept_explain, "concept_figures", lambda s, dm, data, *a, **k: drawn.update(data) or [])
+    monkeypatch.setattr(concept_explain, "concept_figures", lambda s, dm, data, *a, **k: drawn.update(vars(data)) or [])
     with torch.no_grad():
         cb._finish(trainer, module, "test")
     assert drawn["idx"].tolist() == list(range(8)) and len(drawn["maps"]) == 3

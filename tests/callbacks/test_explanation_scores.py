@@ -1,9 +1,11 @@
 """The scores callback: switched on from the command line, and on its own (own k-means)."""
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from lightning import Trainer
@@ -14,7 +16,7 @@ from clustercam.callbacks.explanation_scores import (
     ExplanationScoresCallback,
 )
 from clustercam.data.synthetic import SyntheticCBFDataModule
-from clustercam.explain.scores import METHODS
+from clustercam.explain.scores import DEFAULT_MAP_METHODS, ScoreSettings
 from clustercam.models.autoencoder_module import AutoencoderModule
 from clustercam.models.components.resnet_cae import ResNetCAE
 from tests.helpers.run import train
@@ -35,7 +37,7 @@ def test_synthetic_cbf_end_to_end(tmp_path):
            "callbacks.cluster_explain.figures=false", "model.net.filters=[8,16]"], out)
     rows = _read(out / "explanation_scores.csv")
     assert list(rows[0]) == list(SCORES_COLUMNS)
-    assert [r["method"] for r in rows if r["cluster"] == "all"] == list(METHODS)
+    assert [r["method"] for r in rows if r["cluster"] == "all"] == list(DEFAULT_MAP_METHODS)
     for r in rows:
         for key in ("deletion_auc", "insertion_auc", "deletion_hard_auc", "insertion_hard_auc"):
             assert 0 <= float(r[key]) <= 1
@@ -43,7 +45,7 @@ def test_synthetic_cbf_end_to_end(tmp_path):
     assert sum(int(r["n_samples"]) for r in per_cluster) == 30
     loc = _read(out / "localisation_scores.csv")
     assert list(loc[0]) == list(LOCALISATION_COLUMNS)
-    assert [r["method"] for r in loc] == list(METHODS)
+    assert [r["method"] for r in loc] == list(DEFAULT_MAP_METHODS)
     for r in loc:
         assert 0 <= float(r["pointing_game"]) <= 1 and 0 <= float(r["auroc"]) <= 1
         assert int(r["n_samples"]) == 30
@@ -80,3 +82,47 @@ def test_own_kmeans_without_cluster_explain(tmp_path):
     assert [int(r["n_samples"]) for r in rows if r["cluster"] == "all"] == [20, 20]
     assert len(_read(tmp_path / "localisation_scores.csv")) == 2
     assert cb.results["scores/n_samples"] == 20 and cb.results["scores/temperature"] > 0
+
+
+def test_the_yaml_lists_the_settings_fields_with_their_defaults():
+    """conf/callbacks/scores.yaml passes ScoreSettings' fields through: the same names and
+    defaults (seed is the run's), the rest are the callback's own parameters."""
+    import inspect
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(REPO / "conf" / "callbacks" / "scores.yaml").explanation_scores
+    own = set(inspect.signature(ExplanationScoresCallback).parameters) - {"settings", "options"}
+    defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                for f in fields(ScoreSettings)}
+    assert set(node) - {"_target_"} == own | set(defaults)
+    for name, value in defaults.items():
+        if name != "seed":
+            got = OmegaConf.to_container(node)[name]
+            assert (tuple(got) if isinstance(got, list) else got) == value, name
+
+
+def test_settings_built_by_hydra_or_as_options_are_the_same(tmp_path):
+    from hydra.utils import instantiate
+
+    from clustercam.exceptions import UserError
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train.yaml", overrides=["experiment=trace", "callbacks=default_with_scores",
+                                               "callbacks.explanation_scores.steps=3",
+                                               f"paths.output_dir={tmp_path}"])
+    flat = instantiate(cfg.callbacks.explanation_scores)
+    assert isinstance(flat.settings, ScoreSettings) and flat.settings.steps == 3
+    on_top = ExplanationScoresCallback(tmp_path, settings=ScoreSettings(steps=5, seed=flat.settings.seed),
+                                       steps=3)  # keyword options on top of the object
+    assert on_top.settings == flat.settings
+    built = instantiate({"_target_": "clustercam.callbacks.explanation_scores.ExplanationScoresCallback",
+                         "output_dir": str(tmp_path),
+                         "settings": {"_target_": "clustercam.explain.ScoreSettings", "steps": 3,
+                                      "seed": flat.settings.seed}})
+    assert built.settings == flat.settings
+    with pytest.raises(UserError, match=r"callbacks.explanation_scores: unknown settings \['stepz'\]"):
+        ExplanationScoresCallback(tmp_path, stepz=3)
+    with pytest.raises(UserError, match="steps must be >= 1"):
+        ExplanationScoresCallback(tmp_path, steps=0)

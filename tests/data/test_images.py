@@ -1,4 +1,4 @@
-"""Image datamodules (SPEC § 6): STL-10 binary files via torchvision, MNIST's three sources,
+"""Image datamodules: STL-10 binary files via torchvision, MNIST's three sources,
 clear errors offline, and ``experiment=mnist`` end to end on the offline source."""
 
 import csv

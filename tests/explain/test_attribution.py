@@ -6,7 +6,8 @@ from captum.attr import IntegratedGradients
 from torch import nn
 
 from clustercam.data.synthetic import SyntheticCBFDataModule, SyntheticShapesDataModule
-from clustercam.explain.assignments import ClusterScoreModel, log_soft_assignment, soft_assignment
+from clustercam.exceptions import UserError
+from clustercam.explain.assignments import log_soft_assignment, soft_assignment
 from clustercam.explain.attribution import (
     cluster_target,
     gradient_shap_maps,
@@ -14,8 +15,9 @@ from clustercam.explain.attribution import (
     occlusion_maps,
     occlusion_windows,
 )
+from clustercam.explain.cluster_scores import ClusterScoreModel
 from clustercam.explain.clustering import fit_kmeans
-from clustercam.explain.neon import cluster_evidence
+from clustercam.explain.evidence import cluster_evidence
 from clustercam.explain.scores import (
     MAP_METHODS,
     MapRequest,
@@ -50,11 +52,11 @@ def test_wrapper_scores():
             torch.testing.assert_close(out.double(), expected.double(), rtol=1e-4, atol=1e-5)
         soft = ClusterScoreModel(enc, mu, score="evidence", beta=0.5)(x)
         torch.testing.assert_close(soft.double(), cluster_evidence(z, mu, 0.5), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="unknown score"):
+    with pytest.raises(UserError, match="unknown score"):
         ClusterScoreModel(enc, mu, score="logits")
-    with pytest.raises(ValueError, match="beta"):
+    with pytest.raises(UserError, match="beta"):
         ClusterScoreModel(enc, mu, score="evidence", beta=-1.0)
-    with pytest.raises(ValueError, match="needs the samples"):
+    with pytest.raises(UserError, match="needs the samples"):
         cluster_target(enc, mu)  # temperature auto without x
 
 
@@ -78,24 +80,33 @@ def test_peer_maps_shapes_range_and_per_cluster_targets():
     enc, x, mu, own = _setup(seed=2)
     for fn, kwargs in ((integrated_gradients_maps, {"n_steps": 8}), (occlusion_maps, {"window": 5}),
                        (gradient_shap_maps, {"n_samples": 4, "n_baselines": 4})):
-        m = fn(enc, x, mu, own, batch_size=5, **kwargs)
+        m = fn(enc, None, x, mu, clusters=own, batch_size=5, **kwargs)
         assert m.shape == (12, 40) and float(m.min()) >= 0 and float(m.max()) <= 1, fn.__name__
         # a sample's map does not depend on the chunk it is in, nor on the others' targets
-        m1 = fn(enc, x, mu, own, batch_size=12, **kwargs)
+        m1 = fn(enc, None, x, mu, clusters=own, batch_size=12, **kwargs)
         if fn is not gradient_shap_maps:  # its random draws depend on the chunk
             torch.testing.assert_close(m, m1, atol=1e-5, rtol=1e-4)
-        single = fn(enc, x, mu, 1, **kwargs)  # one cluster for all
+        single = fn(enc, None, x, mu, clusters=1, **kwargs)  # one cluster for all
         torch.testing.assert_close(single[own == 1], m1[own == 1], atol=1e-5, rtol=1e-4)
-    assert gradient_shap_maps(enc, x, mu, own, seed=3).equal(gradient_shap_maps(enc, x, mu, own, seed=3))
+        every = fn(enc, None, x, mu, **kwargs)  # clusters=None: all K
+        assert every.shape == (12, 3, 40)
+        torch.testing.assert_close(every[:, 1], single, atol=1e-5, rtol=1e-4)
+    assert gradient_shap_maps(enc, None, x, mu, clusters=own, seed=3).equal(
+        gradient_shap_maps(enc, None, x, mu, clusters=own, seed=3))
+    with pytest.warns(DeprecationWarning, match="positional order is deprecated"):  # the old order
+        old = occlusion_maps(enc, x, mu, own, 5, batch_size=5)
+    assert old.equal(occlusion_maps(enc, None, x, mu, clusters=own, window=5, batch_size=5))
+    with pytest.raises(UserError, match="explain the input: pass target_layer=None"):
+        occlusion_maps(enc, "features", x, mu, clusters=own)
     img = ConvAutoencoder((1, 12, 12), filters=(4, 4), embedding_dim=3).encoder.eval()
     xi = torch.rand(4, 1, 12, 12)
-    assert occlusion_maps(img, xi, torch.randn(3, 3), 0, window=3).shape == (4, 12, 12)
+    assert occlusion_maps(img, None, xi, torch.randn(3, 3), clusters=0, window=3).shape == (4, 12, 12)
     assert occlusion_windows((275,)) == ((28,), (14,))
     assert occlusion_windows((28, 28), 4, 4) == ((4, 4), (4, 4))
-    with pytest.raises(ValueError, match="window"):
+    with pytest.raises(UserError, match="window"):
         occlusion_windows((10,), 11)
-    with pytest.raises(ValueError, match="n_steps"):
-        integrated_gradients_maps(enc, x, mu, own, n_steps=0)
+    with pytest.raises(UserError, match="n_steps"):
+        integrated_gradients_maps(enc, None, x, mu, clusters=own, n_steps=0)
 
 
 def test_registry_all_clusters_and_settings():
@@ -104,8 +115,8 @@ def test_registry_all_clusters_and_settings():
     names = ["gradceam_reference", "random", "activation", *PEERS]
     opts = {"integrated_gradients": {"n_steps": 4}, "gradient_shap": {"n_samples": 2},
             "occlusion": {"window": 8, "stride": 8}}
-    own_maps = explanation_maps(enc, "features", x, mu, own, names, options=opts)
-    every = explanation_maps(enc, "features", x, mu, own, names, options=opts, all_clusters=True)
+    own_maps = explanation_maps(enc, "features", x, mu, clusters=own, methods=names, method_options=opts)
+    every = explanation_maps(enc, "features", x, mu, methods=names, method_options=opts)  # all K
     for name in names:
         assert every[name].shape == (12, 3, 40), name
         torch.testing.assert_close(every[name][torch.arange(12), own], own_maps[name], atol=1e-5,
@@ -114,11 +125,11 @@ def test_registry_all_clusters_and_settings():
     req = MapRequest(enc, "features", x, mu, own)
     plain = all_cluster_maps(lambda r: r.clusters[:, None].float().expand(-1, 40), req)
     assert (plain[:, 2] == 2).all() and (plain[:, 0] == 0).all()
-    with pytest.raises(TypeError, match="unknown settings \\['steps'\\]"):
+    with pytest.raises(UserError, match="unknown settings \\['steps'\\]"):
         resolve_methods(["integrated_gradients"], {"integrated_gradients": {"steps": 3}})
-    with pytest.raises(ValueError, match="not among the methods"):
+    with pytest.raises(UserError, match="not among the methods"):
         resolve_methods(["neon"], {"occlusion": {"window": 3}})
-    with pytest.raises(ValueError, match="unknown methods \\['lime'\\]"):
+    with pytest.raises(UserError, match="unknown methods \\['lime'\\]"):
         resolve_methods(["neon", "lime"])
 
 
@@ -126,7 +137,7 @@ def test_missing_captum_is_one_clear_error(monkeypatch):
     enc, x, mu, own = _setup()
     hide_package(monkeypatch, "captum")
     with pytest.raises(ImportError, match=r"pip install clustercam\[peers\]"):
-        occlusion_maps(enc, x, mu, own)
+        occlusion_maps(enc, None, x, mu, clusters=own)
 
 
 @pytest.mark.parametrize("kind", ["cbf", "shapes"])
@@ -143,11 +154,12 @@ def test_ground_truth_maps_beat_random_and_every_peer_is_scored(kind):
     masks = dm.eval_masks()
     with torch.no_grad():
         km = fit_kmeans(enc(x).double().numpy(), 3, n_init=2, seed=0)
-    mu, labels = torch.from_numpy(km.centroids).float(), torch.from_numpy(km.labels)
+    mu, clusters = torch.from_numpy(km.centroids).float(), torch.from_numpy(km.labels)
     truth = ("truth", lambda req: masks.float())
     opts = {"integrated_gradients": {"n_steps": 4}, "gradient_shap": {"n_samples": 2, "n_baselines": 4}}
-    rep = score_explanations(enc, "features", x, labels, mu, masks, methods=["random", truth, *PEERS],
-                             steps=8, method_options=opts, all_clusters=True)
+    rep = score_explanations(enc, "features", x, mu, clusters=clusters, masks=masks,
+                             methods=["random", truth, *PEERS], steps=8, method_options=opts,
+                             all_clusters=True)
     r = rep.results
     for key in ("pointing_game", "relevance_mass", "auroc"):
         assert r[f"scores/truth/{key}"] == 1.0 and r[f"scores/random/{key}"] < 0.6, key

@@ -1,10 +1,11 @@
-"""The cardinality table on constructed cases whose answer is known (SPEC § 3)."""
+"""The cardinality table (the paper's eq. 12) on constructed cases whose answer is known."""
 
 import math
 
 import pytest
 import torch
 
+from clustercam.exceptions import UserError
 from clustercam.explain.gradceam import amplification_weights, cardinality, grad_ceam
 from tests.explain.tiny import GapLinear
 
@@ -20,7 +21,7 @@ def test_amplification_weights_minmax_to_0_2():
     expected = torch.tensor([[[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]]])
     torch.testing.assert_close(amplification_weights(w), expected)
     torch.testing.assert_close(amplification_weights(w, "raw"), w)
-    with pytest.raises(ValueError, match="unknown normalise"):
+    with pytest.raises(UserError, match="unknown normalise"):
         amplification_weights(w, "zscore")
 
 
@@ -68,14 +69,14 @@ def test_assignment_weights_pull_towards_the_centroid():
     x = torch.rand(60, 4, 5) + 0.1  # positive activations
     z = enc(x).detach()
     mu = torch.stack([z[i::3].mean(0) for i in range(3)]) + 0.05 * torch.randn(3, 3)
-    res = grad_ceam(enc, "features", x, mu, mode="assignment", return_maps=False)
+    res = grad_ceam(enc, "features", x, mu, target="assignment", return_maps=False)
     card = cardinality(enc, "features", x, mu, res.channel_weights)
     assert (card.after >= card.before).all(), (card.before, card.after)
     assert (card.ratio > 1).any()
 
 
 def test_weights_with_the_wrong_shape_are_a_clear_error():
-    with pytest.raises(ValueError, match="channel_weights must be N x K x C"):
+    with pytest.raises(UserError, match="channel_weights must be N x K x C"):
         cardinality(GapLinear(2), "features", X, MU, torch.ones(3, 3, 2))
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(UserError, match="channels"):
         cardinality(GapLinear(2), "features", X, MU, torch.ones(3, 2, 5))

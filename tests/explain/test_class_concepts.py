@@ -28,15 +28,16 @@ from clustercam.explain.concepts.classes.coassociation import (
 )
 from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_channel_groups, nmf_concepts
 from clustercam.explain.concepts.classes.passes import ClassConceptRun
-from clustercam.explain.concepts.classes.scores import (
-    CLASS_CONCEPT_COLUMNS,
-    TRUTH_COLUMNS,
-    ClassConceptScores,
-    class_concept_rows,
-    max_jaccard,
-    truth_rows,
-)
+from clustercam.explain.concepts.classes.scores import ClassConceptScores, max_jaccard
 from clustercam.explain.plots.class_concepts import class_concept_figure, gallery_indices
+from clustercam.outputs import CLASS_CONCEPT_COLUMNS, class_gallery_path
+from clustercam.outputs import CLASS_CONCEPTS_TRUTH_COLUMNS as TRUTH_COLUMNS
+from clustercam.outputs.concept_tables import (
+    class_concept_rows,
+    class_run_rows,
+    class_run_truth_rows,
+)
+from clustercam.outputs.concept_tables import class_truth_rows as truth_rows
 
 # three images of one class, four channels (channel 3 dropped in image 2)
 THREE = torch.tensor([[0, 0, 1, 1], [0, 0, 1, -1], [0, 1, 1, 0]])
@@ -182,7 +183,7 @@ def test_importance_is_the_mean_and_std_of_the_per_image_ablation():
     head, y = pooled_head(3, 6), torch.tensor([0, 1, 2, 0, 1])
     sc = ClassConceptScores(cc, gallery_size=0)
     sc.update(head, a, labels, torch.zeros(5), torch.arange(5), targets=y)
-    per_image = concept_importance(head, a, cc.labels[0].expand(5, 6), y, 3).numpy()
+    per_image = concept_importance(head, a, cc.labels[0].expand(5, 6), y, n_concepts=3).numpy()
     s = sc.summary()
     assert s["importance"][0].numpy() == pytest.approx(per_image.mean(0))
     assert s["importance_std"][0].numpy() == pytest.approx(per_image.std(0, ddof=1))
@@ -289,11 +290,11 @@ def test_a_class_of_one_image_gives_nan_stability_and_std():
     labels = torch.tensor([[0, 0, 1, 1, 2, 2]] * 4)
     with pytest.warns(ClassConceptWarning, match="class c1 has one image"):
         run = _run(a, labels, torch.tensor([0, 0, 0, 1]), 3)
-    rows = [r for r in run.rows() if r["class"] == 1 and r["method"] == "cgap"]
+    rows = [r for r in class_run_rows(run) if r["class"] == 1 and r["method"] == "cgap"]
     assert len(rows) == 3 and all(r["n_images"] == 1 for r in rows)
     assert all(math.isnan(r["stability"]) and math.isnan(r["importance_std"]) for r in rows)
     assert all(math.isfinite(r["importance"]) for r in rows)
-    assert all(math.isfinite(r["stability"]) for r in run.rows() if r["class"] == 0)
+    assert all(math.isfinite(r["stability"]) for r in class_run_rows(run) if r["class"] == 0)
 
 
 def test_all_zero_activations_give_nan_scores_and_warnings():
@@ -301,10 +302,10 @@ def test_all_zero_activations_give_nan_scores_and_warnings():
     labels = torch.full((4, 6), -1)
     with pytest.warns(ClassConceptWarning, match="no channel is kept"):
         run = _run(a, labels, torch.tensor([0, 0, 1, 1]), 3)
-    rows = run.rows()
+    rows = class_run_rows(run)
     assert len(rows) == 2 * 3 * 2 and all(r["channels"] == 0 for r in rows)
     assert all(math.isnan(r[k]) for r in rows for k in ("stability", "importance", "importance_std"))
-    truth = run.truth()
+    truth = class_run_truth_rows(run)
     assert len(truth) == 2 * 3 and all(math.isnan(r["part_a_mass"]) for r in truth)
 
 
@@ -313,7 +314,7 @@ def test_fewer_channels_than_concepts_leaves_the_extra_concepts_empty():
     labels = torch.tensor([[0, 1, 1]] * 4)
     with pytest.warns(ClassConceptWarning, match="3 channels pass min_presence for 5"):
         run = _run(a, labels, torch.tensor([0, 0, 1, 1]), 5)
-    rows = [r for r in run.rows() if r["class"] == 0 and r["method"] == "cgap"]
+    rows = [r for r in class_run_rows(run) if r["class"] == 0 and r["method"] == "cgap"]
     assert [r["channels"] for r in rows] == [1, 1, 1, 0, 0]
     assert all(math.isnan(r["importance"]) and math.isnan(r["stability"]) for r in rows[3:])
     assert all(math.isfinite(r["stability"]) for r in rows[:3])
@@ -333,7 +334,7 @@ def test_planted_class_concepts_are_found_from_cgap_partitions_and_by_nmf():
             blobs[i, g, r:r + 3, c:c + 3] = 1.0
     scale = torch.rand(30, 24, 1, 1, generator=gen) + 0.5
     a = (blobs[:, truth] * scale + 0.05 * torch.rand(30, 24, 8, 8, generator=gen)).clamp_min(0)
-    parts = cluster_channels(a, "cgap", 3, n_init=3).labels
+    parts = cluster_channels(a, method="cgap", n_concepts=3, n_init=3).labels
     settings = ClassConceptSettings(n_class=3, n_random=0, gallery_size=2, nmf_max_images=30)
     cfg = ("cgap", "kmeans", 3)
     run = ClassConceptRun(settings, [cfg], 24, 1)
@@ -343,7 +344,7 @@ def test_planted_class_concepts_are_found_from_cgap_partitions_and_by_nmf():
     for src in ("coassociation", "nmf"):
         found = run.concepts[cfg][src][0].labels[0]
         assert adjusted_rand_score(truth.numpy(), found.numpy()) == 1.0, src
-    stab = [r["stability"] for r in run.rows() if r["method"] == "cgap"]
+    stab = [r["stability"] for r in class_run_rows(run) if r["method"] == "cgap"]
     assert min(stab) > 0.9
 
 
@@ -455,16 +456,18 @@ def test_two_ranks_give_the_one_process_tables():
     states = [r.scores_state() for r in ranks]  # all_gather, split by rank
     ranks[0].load_scores_states(states)
 
-    got, want = ranks[0].rows(["a", "b", "c"]), one.rows(["a", "b", "c"])
+    got, want = class_run_rows(ranks[0], ["a", "b", "c"]), class_run_rows(one, ["a", "b", "c"])
     assert len(got) == len(want) == (3 + 1) * 3 * 2
-    assert len(ranks[0].truth()) == len(one.truth()) == (3 + 1) * 3
-    for g, w in [*zip(got, want), *zip(ranks[0].truth(), one.truth())]:
+    truth = class_run_truth_rows(ranks[0]), class_run_truth_rows(one)
+    assert len(truth[0]) == len(truth[1]) == (3 + 1) * 3
+    for g, w in [*zip(got, want), *zip(*truth)]:
         assert list(g) == list(w)
         for k, v in w.items():  # scores: the sums' order differs; the rest exactly
             assert g[k] == (pytest.approx(v, rel=1e-12, nan_ok=True) if isinstance(v, float) else v), k
     for g, w in zip(ranks[0].galleries(), one.galleries()):
-        assert g["stem"] == w["stem"] and torch.equal(g["index"], w["index"])
-        assert torch.equal(g["maps"], w["maps"])
+        assert (g.group, g.config, g.source) == (w.group, w.config, w.source)
+        assert torch.equal(g.figure["index"], w.figure["index"])
+        assert torch.equal(g.figure["maps"], w.figure["maps"])
 
 
 def test_gallery_figure_one_row_per_concept(tmp_path):
@@ -475,9 +478,11 @@ def test_gallery_figure_one_row_per_concept(tmp_path):
     run.finalise()
     _score(run, pooled_head(3, 12), a, labels, y, torch.arange(len(y)), masks, 12)
     figs = list(run.galleries(["a", "b", "c"]))
-    assert [f["stem"] for f in figs] == ["a_cgap", "b_cgap", "c_cgap", "a_nmf-cgap", "b_nmf-cgap", "c_nmf-cgap"]
-    kw = dict(figs[0])
-    stem = kw.pop("stem")
+    paths = [class_gallery_path("abc"[f.group], f.config, f.source, run.configs) for f in figs]
+    assert [p.split("/")[-1] for p in paths] == ["a_cgap.png", "b_cgap.png", "c_cgap.png", "a_nmf-cgap.png",
+                                                 "b_nmf-cgap.png", "c_nmf-cgap.png"]
+    kw = figs[0].figure
+    stem = paths[0].split("/")[-1].removesuffix(".png")
     images = {i: torch.rand(3, 16, 16) for i in gallery_indices(kw["index"])}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -505,7 +510,7 @@ def test_bad_inputs_are_refused():
 
 
 def test_truth_table_averages_classes_then_runs():
-    from clustercam.explain.concepts.classes.scores import truth_table_markdown
+    from clustercam.outputs.concept_markdown import class_truth_table as truth_table_markdown
 
     def rows(shift):
         return [{"class": c, "method": "cgap", "algorithm": "kmeans", "source": s,
@@ -523,7 +528,7 @@ def test_truth_table_averages_classes_then_runs():
 
 @pytest.mark.parametrize("n_img, world, batch", [(99, 2, 32), (100, 3, 7), (10, 4, 3)])
 def test_padding_rule_of_the_integration_plan_gives_one_process_counts(n_img, world, batch):
-    # docs/notes/issue-14.md: rank r's j-th test sample is position r + j * world of the padded
+    # an unshuffled DistributedSampler: rank r's j-th test sample is position r + j * world of the padded
     # list; positions >= N are the DistributedSampler's repeats
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 

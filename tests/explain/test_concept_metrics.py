@@ -21,7 +21,7 @@ from clustercam.explain.concepts import (
     clustering_quality,
     concept_metrics,
 )
-from clustercam.explain.concepts import metrics as metrics_module
+from clustercam.explain.concepts.image import metrics as metrics_module
 from clustercam.explain.concepts.image.metrics import batched_quality, grid_points, point_weights
 
 SCORES = (silhouette_score, calinski_harabasz_score, davies_bouldin_score)

@@ -30,13 +30,13 @@ from clustercam.explain.concepts import (
     sub_concept_maps,
     sub_concepts,
 )
-from clustercam.explain.concepts.summary import class_means, overall_means, summary_markdown
+from clustercam.explain.concepts.summary import class_means, overall_means
 from clustercam.explain.maps import minmax_normalise
 from clustercam.explain.plots.concepts import blend, concept_figure, sub_concept_figure
+from clustercam.outputs.concept_markdown import summary_markdown
 from clustercam.studies.concept_summary import write_summary
+from tests.helpers import require_imagenet11
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-IMAGES = SHARED / "data" / "imagenet-11"
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -203,7 +203,7 @@ def frozen_lloyd(x: torch.Tensor, mask: torch.Tensor, k: int, n_init: int, seed:
                  max_iter: int = 300, tol: float = 1e-4) -> torch.Tensor:
     """The reference loop: every problem stays in the batch until the slowest has converged
     (converged ones frozen by masks), then the final assignment and the best restart."""
-    from clustercam.explain.concepts import kmeans as km
+    from clustercam.explain.concepts.image import kmeans as km
 
     p, n, _ = x.shape
     valid = mask.bool()
@@ -255,7 +255,7 @@ def test_early_stopped_kmeans_gives_the_frozen_loops_labels(nf_resnet50_activati
 def test_kmeans_with_empty_clusters_gives_the_frozen_loops_labels(monkeypatch) -> None:
     """Few distinct points empty clusters, whose centres move: there the early-stopped loop
     compares labels again, and must still stop where the reference loop stops."""
-    from clustercam.explain.concepts import kmeans as km
+    from clustercam.explain.concepts.image import kmeans as km
 
     moved = []
     step = km._lloyd_step
@@ -280,13 +280,12 @@ def test_batched_kmeans_rejects_too_few_rows() -> None:
 @pytest.fixture(scope="module")
 def nf_resnet50_activations() -> torch.Tensor:
     """Random-weight nf_resnet50 activations (11 x 2048 x 8 x 8) of the 11 real images."""
-    if not IMAGES.is_dir():
-        pytest.skip(f"{IMAGES} is missing")
+    images = require_imagenet11("k-means parity with scikit-learn on activations of real photos")
     from clustercam.data.imagenet_subset import ImageNetSubsetDataModule
     from clustercam.models.classifier_module import ClassifierModule
 
     torch.manual_seed(0)
-    dm = ImageNetSubsetDataModule(IMAGES, model_name="nf_resnet50.ra2_in1k", batch_size=11)
+    dm = ImageNetSubsetDataModule(images, model_name="nf_resnet50.ra2_in1k", batch_size=11)
     model = ClassifierModule("nf_resnet50.ra2_in1k", pretrained=False)
     x, _, _ = next(iter(dm.test_dataloader()))
     with torch.no_grad():
@@ -412,10 +411,10 @@ def test_sub_concepts_split_a_concept_and_use_parent_bounds() -> None:
     assert sub.counts()[0, 0].tolist() == [12, 12, 12]
     maps = sub_concept_maps(a, sub, 16)
     assert maps.shape == (1, 2, 3, 16, 16)
-    parent = concept_maps(a, labels, 16, 2, normalise=False)[0, 0]
+    parent = concept_maps(a, labels, 16, n_concepts=2, normalise=False)[0, 0]
     lo, hi = parent.min(), parent.max()
     for j in range(3):
-        raw = concept_maps(a, sub.labels, 16, 6, normalise=False)[0, j]
+        raw = concept_maps(a, sub.labels, 16, n_concepts=6, normalise=False)[0, j]
         assert torch.allclose(maps[0, 0, j], ((raw - lo) / (hi - lo)).clamp(0, 1))
     assert maps[0, 0].amax() < 1  # each part is weaker than the whole
 

@@ -90,7 +90,7 @@ def test_pooled_head_gives_the_generic_curves_in_one_linear_call():
         assert torch.allclose(generic.insertion[order], fast.insertion[order], atol=1e-6)
     assert torch.allclose(generic.partition_importance, fast.partition_importance, atol=1e-4)
     for r in range(5):  # the random groups' importances are eq. 3 on those groups
-        ref = concept_importance(head, a, generic.partitions[r], targets, 4)
+        ref = concept_importance(head, a, generic.partitions[r], targets, n_concepts=4)
         assert torch.allclose(generic.partition_importance[r], ref, atol=1e-6)
     # chunked generic calls give the same numbers
     chunked = concept_fidelity(head, a, labels, targets, imp, repeats=5, max_rows=7)
@@ -165,10 +165,10 @@ def test_importance_through_the_pooled_head_equals_the_full_head_without_copies(
 
     a, labels = toy(b=6, c=c)
     targets = torch.tensor([0, 1, 2, 3, 4, 0])
-    ref = concept_importance(head, a, labels, targets, 4)
+    ref = concept_importance(head, a, labels, targets, n_concepts=4)
     assert calls == [6 * 5]  # the original + 4 ablations of 6 images, one call
     calls.clear()
-    got = concept_importance(head, a, labels, targets, 4,
+    got = concept_importance(head, a, labels, targets, n_concepts=4,
                              pooled_head=PooledHead(pool=lambda x: x.mean((2, 3)), linear=fc))
     assert calls == [2]
     assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6)

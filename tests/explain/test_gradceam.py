@@ -1,10 +1,12 @@
-"""Grad-CeAM against values computed by hand on tiny encoders (SPEC § 2)."""
+"""Grad-CeAM (the paper's eq. 5-10 and the authors' code) against values computed by hand on
+tiny encoders."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from clustercam.exceptions import UserError
 from clustercam.explain.gradceam import centroid_weights, grad_ceam, resolve_target
 from clustercam.models.components.resnet_cae import ResNetCAE
 from tests.explain.tiny import GapLinear
@@ -32,7 +34,7 @@ def test_paper_mode_1d_by_hand():
     # z = (2,1,1); d_k = |mu_k - z|: d0=(2,1,1), d1=(0,0,1), d2=(2,1,3); dmin=(0,0,1), dmax=(2,1,3)
     # r = (dmax-d)/(dmax-dmin): r0=(0,0,1), r1=(1,1,1), r2=(0,0,0)
     # g_c = s_c * r_c: g0=(0,0,1), g1=(1,0,1), g2=0;  W_c,k = g_c,k / D (D=2)
-    res = grad_ceam(GapLinear(), "features", X1D, MU, mode="paper")
+    res = grad_ceam(GapLinear(), "features", X1D, MU, target="paper")
     torch.testing.assert_close(res.embeddings, torch.tensor([[2.0, 1.0, 1.0]]))
     w = torch.tensor([[[0.0, 0.0, 0.5], [0.5, 0.0, 0.5], [0.0, 0.0, 0.0]]])
     torch.testing.assert_close(res.channel_weights, w)
@@ -50,7 +52,7 @@ def test_paper_mode_1d_by_hand():
 def test_paper_mode_2d_by_hand_and_bilinear_resize():
     # the same channel means on a 2 x 2 grid: D = 4, so W = g / 4
     x = torch.tensor([[[[1.0, 3.0], [1.0, 3.0]], [[0.0, 2.0], [0.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]]])
-    res = grad_ceam(GapLinear(), "features", x, MU, mode="paper")
+    res = grad_ceam(GapLinear(), "features", x, MU, target="paper")
     w = torch.tensor([[[0.0, 0.0, 0.25], [0.25, 0.0, 0.25], [0.0, 0.0, 0.0]]])
     torch.testing.assert_close(res.channel_weights, w)
     m1 = 0.25 * x[0, 0] + 0.25 * x[0, 2]  # [[.5, 1], [.5, 1]]
@@ -60,7 +62,7 @@ def test_paper_mode_2d_by_hand_and_bilinear_resize():
     # a target layer at half resolution: maps are resized bilinearly to the input
     pool = torch.nn.AvgPool2d(2)
     x4 = x.repeat_interleave(2, -1).repeat_interleave(2, -2)  # 4 x 4, pooled back to x
-    res4 = grad_ceam(GapLinear(features=pool), "features", x4, MU, mode="paper")
+    res4 = grad_ceam(GapLinear(features=pool), "features", x4, MU, target="paper")
     torch.testing.assert_close(res4.raw, res.raw)
     up = F.interpolate(res.raw, size=(4, 4), mode="bilinear", align_corners=False)
     lo = up.flatten(2).min(-1).values[..., None, None]
@@ -70,7 +72,8 @@ def test_paper_mode_2d_by_hand_and_bilinear_resize():
 
 
 def _reference_loss_np(z: np.ndarray, mu: np.ndarray, c: int) -> float:
-    """The authors' target written out independently in numpy (SPEC § 2, reference mode)."""
+    """The authors' target written out independently in numpy (reference mode:
+    r_j = ((dmax_j - dmin_j) / (d_c,j - dmin_j + 1e-3))^2, loss sum_j |z_j| s_c,j r_j)."""
     s = np.abs(mu[None, :, :] - mu[:, None, :]).sum(1)
     s = (s - s.min(1, keepdims=True)) / (s.max(1, keepdims=True) - s.min(1, keepdims=True))
     d = np.abs(mu - z[None])
@@ -97,7 +100,7 @@ def test_reference_mode_by_finite_differences(dims):
     x = torch.tensor(z, dtype=torch.float64).reshape(1, 3, *([1] * dims)) + offsets
     assert x.shape == shape
     enc = GapLinear().double()
-    res = grad_ceam(enc, "features", x, torch.tensor(mu), mode="reference")
+    res = grad_ceam(enc, "features", x, torch.tensor(mu), target="reference")
     d_pos = x[0, 0].numel()
     # W = 2 * sum over positions of dL/dA = 2 * D * g / D = 2 g
     np.testing.assert_allclose(res.channel_weights[0].numpy(), 2 * g, rtol=1e-5, atol=1e-6)
@@ -117,7 +120,7 @@ def test_assignment_mode_by_hand(temperature):
     p /= p.sum()
     g = (2 / temperature) * (mu - p @ mu)
     res = grad_ceam(GapLinear().double(), "features", X1D.double(), MU.double(),
-                    mode="assignment", temperature=temperature)
+                    target="assignment", temperature=temperature)
     np.testing.assert_allclose(res.channel_weights[0].numpy(), g / 2, rtol=1e-6, atol=1e-9)
     raw = np.einsum("ck,kp->cp", np.maximum(g / 2, 0), X1D[0].double().numpy())
     np.testing.assert_allclose(res.raw[0].numpy(), raw, rtol=1e-6, atol=1e-9)
@@ -156,7 +159,7 @@ def test_batched_equals_loop_on_resnet_cae(mode):
     enc = net.encoder.eval()
     x = torch.randn(7, 2, 24, dtype=torch.float64)
     mu = torch.randn(4, 5, dtype=torch.float64)
-    res = grad_ceam(enc, "features", x, mu, mode=mode, batch_size=3)
+    res = grad_ceam(enc, "features", x, mu, target=mode, batch_size=3)
     w, m = _loop_reference(enc, enc.features, x, mu, mode)
     torch.testing.assert_close(res.channel_weights, w, atol=1e-5, rtol=1e-7)
     torch.testing.assert_close(res.raw, m, atol=1e-5, rtol=1e-7)
@@ -208,17 +211,54 @@ def test_return_maps_false_keeps_only_weights():
         (torch.randn(2, 8), torch.randn(3, 3), "features", {}, "N x C x L"),
         (torch.full((2, 1, 8), float("nan")), torch.randn(3, 3), "features", {}, "NaN"),
         (torch.randn(2, 1, 8), torch.randn(3, 3), "nope", {}, "'nope' is not a module"),
-        (torch.randn(2, 1, 8), torch.randn(3, 3), "features", {"mode": "bogus"}, "bogus"),
+        (torch.randn(2, 1, 8), torch.randn(3, 3), "features", {"target": "bogus"}, "bogus"),
         (torch.randn(2, 1, 8), torch.randn(3, 3), "features", {"temperature": 0.0}, "temperature"),
     ],
 )
 def test_bad_input_is_a_clear_error(x, mu, layer, kwargs, match):
     net = ResNetCAE((1, 8), filters=(2,), embedding_dim=3)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(UserError, match=match):
         grad_ceam(net.encoder, layer, x, mu, **kwargs)
 
 
 def test_module_not_in_encoder_is_a_clear_error():
     net = ResNetCAE((1, 8), filters=(2,), embedding_dim=3)
-    with pytest.raises(ValueError, match="not a module of the encoder"):
+    with pytest.raises(UserError, match="not a module of the encoder"):
         grad_ceam(net.encoder, torch.nn.Conv1d(1, 1, 1), torch.randn(2, 1, 8), torch.randn(2, 3))
+
+
+def test_clusters_selects_each_samples_own_map_and_old_calls_still_work():
+    torch.manual_seed(0)
+    net = ResNetCAE((1, 24), filters=(4, 6), embedding_dim=3)
+    x, mu = torch.randn(7, 1, 24), torch.randn(3, 3)
+    own = torch.tensor([0, 2, 1, 1, 0, 2, 2])
+    every = grad_ceam(net.encoder, "features", x, mu, target="assignment", batch_size=3)
+    one = grad_ceam(net.encoder, "features", x, mu, clusters=own, target="assignment", batch_size=3)
+    rows = torch.arange(7)
+    assert one.heatmaps.shape == (7, 1, 24) and one.channel_weights.shape == (7, 1, 6)
+    torch.testing.assert_close(one.heatmaps[:, 0], every.heatmaps[rows, own])
+    torch.testing.assert_close(one.raw[:, 0], every.raw[rows, own])
+    torch.testing.assert_close(one.channel_weights[:, 0], every.channel_weights[rows, own])
+    assert one.clusters.equal(own[:, None]) and every.clusters.equal(torch.arange(3).expand(7, 3))
+    with pytest.raises(UserError, match=r"clusters must be N = 7 indices in \[0, 3\)"):
+        grad_ceam(net.encoder, "features", x, mu, clusters=torch.tensor([3] * 7))
+    with pytest.warns(DeprecationWarning, match="mode= is renamed target="):
+        old_keyword = grad_ceam(net.encoder, "features", x, mu, mode="assignment", batch_size=3)
+    with pytest.warns(DeprecationWarning, match="positional order is deprecated"):
+        old_positional = grad_ceam(net.encoder, "features", x, mu, "assignment", 1.0, 3)
+    for old in (old_keyword, old_positional):
+        assert old.mode == "assignment" and old.heatmaps.equal(every.heatmaps)
+    with pytest.raises(UserError, match="got both mode="):
+        grad_ceam(net.encoder, "features", x, mu, mode="paper", target="paper")
+
+
+def test_a_config_rename_lets_the_old_name_replace_the_new_names_default():
+    from clustercam.explain.deprecation import renamed_parameters
+
+    @renamed_parameters(owner="callbacks.x", config=True, mode="target")
+    def build(**options):
+        return options
+
+    assert build(target="reference", mode=None) == {"target": "reference"}  # null: not given
+    with pytest.warns(DeprecationWarning, match="callbacks.x: mode= is renamed target="):
+        assert build(target="reference", mode="paper") == {"target": "paper"}

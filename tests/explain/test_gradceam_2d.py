@@ -1,6 +1,6 @@
 """2-D Grad-CeAM on the real image CAE against a plain per-sample, per-cluster loop.
 
-The loop recomputes everything from SPEC § 2 on its own (targets, one
+The loop recomputes everything from the paper's eq. 5-10 on its own (targets, one
 ``torch.autograd.grad`` per sample and cluster, channel weights, map, bilinear resize,
 min-max), so it checks the batched implementation (one forward, one batched backward for
 all clusters, chunked samples) on a network with real strided convolutions.
@@ -15,7 +15,8 @@ from clustercam.models.components.cae import ConvAutoencoder
 
 
 def spec_loss(z: torch.Tensor, mu: torch.Tensor, c: int, mode: str) -> torch.Tensor:
-    """L_c for ONE embedding z (m,), straight from SPEC § 2."""
+    """L_c for ONE embedding z (m,), straight from the paper's eq. 5-8 (reference: the authors'
+    code; assignment: log softmax_k(-||z - mu_k||^2)[c])."""
     if mode == "assignment":
         return torch.log_softmax(-((z[None] - mu) ** 2).sum(1), 0)[c]
     k = mu.shape[0]
@@ -78,7 +79,7 @@ def setup():
 def test_batched_equals_per_sample_per_cluster_loop(setup, mode):
     net, x, mu = setup
     # batch_size 2: chunks of 2, 2, 1 samples, all K clusters in one batched backward each
-    res = grad_ceam(net.encoder, net.target_layer, x, mu, mode=mode, batch_size=2)
+    res = grad_ceam(net.encoder, net.target_layer, x, mu, target=mode, batch_size=2)
     w, raw, heat = loop_gradceam(net, x, mu, mode)
     assert res.channel_weights.shape == (5, 3, 16)
     assert res.raw.shape == (5, 3, 7, 7) and res.heatmaps.shape == (5, 3, 28, 28)
@@ -102,7 +103,7 @@ def test_flatten_pooling_and_no_parameter_grads(setup):
     with torch.no_grad():
         z = net.encoder(x)
     mu = z[:4] + 0.05 * torch.randn(4, z.shape[1], dtype=torch.float64)
-    res = grad_ceam(net.encoder, "features", x, mu, mode="reference", batch_size=None)
+    res = grad_ceam(net.encoder, "features", x, mu, target="reference", batch_size=None)
     w, raw, heat = loop_gradceam(net, x, mu, "reference")
     close(res.channel_weights, w)
     close(res.raw, raw)
@@ -116,7 +117,7 @@ def test_image_figures_from_real_maps(setup):
     from clustercam.explain.plots import cluster_members_figure, sample_all_clusters_figure
 
     net, x, mu = setup
-    res = grad_ceam(net.encoder, "features", x, mu, mode="assignment")
+    res = grad_ceam(net.encoder, "features", x, mu, target="assignment")
     fig = cluster_members_figure(x[:4], res.heatmaps[:4, 1], 1, 42, labels=[3, 3, 5, 3],
                                  majority=3, mode="assignment")
     assert "size 42" in fig._suptitle.get_text() and "majority label 3" in fig._suptitle.get_text()

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from clustercam.exceptions import UserError
 from clustercam.explain import cardinality, extract_concepts, grad_ceam
 from clustercam.explain.concepts import NegativeActivationWarning, concept_importance
 from clustercam.models.components.resnet_cae import ResNetCAE
@@ -25,7 +26,7 @@ def test_non_finite_channel_weights_are_rejected_by_cardinality(enc):
     x, mu = torch.randn(4, 1, 16), torch.randn(2, 3)
     w = torch.ones(4, 2, 4)
     w[2, 1, 3] = float("nan")
-    with pytest.raises(ValueError, match=r"channel_weights contain NaN or infinite values \(samples \[2\]"):
+    with pytest.raises(UserError, match=r"channel_weights contain NaN or infinite values \(samples \[2\]"):
         cardinality(enc, "features", x, mu, w)
 
 

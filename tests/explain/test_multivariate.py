@@ -1,4 +1,4 @@
-"""Grad-CeAM and the cardinality table on multivariate series (N x C x L, C > 1; SPEC § 11):
+"""Grad-CeAM and the cardinality table on multivariate series (N x C x L, C > 1):
 a batch gives what a loop over single samples gives, the map is over time only, and it does
 not depend on the order of the input channels."""
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from clustercam.exceptions import UserError
 from clustercam.explain import cardinality, grad_ceam
 from clustercam.models.components.resnet_cae import ResNetCAE
 
@@ -38,9 +39,9 @@ def setup():
 @pytest.mark.parametrize("mode", ["reference", "paper", "assignment"])
 def test_gradceam_batched_equals_the_per_sample_loop(setup, layer, mode):
     enc, x, mu = setup
-    batched = grad_ceam(enc, layer, x, mu, mode=mode, batch_size=4)
+    batched = grad_ceam(enc, layer, x, mu, target=mode, batch_size=4)
     assert batched.heatmaps.shape == (len(x), K, L)  # over time, not per channel
-    loop = [grad_ceam(enc, layer, x[i : i + 1], mu, mode=mode) for i in range(len(x))]
+    loop = [grad_ceam(enc, layer, x[i : i + 1], mu, target=mode) for i in range(len(x))]
     for name in ("heatmaps", "raw", "channel_weights", "embeddings"):
         single = torch.cat([getattr(r, name) for r in loop])
         # float32 rounding relative to the map's scale: raw maps reach 1e4 here and sum terms
@@ -83,8 +84,8 @@ def test_maps_do_not_depend_on_the_channel_order(setup, mode):
     enc, x, mu = setup
     perm = torch.tensor([3, 0, 4, 1, 2])
     other = _permuted_copy(enc, perm)
-    a = grad_ceam(enc, "features", x, mu, mode=mode)
-    b = grad_ceam(other, "features", x[:, perm], mu, mode=mode)
+    a = grad_ceam(enc, "features", x, mu, target=mode)
+    b = grad_ceam(other, "features", x[:, perm], mu, target=mode)
     torch.testing.assert_close(b.embeddings, a.embeddings, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(b.heatmaps, a.heatmaps, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(b.channel_weights, a.channel_weights, atol=1e-5, rtol=1e-4)
@@ -92,7 +93,7 @@ def test_maps_do_not_depend_on_the_channel_order(setup, mode):
     tb = cardinality(other, "features", x[:, perm], mu, b.channel_weights)
     assert ta.before.tolist() == tb.before.tolist() and ta.after.tolist() == tb.after.tolist()
     # and the permutation matters without the matching weights (the test can fail)
-    c = grad_ceam(enc, "features", x[:, perm], mu, mode=mode)
+    c = grad_ceam(enc, "features", x[:, perm], mu, target=mode)
     assert not torch.allclose(c.embeddings, a.embeddings, atol=1e-3)
 
 
@@ -145,5 +146,5 @@ def test_beyond_twelve_channels_the_most_varying_mean_series_and_the_title_says_
     assert {ax.get_ylabel() for ax in _panels(fig) if ax.get_ylabel()} == {f"ch {c}" for c in strong}
     plt.close(fig)
     assert shown_channels(x[:, :12].numpy())[1] == ""
-    with pytest.raises(ValueError, match="max_channels must be >= 1"):
+    with pytest.raises(UserError, match="max_channels must be >= 1"):
         shown_channels(x.numpy(), 0)

@@ -9,10 +9,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from clustercam.explain.assignments import ClusterScoreModel, soft_assignment, spread_temperature
+from clustercam.exceptions import UserError
+from clustercam.explain.assignments import soft_assignment, spread_temperature
+from clustercam.explain.cluster_scores import ClusterScoreModel
 from clustercam.explain.gradceam import grad_ceam
 from clustercam.explain.scores import (
-    METHODS,
+    DEFAULT_MAP_METHODS,
+    ScoreSettings,
     curve_auc,
     deletion_insertion,
     explanation_maps,
@@ -24,6 +27,7 @@ from clustercam.explain.scores import (
     position_ranks,
     random_maps,
     relevance_mass,
+    score_explanations,
     step_counts,
     summarise_curves,
 )
@@ -180,7 +184,7 @@ def test_baselines():
     spike[0, 0, 7, 7] = 1.0
     blurred = gaussian_blur(spike, 1.5)
     assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5) and blurred.max() < 0.1
-    with pytest.raises(ValueError, match="baseline"):
+    with pytest.raises(UserError, match="baseline"):
         make_baseline(x, "noise")
 
 
@@ -243,8 +247,8 @@ def test_explanation_maps():
     x = torch.randn(5, 1, 32)
     mu = torch.randn(3, 3)
     clusters = torch.tensor([0, 1, 2, 0, 1])
-    maps = explanation_maps(enc, "features", x, mu, clusters, batch_size=2)
-    assert list(maps) == list(METHODS)
+    maps = explanation_maps(enc, "features", x, mu, clusters=clusters, batch_size=2)
+    assert list(maps) == list(DEFAULT_MAP_METHODS)
     for m in maps.values():
         assert m.shape == (5, 32) and m.min() >= 0 and m.max() <= 1
     torch.testing.assert_close(maps["random"], random_maps((5, 32), seed=0))
@@ -255,10 +259,10 @@ def test_explanation_maps():
         a = enc.features(x).mean(1)  # the target layer keeps the length here
     a = (a - a.min(1, keepdim=True).values) / (a.max(1, keepdim=True).values - a.min(1, keepdim=True).values)
     torch.testing.assert_close(maps["activation"], a)
-    ref = grad_ceam(enc, "features", x, mu, mode="reference").heatmaps
+    ref = grad_ceam(enc, "features", x, mu, target="reference").heatmaps
     torch.testing.assert_close(maps["gradceam_reference"], ref[torch.arange(5), clusters])
-    with pytest.raises(ValueError, match="unknown methods"):
-        explanation_maps(enc, "features", x, mu, clusters, methods=["saliency"])
+    with pytest.raises(UserError, match="unknown methods"):
+        explanation_maps(enc, "features", x, mu, clusters=clusters, methods=["saliency"])
 
 
 def test_summary_rows_per_cluster_all_and_excl_baseline():
@@ -280,3 +284,37 @@ def test_summary_rows_per_cluster_all_and_excl_baseline():
     assert (c.deletion_hard[c.clusters == 0, -1] == 1).all()
     assert (c.insertion_hard[c.clusters == 0, 0] == 1).all()
     assert (c.deletion_hard[c.clusters == 1, -1] == 0).all()
+
+
+# -- the pipeline and its settings ------------------------------------------------------------------
+def test_score_settings_hold_the_defaults_and_checks():
+    s = ScoreSettings(methods=["random", "occlusion"], method_options={"occlusion": {"window": 4}})
+    assert s.methods == ("random", "occlusion") and s.steps == 10 and s.temperature == "auto"
+    for bad, match in (({"steps": 0}, "steps must be >= 1"), ({"baseline": "noise"}, "unknown baseline"),
+                       ({"assignment": "gauss"}, "unknown assignment"),
+                       ({"temperature": -1.0}, "temperature must be 'auto' or a number > 0"),
+                       ({"maps_batch_size": 0}, "maps_batch_size must be >= 1"),
+                       ({"methods": ["lime"]}, r"unknown methods \['lime'\]"),
+                       ({"method_options": {"random": {"x": 1}}}, "unknown settings")):
+        with pytest.raises(UserError, match=match):
+            ScoreSettings(**bad)
+
+
+def test_score_explanations_takes_settings_options_and_the_old_order_alike():
+    torch.manual_seed(0)
+    enc = ResNetCAE((1, 24), filters=(4, 4), embedding_dim=3).encoder.eval()
+    x = torch.randn(9, 1, 24)
+    with torch.no_grad():
+        mu = enc(x[:3]) + 0.01
+        own = torch.cdist(enc(x), mu).argmin(1)
+    opts = {"methods": ["random", "gradceam_assignment"], "steps": 3}
+    a = score_explanations(enc, "features", x, mu, clusters=own, **opts)
+    b = score_explanations(enc, "features", x, mu, clusters=own, settings=ScoreSettings(**opts))
+    c = score_explanations(enc, "features", x, mu, settings=ScoreSettings(steps=5), **opts)  # options win
+    d = score_explanations(enc, "features", x, mu, **opts)  # clusters: the nearest centroid
+    with pytest.warns(DeprecationWarning, match="positional order is deprecated"):
+        e = score_explanations(enc, "features", x, own, mu, None, ["random", "gradceam_assignment"], 3)
+    key = "scores/gradceam_assignment/deletion_auc"
+    assert a.rows == b.rows == c.rows == d.rows == e.rows and a.results[key] == e.results[key]
+    with pytest.raises(UserError, match=r"score_explanations\(\): unknown settings \['stepz'\]"):
+        score_explanations(enc, "features", x, mu, stepz=3)

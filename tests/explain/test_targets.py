@@ -1,4 +1,4 @@
-"""Grad-CeAM targets are values: a user's target works wherever a mode name does, and the
+"""Grad-CeAM targets are values: a user's target works wherever a target name does, and the
 hooks grad_ceam registers never outlive the call."""
 
 import functools
@@ -6,9 +6,10 @@ import functools
 import pytest
 import torch
 
+from clustercam.exceptions import UserError
 from clustercam.explain import GradCeAMTarget, cardinality, grad_ceam, score_explanations
 from clustercam.explain.assignments import squared_distances
-from clustercam.explain.gradceam import ASSIGNMENT, TARGETS, resolve_target
+from clustercam.explain.gradceam import ASSIGNMENT, GRADCEAM_TARGETS, resolve_target
 from clustercam.models.components.resnet_cae import ResNetCAE
 
 
@@ -40,8 +41,8 @@ def test_a_custom_target_reimplementing_assignment_gives_its_weights_and_maps(se
     mine = GradCeAMTarget(functools.partial(my_assignment, temperature=temperature), reduction="mean",
                           scale=1.0, relu=True)
     assert mine.name == "my_assignment"
-    run = (lambda m: grad_ceam(enc, "features", x, mu, mode=m, temperature=temperature)) if closed_form \
-        else (lambda m: grad_ceam(torch.nn.Sequential(enc), "0.features", x, mu, mode=m,
+    run = (lambda m: grad_ceam(enc, "features", x, mu, target=m, temperature=temperature)) if closed_form \
+        else (lambda m: grad_ceam(torch.nn.Sequential(enc), "0.features", x, mu, target=m,
                                   temperature=temperature))  # a wrapper hides linear_head
     ref, got = run("assignment"), run(mine)
     torch.testing.assert_close(got.channel_weights, ref.channel_weights, rtol=1e-10, atol=1e-12)
@@ -53,9 +54,9 @@ def test_a_custom_target_reimplementing_assignment_gives_its_weights_and_maps(se
 def test_the_closed_form_and_autograd_agree_for_every_built_in_and_a_sum_target(setup):
     enc, x, mu = setup
     summed = GradCeAMTarget(student_t, reduction="sum", scale=3.0, relu=False)
-    for target in [*TARGETS.values(), summed]:
-        fast = grad_ceam(enc, "features", x, mu, mode=target)
-        slow = grad_ceam(torch.nn.Sequential(enc), "0.features", x, mu, mode=target)
+    for target in [*GRADCEAM_TARGETS.values(), summed]:
+        fast = grad_ceam(enc, "features", x, mu, target=target)
+        slow = grad_ceam(torch.nn.Sequential(enc), "0.features", x, mu, target=target)
         torch.testing.assert_close(fast.channel_weights, slow.channel_weights, rtol=1e-8, atol=1e-10)
         torch.testing.assert_close(fast.heatmaps, slow.heatmaps, rtol=1e-7, atol=1e-8)
 
@@ -63,29 +64,29 @@ def test_the_closed_form_and_autograd_agree_for_every_built_in_and_a_sum_target(
 def test_a_student_t_target_runs_through_grad_ceam_cardinality_and_the_scores(setup):
     enc, x, mu = setup
     target = GradCeAMTarget(student_t, reduction="mean", scale=1.0, relu=True, name="student_t")
-    res = grad_ceam(enc, "features", x, mu, mode=target)
+    res = grad_ceam(enc, "features", x, mu, target=target)
     assert res.heatmaps.shape == (12, 3, 40) and torch.isfinite(res.channel_weights).all()
     table = cardinality(enc, "features", x, mu, res.channel_weights)
     assert int(table.before.sum()) == 12 and table.after.shape == (3,)
     clusters = squared_distances(enc(x).detach(), mu).argmin(1)
-    report = score_explanations(enc, "features", x.float(), clusters, mu, methods=[target, "random"],
-                                steps=3)
+    report = score_explanations(enc, "features", x.float(), mu, clusters=clusters,
+                                methods=[target, "random"], steps=3)
     assert {r["method"] for r in report.rows} == {"gradceam_student_t", "random"}
     assert 0 <= report.results["scores/gradceam_student_t/deletion_auc"] <= 1
 
 
 def test_targets_are_validated():
-    with pytest.raises(ValueError, match="reduction must be one of"):
+    with pytest.raises(UserError, match="reduction must be one of"):
         GradCeAMTarget(student_t, reduction="max")
-    with pytest.raises(TypeError, match="loss must be callable"):
+    with pytest.raises(UserError, match="loss must be callable"):
         GradCeAMTarget("student_t")
-    with pytest.raises(ValueError, match="unknown Grad-CeAM mode 'nope'"):
+    with pytest.raises(UserError, match="unknown Grad-CeAM target 'nope'"):
         resolve_target("nope")
     assert resolve_target("assignment") is ASSIGNMENT
     bad = GradCeAMTarget(lambda z, mu: z.sum(1), name="bad")
     enc = ResNetCAE((1, 16), filters=(4,), embedding_dim=3).encoder
-    with pytest.raises(ValueError, match=r"target 'bad': loss\(z, centroids\) must return N x K"):
-        grad_ceam(enc, "features", torch.randn(4, 1, 16), torch.randn(2, 3), mode=bad)
+    with pytest.raises(UserError, match=r"target 'bad': loss\(z, centroids\) must return N x K"):
+        grad_ceam(enc, "features", torch.randn(4, 1, 16), torch.randn(2, 3), target=bad)
 
 
 def _hooks(module):
@@ -108,7 +109,7 @@ def test_hooks_are_released_after_a_call_and_after_an_exception(setup):
     assert _hooks(enc) == 0
     res = grad_ceam(enc, "features", x, mu)
     cardinality(enc, "features", x, mu, res.channel_weights)
-    score_explanations(enc, "features", x.float(), torch.zeros(12, dtype=torch.long), mu,
+    score_explanations(enc, "features", x.float(), mu, clusters=torch.zeros(12, dtype=torch.long),
                        methods=["activation", "gradceam_paper"], steps=2)
     assert _hooks(enc) == 0
     wrapped = Exploding(enc)
@@ -124,7 +125,7 @@ def test_a_target_layer_the_forward_never_calls_is_named(setup):
     enc, x, mu = setup
     enc.unused = torch.nn.Conv1d(1, 1, 1)
     try:
-        with pytest.raises(ValueError, match=r"target layer 'unused' \(Conv1d\) was not called"):
+        with pytest.raises(UserError, match=r"target layer 'unused' \(Conv1d\) was not called"):
             grad_ceam(enc, "unused", x, mu)
     finally:
         del enc.unused

@@ -88,14 +88,14 @@ def test_concepts_that_split_the_parts_beat_random_partitions():
     imp = torch.tensor([[20.0, 10.0]]).repeat(4, 1)
     g = torch.Generator().manual_seed(0)
     parts = torch.stack([labels[:, torch.randperm(8, generator=g)] for _ in range(10)])
-    res = concept_truth(a, labels, imp, masks, parts, torch.rand(10, 4, 2, generator=g))
+    res = concept_truth(a, labels, imp, masks, partitions=parts, partition_importance=torch.rand(10, 4, 2, generator=g))
     found, rand = res["concepts"], res["random"]
     assert (found["parts_separated"] == 1).all()
     assert (found["part_purity"] > 0.9).all()
     assert (rand["part_purity"] < found["part_purity"]).all()
     assert float(rand["parts_separated"].mean()) < 1
     with pytest.raises(ValueError, match="need their importances"):
-        concept_truth(a, labels, imp, masks, parts, None)
+        concept_truth(a, labels, imp, masks, partitions=parts, partition_importance=None)
 
 
 def test_painting_out_the_part_the_model_reads_drops_p_t():

@@ -57,7 +57,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def check_contract(out: Path, k: int, figures: bool = True, checkpoint: bool = True) -> dict:
-    """Every file of the Grad-CeAM outputs contract, with its columns (README, "Run outputs")."""
+    """Every file of the Grad-CeAM outputs contract, with its columns (docs/guide/outputs.md)."""
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("nmi", "ari", "acc", "recon_loss"):
         assert isinstance(metrics[key], float), key

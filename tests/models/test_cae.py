@@ -1,4 +1,5 @@
-"""Image CAE (SPEC § 4): exact reconstruction shapes, the layer plan, clear errors."""
+"""Image CAE (the Grad-CeAM paper's § IV-B): exact reconstruction shapes, the layer plan, clear
+errors."""
 
 import pytest
 import torch

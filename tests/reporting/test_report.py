@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clustercam import outputs
 from clustercam.exceptions import UserError
 from clustercam.reporting import main, write_report
 from clustercam.reporting.folder import run_files
@@ -33,15 +34,15 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_every_image_and_link_resolves_in_the_folder_and_every_figure_in_the_report(run_dir):
     index = write_report(run_dir)
-    assert index == run_dir / "report" / "index.html"
+    assert index == run_dir / outputs.REPORT_INDEX
     refs = read(index)
     assert unresolved(index, run_dir) == []
     tables = {f"../{p.as_posix()}" for p in run_files(run_dir) if p.suffix in (".csv", ".md")}
     inside = [r for r in refs.images + refs.links if r not in tables]
     assert inside and unresolved(index, index.parent) == [r for r in refs.links if r in tables]
-    assert not list((index.parent / "files").rglob("*.csv"))  # a study's rglob finds each table once
+    assert not list((run_dir / outputs.REPORT_FILES).rglob("*.csv"))  # a study's rglob finds each table once
     assert refs.external == []  # styles and script inline: no CDN, no network
-    figures = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.png") if "report" not in p.parts)
+    figures = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.png") if outputs.REPORT not in p.parts)
     assert sorted(src.removeprefix("files/") for src in refs.images) == figures
     for src in refs.images:  # the copies are the run's files
         assert (index.parent / src).read_bytes() == (run_dir / src.removeprefix("files/")).read_bytes()
@@ -74,11 +75,11 @@ def test_the_galleries_group_clusters_and_sub_folders_with_captions(run_dir):
 
 def test_a_new_page_replaces_the_old_one_and_its_files(run_dir, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("report"))
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns(outputs.REPORT))
     write_report(run)
     (run / "figures" / "cluster_3.png").unlink()
     index = write_report(run)
-    assert not (run / "report" / "files" / "figures" / "cluster_3.png").exists()
+    assert not (run / outputs.REPORT_FILES / "figures" / "cluster_3.png").exists()
     assert unresolved(index, run) == [] and "cluster 3" not in index.read_text()
     assert not [p for p in run.iterdir() if p.name.startswith(".report")]  # no temporary folders left
 
@@ -87,19 +88,19 @@ def test_a_multirun_page_lists_every_job_with_its_metrics_and_links(run_dir, tmp
     sweep = tmp_path / "multirun"
     for job, nmi in enumerate((0.25, 0.75, 0.5)):
         folder = sweep / str(job)
-        shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("report"))
+        shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns(outputs.REPORT))
         metrics = json.loads((folder / "metrics.json").read_text())
         (folder / "metrics.json").write_text(json.dumps({**metrics, "nmi": nmi}))
         (folder / ".hydra").mkdir(exist_ok=True)
         (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={job}"]))
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     index = write_report(sweep)
-    assert index == sweep / "report" / "index.html"
+    assert index == sweep / outputs.REPORT_INDEX
     refs = read(index)
     assert refs.links == ["../0/report/index.html", "../1/report/index.html", "../2/report/index.html"]
     assert unresolved(index, sweep) == []  # every job's own page exists
     for job in range(3):
-        assert unresolved(sweep / str(job) / "report" / "index.html", sweep / str(job)) == []
+        assert unresolved(sweep / str(job) / outputs.REPORT_INDEX, sweep / str(job)) == []
     rows = [refs.cells[i:i + len(refs.headers)] for i in range(0, len(refs.cells), len(refs.headers))]
     nmi = refs.headers.index("nmi")
     assert [(r[0], r[1], r[nmi]) for r in rows] == [("0", "seed=0", "0.25"), ("1", "seed=1", "0.75"),
@@ -123,9 +124,9 @@ def test_a_folder_that_is_not_a_run_is_one_clear_line(tmp_path, capsys):
     (bad / "metrics.json").write_text("{not json")
     with pytest.raises(UserError, match="metrics.json is not valid JSON"):
         write_report(bad)
-    assert not (bad / "report").exists() and not (tmp_path / "notes" / "report").exists()
+    assert not (bad / outputs.REPORT).exists() and not (tmp_path / "notes" / outputs.REPORT).exists()
 
 
 def test_the_command_line_prints_where_the_page_is(run_dir, capsys):
     main([str(run_dir)])
-    assert capsys.readouterr().out.strip() == f"Report: {run_dir / 'report' / 'index.html'}"
+    assert capsys.readouterr().out.strip() == f"Report: {run_dir / outputs.REPORT_INDEX}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from clustercam import outputs
 from tests.tracking.helpers import run_main
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -54,7 +55,7 @@ def test_the_run_page_loads_every_image_without_console_errors(tmp_path, monkeyp
     exe = chromium()
     out = tmp_path / "run"
     run_main(monkeypatch, out, "experiment=trace", "debug=fdr", "print_config=false")  # report=true
-    index = out / "report" / "index.html"
+    index = out / outputs.REPORT_INDEX
     assert index.is_file()
     check_in_browser(exe, index, tmp_path / "report.png", tmp_path)
     print(f"screenshot: {tmp_path / 'report.png'}")
@@ -67,11 +68,11 @@ def test_a_multirun_page_is_written_after_its_last_job_and_loads_in_the_browser(
     sweep = tmp_path / "sweep"
     cli("-m", "experiment=trace", "debug=fdr", "seed=1,2", f"hydra.sweep.dir={sweep}",
         "paths.output_dir=${hydra:runtime.output_dir}")
-    index = sweep / "report" / "index.html"  # written by the Hydra callback after the last job
+    index = sweep / outputs.REPORT_INDEX  # written by the Hydra callback after the last job
     assert index.is_file()
     text = index.read_text()
     assert 'href="../0/report/index.html"' in text and 'href="../1/report/index.html"' in text
     assert "seed=1" in text and "seed=2" in text
     exe = chromium()  # the files above are checked with or without a browser
     check_in_browser(exe, index, tmp_path / "multirun.png", tmp_path)
-    check_in_browser(exe, sweep / "0" / "report" / "index.html", tmp_path / "job0.png", tmp_path)
+    check_in_browser(exe, sweep / "0" / outputs.REPORT_INDEX, tmp_path / "job0.png", tmp_path)

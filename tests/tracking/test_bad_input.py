@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from clustercam import outputs
 from tests.tracking.helpers import run_main
 
 FDR = ["experiment=trace", "debug=fdr", "print_config=false"]
@@ -30,7 +31,7 @@ def test_a_tracking_server_that_does_not_answer_is_one_warning_and_the_files_are
     assert len(warnings) == 1, warnings  # one line (Hydra's log format around it)
     assert f"[WARNING] - MLflow tracking server {uri} does not answer (" in warnings[0]
     assert warnings[0].endswith(f"this run is not logged there; its files are in {out}")
-    for name in ("config.yaml", "metrics.json", "cardinality.csv", "report/index.html"):
+    for name in ("config.yaml", "metrics.json", "cardinality.csv", outputs.REPORT_INDEX):
         assert (out / name).is_file(), name
     assert "mlflow:" not in (out / "config.yaml").read_text()  # left out of this run
     assert "MLflow:" not in printed.out

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
+from clustercam import outputs
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.callbacks.tracking import RunInfo, adapter_for_target
 from tests.tracking.helpers import TINY, run_main
@@ -45,21 +46,21 @@ def test_the_local_store_gets_the_run_its_tags_tables_figures_and_files(tmp_path
     from clustercam.runtime.configs import compose
 
     cfg = compose(["logger=mlflow", f"paths.root_dir={tmp_path}"], output_dir=tmp_path / "run")
-    assert cfg.logger.mlflow.tracking_uri == f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db"
+    assert cfg.logger.mlflow.tracking_uri == f"sqlite:///{tmp_path}/outputs/{outputs.MLFLOW_STORE}"
     node, out = cfg.logger.mlflow, tmp_path / "run"
     node.tracking_uri = node.tracking_uri.replace(str(tmp_path), os.path.relpath(tmp_path))  # relative
     run = RunInfo(output_dir=out, experiment="trace", dataset="ucr/Trace", seed=3, tags=("a", "b"))
     adapter = adapter_for_target(TARGET)
     assert adapter.prepare(node, run)
-    assert node.tracking_uri == f"sqlite:///{tmp_path.resolve()}/outputs/mlflow/mlflow.db"
+    assert node.tracking_uri == f"sqlite:///{tmp_path.resolve()}/outputs/{outputs.MLFLOW_STORE}"
     assert node.experiment_name == "trace" and node.run_id
     logger = MLFlowLogger(**{k: v for k, v in OmegaConf.to_container(node).items() if k != "_target_"})
     fig = out / "figures" / "cluster_0.png"
     fig.parent.mkdir(parents=True)
     fig.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 32)  # MLflow stores the bytes, never decodes them
     (out / "metrics.json").write_text('{"nmi": 0.5}')
-    (out / "checkpoints").mkdir()
-    (out / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    (out / outputs.CHECKPOINTS).mkdir()
+    (out / outputs.CHECKPOINTS / "last.ckpt").write_bytes(b"weights")
     trainer = SimpleNamespace(loggers=[logger], global_step=4, default_root_dir=str(out))
     log_scalars(trainer, {"test/nmi": 0.5})
     log_table(trainer, "test/cardinality", [{"cluster": 0, "ratio": 1.5}, {"cluster": 1, "ratio": float("nan")}])
@@ -159,6 +160,6 @@ def test_a_run_against_a_real_mlflow_server(tmp_path, monkeypatch, capsys):
 def test_a_run_against_the_default_local_store(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     run_main(monkeypatch, out, *TINY, "logger=mlflow", f"paths.root_dir={tmp_path}")
-    uri = f"sqlite:///{tmp_path.resolve()}/outputs/mlflow/mlflow.db"
+    uri = f"sqlite:///{tmp_path.resolve()}/outputs/{outputs.MLFLOW_STORE}"
     assert f"MLflow: mlflow ui --backend-store-uri {uri}" in capsys.readouterr().out
     check_run(MlflowClient(uri), out, "trace")

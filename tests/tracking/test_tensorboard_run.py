@@ -9,6 +9,7 @@ import json
 import pytest
 import yaml
 
+from clustercam import outputs
 from tests.tracking.helpers import TINY, run_main
 
 pytest.importorskip("tensorboard")
@@ -18,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 def test_a_tensorboard_run_writes_scalars_images_tables_and_hparams(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     run_main(monkeypatch, out, *TINY, "logger=tensorboard")
-    (logdir,) = (out / "tensorboard").iterdir()  # version_0: a single run
+    (logdir,) = (out / outputs.TENSORBOARD).iterdir()  # version_0: a single run
     acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
     acc.Reload()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -32,7 +33,7 @@ def test_a_tensorboard_run_writes_scalars_images_tables_and_hparams(tmp_path, mo
     hparams = yaml.safe_load((logdir / "hparams.yaml").read_text())
     assert hparams["seed"] == 42 and hparams["data"]["name"] == "Trace"
     printed = capsys.readouterr().out
-    assert f"tensorboard --logdir {out / 'tensorboard'}" in printed
+    assert f"tensorboard --logdir {out / outputs.TENSORBOARD}" in printed
     # report=true (the default): the run's page, named at the end
-    assert (out / "report" / "index.html").is_file()
-    assert f"Report: {out / 'report' / 'index.html'}" in printed
+    assert (out / outputs.REPORT_INDEX).is_file()
+    assert f"Report: {out / outputs.REPORT_INDEX}" in printed

@@ -1,15 +1,15 @@
-"""Class-level concepts (SPEC § 10) inside the concept callback: gathers, calls and files.
+"""Class-level concepts inside the concept callback: gathers, calls and files.
 
 :class:`ClassConceptOutputs` takes each test (or predict) batch's activations and per-image
-channel labels from :func:`~clustercam.explain.concepts.run_concepts` (pass 1:
+concept labels from :func:`~clustercam.explain.concepts.run_concepts` (pass 1:
 co-association counts and the NMF sample of
 :class:`~clustercam.explain.concepts.classes.passes.ClassConceptRun`). At epoch end, on
 every rank, it sums the counts over DDP ranks, finds the class concepts once, walks the
 evaluated dataloader again for the scores (stability, importance, part masses, galleries;
 the activations are recomputed, the per-image labels are the pass-1 ones, kept as int8)
-and gathers them; rank zero writes ``class_concepts.csv``, ``class_concepts_truth.csv``
-(data with part masks), ``class_concepts.npz`` (channel ids) and the galleries
-``figures/class_concepts/<class>_<method>.png``, and logs them.
+and gathers them; rank zero writes the class-concept files of the outputs contract (the
+rows, the rows against the parts on data with part masks, the channel ids and the
+galleries) and logs them.
 """
 
 from __future__ import annotations
@@ -28,15 +28,14 @@ from clustercam import outputs
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_images, log_table
 from clustercam.callbacks.memory import release_freed_memory
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings, group_name
 from clustercam.explain.concepts.classes.passes import ClassConceptRun
-from clustercam.explain.concepts.classes.scores import CLASS_CONCEPT_COLUMNS, TRUTH_COLUMNS
-from clustercam.explain.concepts.classes.summary import class_markdown, class_results
-from clustercam.explain.concepts.image.batch import ConceptSettings
-
-CLASS_CONCEPTS = "class_concepts.csv"
-CLASS_TRUTH = "class_concepts_truth.csv"
-CLASS_CHANNELS = "class_concepts.npz"
+from clustercam.explain.concepts.image.settings import ConceptSettings
+from clustercam.explain.concepts.vocabulary import ConceptConfig
+from clustercam.outputs.concept_markdown import class_markdown
+from clustercam.outputs.concept_results import class_results
+from clustercam.outputs.concept_tables import class_run_rows, class_run_truth_rows
 
 
 def _loader(trainer: Trainer) -> Any:
@@ -61,23 +60,34 @@ def _eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
 
 class ClassConceptOutputs:
     """Class concepts of the concept callback's configurations (one per method: the first
-    algorithm and ``n_concepts``), computed where ``enabled``; the other arguments are
-    :class:`~clustercam.explain.concepts.classes.coassociation.ClassConceptSettings`
-    (``class_random`` is its ``n_random``), validated here even when disabled;
-    ``class_figures``: galleries of the first groups only (classes in order, then all images)."""
+    algorithm and ``n_concepts``), computed where ``enabled``.
 
-    def __init__(self, settings: ConceptSettings, output_dir: str | Path, enabled: bool = False,
-                 figures: bool = True, cmap: str = "jet", alpha: float = 0.6, min_presence: float = 0.5,
-                 n_class: int | None = None, gallery_size: int = 6, nmf_max_images: int = 200,
-                 scope: str = "both", class_random: int = 10, class_figures: int | None = None) -> None:
-        self.class_settings = ClassConceptSettings(min_presence, n_class, gallery_size, nmf_max_images,
-                                                   scope, class_random, settings.seed)
+    Args:
+        settings: the concept callback's :class:`ConceptSettings`.
+        class_settings: what the class level computes (None: the defaults of
+            :class:`~clustercam.explain.concepts.classes.coassociation.ClassConceptSettings`
+            with the concept ``seed``); checked even when disabled.
+        output_dir: the run folder.
+        enabled: compute them at all.
+        figures: draw the galleries; ``class_figures``: of the first groups only (classes in
+            order, then all images; None: every group).
+        cmap: the colour map of the galleries' heat-map overlay (``alpha``: its opacity).
+    """
+
+    def __init__(self, settings: ConceptSettings, class_settings: ClassConceptSettings | None,
+                 output_dir: str | Path, *, enabled: bool = False, figures: bool = True,
+                 class_figures: int | None = None, cmap: str = "jet", alpha: float = 0.6) -> None:
+        if class_settings is None:
+            class_settings = ClassConceptSettings(seed=settings.seed)
+        if not isinstance(class_settings, ClassConceptSettings):
+            raise UserError(f"class_settings must be a ClassConceptSettings, got {type(class_settings).__name__}")
         if class_figures is not None and (isinstance(class_figures, bool) or int(class_figures) < 0):
-            raise ValueError(f"class_figures must be >= 0 or null (= every class), got {class_figures!r}")
+            raise UserError(f"class_figures must be >= 0 or null (= every class), got {class_figures!r}")
+        self.class_settings = class_settings
         self.settings, self.output_dir, self.enabled = settings, Path(output_dir), bool(enabled)
         self.class_figures = class_figures
         self.figures, self.style = figures, {"cmap": cmap, "alpha": alpha}
-        self.configs = [(m, settings.algorithms[0], settings.n_list[0]) for m in settings.methods]
+        self.configs = [ConceptConfig(m, settings.algorithms[0], settings.n_list[0]) for m in settings.methods]
         self.reset()
 
     def reset(self) -> None:
@@ -88,8 +98,8 @@ class ClassConceptOutputs:
     def _groups(self, y: Tensor) -> Tensor:
         return self._lookup[y.long().cpu()]
 
-    def observe(self, trainer: Trainer, activations: Tensor, labels: Mapping, y: Tensor, idx: Tensor) -> None:
-        """Pass 1, every rank: a batch's activations and per-configuration B x C labels."""
+    def observe(self, trainer: Trainer, activations: Tensor, concept_labels: Mapping, y: Tensor, idx: Tensor) -> None:
+        """Pass 1, every rank: a batch's activations and per-configuration B x C concept labels."""
         if not self.enabled:
             return
         a, t0 = activations.detach(), time.perf_counter()
@@ -101,14 +111,14 @@ class ClassConceptOutputs:
                                        map_size=a.shape[-2:])
         keep = unpadded(trainer, self._seen, len(y), len(_loader(trainer).dataset))
         self._seen += len(y)
-        parts = {c: labels[c] for c in self.configs}
+        parts = {c: concept_labels[c] for c in self.configs}
         self.run.observe(a, parts, self._groups(y), idx, keep)
         self._cache.append((idx.cpu(), keep, {c: v.to(torch.int8) for c, v in parts.items()}))
         self.seconds["observe"] += time.perf_counter() - t0
 
     def finish(self, trainer: Trainer, pl_module: LightningModule) -> tuple[dict[str, float], str]:
         """Every rank (collectives): class concepts, pass 2, files on rank zero; returns the
-        ``metrics.json`` entries and a ``concept_summary.md`` section (empty elsewhere)."""
+        ``metrics.json`` entries and a section of the concept summary (empty elsewhere)."""
         run, ddp, strategy = self.run, trainer.world_size > 1, trainer.strategy
         if not self.enabled or run is None:
             return {}, ""
@@ -156,21 +166,21 @@ class ClassConceptOutputs:
 
     def _write(self, trainer: Trainer, run: ClassConceptRun) -> tuple[dict[str, float], str]:
         out, names = self.output_dir, self._names
-        rows, truth = self._original(run.rows(names)), self._original(run.truth())
-        outputs.write_csv(out / CLASS_CONCEPTS, rows, CLASS_CONCEPT_COLUMNS)
+        rows, truth = self._original(class_run_rows(run, names)), self._original(class_run_truth_rows(run))
+        outputs.write_csv(out / outputs.CLASS_CONCEPTS, rows, outputs.CLASS_CONCEPT_COLUMNS)
         if truth:
-            outputs.write_csv(out / CLASS_TRUTH, truth, TRUTH_COLUMNS)
+            outputs.write_csv(out / outputs.CLASS_CONCEPTS_TRUTH, truth, outputs.CLASS_CONCEPTS_TRUTH_COLUMNS)
         arrays = {"classes": np.array([int(self._classes[g]) if g >= 0 else g
                                        for g in run.concepts[self.configs[0]]["coassociation"][0].groups])}
-        for method, algo, n in self.configs:
+        for cfg in self.configs:
             for src in ("coassociation", "nmf"):
-                if src in run.concepts[(method, algo, n)]:
-                    labels = run.concepts[(method, algo, n)][src][0].labels
-                    arrays[f"{method}_{algo}_n{n}_{src}"] = labels.numpy().astype(np.int16)
-        outputs.write_npz(out / CLASS_CHANNELS, **arrays)
+                if src in run.concepts[cfg]:
+                    labels = run.concepts[cfg][src][0].labels
+                    arrays[outputs.class_channels_member(cfg, src)] = labels.numpy().astype(np.int16)
+        outputs.write_npz(out / outputs.CLASS_CONCEPT_CHANNELS, **arrays)
         stage = "predict" if trainer.predicting else "test"
-        log_table(trainer, f"{stage}/class_concepts", rows)
-        log_table(trainer, f"{stage}/class_concepts_truth", truth)
+        log_table(trainer, f"{stage}/{Path(outputs.CLASS_CONCEPTS).stem}", rows)
+        log_table(trainer, f"{stage}/{Path(outputs.CLASS_CONCEPTS_TRUTH).stem}", truth)
         dm = getattr(trainer, "datamodule", None)
         if self.figures and hasattr(dm, "display_image"):
             from clustercam.explain.plots.class_concepts import (
@@ -178,13 +188,13 @@ class ClassConceptOutputs:
                 gallery_indices,
             )
 
-            groups = run.concepts[self.configs[0]]["coassociation"][0].groups[: self.class_figures]
-            shown = tuple(f"class {group_name(g, names)}: " for g in groups)
+            shown = set(run.concepts[self.configs[0]]["coassociation"][0].groups[: self.class_figures])
             paths = []
-            for kw in (kw for kw in run.galleries(names) if kw["title"].startswith(shown)):
-                path = out / outputs.FIGURES / "class_concepts" / f"{kw.pop('stem')}.png"
-                images = {i: dm.display_image(i) for i in gallery_indices(kw["index"])}
-                paths.append(outputs.save_figure(class_concept_figure(images=images, **self.style, **kw),
+            for gal in (g for g in run.galleries(names) if g.group in shown):
+                path = out / outputs.class_gallery_path(group_name(gal.group, names), gal.config, gal.source,
+                                                        self.configs)
+                images = {i: dm.display_image(i) for i in gallery_indices(gal.figure["index"])}
+                paths.append(outputs.save_figure(class_concept_figure(images=images, **self.style, **gal.figure),
                                                  path, dpi=100))
             log_images(trainer, "figures/class_concepts", paths, [p.stem for p in paths])
         return class_results(rows, truth), class_markdown(rows, truth)

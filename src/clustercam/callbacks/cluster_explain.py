@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,68 +27,71 @@ from clustercam.callbacks.gather import (
     target_layer_of,
 )
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
+from clustercam.exceptions import UserError
 from clustercam.explain.clustering import KMeansResult, clustering_scores, fit_kmeans
-from clustercam.explain.gradceam import MODES, GradCeAMTarget, explain_clusters, resolve_target
+from clustercam.explain.deprecation import renamed_parameters
+from clustercam.explain.gradceam import ClusterExplainSettings, explain_clusters
 from clustercam.explain.hooks import resolve_layer
 from clustercam.explain.plots import explanation_figures
+from clustercam.explain.settings import with_options
 
 log = logging.getLogger(__name__)
-BY_MODE_COLUMNS = ["mode", "median", "mean", "min", "max", "empty_clusters"]
+# the config's old names, accepted for one release (a null in the yaml: not given)
+OLD_NAMES = {"mode": "target", "compare_modes": "compare_targets", "cardinality_normalise": "normalise",
+             "chunk_size": "batch_size"}
+
+
+@renamed_parameters(owner="callbacks.cluster_explain", config=True, **OLD_NAMES)
+def _settings(settings: ClusterExplainSettings | Mapping[str, Any] | None, **options: Any) -> ClusterExplainSettings:
+    return with_options(ClusterExplainSettings, settings, options, "callbacks.cluster_explain")
 
 
 class ClusterExplainCallback(Callback):
     """Cluster the evaluated split at epoch end and explain the clusters with Grad-CeAM.
 
-    ``n_clusters`` defaults to the datamodule's number of classes (set it for unlabelled
-    data). ``mode``: a Grad-CeAM target name (``reference`` | ``paper`` | ``assignment``) or
-    a :class:`GradCeAMTarget`; ``compare_modes``: more targets for ``cardinality_by_mode.csv``.
-    ``target_layer``: the dotted name of the encoder module to explain (null: the model's
-    declared ``target_layer``). ``cardinality_normalise``: ``minmax`` | ``raw``.
+    Args:
+        output_dir: the run folder.
+        settings: a :class:`~clustercam.explain.ClusterExplainSettings` (Grad-CeAM target,
+            cardinality normalisation, compared targets, figure members; default: its defaults).
+        n_clusters: the k-means K (None: the datamodule's number of classes).
+        n_init: k-means restarts at test time.
+        val_n_init: k-means restarts for the per-epoch ``val/nmi``.
+        seed: of k-means.
+        figures: write the figures and ``heatmaps.npz`` (the members' maps).
+        validate: cluster the evaluated split after every validation epoch.
+        target_layer: the encoder module to explain, by dotted name (None: the model's).
+        **options: fields of the settings (``target``, ``normalise``, ...) on top of
+            ``settings``; the old names in ``OLD_NAMES`` work for one release.
+
+    Raises:
+        UserError: an unknown setting or a value out of range (before training).
     """
 
     def __init__(
         self,
         output_dir: str | Path,
+        settings: ClusterExplainSettings | Mapping[str, Any] | None = None,
+        *,
         n_clusters: int | None = None,
         n_init: int = 25,
         val_n_init: int = 5,
         seed: int = 0,
-        mode: str | GradCeAMTarget = "reference",
-        temperature: float = 1.0,
-        smooth: bool = False,
-        cardinality_normalise: str = "minmax",
-        n_examples: int = 5,
-        chunk_size: int = 512,
         figures: bool = True,
         validate: bool = True,
-        compare_modes: list[str | GradCeAMTarget] | None = None,
         target_layer: str | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.target = resolve_target(mode, temperature)
-        bad = [m for m in (compare_modes or []) if isinstance(m, str) and m not in MODES]
-        if bad:
-            raise ValueError(f"unknown Grad-CeAM modes {bad} in compare_modes; choose from {MODES}")
-        self.compare = [resolve_target(m, temperature) for m in (compare_modes or [])]
+        self.settings = _settings(settings, **options)
         if n_clusters is not None and n_clusters < 2:
-            raise ValueError(f"n_clusters must be >= 2 or null, got {n_clusters}")
-        if cardinality_normalise not in ("minmax", "raw"):
-            raise ValueError(
-                f"cardinality_normalise must be 'minmax' or 'raw', got {cardinality_normalise!r}")
-        if n_examples < 1:
-            raise ValueError(f"n_examples must be >= 1, got {n_examples}")
+            raise UserError(f"n_clusters must be >= 2 or null, got {n_clusters}")
         if n_init < 1 or val_n_init < 1:
-            raise ValueError(f"n_init and val_n_init must be >= 1, got {n_init}, {val_n_init}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise UserError(f"n_init and val_n_init must be >= 1, got {n_init}, {val_n_init}")
+        self.target = self.settings.resolved_target
+        self.mode = self.target.name
         self.output_dir = Path(output_dir)
         self.n_clusters, self.n_init, self.val_n_init, self.seed = n_clusters, n_init, val_n_init, seed
-        self.mode, self.temperature, self.smooth = self.target.name, temperature, smooth
-        self.cardinality_normalise, self.n_examples = cardinality_normalise, n_examples
-        self.chunk_size, self.figures, self.validate = chunk_size, figures, validate
-        self.target_layer = target_layer
+        self.figures, self.validate, self.target_layer = figures, validate, target_layer
         self._chunks: list[dict[str, Tensor]] = []
         self.results: dict[str, Any] = {}
         # the test epoch's k-means and the dataset indices of its rows (every rank), for
@@ -101,7 +106,7 @@ class ClusterExplainCallback(Callback):
         dm = trainer.datamodule
         n = len(dm.eval_tensors()[0]) if hasattr(dm, "eval_tensors") else None
         if k is not None and n is not None and k > n:
-            raise ValueError(
+            raise UserError(
                 f"n_clusters = {k} is larger than the {n} samples of the evaluated split: set "
                 "callbacks.cluster_explain.n_clusters (or data.max_samples) accordingly")
 
@@ -159,20 +164,18 @@ class ClusterExplainCallback(Callback):
     # -- explaining (rank zero) ---------------------------------------------------------------
     def _explain(self, trainer: Trainer, pl_module: LightningModule, data: dict, km: KMeansResult) -> None:
         out, (x, _) = self.output_dir, eval_inputs(trainer, data["idx"])
-        labels = torch.from_numpy(km.labels)
+        clusters = torch.from_numpy(km.labels)
         centroids = torch.from_numpy(km.centroids).float()
         log.info("Grad-CeAM (%s) for %d samples x %d clusters", self.mode, len(x), len(centroids))
-        ex = explain_clusters(pl_module.encoder, self.layer(pl_module), x, centroids, labels,
-                              mode=self.target, normalise=self.cardinality_normalise,
-                              compare_modes=self.compare,
-                              n_examples=self.n_examples if self.figures else None,
-                              smooth=self.smooth, batch_size=self.chunk_size)
+        settings = self.settings if self.figures else replace(self.settings, n_examples=None)
+        ex = explain_clusters(pl_module.encoder, self.layer(pl_module), x, centroids,
+                              clusters=clusters, settings=settings)
         rows = ex.table.rows()
         outputs.write_csv(out / outputs.CARDINALITY, rows, outputs.CARDINALITY_COLUMNS)
         outputs.write_json(out / outputs.CARDINALITY_SUMMARY, ex.summary)
         outputs.write_csv(out / outputs.ASSIGNMENTS,
                           ({"index": int(i), "label": int(t), "cluster": int(c)}
-                           for i, t, c in zip(data["idx"], data["y"], labels)),
+                           for i, t, c in zip(data["idx"], data["y"], clusters)),
                           outputs.ASSIGNMENT_COLUMNS)
         self.results.update({f"cardinality_{k}": ex.summary[k] for k in ("median", "mean", "min", "max")})
         outputs.write_json(out / outputs.METRICS, self.results, merge=True)
@@ -180,15 +183,15 @@ class ClusterExplainCallback(Callback):
         self.results["cardinality_rows"] = rows
         log_table(trainer, "test/cardinality", rows)
         if ex.by_mode:
-            outputs.write_csv(out / "cardinality_by_mode.csv", ex.by_mode, BY_MODE_COLUMNS)
+            outputs.write_csv(out / outputs.CARDINALITY_BY_MODE, ex.by_mode, outputs.CARDINALITY_BY_MODE_COLUMNS)
             log_table(trainer, "test/cardinality_by_mode", ex.by_mode)
         if ex.member_maps is not None:
             maps, sel = ex.member_maps, ex.member_index
             outputs.write_npz(out / outputs.HEATMAPS, index=data["idx"][sel].numpy(),
                               heatmaps=maps.heatmaps.numpy(), raw=maps.raw.numpy(),
-                              channel_weights=maps.channel_weights.numpy(), cluster=labels[sel].numpy(),
+                              channel_weights=maps.channel_weights.numpy(), cluster=clusters[sel].numpy(),
                               inputs=x[sel].numpy(), label=data["y"][sel].numpy(),
-                              sizes=torch.bincount(labels, minlength=len(centroids)).numpy())
+                              sizes=torch.bincount(clusters, minlength=len(centroids)).numpy())
             paths = [outputs.save_figure(fig, out / outputs.FIGURES / f"{name}.png")
-                     for name, fig in explanation_figures(x, data["y"], labels, ex)]
+                     for name, fig in explanation_figures(x, data["y"], clusters, ex)]
             log_images(trainer, "figures/gradceam", paths, [p.stem for p in paths])

@@ -2,21 +2,21 @@
 
 Per test (or predict) batch, on every rank: :func:`clustercam.explain.concepts.run_concepts`
 (with the model's ``pooled_head``, and the part masks and painting-out check of a datamodule
-that has them, e.g. ``data=synthetic_parts``). At epoch end the per-image tensors are
-gathered across ranks (sampler padding dropped) and rank zero writes the concept CSVs
-(``concept_fidelity.csv``, ``concept_truth.csv`` with part masks), ``concept_summary.md``,
-``metrics.json`` and figures, and logs tables, figures and mean scalars (class-level: below).
+that has them, e.g. ``data=synthetic_parts``). At epoch end the per-image
+:class:`~clustercam.explain.concepts.ConceptBatch` es are gathered across ranks (sampler
+padding dropped) and rank zero writes the concept files of the outputs contract (the CSVs,
+the summary, ``metrics.json`` and figures) and logs tables, figures and mean scalars
+(class-level: :mod:`.class_concept_explain`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
-from torch import Tensor
 
 from clustercam import outputs
 from clustercam.callbacks.class_concept_explain import ClassConceptOutputs
@@ -24,68 +24,77 @@ from clustercam.callbacks.concept_figures import concept_figures
 from clustercam.callbacks.gather import gather_split, keep_lowest
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.callbacks.memory import release_freed_memory
-from clustercam.explain.concepts import validation
-from clustercam.explain.concepts.image.batch import (
-    CONCEPT_COLUMNS,
-    METRIC_COLUMNS,
-    SUB_CONCEPT_COLUMNS,
-    ConceptSettings,
-    concept_results,
-    concept_tables,
-    degenerate_messages,
-    run_concepts,
-)
+from clustercam.exceptions import UserError
+from clustercam.explain.concepts import ConceptBatch, ConceptSettings, run_concepts
+from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
+from clustercam.explain.concepts.image.batch import degenerate_messages
 from clustercam.explain.concepts.image.truth import paint_out_drops
-from clustercam.explain.concepts.summary import SUMMARY_FILE, summary_markdown
+from clustercam.explain.concepts.vocabulary import PAINT_COLUMNS
+from clustercam.outputs.concept_markdown import summary_markdown, validation_markdown
+from clustercam.outputs.concept_results import concept_results, validation_results
+from clustercam.outputs.concept_tables import concept_tables, validation_tables
 
 log = logging.getLogger(__name__)
-
-CONCEPTS = "concepts_per_image.csv"
-SUB_CONCEPTS = "sub_concepts_per_image.csv"
-CONCEPT_METRICS = "concept_metrics.csv"
+# the flat config's class-level options (callbacks.concepts.<name>): ClassConceptSettings' fields
+CLASS_OPTIONS = ("min_presence", "n_class", "gallery_size", "nmf_max_images", "scope", "class_random")
 
 
 class ConceptExplainCallback(Callback):
     """Extract, score, draw and summarise concepts at the end of the test / predict loop.
 
-    The concept settings are :class:`~clustercam.explain.concepts.ConceptSettings`
-    (``method``, ``algorithm`` and ``n_concepts`` take one value or a list; their product is
-    computed). ``fidelity``: concept deletion / insertion curves; ``control_repeats``: draws
-    of each random control. ``max_figures``: images with figures (null = all).
-    ``class_concepts`` (+ ``class_options``): :class:`~clustercam.callbacks.class_concept_explain.ClassConceptOutputs`.
+    Args:
+        output_dir: the run folder.
+        settings: what to compute, a :class:`~clustercam.explain.concepts.ConceptSettings`
+            (a notebook's); or give its fields as
+            keyword ``options`` instead.
+        figures: draw the concept figures; ``max_figures``: of the first images only (None: all).
+        cmap: the colour map of the figures' heat-map overlay (``alpha``: its opacity).
+        class_concepts: also the class-level concepts
+            (:class:`~clustercam.callbacks.class_concept_explain.ClassConceptOutputs`) with
+            ``class_settings`` (default: :class:`ClassConceptSettings` with this ``seed``);
+            ``class_figures``: galleries of the first classes only (None: all).
+        **options: the fields of :class:`ConceptSettings` when ``settings`` is not given, and
+            the class-level ones (``min_presence``, ``n_class``, ``gallery_size``,
+            ``nmf_max_images``, ``scope``, ``class_random``: :class:`ClassConceptSettings`'
+            ``n_random``) when ``class_settings`` is not given; the config passes them flat
+            (``callbacks.concepts.n_concepts=7``).
+
+    Raises:
+        UserError: for a bad setting, both ``settings`` and options, or a negative ``max_figures``.
     """
 
     def __init__(
         self,
         output_dir: str | Path,
-        method: str | Sequence[str] = ("cgap", "cpha"),
-        algorithm: str | Sequence[str] = "kmeans",
-        n_concepts: int | Sequence[int] = 5,
-        sub_concepts: int = 3,
-        min_sub_channels: int | None = None,
-        seed: int = 0,
-        n_init: int = 10,
-        backend: str = "torch",
-        target: str = "label",
-        detail: str = "first",
-        figures: bool = True, max_figures: int | None = None,
-        cmap: str = "jet", alpha: float = 0.6,
-        algorithm_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-        fidelity: bool = True,
-        control_repeats: int = 10,
-        class_concepts: bool = False, **class_options: Any,
+        settings: ConceptSettings | None = None,
+        *,
+        figures: bool = True,
+        max_figures: int | None = None,
+        cmap: str = "jet",
+        alpha: float = 0.6,
+        class_concepts: bool = False,
+        class_settings: ClassConceptSettings | None = None,
+        class_figures: int | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        self.settings = ConceptSettings(method, algorithm, n_concepts, sub_concepts, min_sub_channels,
-                                        seed, n_init, backend, target, detail, algorithm_kwargs,
-                                        fidelity, control_repeats)
+        class_options = {k: options.pop(k) for k in CLASS_OPTIONS if k in options}
+        if "class_random" in class_options:  # the flat config's name of ClassConceptSettings.n_random
+            class_options["n_random"] = class_options.pop("class_random")
+        self.settings = ConceptSettings.from_options(settings, **options)
+        if class_options:
+            if class_settings is not None:
+                raise UserError(f"give the class-concept settings either as class_settings= or as keyword "
+                                f"options, not both (got class_settings and {sorted(class_options)})")
+            class_settings = ClassConceptSettings(seed=self.settings.seed, **class_options)
         if max_figures is not None and max_figures < 0:
-            raise ValueError(f"max_figures must be >= 0 or null, got {max_figures}")
+            raise UserError(f"max_figures must be >= 0 or null, got {max_figures}")
         self.output_dir = Path(output_dir)
         self.figures, self.max_figures, self.cmap, self.alpha = figures, max_figures, cmap, alpha
-        self.classes = ClassConceptOutputs(self.settings, output_dir, class_concepts, figures, cmap, alpha, **class_options)
-        self._chunks: list[dict[str, Tensor]] = []
-        self._maps: dict[str, Tensor] | None = None  # the maps of the figure images only
+        self.classes = ClassConceptOutputs(self.settings, class_settings, output_dir, enabled=class_concepts,
+                                           figures=figures, class_figures=class_figures, cmap=cmap, alpha=alpha)
+        self._chunks: list[ConceptBatch] = []
+        self._maps: dict[str, Any] | None = None  # the maps of the figure images only
         self.results: dict[str, Any] = {}
 
     # -- per batch (every rank) ---------------------------------------------------------------
@@ -110,19 +119,22 @@ class ConceptExplainCallback(Callback):
         y, idx = out["y"].detach().long(), out["idx"].detach().long()
         dm = getattr(trainer, "datamodule", None)
         masks = dm.eval_part_masks()[idx.cpu()].to(y.device) if hasattr(dm, "eval_part_masks") else None
-        chunk = run_concepts(self.settings, pl_module.head, out["activations"], y, out.get("logits"),
-                             getattr(pl_module, "pooled_head", None), masks)
+        chunk = run_concepts(pl_module.head, out["activations"], y, settings=self.settings,
+                             logits=out.get("logits"), pooled_head=getattr(pl_module, "pooled_head", None),
+                             part_masks=masks)
         for line in degenerate_messages(self.settings, chunk, idx):
             log.warning(line)
-        chunk.pop("degenerate", None)
-        self.classes.observe(trainer, out["activations"], chunk.pop("labels"), y, idx)
+        self.classes.observe(trainer, out["activations"], chunk.concept_labels, y, idx)
+        paint_out = None
         if masks is not None:  # the input-space check: p_t without part A / B / distractor
-            t = y if self.settings.target == "label" else chunk["pred"]
-            chunk["paint_out"] = paint_out_drops(pl_module, batch[0], dm.eval_backgrounds()[idx.cpu()], masks, t)
-        maps = {k: chunk.pop(k) for k in ("maps", "sub_maps")}  # kept for the figure images only
-        if self.figures:
-            self._maps = keep_lowest(self._maps, {"idx": idx.cpu(), **maps}, self.max_figures)
-        self._chunks.append({**chunk, "idx": idx.cpu(), "y": y.cpu()})
+            t = y if self.settings.target == "label" else chunk.pred
+            drops = paint_out_drops(pl_module, batch[0], dm.eval_backgrounds()[idx.cpu()], masks, t)
+            paint_out = dict(zip(PAINT_COLUMNS, drops.unbind(1)))
+        if self.figures:  # the maps are kept for the figure images only
+            maps = {"idx": idx.cpu(), "maps": chunk.maps, "sub_maps": chunk.sub_maps}
+            self._maps = keep_lowest(self._maps, maps, self.max_figures)
+        self._chunks.append(chunk.replace(maps=None, sub_maps=None, degenerate=None, concept_labels=None,
+                                          idx=idx.cpu(), paint_out=paint_out))
         release_freed_memory()  # else the heap grows ~0.75 MB per image (see callbacks.memory)
 
     # -- epoch end ---------------------------------------------------------------------------
@@ -135,32 +147,31 @@ class ConceptExplainCallback(Callback):
         data, self._chunks = gather_split(trainer, self._chunks), []  # collective: every rank calls it
         if self.figures:  # collective too; the first rows of both are the same images
             maps, self._maps = gather_split(trainer, [self._maps]), None
-            data.update({k: maps[k][: self.max_figures] for k in ("maps", "sub_maps")})  # None: all
+            data = data.replace(maps=maps["maps"][: self.max_figures], sub_maps=maps["sub_maps"][: self.max_figures])
         class_results, class_md = self.classes.finish(trainer, pl_module)  # collective too
         if not trainer.is_global_zero:
             return
         dm = getattr(trainer, "datamodule", None)
-        idx = [int(i) for i in data["idx"]]
+        idx = [int(i) for i in data.idx]
         names = [str(dm.image_name(i)) if hasattr(dm, "image_name") else f"image_{i:05d}" for i in idx]
         known = getattr(dm, "class_names", None) or []
-        class_names = [str(known[i]) if i < len(known) else str(int(t)) for i, t in zip(idx, data["y"])]
+        class_names = [str(known[i]) if i < len(known) else str(int(t)) for i, t in zip(idx, data.y)]
         tables = concept_tables(self.settings, data, names, class_names)
-        out = self.output_dir
-        outputs.write_csv(out / CONCEPTS, tables.concepts, CONCEPT_COLUMNS)
-        outputs.write_csv(out / SUB_CONCEPTS, tables.sub_concepts, SUB_CONCEPT_COLUMNS)
-        outputs.write_csv(out / CONCEPT_METRICS, tables.metrics, METRIC_COLUMNS)
-        configs = self.settings.configs
-        checks = validation.validation_tables(configs, data, names)  # fidelity, truth
+        out, configs = self.output_dir, self.settings.configs
+        outputs.write_csv(out / outputs.CONCEPTS, tables.concepts, outputs.CONCEPT_COLUMNS)
+        outputs.write_csv(out / outputs.SUB_CONCEPTS, tables.sub_concepts, outputs.SUB_CONCEPT_COLUMNS)
+        outputs.write_csv(out / outputs.CONCEPT_METRICS, tables.metrics, outputs.CONCEPT_METRIC_COLUMNS)
+        checks = validation_tables(configs, data, names)  # fidelity, truth
         for name, (rows, columns) in checks.items():
             outputs.write_csv(out / name, rows, columns)
-        outputs.write_text(out / SUMMARY_FILE, summary_markdown(tables.metrics, title="Concept clustering")
-                           + "\n" + validation.validation_markdown(configs, data) + class_md)
+        outputs.write_text(out / outputs.CONCEPT_SUMMARY, summary_markdown(tables.metrics, title="Concept clustering")
+                           + "\n" + validation_markdown(configs, data) + class_md)
         info = pl_module.describe() if callable(getattr(pl_module, "describe", None)) else {}
         self.results = {"pretrained": bool(info.get("pretrained", False)), "weights": info.get("weights", "unknown"),
                         "model": info.get("model", type(pl_module).__name__), "classifier": info,
                         "importance_target": self.settings.target,
                         **concept_results(data, tables.metrics),
-                        **validation.validation_results(configs, data), **class_results}
+                        **validation_results(configs, data), **class_results}
         if not self.results["pretrained"]:
             log.warning("These concepts come from a classifier with RANDOM weights (pretrained=false)")
         outputs.write_json(out / outputs.METRICS, self.results, merge=True)
@@ -172,10 +183,10 @@ class ConceptExplainCallback(Callback):
         if self.figures:
             paths = concept_figures(self.settings, dm, data, names, class_names, self.output_dir,
                                     self.max_figures, cmap=self.cmap, alpha=self.alpha)
-            if "fidelity_curves" in data:
+            if data.fidelity_curves is not None:
                 from clustercam.explain.plots.fidelity import fidelity_figure
 
-                fig = fidelity_figure(configs, data["fidelity_curves"])
-                paths.append(outputs.save_figure(fig, out / outputs.FIGURES / "concept_fidelity.png"))
+                fig = fidelity_figure(configs, data.fidelity_curves)
+                paths.append(outputs.save_figure(fig, out / outputs.CONCEPT_FIDELITY_FIGURE))
             log_images(trainer, "figures/concepts", paths, [p.stem for p in paths])
         log.info("Concepts of %d images x %d configurations written to %s", len(names), len(configs), out)

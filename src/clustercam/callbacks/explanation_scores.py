@@ -18,7 +18,8 @@ Cost: 2 x steps encoder passes per sample and method, batched (Trace, 100 series
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +36,20 @@ from clustercam.callbacks.gather import (
     target_layer_of,
 )
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
+from clustercam.exceptions import UserError
 from clustercam.explain.clustering import fit_kmeans
 from clustercam.explain.hooks import resolve_layer
 from clustercam.explain.plots import curves_figure
 from clustercam.explain.scores import (
     LOCALISATION_COLUMNS,
-    METHODS,
     SCORES_COLUMNS,
     ScoreReport,
+    ScoreSettings,
     mean_curves,
-    resolve_methods,
     score_explanations,
     scores_table,
 )
-from clustercam.explain.scores.report import check_score_settings
+from clustercam.explain.settings import with_options
 
 log = logging.getLogger(__name__)
 
@@ -60,50 +61,44 @@ FIGURE = "deletion_insertion.png"
 class ExplanationScoresCallback(Callback):
     """Deletion / insertion AUCs for every method, and localisation scores when masks exist.
 
-    The settings are :func:`~clustercam.explain.score_explanations`'s (``method_options``:
-    settings per method; ``all_clusters``: time the maps of all K clusters). ``target_layer``:
-    the encoder module whose maps are scored (null: the ClusterExplainCallback's, else the
-    model's). ``max_samples``: a seeded random subset (null: all). ``n_clusters`` / ``n_init``
-    only matter without a ``ClusterExplainCallback``.
+    Args:
+        output_dir: the run folder.
+        settings: a :class:`~clustercam.explain.ScoreSettings` (the scoring options; default:
+            its defaults).
+        max_samples: score a seeded random subset of the evaluated split (None: all of it).
+        n_clusters: the k-means K without a ``ClusterExplainCallback`` (None: the classes).
+        n_init: k-means restarts without a ``ClusterExplainCallback``.
+        localisation: score against ``eval_masks()`` when the datamodule has them.
+        figures: write ``figures/deletion_insertion.png``.
+        target_layer: the encoder module whose maps are scored (None: the
+            ClusterExplainCallback's, else the model's).
+        **options: fields of :class:`~clustercam.explain.ScoreSettings` (``methods``, ``steps``,
+            ``baseline``, ...; what ``conf/callbacks/scores.yaml`` lists), on top of ``settings``.
+
+    Raises:
+        UserError: an unknown setting, method or value (before training).
     """
 
     def __init__(
         self,
         output_dir: str | Path,
-        methods: Sequence[Any] = METHODS,
-        steps: int = 10,
-        baseline: str | float = "auto",
-        blur_sigma: float | None = None,
-        assignment: str = "softmax",
-        temperature: float | str = "auto",
-        alpha: float = 1.0,
-        gradceam_temperature: float | None = None,
+        settings: ScoreSettings | Mapping[str, Any] | None = None,
+        *,
         max_samples: int | None = None,
-        seed: int = 0,
-        batch_size: int = 512,
-        maps_batch_size: int = 256,
-        smooth: bool = False,
         n_clusters: int | None = None,
         n_init: int = 25,
         localisation: bool = True,
         figures: bool = True,
         target_layer: str | None = None,
-        method_options: dict[str, dict[str, Any]] | None = None,
-        all_clusters: bool = False,
+        **options: Any,
     ) -> None:
         super().__init__()
-        check_score_settings(steps, baseline, assignment, temperature)
-        opts = {str(k): dict(v or {}) for k, v in (method_options or {}).items()}
-        self.methods = list(resolve_methods(list(methods), opts))  # unknown names/settings fail here
-        self.method_specs = list(methods)
+        self.settings = with_options(ScoreSettings, settings, options, "callbacks.explanation_scores")
+        self.methods = list(self.settings.resolved_methods())
         if max_samples is not None and max_samples < 1:
-            raise ValueError(f"max_samples must be >= 1 or null, got {max_samples}")
+            raise UserError(f"max_samples must be >= 1 or null, got {max_samples}")
         self.output_dir = Path(output_dir)
-        self.options = {"steps": steps, "baseline": baseline, "blur_sigma": blur_sigma,
-                        "assignment": assignment, "temperature": temperature, "alpha": alpha,
-                        "seed": seed, "smooth": smooth, "batch_size": batch_size,
-                        "maps_batch_size": maps_batch_size, "method_options": opts, "all_clusters": all_clusters}
-        self.gradceam_temperature, self.max_samples, self.seed = gradceam_temperature, max_samples, seed
+        self.max_samples, self.seed = max_samples, self.settings.seed
         self.n_clusters, self.n_init, self.localisation, self.figures = n_clusters, n_init, localisation, figures
         self.target_layer = target_layer
         self._chunks: list[dict[str, Tensor]] = []
@@ -157,21 +152,21 @@ class ExplanationScoresCallback(Callback):
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        idx, labels, centroids, spread = self._clustering(trainer)
+        idx, clusters, centroids, spread = self._clustering(trainer)
         ce = self._explainer(trainer)
-        g_t = self.gradceam_temperature
-        g_t = g_t if g_t is not None else (ce.temperature if ce is not None else 1.0)
+        settings = self.settings
+        if settings.gradceam_temperature is None:  # the Grad-CeAM figures' temperature, else 1
+            settings = replace(settings, gradceam_temperature=ce.settings.temperature if ce is not None else 1.0)
         if self.max_samples is not None and len(idx) > self.max_samples:
             gen = torch.Generator().manual_seed(self.seed)
             keep = torch.randperm(len(idx), generator=gen)[: self.max_samples].sort().values
-            idx, labels = idx[keep], labels[keep]
+            idx, clusters = idx[keep], clusters[keep]
         x, _ = eval_inputs(trainer, idx)
         dm = trainer.datamodule
         masks = dm.eval_masks()[idx] if self.localisation and hasattr(dm, "eval_masks") else None
         log.info("explanation scores: %d samples x %d methods", len(x), len(self.methods))
-        report = score_explanations(pl_module.encoder, self._layer(trainer, pl_module), x, labels,
-                                    centroids, masks, methods=self.method_specs, spread=spread,
-                                    gradceam_temperature=g_t, **self.options)
+        report = score_explanations(pl_module.encoder, self._layer(trainer, pl_module), x, centroids,
+                                    clusters=clusters, masks=masks, spread=spread, settings=settings)
         self.write(report, trainer)
 
     def write(self, report: ScoreReport, trainer: Trainer | None = None) -> None:
@@ -192,7 +187,7 @@ class ExplanationScoresCallback(Callback):
         if self.figures:
             informative = any(bool(c.informative.any()) for c in report.curves.values())
             fig = curves_figure(mean_curves(report.curves, informative_only=informative),
-                                self.options["assignment"],
+                                self.settings.assignment,
                                 "samples whose all-baseline input leaves their cluster"
                                 if informative else "all samples")
             path = outputs.save_figure(fig, out / outputs.FIGURES / FIGURE)

@@ -3,25 +3,37 @@ read the inputs and the number of clusters from the datamodule."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 from lightning import Trainer
 from torch import Tensor
 
+from clustercam.exceptions import UserError
+from clustercam.explain.concepts import ConceptBatch
 
-def gather_split(trainer: Trainer, chunks: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+Split = TypeVar("Split", dict[str, Tensor], ConceptBatch)
+
+
+def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
     """Concatenate this rank's batch outputs, all-gather them, drop duplicates, sort by index.
 
-    Each chunk holds ``idx`` (dataset indices) and tensors with the same first dimension.
-    A DistributedSampler pads ranks to equal length by repeating samples; sorting by index
-    and keeping one row per index gives exactly the single-process split, in order.
+    Each chunk is a dict of tensors with the same first dimension, or a
+    :class:`~clustercam.explain.concepts.ConceptBatch` (concatenated by
+    :meth:`~clustercam.explain.concepts.ConceptBatch.cat`, gathered as its
+    :meth:`~clustercam.explain.concepts.ConceptBatch.tensors`), and holds ``idx`` (dataset
+    indices). A DistributedSampler pads ranks to equal length by repeating samples; sorting
+    by index and keeping one row per index gives exactly the single-process split, in order.
     """
     if not chunks:
         raise RuntimeError("no batch outputs were collected: did the loop run any batch?")
-    keys = list(chunks[0])
-    local = {k: torch.cat([c[k].detach() for c in chunks]) for k in keys}
+    if isinstance(chunks[0], Mapping):
+        local = {k: torch.cat([c[k].detach() for c in chunks]) for k in chunks[0]}
+        rebuild: Any = dict
+    else:
+        local = {k: v.detach() for k, v in type(chunks[0]).cat(chunks).tensors().items()}
+        rebuild = type(chunks[0]).from_tensors
     if trainer.world_size > 1:
         n_local = torch.tensor([len(local["idx"])], device=trainer.strategy.root_device)
         sizes = trainer.strategy.all_gather(n_local).flatten()
@@ -39,7 +51,7 @@ def gather_split(trainer: Trainer, chunks: Sequence[dict[str, Tensor]]) -> dict[
     keep = torch.ones_like(idx_sorted, dtype=torch.bool)
     keep[1:] = idx_sorted[1:] != idx_sorted[:-1]
     sel = order[keep]
-    return {k: v[sel] for k, v in local.items()}
+    return rebuild({k: v[sel] for k, v in local.items()})
 
 
 def keep_lowest(kept: dict[str, Tensor] | None, new: dict[str, Tensor], k: int | None) -> dict[str, Tensor]:
@@ -97,7 +109,7 @@ def target_layer_of(pl_module: Any, configured: str | None, callback: str) -> st
     if not layer:
         encoder = getattr(pl_module, "encoder", None)
         names = [n for n, _ in encoder.named_modules() if n][:20] if encoder is not None else []
-        raise ValueError(
+        raise UserError(
             f"{type(pl_module).__name__}'s net declares no target_layer: set "
             f"callbacks.{callback}.target_layer=<dotted name of an encoder module>, one of {names}")
     return layer

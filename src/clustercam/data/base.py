@@ -15,6 +15,8 @@ from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from clustercam.exceptions import UserError
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
@@ -25,7 +27,7 @@ class IndexedDataset(Dataset):
 
     def __init__(self, x: Tensor, y: Tensor) -> None:
         if len(x) != len(y):
-            raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+            raise UserError(f"x has {len(x)} samples but y has {len(y)}")
         self.x, self.y = x, y
 
     def __len__(self) -> int:
@@ -38,7 +40,7 @@ class IndexedDataset(Dataset):
 def check_finite(x: Tensor, what: str) -> None:
     if not torch.isfinite(x).all():
         rows = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()
-        raise ValueError(
+        raise UserError(
             f"{what} contains NaN or infinite values in {len(rows)} samples "
             f"(first indices {rows[:5].tolist()}); clean or impute the data first"
         )
@@ -64,11 +66,11 @@ class ClusterDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if eval_split not in SPLITS:
-            raise ValueError(f"eval_split must be one of {SPLITS}, got {eval_split!r}")
+            raise UserError(f"eval_split must be one of {SPLITS}, got {eval_split!r}")
         if max_samples is not None and max_samples < 1:
-            raise ValueError(f"max_samples must be >= 1 or null, got {max_samples}")
+            raise UserError(f"max_samples must be >= 1 or null, got {max_samples}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.num_workers = num_workers

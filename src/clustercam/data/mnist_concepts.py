@@ -14,6 +14,7 @@ from torch import Tensor
 
 from clustercam.data.image_views import ImageViews
 from clustercam.data.mnist import MNISTDataModule
+from clustercam.exceptions import UserError
 
 
 class MNISTConceptsDataModule(ImageViews, MNISTDataModule):
@@ -24,7 +25,7 @@ class MNISTConceptsDataModule(ImageViews, MNISTDataModule):
     def __init__(self, size: int = 64, **kwargs) -> None:
         super().__init__(**kwargs)
         if size < 8:
-            raise ValueError(f"size must be >= 8 pixels, got {size}")
+            raise UserError(f"size must be >= 8 pixels, got {size}")
         self.size = size
 
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from clustercam.data.image_views import ImageViews
 from clustercam.data.synthetic import MaskedDataModule
+from clustercam.exceptions import UserError
 
 PARTS = ("disc", "square", "triangle", "cross")
 PAIRS = tuple(itertools.combinations(range(len(PARTS)), 2))
@@ -48,7 +49,7 @@ BAR_WIDTH = 4
 def part_mask(kind: str, size: int, top: int, left: int, side: int) -> np.ndarray:
     """Bool mask (size x size) of a part whose bounding box is ``side`` px at (top, left)."""
     if kind not in PARTS:
-        raise ValueError(f"unknown part {kind!r}; choose one of {PARTS}")
+        raise UserError(f"unknown part {kind!r}; choose one of {PARTS}")
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     box = (yy >= top) & (yy < top + side) & (xx >= left) & (xx < left + side)
     cy, cx = top + (side - 1) / 2, left + (side - 1) / 2
@@ -147,11 +148,11 @@ def make_parts(
     object-free backgrounds (like x). Classes are balanced and shuffled.
     """
     if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        raise UserError(f"n_samples must be >= 1, got {n_samples}")
     if size < 48:
-        raise ValueError(f"size must be >= 48 pixels (two 20 px parts and a bar), got {size}")
+        raise UserError(f"size must be >= 48 pixels (two 20 px parts and a bar), got {size}")
     if not 0 <= min_contrast <= 0.5:
-        raise ValueError(f"min_contrast must be in [0, 0.5], got {min_contrast}")
+        raise UserError(f"min_contrast must be in [0, 0.5], got {min_contrast}")
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n_samples) % len(CLASSES))
     x = np.empty((n_samples, 3, size, size), dtype=np.float32)
@@ -197,7 +198,7 @@ class SyntheticPartsDataModule(ImageViews, MaskedDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if n_train < 1 or n_test < 1:
-            raise ValueError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+            raise UserError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
         make_parts(1, size, 0, noise, min_contrast, gap)  # checks the arguments now
         self.name = "SyntheticParts"
         self.sizes = {"train": n_train, "test": n_test}

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from clustercam.data.base import ClusterDataModule
 from clustercam.data.ucr import DatasetUnavailableError
+from clustercam.exceptions import UserError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def load_stl10(
 ) -> tuple[Tensor, Tensor]:
     """(uint8 N x 3 x 96 x 96, labels 0..9) of the train or test split."""
     if split not in SPLIT_FILES:
-        raise ValueError(f"split must be one of {tuple(SPLIT_FILES)}, got {split!r}")
+        raise UserError(f"split must be one of {tuple(SPLIT_FILES)}, got {split!r}")
     root = Path(data_dir).expanduser()
     if not download and not stl10_files_present(root, split):
         raise DatasetUnavailableError(unavailable_message(root, split, "files missing, download off"))
@@ -77,17 +78,17 @@ def load_stl10(
         reason = f"download failed: {first}" if download else first
         raise DatasetUnavailableError(unavailable_message(root, split, reason)) from None
     except ValueError as err:  # a file whose size is not a whole number of 3 x 96 x 96 images
-        raise ValueError(f"STL-10 files under {root / 'stl10_binary'} are malformed: {err}") from None
+        raise UserError(f"STL-10 files under {root / 'stl10_binary'} are malformed: {err}") from None
     images = torch.from_numpy(ds.data).contiguous()  # torchvision already undid column-major
     labels = torch.from_numpy(ds.labels.astype("int64"))
     if len(images) != len(labels):
-        raise ValueError(
+        raise UserError(
             f"STL-10 {split} split: {len(images)} images but {len(labels)} labels under "
             f"{root / 'stl10_binary'}"
         )
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
         bad = sorted({(int(v) + 1) % 256 for v in labels[(labels < 0) | (labels > 9)].tolist()})
-        raise ValueError(
+        raise UserError(
             f"STL-10 {split} labels must be 1..10 in {SPLIT_FILES[split][1]}, found {bad[:5]}"
         )
     return images, labels

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from clustercam.data.base import ClusterDataModule
 from clustercam.data.ucr import CBF_SIZES, znormalise
+from clustercam.exceptions import UserError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def make_cbf(
     from pyts.datasets import make_cylinder_bell_funnel
 
     if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        raise UserError(f"n_samples must be >= 1, got {n_samples}")
     x, y, params = make_cylinder_bell_funnel(
         n_samples=n_samples, random_state=random_state, return_params=True
     )
@@ -59,7 +60,7 @@ def make_cbf(
     masks = (t >= a) & (t <= b)
     event = x - params["epsilon"]
     if np.abs(event[~masks]).max(initial=0.0) > 1e-9:
-        raise RuntimeError(
+        raise UserError(
             "pyts's CBF parameters do not line up with its series (an old pyts that did not "
             "shuffle them with the samples?): upgrade pyts (>= 0.13) to get the masks right"
         )
@@ -89,7 +90,7 @@ def shape_mask(kind: str, size: int, cy: float, cx: float, r: float) -> np.ndarr
     if kind == "triangle":  # apex up, base at cy + r, as wide as the square
         dy = yy - (cy - r)
         return (dy >= 0) & (yy <= cy + r) & (np.abs(xx - cx) <= dy / 2)
-    raise ValueError(f"unknown shape {kind!r}; choose one of {SHAPES}")
+    raise UserError(f"unknown shape {kind!r}; choose one of {SHAPES}")
 
 
 def _distractor(rng: np.random.Generator, size: int, avoid: np.ndarray) -> np.ndarray:
@@ -123,9 +124,9 @@ def make_shapes(
     distractor bar are independent of the class, so only the shape carries the class.
     """
     if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        raise UserError(f"n_samples must be >= 1, got {n_samples}")
     if size < 12:
-        raise ValueError(f"size must be >= 12 pixels, got {size}")
+        raise UserError(f"size must be >= 12 pixels, got {size}")
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n_samples) % len(SHAPES))
     x = np.empty((n_samples, 1, size, size))
@@ -189,7 +190,7 @@ class SyntheticCBFDataModule(MaskedDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if n_train < 1 or n_test < 1:
-            raise ValueError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+            raise UserError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
         if name is not None and "cbf" not in name.lower():
             log.warning("data.name=%s is ignored: the synthetic datamodule always generates CBF", name)
         self.name = "SyntheticCBF"
@@ -218,7 +219,7 @@ class SyntheticShapesDataModule(MaskedDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if n_train < 1 or n_test < 1:
-            raise ValueError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+            raise UserError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
         self.name = "SyntheticShapes"
         self.sizes = {"train": n_train, "test": n_test}
         self.size = size

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clustercam.exceptions import UserError
+
 SPLIT_EXTENSIONS = (".ts", ".tsv", ".txt")
 
 
@@ -213,9 +215,9 @@ def read_ts(path: str | Path) -> SeriesSplit:
     known = set(meta.get("class_values") or [])
     for i, label in enumerate(split.labels.tolist()):
         if not label:
-            raise ValueError(f"{split.row(i)} has no class label")
+            raise UserError(f"{split.row(i)} has no class label")
         if known and label not in known:
-            raise ValueError(f"{split.row(i)} has class label {label!r}, which the header's "
+            raise UserError(f"{split.row(i)} has class label {label!r}, which the header's "
                              f"@classLabel list {sorted(known)} does not name (a missing label?)")
     return split
 

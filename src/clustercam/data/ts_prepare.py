@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from clustercam.data.ts_files import SeriesSplit
+from clustercam.exceptions import UserError
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,16 @@ def check_channels(splits: Mapping[str, SeriesSplit]) -> int:
     counts = {}
     for name, split in splits.items():
         if not len(split):
-            raise ValueError(f"{split.where} holds no series")
+            raise UserError(f"{split.where} holds no series")
         c = split.channels
         for i, s in enumerate(split.series):
             if s.ndim != 2 or s.shape[0] != c:
-                raise ValueError(f"{split.row(i)} has {s.shape[0] if s.ndim == 2 else '?'} channels "
+                raise UserError(f"{split.row(i)} has {s.shape[0] if s.ndim == 2 else '?'} channels "
                                  f"but row 1 has {c}")
         counts[name] = c
     if len(set(counts.values())) > 1:
         parts = [f"{splits[k].where} has {c} channel{'s' * (c != 1)}" for k, c in counts.items()]
-        raise ValueError("the splits have different dimensions: " + "; ".join(parts))
+        raise UserError("the splits have different dimensions: " + "; ".join(parts))
     return next(iter(counts.values()))
 
 
@@ -83,12 +84,12 @@ def _fill(split: SeriesSplit, missing: str) -> tuple[list[np.ndarray], int]:
     out, filled = [], 0
     for i, s in enumerate(split.series):
         if s.shape[1] == 0 or not np.isfinite(s).any():
-            raise ValueError(f"{split.row(i)} has no observed values")
+            raise UserError(f"{split.row(i)} has no observed values")
         bad = ~np.isfinite(s)
         if bad.any():
             if missing == "error":
                 c, t = np.argwhere(bad)[0]
-                raise ValueError(f"{split.row(i)} has a missing value (channel {c + 1}, step {t + 1}); "
+                raise UserError(f"{split.row(i)} has a missing value (channel {c + 1}, step {t + 1}); "
                                  "set data.missing=interpolate to fill missing values linearly")
             filled += int(bad.sum())
             s = interpolate_missing(s)
@@ -103,9 +104,9 @@ def prepare_splits(
     """N x C x L float32 arrays, one length for all splits, as the module docstring says;
     each step it took is logged."""
     if variable_length not in VARIABLE_LENGTH:
-        raise ValueError(f"unknown variable_length {variable_length!r}; choose one of {VARIABLE_LENGTH}")
+        raise UserError(f"unknown variable_length {variable_length!r}; choose one of {VARIABLE_LENGTH}")
     if missing not in MISSING:
-        raise ValueError(f"unknown missing {missing!r}; choose one of {MISSING}")
+        raise UserError(f"unknown missing {missing!r}; choose one of {MISSING}")
     check_channels(splits)
     filled = {k: _fill(s, missing) for k, s in splits.items()}
     n_missing = sum(f for _, f in filled.values())
@@ -123,7 +124,7 @@ def prepare_splits(
     if variable_length == "error":
         k_lo = next(k for k, v in lengths.items() if v.min() == lo)
         k_hi = next(k for k, v in lengths.items() if v.max() == hi)
-        raise ValueError(
+        raise UserError(
             f"{name} has series of different lengths ({lo} to {hi}: {splits[k_lo].row(int(np.argmin(lengths[k_lo])))} "
             f"has {lo}, {splits[k_hi].row(int(np.argmax(lengths[k_hi])))} has {hi}); set "
             "data.variable_length=resample|pad|truncate"

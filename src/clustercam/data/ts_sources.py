@@ -29,7 +29,7 @@ from clustercam.data.ts_files import (
     split_file,
     ts_header,
 )
-from clustercam.runtime.errors import ResourceUnavailableError
+from clustercam.exceptions import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ DOWNLOAD_URL = "https://www.timeseriesclassification.com/aeon-toolkit/{name}.zip
 CBF_SIZES = {"train": 30, "test": 900}
 
 
-class DatasetUnavailableError(ResourceUnavailableError, FileNotFoundError):
+class DatasetUnavailableError(MissingFileError):
     """The dataset is not on disk, not packaged and cannot be downloaded."""
 
 
@@ -142,9 +142,9 @@ def load_split_raw(
     """One split of a UCR / UEA dataset as it is stored (not yet normalised), resolved in
     the order of the module docstring (``source`` restricts it to one kind)."""
     if source not in SOURCES:
-        raise ValueError(f"unknown UCR source {source!r}; choose one of {SOURCES}")
+        raise UserError(f"unknown UCR source {source!r}; choose one of {SOURCES}")
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(data_root).expanduser() if data_root else None
     if source in ("auto", "archive") and root is not None:
         path = split_file(root, name, split)

@@ -29,6 +29,7 @@ from clustercam.data.ts_sources import (
     load_split_raw,
     unavailable_message,
 )
+from clustercam.exceptions import UserError
 
 __all__ = [
     "CBF_SIZES", "PACKAGED", "SOURCES", "DatasetUnavailableError", "UCRDataModule", "_pyts_cbf",
@@ -80,13 +81,13 @@ class UCRDataModule(ClusterDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if source not in SOURCES:
-            raise ValueError(f"unknown UCR source {source!r}; choose one of {SOURCES}")
+            raise UserError(f"unknown UCR source {source!r}; choose one of {SOURCES}")
         if variable_length not in VARIABLE_LENGTH:
-            raise ValueError(
+            raise UserError(
                 f"unknown variable_length {variable_length!r}; choose one of {VARIABLE_LENGTH}"
             )
         if missing not in MISSING:
-            raise ValueError(f"unknown missing {missing!r}; choose one of {MISSING}")
+            raise UserError(f"unknown missing {missing!r}; choose one of {MISSING}")
         self.name = name
         self.data_root = data_root
         self.source = source

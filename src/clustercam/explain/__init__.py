@@ -2,20 +2,29 @@
 
 Nothing here imports Lightning, Hydra or W&B: a notebook gets everything a callback gets.
 
+Every cluster explanation takes ``(encoder, target_layer, x, centroids, *, clusters=None,
+<options>)`` (``target_layer=None`` where a method explains the input); a pipeline's options
+are one settings object (:class:`ClusterExplainSettings`, :class:`ScoreSettings`) or keyword
+options naming its fields.
+
 - Grad-CeAM (:mod:`.gradceam`): :func:`grad_ceam` with a :class:`GradCeAMTarget` (or the
   name of one), :func:`cardinality`, and :func:`explain_clusters` for a clustered split.
 - Concepts (:mod:`.concepts`): :func:`extract_concepts`, :func:`concept_importance`,
-  :func:`concept_maps`, and :func:`run_concepts` for a batch of activations.
-- Peers: :func:`neon` (NEON, LRP of the neuralized k-means; zennit) and
-  :func:`cluster_target` (:mod:`.attribution`: a cluster score module for captum & co.).
+  :func:`concept_maps`, and :func:`run_concepts` for a batch of activations (a
+  :class:`ConceptBatch`).
+- Peers: :func:`neon` (NEON, LRP of the neuralized k-means, :mod:`.evidence`; zennit) and
+  :func:`cluster_target` (:mod:`.attribution`: a cluster score module for captum & co., with
+  its integrated gradients, occlusion and gradient SHAP maps).
 - Scores (:mod:`.scores`): :func:`score_explanations` (deletion / insertion, localisation).
-- Shared: :mod:`.maps` (resize, normalise, smooth), :mod:`.assignments`, :mod:`.clustering`
-  (k-means and NMI / ARI / accuracy), :mod:`.hooks`, :mod:`.plots`.
+- Shared: :mod:`.maps` (resize, normalise, smooth), :mod:`.assignments`, :mod:`.baselines`,
+  :mod:`.clustering` (k-means and NMI / ARI / accuracy), :mod:`.hooks`, :mod:`.plots`.
 """
 
 from clustercam.explain.attribution import cluster_target
 from clustercam.explain.clustering import KMeansResult, clustering_scores, fit_kmeans
 from clustercam.explain.concepts import (
+    ConceptBatch,
+    ConceptConfig,
     ConceptSettings,
     concept_importance,
     concept_maps,
@@ -24,10 +33,11 @@ from clustercam.explain.concepts import (
 )
 from clustercam.explain.gradceam import (
     ASSIGNMENT,
-    MODES,
+    GRADCEAM_TARGET_NAMES,
     PAPER,
     REFERENCE,
     CardinalityResult,
+    ClusterExplainSettings,
     ClusterExplanation,
     GradCeAMResult,
     GradCeAMTarget,
@@ -37,12 +47,13 @@ from clustercam.explain.gradceam import (
     grad_ceam,
 )
 from clustercam.explain.neon import NEONResult, neon
-from clustercam.explain.scores import ScoreReport, score_explanations
+from clustercam.explain.scores import ScoreReport, ScoreSettings, score_explanations
 
 __all__ = [
-    "ASSIGNMENT", "MODES", "PAPER", "REFERENCE", "CardinalityResult", "ClusterExplanation",
-    "ConceptSettings", "GradCeAMResult", "GradCeAMTarget", "KMeansResult", "NEONResult",
-    "ScoreReport", "cardinality", "centroid_weights", "cluster_target", "clustering_scores",
-    "concept_importance", "concept_maps", "explain_clusters", "extract_concepts", "fit_kmeans",
-    "grad_ceam", "neon", "run_concepts", "score_explanations",
+    "ASSIGNMENT", "GRADCEAM_TARGET_NAMES", "PAPER", "REFERENCE", "CardinalityResult",
+    "ClusterExplainSettings", "ClusterExplanation", "ConceptBatch", "ConceptConfig", "ConceptSettings", "GradCeAMResult",
+    "GradCeAMTarget", "KMeansResult", "NEONResult", "ScoreReport", "ScoreSettings", "cardinality",
+    "centroid_weights", "cluster_target", "clustering_scores", "concept_importance",
+    "concept_maps", "explain_clusters", "extract_concepts", "fit_kmeans", "grad_ceam", "neon",
+    "run_concepts", "score_explanations",
 ]

@@ -1,7 +1,7 @@
 """How an embedding belongs to the clusters: distances, the nearest centroid, soft assignments.
 
-Shared by Grad-CeAM's ``assignment`` target, the cardinality table and the scores, so the
-three agree on what "assigned to c" means.
+Shared by Grad-CeAM's ``assignment`` target, the cardinality table, NEON's evidence and the
+scores, so they agree on what "assigned to c" means.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from clustercam.exceptions import UserError
 
 Assignment = Literal["softmax", "student_t"]
 ASSIGNMENTS: tuple[str, ...] = ("softmax", "student_t")
@@ -29,7 +31,7 @@ def nearest(z: Tensor, centroids: Tensor) -> Tensor:
 def log_soft_assignment(z: Tensor, centroids: Tensor, temperature: float = 1.0) -> Tensor:
     """log softmax_k(-||z - mu_k||^2 / T): N x K, differentiable in z."""
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise UserError(f"temperature must be > 0, got {temperature}")
     return torch.log_softmax(-squared_distances(z, centroids) / temperature, dim=1)
 
 
@@ -50,10 +52,10 @@ def soft_assignment(
         return log_soft_assignment(z.double(), centroids.double(), temperature).exp()
     if kind == "student_t":
         if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
+            raise UserError(f"alpha must be > 0, got {alpha}")
         q = (1 + squared_distances(z.double(), centroids.double()) / alpha).pow(-(alpha + 1) / 2)
         return q / q.sum(1, keepdim=True)
-    raise ValueError(f"unknown assignment {kind!r}; choose one of {ASSIGNMENTS}")
+    raise UserError(f"unknown assignment {kind!r}; choose one of {ASSIGNMENTS}")
 
 
 def spread_temperature(z: Tensor, centroids: Tensor) -> float:
@@ -64,60 +66,3 @@ def spread_temperature(z: Tensor, centroids: Tensor) -> float:
     spread-out one; with this T a sample at a typical distance keeps a graded assignment.
     """
     return float(squared_distances(z.double(), centroids.double()).min(1).values.mean())
-
-
-SCORES: tuple[str, ...] = ("probability", "log_probability", "evidence")
-
-
-class ClusterScoreModel(nn.Module):
-    """An encoder wrapped to output per-cluster scores, N x K: a cluster target for any
-    attribution library.
-
-    Makes a clustering look like a classifier to libraries that expect one (Quantus, captum,
-    pytorch-grad-cam): the "class" of a sample is its cluster, and ``target=c`` explains
-    cluster c. ``score``: ``probability`` (the soft assignment q, ``kind`` softmax at
-    ``temperature`` or Student-t at ``alpha``), ``log_probability`` (log q: for softmax the
-    log soft-assignment, the target of Grad-CeAM's ``assignment`` mode) or ``evidence``
-    (NEON's f_c: the hard minimum of the K - 1 margins for ``beta=None``, else their soft-min
-    at ``beta``; :func:`clustercam.explain.neon.cluster_evidence`).
-    """
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        centroids: Tensor,
-        kind: Assignment = "softmax",
-        temperature: float = 1.0,
-        alpha: float = 1.0,
-        score: str = "probability",
-        beta: float | None = None,
-    ) -> None:
-        super().__init__()
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
-        if kind not in ASSIGNMENTS:
-            raise ValueError(f"unknown assignment {kind!r}; choose one of {ASSIGNMENTS}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if score == "evidence":
-            from clustercam.explain.neon import check_beta
-
-            check_beta(beta)
-            if beta == "auto":
-                raise ValueError("ClusterScoreModel needs a number for beta (or None): see "
-                                 "clustercam.explain.neon.default_beta")
-        self.encoder = encoder
-        self.register_buffer("centroids", centroids.detach().clone().float())
-        self.kind, self.temperature, self.alpha = kind, temperature, alpha
-        self.score, self.beta = score, beta
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = self.encoder(x)
-        if self.score == "evidence":
-            from clustercam.explain.neon import cluster_evidence
-
-            return cluster_evidence(z, self.centroids, self.beta).to(z.dtype)
-        if self.score == "log_probability" and self.kind == "softmax":
-            return log_soft_assignment(z, self.centroids.to(z.dtype), self.temperature)
-        q = soft_assignment(z, self.centroids, self.kind, self.temperature, self.alpha)
-        return (q.log() if self.score == "log_probability" else q).to(z.dtype)

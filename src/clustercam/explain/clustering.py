@@ -18,6 +18,8 @@ from torchmetrics.clustering import AdjustedRandScore, ClusterAccuracy, Normaliz
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 from torchmetrics.utilities.imports import _TORCH_LINEAR_ASSIGNMENT_AVAILABLE
 
+from clustercam.exceptions import UserError
+
 
 @dataclass
 class KMeansResult:
@@ -30,15 +32,15 @@ def fit_kmeans(embeddings: np.ndarray, n_clusters: int, n_init: int = 25, seed: 
     """k-means on N x m embeddings, with early, named errors for impossible requests."""
     z = np.asarray(embeddings, dtype=np.float64)
     if z.ndim != 2:
-        raise ValueError(f"embeddings must be N x m, got shape {z.shape}")
+        raise UserError(f"embeddings must be N x m, got shape {z.shape}")
     if not np.isfinite(z).all():
-        raise ValueError("embeddings contain NaN or infinite values (did training diverge?)")
+        raise UserError("embeddings contain NaN or infinite values (did training diverge?)")
     if n_clusters < 2:
-        raise ValueError(f"n_clusters must be >= 2, got {n_clusters}")
+        raise UserError(f"n_clusters must be >= 2, got {n_clusters}")
     if n_clusters > len(z):
-        raise ValueError(f"n_clusters = {n_clusters} is larger than the number of samples {len(z)}")
+        raise UserError(f"n_clusters = {n_clusters} is larger than the number of samples {len(z)}")
     if n_init < 1:
-        raise ValueError(f"n_init must be >= 1, got {n_init}")
+        raise UserError(f"n_init must be >= 1, got {n_init}")
     km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(z)
     return KMeansResult(km.labels_.astype(np.int64), km.cluster_centers_, float(km.inertia_))
 
@@ -55,7 +57,7 @@ class HungarianAccuracy(Metric):
     def __init__(self, num_classes: int, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(num_classes, int) or num_classes <= 0:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+            raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = num_classes
         self.add_state("confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long),
                        dist_reduce_fx="sum")
@@ -114,7 +116,7 @@ def clustering_scores(
     t = torch.as_tensor(np.asarray(y_true) if not isinstance(y_true, Tensor) else y_true).long().flatten()
     p = torch.as_tensor(np.asarray(y_pred) if not isinstance(y_pred, Tensor) else y_pred).long().flatten()
     if t.shape != p.shape:
-        raise ValueError(f"y_true and y_pred must have the same length, got {len(t)} and {len(p)}")
+        raise UserError(f"y_true and y_pred must have the same length, got {len(t)} and {len(p)}")
     classes, clusters = torch.unique(t), torch.unique(p)
     n = max(len(classes), len(clusters), 2)
     share = slice(rank, None, world_size)
@@ -130,8 +132,3 @@ def clustering_scores(
     if len(classes) == len(clusters) == 1:  # one class, one cluster: a perfect match (as sklearn)
         out["nmi"] = 1.0
     return out
-
-
-def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Accuracy under the best one-to-one matching of clusters to classes."""
-    return clustering_scores(y_true, y_pred)["acc"]

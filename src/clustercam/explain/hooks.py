@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
+
 
 def resolve_layer(encoder: nn.Module, target_layer: nn.Module | str) -> nn.Module:
     """The module ``target_layer`` names inside ``encoder`` (or check it is one of its modules)."""
@@ -20,7 +22,7 @@ def resolve_layer(encoder: nn.Module, target_layer: nn.Module | str) -> nn.Modul
         if target_layer not in modules:
             names = [n for n in modules if n]
             shown = names[:20] + (["..."] if len(names) > 20 else [])
-            raise ValueError(
+            raise UserError(
                 f"target_layer {target_layer!r} is not a module of the encoder "
                 f"{type(encoder).__name__}; its modules are {shown}"
             )
@@ -28,7 +30,7 @@ def resolve_layer(encoder: nn.Module, target_layer: nn.Module | str) -> nn.Modul
     if not isinstance(target_layer, nn.Module) or not any(
         m is target_layer for m in encoder.modules()
     ):
-        raise ValueError(
+        raise UserError(
             f"target_layer {type(target_layer).__name__} is not a module of the encoder "
             f"{type(encoder).__name__}"
         )
@@ -59,7 +61,7 @@ def hooked(layer: nn.Module, fn: Callable[[Tensor], Tensor | None]) -> Iterator[
 
     def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> Tensor | None:
         if not isinstance(output, Tensor):
-            raise TypeError(
+            raise UserError(
                 f"the target layer must output a single tensor, got {type(output).__name__}"
             )
         return fn(output)
@@ -111,7 +113,7 @@ def forward_with_layer(
     with hooked(layer, keep), torch.set_grad_enabled(with_grad):
         z = encoder(x)
     if "A" not in captured:
-        raise ValueError(
+        raise UserError(
             f"the target layer {layer_name(encoder, layer)!r} ({type(layer).__name__}) was not "
             f"called during the forward pass of {type(encoder).__name__}: choose a module the "
             "encoder's forward uses"

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustercam.exceptions import UserError
+
 
 def as_size(size: int | Sequence[int], dims: int = 2) -> tuple[int, ...]:
     """``size`` as a tuple of ``dims`` ints (an int means a square / a length)."""
@@ -63,7 +65,7 @@ def resize_maps(maps: Tensor, size: int | Sequence[int], out: Tensor | None = No
     """
     size = as_size(size)
     if len(size) not in (1, 2):
-        raise ValueError(f"size must have 1 (series) or 2 (images) entries, got {size}")
+        raise UserError(f"size must have 1 (series) or 2 (images) entries, got {size}")
     lead = maps.shape[: maps.dim() - len(size)]
     if out is None:
         if tuple(maps.shape[-len(size) :]) == size:

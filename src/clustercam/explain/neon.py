@@ -1,11 +1,8 @@
 """NEON (Kauffmann et al., "From clustering to cluster explanations via neural networks",
 IEEE TNNLS 2022): k-means rewritten as a small network, its evidence propagated back by LRP.
 
-For centroids mu_1..mu_K, embedding z and cluster c, every other centroid k gives a linear
-unit ``h_ck(z) = ||z - mu_k||^2 - ||z - mu_c||^2 = w_ck . (z - m_ck)`` with
-``w_ck = 2 (mu_c - mu_k)`` and the midpoint ``m_ck = (mu_c + mu_k) / 2``; the cluster
-evidence is their (soft) minimum ``f_c``, positive exactly when z is assigned to c. The
-midpoint rule hands ``f_c`` to the embedding features, and LRP (zennit's rules and
+The cluster evidence ``f_c`` of the neuralized k-means and the midpoint rule that hands it
+to the embedding features are in :mod:`~clustercam.explain.evidence`; LRP (zennit's rules and
 canonizers; its releases have no k-means layer, so the layer above is ours) carries it
 through the encoder to the input.
 
@@ -31,8 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clustercam.explain.assignments import nearest, squared_distances
-from clustercam.explain.checks import check_embedding, check_inputs
+from clustercam.exceptions import MissingDependencyError, UserError
+from clustercam.explain.checks import check_clusters, check_embedding, check_inputs
+from clustercam.explain.deprecation import reordered_parameters
+from clustercam.explain.evidence import check_beta, default_beta, midpoint_relevance
 from clustercam.explain.hooks import (
     embed,
     eval_mode,
@@ -44,8 +43,6 @@ from clustercam.explain.hooks import (
 from clustercam.explain.maps import input_maps
 
 PEERS_HINT = "pip install clustercam[peers]"
-STABILIZER = 1e-9  # sign-preserving, on h_ck in the midpoint rule (float64)
-EVIDENCE = ("min", "soft_min")
 # parameter-free leaves whose plain gradient is the right relevance flow (reshapes, masks)
 PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
 
@@ -57,107 +54,8 @@ def require_zennit() -> Any:
         import zennit.canonizers
         import zennit.composites
     except ImportError as err:
-        raise ImportError(f"NEON needs zennit (LRP), an optional dependency: {PEERS_HINT}") from err
+        raise MissingDependencyError(f"NEON needs zennit (LRP), an optional dependency: {PEERS_HINT}") from err
     return zennit
-
-
-# -- the neuralized k-means: evidence f_c and the midpoint rule ------------------------------
-def _margins(z: Tensor, centroids: Tensor) -> Tensor:
-    """h[n, c, k] = ||z_n - mu_k||^2 - ||z_n - mu_c||^2 (N x K x K, float64; h[n, c, c] = 0)."""
-    d = squared_distances(z.double(), centroids.double())
-    return d[:, None, :] - d[:, :, None]
-
-
-def default_beta(z: Tensor, centroids: Tensor) -> float:
-    """The scale-free soft-min stiffness: 1 / mean_n min_{k != c(n)} |h_c(n)k(z_n)|, the inverse
-    of the mean margin of the samples to the boundary of their own cluster c(n) (the NEON
-    authors' heuristic).
-
-    The embedding's scale is arbitrary; with this beta a sample at a typical margin shares
-    its evidence between the nearest competitors instead of giving it all to one. NaN (and a
-    warning) when every margin is 0 (a collapsed embedding).
-    """
-    h = _margins(z, centroids)
-    own = nearest(z, centroids)
-    rows = h[torch.arange(len(z)), own]  # N x K
-    rows[torch.arange(len(z)), own] = math.inf
-    margin = float(rows.abs().min(1).values.mean())
-    if not margin > 0 or not math.isfinite(margin):
-        warnings.warn("every sample lies on a cluster boundary (mean margin 0): the default "
-                      "beta is undefined (NaN); give beta, or beta=None for the hard minimum",
-                      RuntimeWarning, stacklevel=2)
-        return math.nan
-    return 1.0 / margin
-
-
-def check_beta(beta: float | str | None, evidence: str = "min") -> None:
-    """beta: ``auto``, None (hard: every share on the minimising unit) or a finite number > 0;
-    ``evidence``: ``min`` or ``soft_min`` (which needs a beta)."""
-    if evidence not in EVIDENCE:
-        raise ValueError(f"unknown evidence {evidence!r}; choose one of {EVIDENCE}")
-    if beta is None and evidence == "soft_min":
-        raise ValueError("evidence='soft_min' needs a beta ('auto' or a number > 0), got None")
-    if beta is None or beta == "auto":
-        return
-    if isinstance(beta, bool) or not isinstance(beta, int | float) or not (math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be a finite number > 0, 'auto' or None (the hard minimum), got {beta!r}")
-
-
-def cluster_evidence(z: Tensor, centroids: Tensor, beta: float | None = None) -> Tensor:
-    """NEON's cluster evidence f_c(z) for every cluster, N x K (float64, differentiable in z).
-
-    ``beta=None``: ``f_c = min_{k != c} h_ck``, > 0 exactly when z is nearest to mu_c (the
-    output of the neuralized k-means). A number: the soft-min
-    ``-(1/beta) log sum_{k != c} exp(-beta h_ck)``, smooth, at most the minimum and equal to it
-    as beta grows (it can be <= 0 for a sample of c with several close competitors).
-    """
-    check_beta(beta, "min")
-    if beta == "auto":
-        raise ValueError("cluster_evidence needs a number for beta: use default_beta(z, centroids)")
-    h = _margins(z, centroids)
-    eye = torch.eye(h.shape[1], dtype=torch.bool, device=h.device)
-    if beta is None:
-        return h.masked_fill(eye, math.inf).amin(-1)
-    return -torch.logsumexp((-float(beta) * h).masked_fill(eye, -math.inf), -1) / float(beta)
-
-
-def midpoint_relevance(
-    z: Tensor, centroids: Tensor, beta: float | None = None, evidence: str = "min",
-    clusters: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """(relevance of the embedding features N x K' x m, evidence f_c N x K') by the midpoint rule.
-
-    The K - 1 units share f_c as ``R_k = f_c softmax_{k != c}(-beta h_ck)`` (all on the
-    minimising unit for ``beta=None``), and unit k hands R_k to feature j in proportion to
-    its term of ``h_ck = sum_j (z_j - m_ck,j) w_ck,j``: ``R_j = sum_k (z_j - m_ck,j) w_ck,j /
-    h_ck R_k`` (a tiny sign-preserving stabiliser on h_ck), so sum_j R_j = f_c. ``evidence``:
-    ``min`` (the hard minimum, as the NEON authors' code) or ``soft_min``
-    (:func:`cluster_evidence` at beta). ``clusters`` (N): only each sample's given cluster
-    (K' = 1); default all K clusters. Float64.
-    """
-    check_beta(beta, evidence)
-    zd, mu = z.detach().double(), centroids.detach().double()
-    n, k = zd.shape[0], mu.shape[0]
-    h = _margins(zd, mu)  # N x K x K
-    eye = torch.eye(k, dtype=torch.bool)
-    if beta is None:
-        share = torch.zeros_like(h).scatter_(-1, h.masked_fill(eye, math.inf).argmin(-1, keepdim=True), 1.0)
-    else:
-        share = torch.softmax((-float(beta) * h).masked_fill(eye, -math.inf), -1)
-    f = cluster_evidence(zd, mu, beta if evidence == "soft_min" else None)  # N x K
-    w = 2 * (mu[:, None, :] - mu[None, :, :])  # c x k x m
-    mid = (mu[:, None, :] + mu[None, :, :]) / 2
-    if clusters is not None:
-        sel = torch.as_tensor(clusters, dtype=torch.long).flatten()
-        rows = torch.arange(n)
-        h, share, f = h[rows, sel][:, None], share[rows, sel][:, None], f[rows, sel][:, None]
-        w, mid = w[sel][:, None], mid[sel][:, None]  # N x 1 x K x m
-    else:
-        w, mid = w[None], mid[None]
-    terms = (zd[:, None, None, :] - mid) * w  # N x K' x K x m, summing over m to h
-    sign = torch.where(h >= 0, 1.0, -1.0).to(h)
-    unit = (share * f[..., None]) / (h + STABILIZER * sign)  # R_k / h_ck, 0 where share is 0
-    return (terms * unit[..., None]).sum(2), f
 
 
 # -- LRP through the encoder (zennit) ---------------------------------------------------------
@@ -169,11 +67,18 @@ def _is_clustercam_encoder(module: nn.Module) -> bool:
     return callable(declare) and isinstance(feats, nn.Module) and declare(feats) is not None
 
 
+def _residual_branches(module: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module] | None:
+    """(body, shortcut, act) of a block that declares ``forward = act(body(x) + shortcut(x))``
+    through a ``residual_branches()`` method (clustercam's ``ResidualBlock1d`` does), else None."""
+    declare = getattr(module, "residual_branches", None)
+    parts = declare() if callable(declare) else None
+    if parts is None or len(parts) != 3 or not all(isinstance(p, nn.Module) for p in parts):
+        return None
+    return parts
+
+
 def _is_residual_block(module: nn.Module) -> bool:
-    """clustercam's ``ResidualBlock1d``: forward = act(body(x) + shortcut(x))."""
-    return (type(module).__name__ == "ResidualBlock1d"
-            and type(module).__module__ == "clustercam.models.components.resnet_cae"
-            and all(isinstance(getattr(module, a, None), nn.Module) for a in ("body", "shortcut", "act")))
+    return _residual_branches(module) is not None
 
 
 def _encoder_forward(self: nn.Module, x: Tensor) -> Tensor:
@@ -183,7 +88,8 @@ def _encoder_forward(self: nn.Module, x: Tensor) -> Tensor:
 
 
 def _residual_forward(self: nn.Module, x: Tensor) -> Tensor:
-    return self.act(self.canonizer_sum(torch.stack([self.body(x), self.shortcut(x)], dim=-1)))
+    body, shortcut, act = self.residual_branches()
+    return act(self.canonizer_sum(torch.stack([body(x), shortcut(x)], dim=-1)))
 
 
 def clustercam_canonizers() -> list[Any]:
@@ -222,7 +128,7 @@ def _handled(module: nn.Module) -> bool:
 
 
 def check_lrp_encoder(encoder: nn.Module) -> None:
-    """A clear TypeError when zennit cannot explain a module of the encoder, a warning where
+    """A clear UserError when zennit cannot explain a module of the encoder, a warning where
     relevance may leak.
 
     Errors: a module with parameters that no rule of the composite covers (e.g. LayerNorm,
@@ -241,13 +147,13 @@ def check_lrp_encoder(encoder: nn.Module) -> None:
     for leaf in collect_leaves(encoder):
         where = f"{type(leaf).__name__} at {names.get(id(leaf), '?')!r}"
         if isinstance(leaf, BatchNorm) and not isinstance(last, Linear):
-            raise TypeError(f"NEON cannot canonize the encoder: {where} follows "
+            raise UserError(f"NEON cannot canonize the encoder: {where} follows "
                             f"{type(last).__name__ if last is not None else 'the input'}, not a "
                             "convolution or linear layer, so zennit cannot merge it into one")
         has_params = any(True for _ in leaf.parameters(recurse=False))
         supported = isinstance(leaf, Convolution | nn.Linear | BatchNorm | Activation)
         if has_params and not supported:
-            raise TypeError(f"NEON cannot canonize the encoder: zennit has no LRP rule for {where} "
+            raise UserError(f"NEON cannot canonize the encoder: zennit has no LRP rule for {where} "
                             "(supported: convolutions, linear layers, BatchNorm after them, "
                             "activations, pooling)")
         if not has_params and not isinstance(leaf, (Activation, AvgPool, MaxPool, Sum, *PASS_THROUGH)):
@@ -257,7 +163,7 @@ def check_lrp_encoder(encoder: nn.Module) -> None:
     plain = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
     for name, module in encoder.named_modules():
         if isinstance(module, nn.MultiheadAttention | nn.RNNBase):
-            raise TypeError(f"NEON cannot canonize the encoder: zennit has no LRP rule for "
+            raise UserError(f"NEON cannot canonize the encoder: zennit has no LRP rule for "
                             f"{type(module).__name__} at {name!r}")
         if next(module.children(), None) is None or isinstance(module, plain) or _handled(module):
             continue
@@ -274,11 +180,11 @@ def make_composite(composite: str | Any = "epsilon_plus_flat") -> Any:
     zennit = require_zennit()
     if not isinstance(composite, str):
         if not isinstance(composite, zennit.core.Composite):
-            raise TypeError(f"composite must be a zennit Composite or a name, got {type(composite).__name__}")
+            raise UserError(f"composite must be a zennit Composite or a name, got {type(composite).__name__}")
         return composite
     table = zennit.composites.COMPOSITES
     if composite not in table:
-        raise ValueError(f"unknown zennit composite {composite!r}; choose one of {sorted(table)}")
+        raise UserError(f"unknown zennit composite {composite!r}; choose one of {sorted(table)}")
     return table[composite](canonizers=clustercam_canonizers())
 
 
@@ -312,30 +218,56 @@ class NEONResult:
     clusters: Tensor
 
 
+@reordered_parameters("encoder", "x", "centroids", "clusters", "beta", "evidence", "target_layer",
+                      "composite", "batch_size", "smooth",
+                      when=lambda args, kwargs: (len(args) > 1 and isinstance(args[1], Tensor))
+                      or (len(args) < 2 and "target_layer" not in kwargs),
+                      defaults={"target_layer": None})
 def neon(
     encoder: nn.Module,
+    target_layer: nn.Module | str | None,
     x: Tensor,
     centroids: Tensor,
+    *,
     clusters: Tensor | None = None,
     beta: float | str | None = "auto",
     evidence: str = "min",
-    target_layer: nn.Module | str | None = None,
     composite: str | Any = "epsilon_plus_flat",
     batch_size: int = 256,
     smooth: bool = False,
 ) -> NEONResult:
     """NEON relevance maps of k-means clusters on any (zennit-canonizable) encoder.
 
-    ``encoder`` maps x (N x C x L or N x C x H x W) to embeddings N x m; ``centroids`` K x m.
-    The evidence f_c (``evidence``: ``min``, > 0 exactly for the samples of c, or
-    ``soft_min``) is shared among the K - 1 linear units at stiffness ``beta`` (``auto``: the
-    inverse mean margin of the samples in x, :func:`default_beta`; None: all on the nearest
-    competitor), the midpoint rule hands it to z (:func:`midpoint_relevance`) and LRP with
-    ``composite`` (zennit's ``EpsilonPlusFlat`` by default, BatchNorm merged) to the input.
-    ``clusters`` (N): explain only each sample's given cluster, one backward pass per chunk;
-    default all K clusters from one forward pass and K backward passes per chunk. f_c < 0
-    where a sample is not in c: its map shows the evidence against c. ``target_layer``: also
-    the relevance at that module's output. Hooks, parameters and train/eval state are restored.
+    The evidence f_c is shared among the K - 1 linear units of the neuralized k-means at
+    stiffness ``beta``, the midpoint rule hands it to z
+    (:func:`~clustercam.explain.evidence.midpoint_relevance`) and LRP with ``composite`` to
+    the input. f_c < 0 where a sample is not in c: its map shows the evidence against c.
+    Hooks, parameters and train/eval state are restored.
+
+    Args:
+        encoder: maps x to embeddings N x m (zennit must be able to canonize it).
+        target_layer: a module (or its dotted name) whose relevance is also returned
+            (``layer_raw``); None: the input only.
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        clusters: N cluster ids: explain only each sample's given cluster (one backward pass
+            per chunk); None: all K clusters (one forward, K backward passes per chunk).
+        beta: ``auto`` (the inverse mean margin of the samples in x,
+            :func:`~clustercam.explain.evidence.default_beta`), a number > 0, or None (all
+            on the nearest competitor).
+        evidence: ``min`` (> 0 exactly for the samples of c) or ``soft_min``.
+        composite: a zennit composite or its name (``epsilon_plus_flat``: zennit's
+            ``EpsilonPlusFlat``, BatchNorm merged).
+        batch_size: samples per chunk.
+        smooth: moving average of series maps.
+
+    Returns:
+        A :class:`NEONResult`.
+
+    Raises:
+        UserError: bad ``beta``, ``evidence``, ``clusters``, ``composite`` or a module zennit
+            cannot explain.
+        MissingDependencyError: zennit is not installed.
 
     Example:
         >>> import torch
@@ -343,7 +275,7 @@ def neon(
         >>> from clustercam.models.components.resnet_cae import ResNetCAE
         >>> enc = ResNetCAE((1, 32), filters=(4, 4), embedding_dim=3).encoder
         >>> x, mu = torch.randn(6, 1, 32), torch.randn(3, 3)
-        >>> res = neon(enc, x, mu, target_layer="features")
+        >>> res = neon(enc, "features", x, mu)
         >>> tuple(res.heatmaps.shape), tuple(res.layer_raw.shape), tuple(res.evidence.shape)
         ((6, 3, 32), (6, 3, 32), (6, 3))
         >>> own = torch.cdist(res.embeddings, mu).argmin(1)  # f_c > 0 exactly for c = own
@@ -352,14 +284,12 @@ def neon(
     """
     check_beta(beta, evidence)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     check_inputs(x, centroids)
     require_zennit()
     n, k = x.shape[0], centroids.shape[0]
     if clusters is not None:
-        clusters = torch.as_tensor(clusters, dtype=torch.long).flatten().cpu()
-        if clusters.shape[0] != n or bool((clusters < 0).any()) or bool((clusters >= k).any()):
-            raise ValueError(f"clusters must be N = {n} indices in [0, {k}), got {clusters.tolist()[:10]}")
+        clusters = check_clusters(clusters, n, k)
     layer = resolve_layer(encoder, target_layer) if target_layer is not None else None
     z_all = embed(encoder, x, batch_size)
     check_embedding(z_all, centroids)
@@ -405,7 +335,7 @@ def _lrp_chunk(
             with hooked(layer, keep):
                 z = encoder(xb)
             if "A" not in captured or not captured["A"].requires_grad:
-                raise ValueError(f"the target layer {type(layer).__name__} was not called on the "
+                raise UserError(f"the target layer {type(layer).__name__} was not called on the "
                                  "path from the input to the embedding")
         rz, f = midpoint_relevance(z.detach().cpu(), mu, beta, evidence, clusters)
         rz = rz.to(device=z.device, dtype=z.dtype)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
 from clustercam.models.optim import check_optimizer
 
 
@@ -42,11 +43,11 @@ class AutoencoderModule(LightningModule):
             self.net = net
         else:
             if input_shape is None:
-                raise ValueError("input_shape is needed to build the autoencoder from a partial")
+                raise UserError("input_shape is needed to build the autoencoder from a partial")
             self.net = net(input_shape=tuple(input_shape))
         for attr in ("encoder", "decoder"):
             if not isinstance(getattr(self.net, attr, None), nn.Module):
-                raise TypeError(f"{type(self.net).__name__} has no '{attr}' module (an autoencoder "
+                raise UserError(f"{type(self.net).__name__} has no '{attr}' module (an autoencoder "
                                 "needs net.encoder: x -> z and net.decoder: z -> x_hat)")
         check_optimizer(optimizer)
         self.optimizer_factory = optimizer

@@ -19,6 +19,7 @@ import torch
 from lightning import LightningModule
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.image.ablation import PooledHead
 from clustercam.models.timm_weights import (
     build_timm_model,
@@ -33,19 +34,19 @@ def check_feature_map(net: nn.Module, input_shape: Sequence[int], name: str) -> 
     a clear error when the map is smaller than 2 x 2 (CGAP needs positions to cluster)."""
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3:
-        raise ValueError(f"input_shape must be C x H x W, got {list(shape)}")
+        raise UserError(f"input_shape must be C x H x W, got {list(shape)}")
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
             a = net.forward_features(torch.zeros(1, *shape))
     except RuntimeError as err:
-        raise ValueError(f"timm model {name!r} cannot take inputs of shape {list(shape)}: "
+        raise UserError(f"timm model {name!r} cannot take inputs of shape {list(shape)}: "
                          f"{str(err).splitlines()[0][:200]}") from None
     finally:
         net.train(was_training)
     if a.dim() != 4 or min(a.shape[-2:]) < 2:
-        raise ValueError(
+        raise UserError(
             f"the feature map of {name!r} at input {list(shape)} is {list(a.shape[1:])}: smaller "
             "than 2 x 2, so concepts have no positions to cluster (CGAP) or locate (CPHA). Use "
             "a larger input (data.size) or a smaller stride, e.g. model.model_kwargs.output_stride=8")
@@ -80,7 +81,7 @@ class ClassifierModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if num_classes is not None and int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise UserError(f"num_classes must be >= 1, got {num_classes}")
         self.net, self.weights_source = build_timm_model(
             name, pretrained, checkpoint_path, pretrained_tag, self.warn_random,
             num_classes=num_classes, **dict(model_kwargs or {}))

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from clustercam.exceptions import UserError
+
 
 def check_optimizer(factory: Callable[..., torch.optim.Optimizer] | None, what: str = "model.optimizer") -> None:
     """Build ``factory`` once on a dummy parameter so a bad setting (a negative learning rate,
@@ -13,8 +15,8 @@ def check_optimizer(factory: Callable[..., torch.optim.Optimizer] | None, what: 
     if factory is None:
         return
     if not callable(factory):
-        raise TypeError(f"{what} must be an optimizer factory (a Hydra _partial_), got {type(factory).__name__}")
+        raise UserError(f"{what} must be an optimizer factory (a Hydra _partial_), got {type(factory).__name__}")
     try:
         factory(params=[torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{what}: {err}") from None
+        raise UserError(f"{what}: {err}") from None

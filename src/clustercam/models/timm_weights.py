@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from clustercam.runtime.errors import ResourceUnavailableError
+from clustercam.exceptions import MissingFileError, ResourceUnavailableError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def check_model_name(arch: str) -> None:
         return
     close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
     hint = f"; did you mean one of {close}?" if close else "; see timm.list_models()"
-    raise ValueError(f"unknown timm model name {arch!r}{hint}")
+    raise UserError(f"unknown timm model name {arch!r}{hint}")
 
 
 def pretrained_cfg(full_name: str) -> Any:
@@ -173,7 +173,7 @@ def build_timm_model(
     if checkpoint_path:
         path = Path(checkpoint_path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"model.checkpoint_path {str(path)!r} does not exist (weights for {full!r}); "
                 "give an existing .safetensors/.pth file, or leave it null to use the hub"
             )
@@ -215,4 +215,4 @@ def _create(arch: str, kwargs: Mapping[str, Any]) -> nn.Module:
     try:
         return timm.create_model(arch, pretrained=False, **kwargs)
     except TypeError as err:
-        raise ValueError(f"timm model {arch!r} does not take model_kwargs {dict(kwargs)}: {err}") from None
+        raise UserError(f"timm model {arch!r} does not take model_kwargs {dict(kwargs)}: {err}") from None

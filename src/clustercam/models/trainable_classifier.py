@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.models.classifier_module import ClassifierModule
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,9 @@ class TrainableClassifierModule(ClassifierModule):
         save_weights: str | None = None,
     ) -> None:
         if num_classes is None or int(num_classes) < 2:
-            raise ValueError(f"a trained classifier needs num_classes >= 2, got {num_classes}")
+            raise UserError(f"a trained classifier needs num_classes >= 2, got {num_classes}")
         if lr <= 0 or weight_decay < 0 or not 0 < pct_start < 1:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, 0 < pct_start < 1; got {lr}, "
+            raise UserError(f"need lr > 0, weight_decay >= 0, 0 < pct_start < 1; got {lr}, "
                              f"{weight_decay}, {pct_start}")
         kwargs = dict(model_kwargs or {})
         if input_shape is not None and "in_chans" not in kwargs:
@@ -84,7 +85,7 @@ class TrainableClassifierModule(ClassifierModule):
         k = getattr(dm, "num_classes", None) if dm is not None else None
         out = self.net.get_classifier().out_features if hasattr(self.net, "get_classifier") else None
         if k is not None and out is not None and int(k) > int(out):
-            raise ValueError(f"the datamodule has {k} classes but model.num_classes={out}")
+            raise UserError(f"the datamodule has {k} classes but model.num_classes={out}")
 
     def on_fit_start(self) -> None:
         self.train()  # Lightning keeps the mode a module starts in: frozen ones are in eval

@@ -2,7 +2,10 @@
 
 Nothing here knows a particular callback's file names: a table is any ``*.csv`` or ``*.md``
 of the run, a figure any ``*.png`` / ``*.svg`` / ``*.jpg``, grouped into galleries by the
-folder they are in (``figures/concepts/``) or a numbered stem (``cluster_3.png``).
+folder they are in (``figures/concepts/``) or a numbered stem (``cluster_3.png``). What every
+run folder holds (``config.yaml``, ``metrics.json``) and what is no result of the run (the
+loggers' stores, the checkpoints, the report: ``NOT_RESULTS``) are the contract's names
+(:mod:`clustercam.outputs`).
 """
 
 from __future__ import annotations
@@ -18,14 +21,9 @@ from typing import Any
 import yaml
 
 from clustercam.exceptions import UserError
+from clustercam.outputs import CONFIG, HYDRA_OVERRIDES, METRICS, NOT_RESULTS
 
-CONFIG = "config.yaml"  # written first by every run (clustercam.train)
-METRICS = "metrics.json"
-REPORT_DIR = "report"  # the web page of a run or multirun: <folder>/report/index.html
-HYDRA_DIR = ".hydra"
-# what a run folder holds that is no result of the run: the loggers' own stores, weights,
-# and this report (left out of the page and of the files handed to MLflow)
-NOT_RESULTS = frozenset({REPORT_DIR, "checkpoints", "wandb", "tensorboard", "mlflow", "mlruns", "csv"})
+# weights anywhere in a run folder are no result either (left out of the page and of MLflow)
 WEIGHTS = (".ckpt", ".safetensors", ".pt", ".pth")
 TABLES = (".csv", ".md")
 FIGURES = (".png", ".svg", ".jpg", ".jpeg")
@@ -174,7 +172,7 @@ def read_run(folder: Path) -> Run:
         raise UserError(f"{folder} is not a clustercam run folder: it has neither {CONFIG} nor {METRICS}")
     text = (folder / CONFIG).read_text() if (folder / CONFIG).is_file() else ""
     config = yaml.safe_load(text) or {} if text else {}
-    overrides_file = folder / HYDRA_DIR / "overrides.yaml"
+    overrides_file = folder / HYDRA_OVERRIDES
     overrides = yaml.safe_load(overrides_file.read_text()) or [] if overrides_file.is_file() else []
     metrics: dict[str, Any] = {}
     if (folder / METRICS).is_file():

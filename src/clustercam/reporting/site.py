@@ -21,18 +21,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from clustercam.exceptions import UserError
-from clustercam.reporting.folder import (
-    REPORT_DIR,
-    Run,
-    find_runs,
-    is_run,
-    number,
-    read_run,
-)
+from clustercam.exceptions import MissingFileError, UserError
+from clustercam.outputs import CONFIG, METRICS, REPORT, REPORT_FILES, REPORT_INDEX
+from clustercam.reporting.folder import Run, find_runs, is_run, number, read_run
 
 log = logging.getLogger(__name__)
-FILES = "files"  # report/files/<path in the run folder>
+# inside report/: the page and the folder of the figures it shows (the contract's names)
+INDEX = Path(REPORT_INDEX).relative_to(REPORT).as_posix()
+FILES = Path(REPORT_FILES).relative_to(REPORT).as_posix()
 MAX_JOB_COLUMNS = 12  # metric columns of a multirun's table (the most common scalars)
 
 
@@ -76,20 +72,20 @@ def environment() -> Any:
 
 def _fresh_dir(folder: Path) -> tuple[Path, Path]:
     """A temporary folder beside ``report/`` to build in; swapped in by :func:`_swap`."""
-    tmp = folder / f".{REPORT_DIR}.tmp-{os.getpid()}"
+    tmp = folder / f".{REPORT}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    return tmp, folder / REPORT_DIR
+    return tmp, folder / REPORT
 
 
 def _swap(tmp: Path, target: Path) -> Path:
     """Replace ``target`` by ``tmp`` (the old page stays until the new one is complete)."""
-    old = target.with_name(f".{REPORT_DIR}.old-{os.getpid()}")
+    old = target.with_name(f".{REPORT}.old-{os.getpid()}")
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
-    return target / "index.html"
+    return target / INDEX
 
 
 def _stamp() -> str:
@@ -111,7 +107,7 @@ def write_run_report(folder: str | Path) -> Path:
             shutil.copy2(run.folder / rel, dest)
         page = environment().get_template("run.html.j2").render(
             run=run, files=FILES, title=run.name, stamp=_stamp(), config=run.config)
-        (tmp / "index.html").write_text(page, encoding="utf-8")
+        (tmp / INDEX).write_text(page, encoding="utf-8")
         return _swap(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -135,11 +131,11 @@ def write_multirun_report(folder: str | Path, jobs: bool = True) -> Path:
     folder = Path(folder)
     paths = find_runs(folder) if folder.is_dir() else []
     if not paths:
-        raise UserError(f"{folder} is neither a clustercam run folder (config.yaml or metrics.json) "
+        raise UserError(f"{folder} is neither a clustercam run folder ({CONFIG} or {METRICS}) "
                         "nor a multirun folder holding run folders")
     runs = []
     for path in paths:
-        if jobs or not (path / REPORT_DIR / "index.html").is_file():
+        if jobs or not (path / REPORT_INDEX).is_file():
             write_run_report(path)
         runs.append(read_run(path))
     common = set.intersection(*(set(r.overrides) for r in runs))  # shown once, above the table
@@ -147,11 +143,11 @@ def write_multirun_report(folder: str | Path, jobs: bool = True) -> Path:
     try:
         page = environment().get_template("multirun.html.j2").render(
             jobs=[(r, r.folder.relative_to(folder).as_posix(),
-                   Path("..", r.folder.relative_to(folder), REPORT_DIR, "index.html").as_posix(),
+                   Path("..", r.folder.relative_to(folder), REPORT_INDEX).as_posix(),
                    [o for o in r.overrides if o not in common]) for r in runs],
             common=[o for o in runs[0].overrides if o in common],
             columns=job_columns(runs), title=folder.name, stamp=_stamp())
-        (tmp / "index.html").write_text(page, encoding="utf-8")
+        (tmp / INDEX).write_text(page, encoding="utf-8")
         return _swap(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -161,11 +157,12 @@ def write_report(folder: str | Path) -> Path:
     """The page of a run folder, or of a multirun folder and each of its jobs.
 
     Raises:
+        MissingFileError: ``folder`` does not exist.
         UserError: ``folder`` is neither.
     """
     folder = Path(folder)
     if not folder.exists():
-        raise UserError(f"{folder} does not exist")
+        raise MissingFileError(f"{folder} does not exist: give a run folder or a multirun folder")
     if is_run(folder):
         return write_run_report(folder)
     return write_multirun_report(folder)

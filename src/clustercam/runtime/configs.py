@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clustercam.exceptions import UserError
+
 PACKAGE = "clustercam.conf"
 
 
@@ -90,7 +92,7 @@ def move_deprecated_keys(cfg: Any) -> Any:
                 f"model.concepts.* is deprecated: use callbacks.concepts.* ({sorted(moved)} were "
                 "moved there for this run)", FutureWarning, stacklevel=2)
             if "concepts" not in (cfg.get("callbacks") or {}):
-                raise ValueError("model.concepts.* was set but no concepts callback is configured "
+                raise UserError("model.concepts.* was set but no concepts callback is configured "
                                  "(callbacks=concepts)")
             for k, v in moved.items():
                 cfg.callbacks.concepts[k] = v

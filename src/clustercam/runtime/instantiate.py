@@ -9,6 +9,8 @@ from lightning import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from clustercam.exceptions import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -17,13 +19,13 @@ def _instantiate_group(cfg: DictConfig | None, kind: type, what: str) -> list:
     if not cfg:
         return items
     if not isinstance(cfg, DictConfig):
-        raise TypeError(f"the {what} config must be a mapping of name -> config, got {type(cfg)}")
+        raise UserError(f"the {what} config must be a mapping of name -> config, got {type(cfg)}")
     for name, conf in cfg.items():
         if isinstance(conf, DictConfig) and "_target_" in conf:
             log.info("Instantiating %s <%s>", what, conf._target_)
             obj = hydra.utils.instantiate(conf)
             if not isinstance(obj, kind):
-                raise TypeError(f"{what} {name!r} built a {type(obj).__name__}, not a {kind.__name__}")
+                raise UserError(f"{what} {name!r} built a {type(obj).__name__}, not a {kind.__name__}")
             items.append(obj)
     return items
 

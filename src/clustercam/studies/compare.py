@@ -25,15 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clustercam import outputs
+from clustercam.exceptions import UserError
 from clustercam.runtime.configs import experiment_names
 from clustercam.runtime.errors import exit_on_user_error
-from clustercam.studies.records import RunRecord, by_dataset, collect
+from clustercam.studies.records import GRADCEAM_TARGETS, RunRecord, by_dataset, collect
 from clustercam.studies.reproduce import root, run_sweep
 
 DATASETS = ("trace", "synthetic_cbf", "synthetic_shapes", "mnist")
-METHODS = ("random", "random_smooth", "activation", "gradceam_paper", "gradceam_reference",
-           "gradceam_assignment", "neon", "integrated_gradients", "occlusion", "gradient_shap")
-TARGETS = ("paper", "reference", "assignment")
+# the explanation methods compared, in the table's order (callbacks=peers scores them all)
+COMPARED_METHODS = ("random", "random_smooth", "activation", "gradceam_paper", "gradceam_reference",
+                    "gradceam_assignment", "neon", "integrated_gradients", "occlusion", "gradient_shap")
 # the settings of the full comparison (stated in the table's caption): every run
 COMMON = ["callbacks=peers", "logger=csv", "callbacks.explanation_scores.steps=10",
           "callbacks.explanation_scores.method_options.integrated_gradients.n_steps=16",
@@ -93,7 +94,7 @@ def methods_of(runs: Sequence[RunRecord]) -> list[str]:
     """The scored methods of the runs, in the comparison's order (others after, sorted)."""
     found = {k.split("/")[1] for r in runs for k in r.metrics
              if k.startswith("scores/") and k.endswith(f"/{TIME}")}
-    return [m for m in METHODS if m in found] + sorted(found - set(METHODS))
+    return [m for m in COMPARED_METHODS if m in found] + sorted(found - set(COMPARED_METHODS))
 
 
 def score_table(runs: Sequence[RunRecord], columns: Sequence[tuple[str, str, bool]],
@@ -128,7 +129,7 @@ def targets_table(groups: dict[str, list[RunRecord]]) -> str:
     lines = ["| dataset | target | cardinality median | cardinality mean | deletion ↓ | insertion ↑ "
              "| AUROC ↑ | pointing ↑ |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for ds, runs in groups.items():
-        for t in TARGETS:
+        for t in GRADCEAM_TARGETS:
             card = [mean_std([r.modes[t][s] for r in runs if t in r.modes and math.isfinite(r.modes[t][s])], 2)
                     for s in ("median", "mean")]
             m = f"gradceam_{t}"
@@ -175,7 +176,8 @@ def comparison_markdown(runs: Sequence[RunRecord], settings: str = "") -> str:
 
 
 def comparison_rows(runs: Sequence[RunRecord]) -> list[dict]:
-    """Long format for the CSV: dataset, method, score, mean, std, n (seeds)."""
+    """Long format for the CSV (:data:`~clustercam.outputs.contract.COMPARISON_COLUMNS`):
+    dataset, method, score, mean, std, n (seeds)."""
     rows = []
     for ds, group in by_dataset(list(runs)).items():
         keys = sorted({k.split("/", 2)[2] for r in group for k in r.metrics
@@ -211,24 +213,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild the report from the runs")
     args = p.parse_args(argv)
     out = args.out or root() / "outputs" / "comparison"
-    runs_dir = args.runs or out / "runs"
+    runs_dir = args.runs or out / outputs.STUDY_RUNS
     seeds = args.seeds[:2] if args.quick else args.seeds
     if not args.aggregate_only:
         unknown = [ds for ds in args.datasets if ds not in experiment_names()]
         if unknown:
-            raise ValueError(f"unknown experiments {unknown} in --datasets; have {experiment_names()}")
+            raise UserError(f"unknown experiments {unknown} in --datasets; have {experiment_names()}")
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 jobs on 2 cores, one thread each
         timings = {}
         for ds in args.datasets:
             extra = [*COMMON, *PER_DATASET.get(ds, []), *(QUICK if args.quick else []), *args.extra]
             timings[ds] = run_sweep(ds, seeds, runs_dir, extra, args.launcher)
-        outputs.write_json(out / "timings.json", timings, merge=True)
+        outputs.write_json(out / outputs.TIMINGS, timings, merge=True)
     runs = [r for r in collect(runs_dir) if methods_of([r])]
     if not runs:
-        raise FileNotFoundError(f"no finished scored runs under {runs_dir}")
+        raise UserError(f"no finished scored runs under {runs_dir}")
     text = comparison_markdown(runs, settings_text(args.datasets, seeds, args.quick))
-    outputs.write_text(out / "explanation_comparison.md", text)
-    outputs.write_csv(out / "explanation_comparison.csv", comparison_rows(runs),
-                      ("dataset", "method", "score", "mean", "std", "n"))
+    outputs.write_text(out / outputs.COMPARISON, text)
+    outputs.write_csv(out / outputs.COMPARISON_TABLE, comparison_rows(runs), outputs.COMPARISON_COLUMNS)
     print(text)
-    print(f"wrote {out / 'explanation_comparison.md'} ({len(runs)} runs, {time.strftime('%Y-%m-%d')})")
+    print(f"wrote {out / outputs.COMPARISON} ({len(runs)} runs, {time.strftime('%Y-%m-%d')})")

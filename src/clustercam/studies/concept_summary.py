@@ -1,8 +1,9 @@
-"""Aggregate concept runs into one ``concept_summary.md`` (the paper's Tables 1-2).
+"""Aggregate concept runs into one concept summary (the paper's Tables 1-2).
 
     python -m clustercam.concept_summary outputs/concepts/multiruns/<date_time>
 
-Reads every ``concept_metrics.csv`` under the given run or multirun directories.
+Reads every concept-metrics file of the outputs contract (``concept_metrics.csv``) under the
+given run or multirun directories and writes ``concept_summary.md`` beside them.
 """
 
 from __future__ import annotations
@@ -14,22 +15,23 @@ from pathlib import Path
 import pandas as pd
 
 from clustercam import outputs
-from clustercam.explain.concepts.summary import METRICS_FILE, SUMMARY_FILE, summary_markdown
+from clustercam.exceptions import UserError
+from clustercam.outputs.concept_markdown import summary_markdown
 from clustercam.runtime.errors import exit_on_user_error
 
 
 def find_metric_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Every ``concept_metrics.csv`` at or under ``paths`` (run or multirun directories)."""
+    """Every concept-metrics file at or under ``paths`` (run or multirun directories)."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
             files.append(p)
         elif p.is_dir():
-            files += sorted(p.rglob(METRICS_FILE))
+            files += sorted(p.rglob(outputs.CONCEPT_METRICS))
         else:
-            raise FileNotFoundError(f"{str(p)!r} does not exist")
+            raise UserError(f"{str(p)!r} does not exist")
     if not files:
-        raise FileNotFoundError(f"no {METRICS_FILE} under {[str(p) for p in paths]}")
+        raise UserError(f"no {outputs.CONCEPT_METRICS} under {[str(p) for p in paths]}")
     return files
 
 
@@ -44,11 +46,11 @@ def collect_runs(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def write_summary(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
-    """Aggregate the runs under ``paths`` into one ``concept_summary.md`` (default: in the
-    first path if it is a directory)."""
+    """Aggregate the runs under ``paths`` into one summary (default: the contract's
+    ``concept_summary.md`` in the first path if it is a directory)."""
     df = collect_runs(paths)
     first = Path(paths[0])
-    out = Path(out) if out else (first if first.is_dir() else first.parent) / SUMMARY_FILE
+    out = Path(out) if out else (first if first.is_dir() else first.parent) / outputs.CONCEPT_SUMMARY
     runs = df["run"].nunique()
     return outputs.write_text(out, summary_markdown(df, title=f"Concept clustering ({runs} runs)"))
 
@@ -57,6 +59,6 @@ def write_summary(paths: Sequence[str | Path], out: str | Path | None = None) ->
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="run or multirun directories (or CSV files)")
-    parser.add_argument("-o", "--out", default=None, help="output .md (default: <first>/concept_summary.md)")
+    parser.add_argument("-o", "--out", default=None, help=f"output .md (default: <first>/{outputs.CONCEPT_SUMMARY})")
     args = parser.parse_args(argv)
     print(write_summary(args.paths, args.out))

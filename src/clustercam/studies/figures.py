@@ -1,5 +1,5 @@
-"""The papers' figures, redrawn from finished run folders (``figures/heatmaps.npz`` of the
-Grad-CeAM runs, ``concept_metrics.csv`` and ``figures/concepts/`` of a concept run).
+"""The papers' figures, redrawn from finished run folders, read through the outputs contract
+(the heat maps of the Grad-CeAM runs; the concept metrics and concept figures of a concept run).
 
 Each function returns ``(figure, caption)``; the caption says which run and seed the
 figure comes from and reads the paper's caption in one line.
@@ -15,23 +15,24 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from clustercam import outputs
+from clustercam.exceptions import UserError
+from clustercam.explain.concepts.vocabulary import QUALITY_METRICS, ConceptConfig
 from clustercam.explain.maps import minmax_normalise, smooth_series
 from clustercam.explain.plots.papers import map_grid, metric_boxplots, tile_figures
 from clustercam.studies.records import RunRecord
 
-CONCEPT_METRICS = ("silhouette", "calinski_harabasz", "davies_bouldin")
-
 
 def members(run: Path) -> dict[str, np.ndarray]:
-    """The figure members a Grad-CeAM run saved (see the outputs contract)."""
-    path = Path(run) / "figures" / "heatmaps.npz"
+    """The figure members a Grad-CeAM run saved (:data:`~clustercam.outputs.contract.HEATMAP_MEMBERS`)."""
+    path = Path(run) / outputs.HEATMAPS
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the run was made without figures "
-                                "(callbacks.cluster_explain.figures=true)")
+        raise UserError(f"{path} is missing: the run was made without figures "
+                        "(callbacks.cluster_explain.figures=true)")
     with np.load(path) as z:
         data = {k: z[k] for k in z.files}
     if "inputs" not in data:
-        raise ValueError(f"{path} predates clustercam 0.2 (no inputs): rerun the experiment")
+        raise UserError(f"{path} predates clustercam 0.2 (no inputs): rerun the experiment")
     return data
 
 
@@ -122,15 +123,15 @@ def sample_cluster_grid(r: RunRecord) -> tuple[Figure, str]:
 
 def boxplot_data(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, dict[str, list[float]]]]:
     """Concepts Fig. 2's data: ``[(method, metric)][class][algorithm]`` = the per-image values
-    of ``concept_metrics.csv`` (n_concepts: the most common value, 5 by default)."""
+    of a run's concept metrics (n_concepts: the most common value, 5 by default)."""
     if metrics.empty:
-        raise ValueError("concept_metrics.csv has no rows")
+        raise UserError(f"{outputs.CONCEPT_METRICS} has no rows")
     n = int(metrics["n_concepts"].mode().iloc[0])
     df = metrics[metrics["n_concepts"] == n]
     label = "class_name" if "class_name" in df.columns else "class"
     out: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
     for (method, cls, algo), g in df.groupby(["method", label, "algorithm"], sort=True):
-        for metric in CONCEPT_METRICS:
+        for metric in QUALITY_METRICS:
             out.setdefault((method, metric), defaultdict(dict))[str(cls)][algo] = g[metric].astype(float).tolist()
     return {k: dict(v) for k, v in out.items()}
 
@@ -138,27 +139,35 @@ def boxplot_data(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, dict[
 def concept_boxplots(run: Path, source: str) -> tuple[Figure, str]:
     """Concepts Fig. 2: silhouette, CHI and DBI per class label, one box per algorithm,
     a CGAP row and a CPHA row."""
-    df = pd.read_csv(Path(run) / "concept_metrics.csv")
+    df = pd.read_csv(Path(run) / outputs.CONCEPT_METRICS)
     data = boxplot_data(df)
     methods = sorted({m for m, _ in data})
-    fig = metric_boxplots(data, methods, CONCEPT_METRICS,
+    fig = metric_boxplots(data, methods, QUALITY_METRICS,
                           title=f"Concept clustering scores per class and algorithm ({source})")
     return fig, (f"Concepts Fig. 2: the three clustering scores of every image, per class label, one box "
-                 f"per algorithm, CGAP and CPHA rows; {len(df)} rows of {run}/concept_metrics.csv ({source}).")
+                 f"per algorithm, CGAP and CPHA rows; {len(df)} rows of {run}/{outputs.CONCEPT_METRICS} ({source}).")
 
 
-def _concept_pngs(run: Path) -> list[Path]:
-    return sorted(p for p in (Path(run) / "figures" / "concepts").glob("*_n*.png") if not p.stem.endswith("_sub"))
+def _concept_figures(run: Path, method: str, sub: bool = False) -> list[tuple[Path, str, ConceptConfig]]:
+    """(path, image, configuration) of the concept figures of ``method`` a run drew, by path."""
+    df = pd.read_csv(Path(run) / outputs.CONCEPT_METRICS)
+    found = set()
+    for r in df[df["method"] == method].itertuples(index=False):
+        cfg = ConceptConfig(r.method, r.algorithm, int(r.n_concepts))
+        path = Path(run) / outputs.concept_figure_path(str(r.image), cfg, sub=sub)
+        if path.is_file():
+            found.add((path, str(r.image), cfg))
+    return sorted(found)
 
 
 def concept_subconcepts(run: Path, source: str, n_classes: int = 4) -> tuple[Figure, str]:
     """Concepts Fig. 5: the sub-concept decompositions of several classes together."""
-    subs = sorted((Path(run) / "figures" / "concepts").glob("*_cgap_*_sub.png"))
+    subs = _concept_figures(run, "cgap", sub=True)
     if not subs:
-        raise FileNotFoundError(f"no CGAP sub-concept figure under {run}/figures/concepts")
-    df = pd.read_csv(Path(run) / "concept_metrics.csv")
-    first = df.drop_duplicates("class").set_index("image")["class"].to_dict() if "image" in df else {}
-    chosen = [p for p in subs if p.name.split("_cgap_")[0] in first][:n_classes] or subs[:n_classes]
+        raise UserError(f"no CGAP sub-concept figure under {run}/{outputs.CONCEPT_FIGURES}")
+    df = pd.read_csv(Path(run) / outputs.CONCEPT_METRICS)
+    first = set(df.drop_duplicates("class")["image"].astype(str))  # each class's first image
+    chosen = [p for p, image, _ in subs if image in first][:n_classes] or [p for p, _, _ in subs[:n_classes]]
     fig = tile_figures([[p] for p in chosen], f"CGAP sub-concepts of {len(chosen)} classes ({source})",
                        first_rows=True)
     return fig, (f"Concepts Fig. 5: each row one image of a different class, its most important split "
@@ -167,13 +176,11 @@ def concept_subconcepts(run: Path, source: str, n_classes: int = 4) -> tuple[Fig
 
 def concept_cgap_vs_cpha(run: Path, source: str) -> tuple[Figure, str]:
     """Concepts Fig. 6: CGAP (top) and CPHA (bottom) concepts of the same image."""
-    pngs = _concept_pngs(run)
-    for p in pngs:
-        if "_cgap_" in p.name:
-            twin = p.with_name(p.name.replace("_cgap_", "_cpha_"))
-            if twin.is_file():
-                fig = tile_figures([[p], [twin]], f"CGAP (top) and CPHA (bottom) of one image ({source})")
-                return fig, (f"Concepts Fig. 6: the concepts of {p.name.split('_cgap_')[0]} by activation "
-                             f"pattern (CGAP, top) and by position of the maximum (CPHA, bottom); from {run} "
-                             f"({source}).")
-    raise FileNotFoundError(f"no image with both a CGAP and a CPHA figure under {run}/figures/concepts")
+    for p, image, cfg in _concept_figures(run, "cgap"):
+        twin = Path(run) / outputs.concept_figure_path(image, cfg._replace(method="cpha"))
+        if twin.is_file():
+            fig = tile_figures([[p], [twin]], f"CGAP (top) and CPHA (bottom) of one image ({source})")
+            return fig, (f"Concepts Fig. 6: the concepts of {image} by activation "
+                         f"pattern (CGAP, top) and by position of the maximum (CPHA, bottom); from {run} "
+                         f"({source}).")
+    raise UserError(f"no image with both a CGAP and a CPHA figure under {run}/{outputs.CONCEPT_FIGURES}")

@@ -1,5 +1,6 @@
 """Finished runs as records, and the papers' model selection: the best and worst NMI of a
-dataset's runs (the Grad-CeAM paper's Fig. 10 "high" and "low" models)."""
+dataset's runs (the Grad-CeAM paper's Fig. 10 "high" and "low" models). Run folders are read
+through the outputs contract."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from typing import Any
 
 import yaml
 
-STATS = ("median", "mean", "min", "max")
+from clustercam import outputs
+from clustercam.exceptions import UserError
+
+# the Grad-CeAM targets every study sweep compares (callbacks.cluster_explain.compare_modes)
+GRADCEAM_TARGETS = ("paper", "reference", "assignment")
 
 
 @dataclass
@@ -45,21 +50,21 @@ def _float(v: str) -> float:
 
 
 def collect(runs_dir: str | Path) -> list[RunRecord]:
-    """Every finished run under ``runs_dir`` (a folder with metrics.json, config.yaml and
-    cardinality_summary.json), in folder order."""
+    """Every finished Grad-CeAM run under ``runs_dir`` (a folder with the contract's metrics,
+    config and cardinality summary), in folder order."""
     records = []
-    for metrics_path in sorted(Path(runs_dir).rglob("metrics.json")):
+    for metrics_path in sorted(Path(runs_dir).rglob(outputs.METRICS)):
         run = metrics_path.parent
-        if not (run / "config.yaml").is_file() or not (run / "cardinality_summary.json").is_file():
+        if not (run / outputs.CONFIG).is_file() or not (run / outputs.CARDINALITY_SUMMARY).is_file():
             continue
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load((run / outputs.CONFIG).read_text()) or {}
         modes = {}
-        if (run / "cardinality_by_mode.csv").is_file():
-            with open(run / "cardinality_by_mode.csv") as fh:
-                modes = {r["mode"]: {k: _float(r[k]) for k in STATS} for r in csv.DictReader(fh)}
+        if (run / outputs.CARDINALITY_BY_MODE).is_file():
+            with open(run / outputs.CARDINALITY_BY_MODE) as fh:
+                modes = {r[outputs.CARDINALITY_BY_MODE_KEY]: {k: _float(r[k]) for k in outputs.CARDINALITY_STATS} for r in csv.DictReader(fh)}
         records.append(RunRecord(run, dataset_name(cfg), cfg.get("seed"),
                                  json.loads(metrics_path.read_text()),
-                                 json.loads((run / "cardinality_summary.json").read_text()), modes))
+                                 json.loads((run / outputs.CARDINALITY_SUMMARY).read_text()), modes))
     return records
 
 
@@ -76,7 +81,7 @@ def high_low(records: list[RunRecord]) -> tuple[RunRecord, RunRecord]:
     left out (an error if none is left)."""
     ok = [r for r in records if math.isfinite(r.nmi)]
     if not ok:
-        raise ValueError(f"no run with a finite NMI among {[str(r.run) for r in records]}")
+        raise UserError(f"no run with a finite NMI among {[str(r.run) for r in records]}")
     key = lambda r: (r.seed if r.seed is not None else math.inf)  # noqa: E731
     high = max(sorted(ok, key=key), key=lambda r: r.nmi)
     low = min(sorted(ok, key=key, reverse=True), key=lambda r: r.nmi)

@@ -6,8 +6,9 @@
     clustercam-reproduce --aggregate-only           # re-read <out>/runs: tables and figures again
 
 One Hydra multirun per Grad-CeAM dataset over the seeds (every run also scores the three
-Grad-CeAM targets), one concept run, then under ``--out``: ``table1.md`` (mean ± std over
-seeds, the best / worst NMI, Table I of the high and the low model, the per-target table),
+Grad-CeAM targets), one concept run, then under ``--out`` (names: :mod:`clustercam.outputs.contract`):
+``table1.md`` (mean ± std over seeds, the best / worst NMI, Table I of the high and the low
+model, the per-target table),
 ``figures/*.png`` in the papers' layouts and ``figures/captions.md`` (which run and seed
 each figure comes from).
 """
@@ -23,10 +24,11 @@ import time
 from pathlib import Path
 
 from clustercam import outputs
+from clustercam.exceptions import UserError
 from clustercam.runtime.configs import experiment_names
 from clustercam.runtime.errors import exit_on_user_error
 from clustercam.studies import figures as paper_figures
-from clustercam.studies.records import RunRecord, by_dataset, collect, high_low
+from clustercam.studies.records import GRADCEAM_TARGETS, RunRecord, by_dataset, collect, high_low
 from clustercam.studies.tables import modes_table, table1, table1_selected
 
 EXPERIMENTS = {"trace": "Trace", "coffee": "Coffee", "cbf": "CBF", "mnist": "MNIST", "stl10": "STL10"}
@@ -34,7 +36,7 @@ DATASETS = ("trace", "coffee", "cbf", "mnist")
 # tiny settings for --quick: the same files, in minutes
 QUICK = {"*": ["trainer.max_epochs=1", "data.max_samples=40", "callbacks.cluster_explain.n_init=2"],
          "mnist": ["data.max_samples=200"]}
-CONCEPTS = {"algorithms": "[kmeans,agglomerative,birch,gmm]"}
+CONCEPT_STUDY_ALGORITHMS = "[kmeans,agglomerative,birch,gmm]"  # the concept run's algorithms (Fig. 2)
 
 
 def root() -> Path:
@@ -51,7 +53,7 @@ def run_sweep(experiment: str, seeds: list[int], runs_dir: Path, extra: list[str
     cmd = [sys.executable, "-m", "clustercam.train", "-m", f"experiment={experiment}",
            "seed=" + ",".join(map(str, seeds)), "print_config=false",
            f"hydra.sweep.dir={runs_dir / experiment}", "hydra.sweep.subdir=seed${seed}",
-           "callbacks.cluster_explain.compare_modes=[paper,reference,assignment]",
+           f"callbacks.cluster_explain.compare_modes=[{','.join(GRADCEAM_TARGETS)}]",
            *([f"hydra/launcher={launcher}"] if launcher != "basic" else []), *extra]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
@@ -59,11 +61,11 @@ def run_sweep(experiment: str, seeds: list[int], runs_dir: Path, extra: list[str
     return time.perf_counter() - start
 
 
-def run_concepts(out: Path, extra: list[str]) -> tuple[Path, str]:
+def run_concept_study(out: Path, extra: list[str]) -> tuple[Path, str]:
     """The concept run of the concept figures: its folder and where its weights came from."""
-    run = out / "runs" / "concepts"
+    run = out / outputs.CONCEPT_STUDY_RUN
     cmd = [sys.executable, "-m", "clustercam.train", "print_config=false", f"paths.output_dir={run}",
-           f"hydra.run.dir={run}", f"callbacks.concepts.algorithm={CONCEPTS['algorithms']}", *extra]
+           f"hydra.run.dir={run}", f"callbacks.concepts.algorithm={CONCEPT_STUDY_ALGORITHMS}", *extra]
     print("+", " ".join(cmd), flush=True)
     # it runs alone after the sweeps, so it gets every core (the sweeps' jobs run one thread each)
     threads = str(os.cpu_count() or 1)
@@ -74,7 +76,7 @@ def run_concepts(out: Path, extra: list[str]) -> tuple[Path, str]:
 
 
 def concept_source(run: Path) -> str:
-    info = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    info = json.loads((run / outputs.METRICS).read_text()) if (run / outputs.METRICS).is_file() else {}
     weights = str(info.get("weights", ""))
     if not info.get("pretrained", False):
         weights = "random weights"
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
     args = p.parse_args(argv)
     out = args.out or root() / "outputs" / "reproduction"
-    runs_dir, timing_file = out / "runs", out / "timings.json"
+    runs_dir, timing_file = out / outputs.STUDY_RUNS, out / outputs.TIMINGS
     seeds = args.seeds[:2] if args.quick else args.seeds
     concepts = default_concepts(args.quick) if args.concepts is None else args.concepts
     timings: dict[str, float] = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
@@ -146,24 +148,25 @@ def main(argv: list[str] | None = None) -> None:
         datasets = list(args.datasets) + (["stl10"] if "stl10" not in args.datasets and stl10_present(root()) else [])
         for ds in datasets:
             if ds not in experiment_names():
-                raise ValueError(f"unknown experiment {ds!r} in --datasets; have {experiment_names()}")
+                raise UserError(f"unknown experiment {ds!r} in --datasets; have {experiment_names()}")
             extra = [*args.extra, *(QUICK["*"] + QUICK.get(ds, []) if args.quick else [])]
             timings[EXPERIMENTS.get(ds, ds)] = run_sweep(ds, seeds, runs_dir, extra, args.launcher)
         if concepts:
             t0 = time.perf_counter()
-            run_concepts(out, [*args.extra, *concepts])
+            run_concept_study(out, [*args.extra, *concepts])
             timings["concepts"] = time.perf_counter() - t0
         outputs.write_json(timing_file, timings)
     records = collect(runs_dir)
     if not records:
-        raise FileNotFoundError(f"no finished Grad-CeAM runs under {runs_dir}")
-    concept_run = runs_dir / "concepts" if (runs_dir / "concepts" / "concept_metrics.csv").is_file() else None
+        raise UserError(f"no finished Grad-CeAM runs under {runs_dir}")
+    concept_run = out / outputs.CONCEPT_STUDY_RUN
+    concept_run = concept_run if (concept_run / outputs.CONCEPT_METRICS).is_file() else None
     text = report(records, timings, sum(timings.values()))
-    outputs.write_text(out / "table1.md", text)
-    captions = draw_figures(records, concept_run, out / "figures")
-    outputs.write_text(out / "figures" / "captions.md", "# Figures\n\n" + "\n".join(captions) + "\n")
+    outputs.write_text(out / outputs.TABLE1, text)
+    captions = draw_figures(records, concept_run, out / outputs.STUDY_FIGURES)
+    outputs.write_text(out / outputs.CAPTIONS, "# Figures\n\n" + "\n".join(captions) + "\n")
     print(text)
-    print(f"figures: {out / 'figures'}")
+    print(f"figures: {out / outputs.STUDY_FIGURES}")
 
 
 def default_concepts(quick: bool) -> list[str]:

@@ -8,7 +8,8 @@ import math
 import statistics
 from collections.abc import Mapping
 
-from clustercam.studies.records import STATS, RunRecord, by_dataset, high_low
+from clustercam.outputs import CARDINALITY_STATS
+from clustercam.studies.records import GRADCEAM_TARGETS, RunRecord, by_dataset, high_low
 
 # Paper Table I: median / mean / min / max of the cardinality ratio
 PAPER = {
@@ -19,7 +20,6 @@ PAPER = {
     "CBF": (1.7, 1.4, 0.8, 1.8),
 }
 PAPER_NMI = {"Coffee": 0.82}
-MODES = ("paper", "reference", "assignment")
 
 
 def mean_std(values: list[float]) -> str:
@@ -53,7 +53,7 @@ def table1(records: list[RunRecord], timings: Mapping[str, float]) -> str:
     for ds in _order(groups):
         rs = groups[ds]
         high, low = high_low(rs)
-        cells = [mean_std([_num(r.summary.get(k)) for r in rs]) for k in STATS]
+        cells = [mean_std([_num(r.summary.get(k)) for r in rs]) for k in CARDINALITY_STATS]
         nmi = mean_std([r.nmi for r in rs]) + (f" (paper {PAPER_NMI[ds]})" if ds in PAPER_NMI else "")
         t = timings.get(ds)
         lines.append(f"| {ds} | {len(rs)} | {nmi} | {high.nmi:.2f} / {low.nmi:.2f} | " + " | ".join(cells)
@@ -68,7 +68,7 @@ def table1_selected(records: list[RunRecord]) -> str:
     groups = by_dataset(records)
     for ds in _order(groups):
         for name, r in zip(("high", "low"), high_low(groups[ds])):
-            cells = [f"{_num(r.summary.get(k)):.2f}" for k in STATS]
+            cells = [f"{_num(r.summary.get(k)):.2f}" for k in CARDINALITY_STATS]
             lines.append(f"| {ds} | {name} | {r.seed} | {r.nmi:.2f} | " + " | ".join(cells) + f" | {_paper(ds)} |")
     return "\n".join(lines)
 
@@ -80,7 +80,7 @@ def modes_table(records: list[RunRecord]) -> str:
     for ds in _order(groups):
         rs = groups[ds]
         nmi = mean_std([r.nmi for r in rs])
-        for mode in MODES:
-            cells = [mean_std([r.modes.get(mode, {}).get(k, math.nan) for r in rs]) for k in STATS]
+        for mode in GRADCEAM_TARGETS:
+            cells = [mean_std([r.modes.get(mode, {}).get(k, math.nan) for r in rs]) for k in CARDINALITY_STATS]
             lines.append(f"| {ds} | {mode} | {nmi} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from clustercam.callbacks.tracking.base import LoggerAdapter, RunInfo, markdown_table
 from clustercam.exceptions import UserError
+from clustercam.outputs import TENSORBOARD
 
 log = logging.getLogger(__name__)
 RASTER = (".png", ".jpg", ".jpeg")  # what TensorBoard's image dashboard shows (no SVG)
@@ -53,5 +54,5 @@ class TensorBoardAdapter(LoggerAdapter):
         return True
 
     def finish(self, node: Any, run: RunInfo, failed: bool = False) -> list[str]:
-        logdir = Path(str(node.get("save_dir") or run.output_dir)).resolve()
+        logdir = Path(str(node.get("save_dir") or run.output_dir / TENSORBOARD)).resolve()
         return [f"TensorBoard: tensorboard --logdir {logdir}"]

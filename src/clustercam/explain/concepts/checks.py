@@ -9,10 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-METHODS = ("cgap", "cpha")
-ALGORITHMS = ("kmeans", "agglomerative", "birch", "gmm")
-BACKENDS = ("torch", "sklearn")
-METRICS = ("silhouette", "calinski_harabasz", "davies_bouldin")
+from clustercam.exceptions import UserError
+from clustercam.explain.concepts.vocabulary import ALGORITHMS, BACKENDS, CONCEPT_METHODS
 
 
 class DegenerateClusteringWarning(UserWarning):
@@ -43,20 +41,20 @@ def check_activations(activations: Tensor, warn_negative: bool = True) -> None:
     only mean what the paper says for non-negative (post-ReLU) features.
     """
     if not isinstance(activations, Tensor):
-        raise TypeError(f"activations must be a torch.Tensor, got {type(activations).__name__}")
+        raise UserError(f"activations must be a torch.Tensor, got {type(activations).__name__}")
     if activations.ndim != 4:
         hint = " (one image? add a batch dimension: a[None])" if activations.ndim == 3 else ""
-        raise ValueError(
+        raise UserError(
             f"activations must have shape B x C x H x W, got shape {tuple(activations.shape)}{hint}"
         )
     if not activations.is_floating_point():
-        raise ValueError(f"activations must be floating point, got dtype {activations.dtype}")
+        raise UserError(f"activations must be floating point, got dtype {activations.dtype}")
     lowest = _checked_min(activations)
     if lowest is None:
         finite = torch.isfinite(activations).flatten(1).all(1)
         if not bool(finite.all()):
             bad = (~finite).nonzero().flatten()
-            raise ValueError(
+            raise UserError(
                 f"activations contain NaN or infinite values in {len(bad)} images "
                 f"(first indices {bad[:5].tolist()})"
             )
@@ -74,18 +72,18 @@ def check_activations(activations: Tensor, warn_negative: bool = True) -> None:
 
 
 def check_args(method: str, n_concepts: int, algorithm: str, n_init: int, backend: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown concept method {method!r}; choose one of {METHODS}")
+    if method not in CONCEPT_METHODS:
+        raise UserError(f"unknown concept method {method!r}; choose one of {CONCEPT_METHODS}")
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown clustering algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+        raise UserError(f"unknown clustering algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     if isinstance(n_concepts, bool) or not isinstance(n_concepts, int | np.integer):
-        raise ValueError(f"n_concepts must be an integer >= 2, got {n_concepts!r}")
+        raise UserError(f"n_concepts must be an integer >= 2, got {n_concepts!r}")
     if n_concepts < 2:
-        raise ValueError(f"n_concepts must be >= 2, got {n_concepts}")
+        raise UserError(f"n_concepts must be >= 2, got {n_concepts}")
     if n_init < 1:
-        raise ValueError(f"n_init must be >= 1, got {n_init}")
+        raise UserError(f"n_init must be >= 1, got {n_init}")
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        raise UserError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 
 
 def warn_degenerate(message: str) -> None:

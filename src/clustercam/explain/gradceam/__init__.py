@@ -6,6 +6,7 @@ from clustercam.explain.gradceam.cardinality import (
     cardinality,
 )
 from clustercam.explain.gradceam.cluster_explanation import (
+    ClusterExplainSettings,
     ClusterExplanation,
     cardinality_summary,
     explain_clusters,
@@ -14,10 +15,10 @@ from clustercam.explain.gradceam.cluster_explanation import (
 from clustercam.explain.gradceam.gradceam import GradCeAMResult, grad_ceam
 from clustercam.explain.gradceam.targets import (
     ASSIGNMENT,
-    MODES,
+    GRADCEAM_TARGET_NAMES,
+    GRADCEAM_TARGETS,
     PAPER,
     REFERENCE,
-    TARGETS,
     GradCeAMTarget,
     assignment_loss,
     assignment_target,
@@ -28,9 +29,9 @@ from clustercam.explain.gradceam.targets import (
 )
 
 __all__ = [
-    "ASSIGNMENT", "MODES", "PAPER", "REFERENCE", "TARGETS", "CardinalityResult",
-    "ClusterExplanation", "GradCeAMResult", "GradCeAMTarget", "amplification_weights",
-    "assignment_loss", "assignment_target", "cardinality", "cardinality_summary",
-    "centroid_weights", "explain_clusters", "grad_ceam", "paper_loss", "reference_loss",
-    "resolve_target", "select_members",
+    "ASSIGNMENT", "GRADCEAM_TARGETS", "GRADCEAM_TARGET_NAMES", "PAPER", "REFERENCE",
+    "CardinalityResult", "ClusterExplainSettings", "ClusterExplanation", "GradCeAMResult",
+    "GradCeAMTarget", "amplification_weights", "assignment_loss", "assignment_target",
+    "cardinality", "cardinality_summary", "centroid_weights", "explain_clusters", "grad_ceam",
+    "paper_loss", "reference_loss", "resolve_target", "select_members",
 ]

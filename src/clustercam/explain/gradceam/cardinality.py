@@ -15,8 +15,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
 from clustercam.explain.assignments import nearest
 from clustercam.explain.checks import check_embedding, check_inputs
+from clustercam.explain.deprecation import reordered_parameters
 from clustercam.explain.hooks import eval_mode, hooked, module_device, module_dtype, resolve_layer
 from clustercam.explain.maps import minmax_normalise
 
@@ -68,27 +70,44 @@ def amplification_weights(channel_weights: Tensor, normalise: Normalise = "minma
     if normalise == "raw":
         return channel_weights
     if normalise != "minmax":
-        raise ValueError(f"unknown normalise {normalise!r}; choose 'minmax' or 'raw'")
+        raise UserError(f"unknown normalise {normalise!r}; choose 'minmax' or 'raw'")
     return 2 * minmax_normalise(channel_weights.clamp_min(0), 1, constant=0.5)
 
 
+@reordered_parameters("encoder", "target_layer", "x", "centroids", "channel_weights", "normalise",
+                      "batch_size", when=lambda args, kwargs: len(args) > 5)
 def cardinality(
     encoder: nn.Module,
     target_layer: nn.Module | str,
     x: Tensor,
     centroids: Tensor,
     channel_weights: Tensor,
+    *,
     normalise: Normalise = "minmax",
     batch_size: int | None = 256,
 ) -> CardinalityResult:
     """The discrimination table: ``ratio_c = #{assigned to c after} / #{assigned to c before}``.
 
-    ``channel_weights`` (N x K x C) are Grad-CeAM's ``channel_weights`` (any target). Every
-    sample is re-encoded once per cluster with its target-layer channels A_k multiplied by
-    that cluster's amplification weights (eq. 12) and assigned to the nearest *original*
+    Every sample is re-encoded once per cluster with its target-layer channels A_k multiplied
+    by that cluster's amplification weights (eq. 12) and assigned to the nearest *original*
     centroid; all K variants of a chunk go through the rest of the encoder as one batch, so
     layers after the target must treat samples independently (no skip connection may jump
     over the target layer).
+
+    Args:
+        encoder: maps x to embeddings N x m.
+        target_layer: the module (or its dotted name) whose channels are amplified.
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        channel_weights: N x K x C, Grad-CeAM's ``channel_weights`` (any target).
+        normalise: ``minmax`` (eq. 12: ReLU, then [0, 2] per sample) or ``raw``.
+        batch_size: encoder inputs per chunk (samples x K); None: one chunk.
+
+    Returns:
+        A :class:`CardinalityResult`: counts before / after and their ratio per cluster.
+
+    Raises:
+        UserError: weights of the wrong shape, non-finite weights, a bad ``normalise``.
 
     Example:
         >>> import torch
@@ -105,12 +124,12 @@ def cardinality(
     check_inputs(x, centroids)
     n, k = x.shape[0], centroids.shape[0]
     if channel_weights.dim() != 3 or channel_weights.shape[:2] != (n, k):
-        raise ValueError(
+        raise UserError(
             f"channel_weights must be N x K x C = {n} x {k} x C, got {tuple(channel_weights.shape)}"
         )
     if not torch.isfinite(channel_weights).all():
         bad = (~torch.isfinite(channel_weights)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
-        raise ValueError(
+        raise UserError(
             f"channel_weights contain NaN or infinite values (samples {bad} ...); recompute them "
             "with grad_ceam (a diverged encoder gives non-finite gradients)"
         )
@@ -127,7 +146,7 @@ def cardinality(
     def scale(output: Tensor) -> Tensor:
         w = current["w"]  # b x K x C
         if output.shape[1] != w.shape[-1]:
-            raise ValueError(
+            raise UserError(
                 f"channel_weights have {w.shape[-1]} channels but the target layer outputs "
                 f"{output.shape[1]}"
             )
@@ -145,7 +164,7 @@ def cardinality(
             with hooked(layer, scale):
                 z1 = encoder(xb)
             if z1.shape[0] != len(xb) * k:
-                raise RuntimeError(
+                raise UserError(
                     "the layers after the target layer mix samples (a skip connection over "
                     "the target layer?): cannot batch the K amplified copies"
                 )

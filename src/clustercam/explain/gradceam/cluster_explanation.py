@@ -4,23 +4,89 @@ Given an encoder, its target layer, the inputs and the k-means of their embeddin
 channel weights for every sample and cluster, the cardinality table (for the chosen
 target and, optionally, for others on the same model and centroids), and the members of
 each cluster nearest its centroid with their maps, for figures (paper Fig. 7-9, 11).
+:class:`ClusterExplainSettings` holds the pipeline's options, defaults and checks; the
+cluster-explain callback takes the same object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from clustercam.explain.assignments import squared_distances
+from clustercam.exceptions import UserError
+from clustercam.explain.assignments import nearest, squared_distances
+from clustercam.explain.checks import check_clusters
+from clustercam.explain.deprecation import renamed_parameters, reordered_parameters
 from clustercam.explain.gradceam.cardinality import CardinalityResult, Normalise, cardinality
 from clustercam.explain.gradceam.gradceam import GradCeAMResult, grad_ceam
-from clustercam.explain.gradceam.targets import GradCeAMTarget, resolve_target
+from clustercam.explain.gradceam.targets import (
+    GRADCEAM_TARGET_NAMES,
+    GradCeAMTarget,
+    resolve_target,
+)
+from clustercam.explain.settings import with_options
 
 SUMMARY_KEYS = ("median", "mean", "min", "max", "empty_clusters")
+NORMALISE = ("minmax", "raw")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterExplainSettings:
+    """The options of :func:`explain_clusters` (and of the cluster-explain callback).
+
+    Args:
+        target: the Grad-CeAM target, a :class:`GradCeAMTarget` or its name (``reference``,
+            ``paper``, ``assignment``).
+        temperature: of the ``assignment`` target (> 0).
+        normalise: the cardinality weights, ``minmax`` (eq. 12) or ``raw``.
+        compare_targets: more targets whose cardinality summary goes in ``by_mode``.
+        n_examples: members per cluster with maps (>= 1; None: no maps).
+        smooth: moving average of series maps.
+        batch_size: samples per Grad-CeAM chunk (>= 1; None: one chunk).
+
+    Raises:
+        UserError: an unknown target or normalisation, a value out of range.
+
+    Example:
+        >>> ClusterExplainSettings(target="paper", compare_targets=["assignment"]).resolved_target.name
+        'paper'
+    """
+
+    target: str | GradCeAMTarget = "reference"
+    temperature: float = 1.0
+    normalise: Normalise = "minmax"
+    compare_targets: Sequence[str | GradCeAMTarget] = ()
+    n_examples: int | None = 5
+    smooth: bool = False
+    batch_size: int | None = 512
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compare_targets", tuple(self.compare_targets or ()))
+        resolve_target(self.target, self.temperature)  # an unknown name or temperature fails here
+        bad = [t for t in self.compare_targets if not isinstance(t, GradCeAMTarget | str)]
+        bad += [t for t in self.compare_targets if isinstance(t, str) and t not in GRADCEAM_TARGET_NAMES]
+        if bad:
+            raise UserError(f"unknown Grad-CeAM targets {bad} in compare_targets; choose from "
+                            f"{GRADCEAM_TARGET_NAMES} or pass GradCeAMTargets")
+        if self.normalise not in NORMALISE:
+            raise UserError(f"normalise must be 'minmax' or 'raw', got {self.normalise!r}")
+        if self.n_examples is not None and self.n_examples < 1:
+            raise UserError(f"n_examples must be >= 1 or None, got {self.n_examples}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+
+    @property
+    def resolved_target(self) -> GradCeAMTarget:
+        """The target as a :class:`GradCeAMTarget` (a name resolved at ``temperature``)."""
+        return resolve_target(self.target, self.temperature)
+
+    @property
+    def resolved_compare_targets(self) -> list[GradCeAMTarget]:
+        return [resolve_target(t, self.temperature) for t in self.compare_targets]
 
 
 @dataclass
@@ -28,11 +94,11 @@ class ClusterExplanation:
     """What :func:`explain_clusters` found.
 
     ``weights``: grad_ceam of every sample (channel weights and embeddings, no maps).
-    ``table``: the cardinality table of ``mode``; ``summary``: its median / mean / min / max
-    with the mode and normalisation. ``by_mode``: one summary row per compared target.
-    ``members``: per cluster, sample positions nearest the centroid first (at most
-    ``n_examples``); ``member_maps``: grad_ceam with maps of ``torch.cat(members)``, in that
-    order (None when no maps were asked for).
+    ``table``: the cardinality table of ``mode`` (the target's name); ``summary``: its median /
+    mean / min / max with the target and normalisation. ``by_mode``: one summary row per
+    compared target. ``members``: per cluster, sample positions nearest the centroid first (at
+    most ``n_examples``); ``member_maps``: grad_ceam with maps of ``torch.cat(members)``, in
+    that order (None when no maps were asked for).
     """
 
     mode: str
@@ -49,52 +115,69 @@ class ClusterExplanation:
         return torch.cat(self.members) if self.members else torch.zeros(0, dtype=torch.long)
 
 
-def select_members(z: Tensor, centroids: Tensor, labels: Tensor, n: int) -> list[Tensor]:
+@renamed_parameters(labels="clusters")
+def select_members(z: Tensor, centroids: Tensor, clusters: Tensor, n: int) -> list[Tensor]:
     """Per cluster, up to ``n`` member positions, nearest the centroid first (ties: lower position)."""
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise UserError(f"n must be >= 1, got {n}")
     dist = squared_distances(z.double(), centroids.double())
-    labels = torch.as_tensor(labels).long()
+    clusters = torch.as_tensor(clusters).long()
     out = []
     for c in range(centroids.shape[0]):
-        members = (labels == c).nonzero().flatten()
+        members = (clusters == c).nonzero().flatten()
         order = members[torch.argsort(dist[members, c], stable=True)]
         out.append(order[:n])
     return out
 
 
+@reordered_parameters("encoder", "target_layer", "x", "centroids", "target", "temperature",
+                      "normalise", "batch_size", when=lambda args, kwargs: len(args) > 4)
+@renamed_parameters(mode="target")
 def cardinality_summary(
-    encoder: nn.Module, target_layer: nn.Module | str, x: Tensor, centroids: Tensor,
-    mode: str | GradCeAMTarget, temperature: float = 1.0, normalise: Normalise = "minmax",
-    batch_size: int | None = 512,
+    encoder: nn.Module, target_layer: nn.Module | str, x: Tensor, centroids: Tensor, *,
+    target: str | GradCeAMTarget = "reference", temperature: float = 1.0,
+    normalise: Normalise = "minmax", batch_size: int | None = 512,
 ) -> tuple[GradCeAMResult, CardinalityResult]:
     """grad_ceam's channel weights for all of x (no maps), then the cardinality table."""
-    res = grad_ceam(encoder, target_layer, x, centroids, mode=mode, temperature=temperature,
+    res = grad_ceam(encoder, target_layer, x, centroids, target=target, temperature=temperature,
                     batch_size=batch_size, return_maps=False)
     table = cardinality(encoder, target_layer, x, centroids, res.channel_weights,
                         normalise=normalise, batch_size=batch_size)
     return res, table
 
 
+@reordered_parameters("encoder", "target_layer", "x", "centroids", "clusters", "target", "temperature",
+                      "normalise", "compare_targets", "n_examples", "smooth", "batch_size",
+                      when=lambda args, kwargs: len(args) > 4)
+@renamed_parameters(labels="clusters", mode="target", compare_modes="compare_targets")
 def explain_clusters(
     encoder: nn.Module,
     target_layer: nn.Module | str,
     x: Tensor,
     centroids: Tensor,
-    labels: Tensor,
-    mode: str | GradCeAMTarget = "reference",
-    temperature: float = 1.0,
-    normalise: Normalise = "minmax",
-    compare_modes: Sequence[str | GradCeAMTarget] = (),
-    n_examples: int | None = 5,
-    smooth: bool = False,
-    batch_size: int | None = 512,
+    *,
+    clusters: Tensor | None = None,
+    settings: ClusterExplainSettings | Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> ClusterExplanation:
     """Grad-CeAM + the cardinality table (eq. 12) for a clustered split, and the figure members.
 
-    ``labels`` (N): each sample's cluster. ``compare_modes``: more targets whose cardinality
-    summary goes in ``by_mode`` (computed on the same encoder and centroids).
-    ``n_examples``: members per cluster with maps (None: no maps).
+    Args:
+        encoder: maps x to embeddings N x m.
+        target_layer: the module of ``encoder`` (or its dotted name) that is explained.
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        clusters: each sample's cluster (N; None: its nearest centroid), for the members.
+        settings: a :class:`ClusterExplainSettings` (default: its defaults).
+        **options: fields of :class:`ClusterExplainSettings` (``target``, ``temperature``,
+            ``normalise``, ``compare_targets``, ``n_examples``, ``smooth``, ``batch_size``),
+            on top of ``settings``.
+
+    Returns:
+        A :class:`ClusterExplanation`.
+
+    Raises:
+        UserError: an unknown option or a bad value (see :class:`ClusterExplainSettings`).
 
     Example:
         >>> import torch
@@ -104,29 +187,35 @@ def explain_clusters(
         >>> x = torch.randn(30, 1, 32)
         >>> km = fit_kmeans(enc(x).detach().numpy(), 3, n_init=2)
         >>> ex = explain_clusters(enc, "features", x, torch.tensor(km.centroids).float(),
-        ...                       torch.tensor(km.labels), compare_modes=["paper"], n_examples=2)
+        ...                       clusters=torch.tensor(km.labels), compare_targets=["paper"],
+        ...                       n_examples=2)
         >>> [row["mode"] for row in ex.by_mode], tuple(ex.member_maps.heatmaps.shape[1:])
         (['reference', 'paper'], (3, 32))
     """
-    target = resolve_target(mode, temperature)
-    res, table = cardinality_summary(encoder, target_layer, x, centroids, target,
-                                     normalise=normalise, batch_size=batch_size)
-    summary = {**table.summary(), "mode": target.name, "normalise": normalise}
+    s = with_options(ClusterExplainSettings, settings, options, "explain_clusters()")
+    target = s.resolved_target
+    res, table = cardinality_summary(encoder, target_layer, x, centroids, target=target,
+                                     normalise=s.normalise, batch_size=s.batch_size)
+    summary = {**table.summary(), "mode": target.name, "normalise": s.normalise}
     out = ClusterExplanation(mode=target.name, weights=res, table=table, summary=summary)
-    if compare_modes:
+    if s.compare_targets:
         done = {target.name: summary}
-        for other in [target, *(resolve_target(m, temperature) for m in compare_modes)]:
+        for other in [target, *s.resolved_compare_targets]:
             if other.name not in done:
-                _, t = cardinality_summary(encoder, target_layer, x, centroids, other,
-                                           normalise=normalise, batch_size=batch_size)
+                _, t = cardinality_summary(encoder, target_layer, x, centroids, target=other,
+                                           normalise=s.normalise, batch_size=s.batch_size)
                 done[other.name] = t.summary()
             row = {"mode": other.name, **{k: done[other.name][k] for k in SUMMARY_KEYS}}
             if row not in out.by_mode:
                 out.by_mode.append(row)
-    if n_examples:
-        out.members = select_members(res.embeddings, centroids, labels, n_examples)
+    if s.n_examples:
+        k = centroids.shape[0]
+        own = (nearest(res.embeddings, centroids) if clusters is None
+               else check_clusters(clusters, len(x), k))
+        out.members = select_members(res.embeddings, centroids, own, s.n_examples)
         sel = out.member_index
         if len(sel):
-            out.member_maps = grad_ceam(encoder, target_layer, x[sel], centroids, mode=target,
-                                        batch_size=batch_size, smooth=smooth)
+            out.member_maps = grad_ceam(encoder, target_layer, x[sel], centroids, target=target,
+                                        batch_size=s.batch_size, smooth=s.smooth)
     return out
+

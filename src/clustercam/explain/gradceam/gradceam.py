@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from clustercam.explain.checks import check_embedding, check_inputs
+from clustercam.exceptions import UserError
+from clustercam.explain.checks import check_clusters, check_embedding, check_inputs
+from clustercam.explain.deprecation import renamed_parameters, reordered_parameters
 from clustercam.explain.gradceam.targets import GradCeAMTarget, resolve_target
 from clustercam.explain.hooks import (
     eval_mode,
@@ -32,13 +34,13 @@ from clustercam.explain.maps import input_maps
 
 @dataclass
 class GradCeAMResult:
-    """Maps for N samples x K clusters.
+    """Maps for N samples x K' clusters (K' = K, or 1 with ``clusters`` given).
 
-    ``heatmaps``: N x K x input spatial size, min-max normalised per sample and cluster.
-    ``raw``: N x K x target-layer spatial size, unnormalised (keeps which cluster's evidence
-    is weaker overall, paper Fig. 11). ``channel_weights``: N x K x C, the weights of eq. 9
+    ``heatmaps``: N x K' x input spatial size, min-max normalised per sample and cluster.
+    ``raw``: N x K' x target-layer spatial size, unnormalised (keeps which cluster's evidence
+    is weaker overall, paper Fig. 11). ``channel_weights``: N x K' x C, the weights of eq. 9
     before any ReLU. ``embeddings``: N x m. ``heatmaps``/``raw`` are None when not requested.
-    ``mode``: the target's name.
+    ``mode``: the target's name. ``clusters``: the explained cluster of each map (N x K').
     """
 
     heatmaps: Tensor | None
@@ -46,6 +48,7 @@ class GradCeAMResult:
     channel_weights: Tensor
     embeddings: Tensor
     mode: str
+    clusters: Tensor | None = None
 
 
 def _batched_grads(loss: Tensor, activations: Tensor) -> Tensor:
@@ -121,7 +124,7 @@ def _closed_form_weights(
 
 def _chunk(
     encoder: nn.Module, layer: nn.Module, x: Tensor, centroids: Tensor, target: GradCeAMTarget,
-    maps: bool, smooth: bool, heat_out: Tensor | None = None,
+    maps: bool, smooth: bool, heat_out: Tensor | None = None, clusters: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     head = _closed_form_head(encoder, layer)
     if head is not None:
@@ -132,6 +135,8 @@ def _chunk(
         grads = _batched_grads(target.losses(z, centroids), acts)  # K x N x C x spatial
         weights = target.pool(grads, tuple(range(3, grads.dim()))).transpose(0, 1).detach()
         del grads
+    if clusters is not None:  # each sample's given cluster only: N x 1 x C
+        weights = weights[torch.arange(len(clusters)), clusters.to(weights.device)][:, None]
     raw = heat = None
     if maps:
         a = acts.detach().flatten(2)  # N x C x S
@@ -141,12 +146,17 @@ def _chunk(
     return z.detach(), weights, raw, heat
 
 
+@reordered_parameters("encoder", "target_layer", "x", "centroids", "target", "temperature",
+                      "batch_size", "return_maps", "smooth", when=lambda args, kwargs: len(args) > 4)
+@renamed_parameters(mode="target")
 def grad_ceam(
     encoder: nn.Module,
     target_layer: nn.Module | str,
     x: Tensor,
     centroids: Tensor,
-    mode: str | GradCeAMTarget = "reference",
+    *,
+    clusters: Tensor | None = None,
+    target: str | GradCeAMTarget = "reference",
     temperature: float = 1.0,
     batch_size: int | None = 512,
     return_maps: bool = True,
@@ -154,13 +164,28 @@ def grad_ceam(
 ) -> GradCeAMResult:
     """Grad-CeAM maps M_c = sum_k ReLU(W_c,k) A_k (eq. 10) for every sample and centroid.
 
-    ``encoder`` maps x (N x C x L or N x C x H x W) to embeddings N x m; ``target_layer``
-    is one of its modules (or the dotted name of one) whose output A is explained;
-    ``centroids`` is K x m. ``mode``: a target name, ``reference`` (the authors' code,
-    default), ``paper`` (eq. 5-9 as printed) or ``assignment`` (log soft-assignment at
-    ``temperature``), or any :class:`GradCeAMTarget`. ``batch_size`` bounds memory (None:
-    one chunk). ``return_maps=False`` keeps only the channel weights and embeddings, for
-    tables over whole test sets. ``smooth``: moving average of series maps.
+    Args:
+        encoder: maps x to embeddings N x m.
+        target_layer: the module of ``encoder`` (or its dotted name) whose output A is
+            explained.
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        clusters: N cluster ids: only each sample's given cluster (K' = 1); None: all K.
+        target: a :class:`GradCeAMTarget` or its name: ``reference`` (the authors' code,
+            default), ``paper`` (eq. 5-9 as printed) or ``assignment`` (log soft-assignment
+            at ``temperature``). ``mode=`` is the old name.
+        temperature: of the ``assignment`` target (> 0).
+        batch_size: samples per chunk, bounds memory (None: one chunk).
+        return_maps: False keeps only the channel weights and embeddings, for tables over
+            whole test sets.
+        smooth: moving average of series maps.
+
+    Returns:
+        A :class:`GradCeAMResult`: heatmaps N x K' x spatial in [0, 1], raw maps at the
+        target layer, channel weights N x K' x C (eq. 9), embeddings N x m.
+
+    Raises:
+        UserError: an unknown target, a layer not in the encoder, bad shapes or values.
 
     Example:
         >>> import torch
@@ -168,35 +193,42 @@ def grad_ceam(
         >>> from clustercam.models.components.resnet_cae import ResNetCAE
         >>> net = ResNetCAE((1, 64), filters=(8, 8), embedding_dim=4)
         >>> x, mu = torch.randn(6, 1, 64), torch.randn(3, 4)
-        >>> res = grad_ceam(net.encoder, "features", x, mu, mode="assignment")
+        >>> res = grad_ceam(net.encoder, "features", x, mu, target="assignment")
         >>> tuple(res.heatmaps.shape), tuple(res.channel_weights.shape)
         ((6, 3, 64), (6, 3, 8))
         >>> bool(res.heatmaps.min() >= 0) and bool(res.heatmaps.max() <= 1)
         True
     """
-    target = resolve_target(mode, temperature)
+    resolved = resolve_target(target, temperature)
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1 or None, got {batch_size}")
     check_inputs(x, centroids)
+    k = centroids.shape[0]
+    n = x.shape[0]
+    if clusters is not None:
+        clusters = check_clusters(clusters, n, k)
     layer = resolve_layer(encoder, target_layer)
     device = module_device(encoder, x.device)
     dtype = module_dtype(encoder)
     mu = centroids.detach().to(device=device, dtype=dtype)
-    n = x.shape[0]
     step = n if batch_size is None else batch_size
     parts: list[tuple[Tensor, Tensor, Tensor | None]] = []
     heat = None
     with eval_mode(encoder), torch.inference_mode(False):
         if return_maps:  # the largest output: filled chunk by chunk, never concatenated
-            heat = torch.empty((n, mu.shape[0], *x.shape[2:]), dtype=dtype)
+            heat = torch.empty((n, k if clusters is None else 1, *x.shape[2:]), dtype=dtype)
         for start in range(0, n, step):
             xb = x[start : start + step].to(device=device, dtype=dtype).clone()
             dest = heat[start : start + step] if heat is not None and device.type == "cpu" else None
-            z, w, raw, hb = _chunk(encoder, layer, xb, mu, target, return_maps, smooth, heat_out=dest)
+            sel = None if clusters is None else clusters[start : start + step]
+            z, w, raw, hb = _chunk(encoder, layer, xb, mu, resolved, return_maps, smooth,
+                                   heat_out=dest, clusters=sel)
             if heat is not None and dest is None:
                 heat[start : start + step].copy_(hb)
             parts.append((z.cpu(), w.cpu(), None if raw is None else raw.cpu()))
     z = torch.cat([p[0] for p in parts])
     w = torch.cat([p[1] for p in parts])
     raw = torch.cat([p[2] for p in parts]) if return_maps else None
-    return GradCeAMResult(heatmaps=heat, raw=raw, channel_weights=w, embeddings=z, mode=target.name)
+    explained = (torch.arange(k).expand(n, k) if clusters is None else clusters[:, None]).clone()
+    return GradCeAMResult(heatmaps=heat, raw=raw, channel_weights=w, embeddings=z,
+                          mode=resolved.name, clusters=explained)

@@ -14,7 +14,7 @@ them. The three built in:
   scale 1, ReLU.
 
 A user's own target (say a Student-t assignment) is a fourth value of the same kind and
-works wherever a mode name does: ``grad_ceam``, the cardinality table, the scores.
+works wherever a target name does: ``grad_ceam``, the cardinality table, the scores.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.explain.assignments import log_soft_assignment
+from clustercam.explain.deprecation import renamed_parameters
 from clustercam.explain.maps import minmax_normalise
 
 PAPER_EPS = 1e-8
@@ -52,7 +54,7 @@ class GradCeAMTarget:
         'nearness'
         >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
         ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
-        >>> res = grad_ceam(enc, "1", torch.randn(5, 1, 16), torch.randn(3, 4), mode=target)
+        >>> res = grad_ceam(enc, "1", torch.randn(5, 1, 16), torch.randn(3, 4), target=target)
         >>> tuple(res.heatmaps.shape), res.mode
         ((5, 3, 16), 'nearness')
     """
@@ -65,11 +67,11 @@ class GradCeAMTarget:
 
     def __post_init__(self) -> None:
         if not callable(self.loss):
-            raise TypeError(f"loss must be callable (z, centroids) -> N x K, got {type(self.loss).__name__}")
+            raise UserError(f"loss must be callable (z, centroids) -> N x K, got {type(self.loss).__name__}")
         if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+            raise UserError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
         if not math.isfinite(float(self.scale)) or float(self.scale) == 0:
-            raise ValueError(f"scale must be a finite non-zero number, got {self.scale!r}")
+            raise UserError(f"scale must be a finite non-zero number, got {self.scale!r}")
         if not self.name:
             fn = self.loss.func if isinstance(self.loss, functools.partial) else self.loss
             object.__setattr__(self, "name", getattr(fn, "__name__", "custom").removesuffix("_loss"))
@@ -79,7 +81,7 @@ class GradCeAMTarget:
         out = self.loss(z, centroids)
         if not isinstance(out, Tensor) or out.shape != (z.shape[0], centroids.shape[0]):
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
+            raise UserError(
                 f"target {self.name!r}: loss(z, centroids) must return N x K = "
                 f"{(z.shape[0], centroids.shape[0])}, got {shape}"
             )
@@ -130,36 +132,35 @@ def assignment_loss(z: Tensor, centroids: Tensor, temperature: float = 1.0) -> T
 PAPER = GradCeAMTarget(paper_loss, reduction="mean", scale=1.0, relu=True, name="paper")
 REFERENCE = GradCeAMTarget(reference_loss, reduction="sum", scale=2.0, relu=False, name="reference")
 ASSIGNMENT = GradCeAMTarget(assignment_loss, reduction="mean", scale=1.0, relu=True, name="assignment")
-TARGETS: dict[str, GradCeAMTarget] = {t.name: t for t in (PAPER, REFERENCE, ASSIGNMENT)}
-MODES: tuple[str, ...] = tuple(TARGETS)
+# the built-in targets by name (not the concept runs' class targets)
+GRADCEAM_TARGETS: dict[str, GradCeAMTarget] = {t.name: t for t in (PAPER, REFERENCE, ASSIGNMENT)}
+GRADCEAM_TARGET_NAMES: tuple[str, ...] = tuple(GRADCEAM_TARGETS)
 
 
 def assignment_target(temperature: float = 1.0) -> GradCeAMTarget:
     """The ``assignment`` target at temperature T."""
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise UserError(f"temperature must be > 0, got {temperature}")
     if temperature == 1.0:
         return ASSIGNMENT
     loss = functools.partial(assignment_loss, temperature=float(temperature))
     return GradCeAMTarget(loss, reduction="mean", scale=1.0, relu=True, name="assignment")
 
 
-def resolve_target(mode: str | GradCeAMTarget, temperature: float = 1.0) -> GradCeAMTarget:
-    """A target from a mode name (``paper``, ``reference``, ``assignment``) or a target itself.
+@renamed_parameters(mode="target")
+def resolve_target(target: str | GradCeAMTarget, temperature: float = 1.0) -> GradCeAMTarget:
+    """A target from its name (``paper``, ``reference``, ``assignment``) or a target itself.
 
     ``temperature`` (> 0) only applies to the ``assignment`` name.
     """
     if not (isinstance(temperature, int | float) and temperature > 0):
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if isinstance(mode, GradCeAMTarget):
-        return mode
-    if isinstance(mode, str) and mode in TARGETS:
-        return assignment_target(temperature) if mode == "assignment" else TARGETS[mode]
-    raise ValueError(
-        f"unknown Grad-CeAM mode {mode!r}; choose one of {MODES} or pass a GradCeAMTarget"
+        raise UserError(f"temperature must be > 0, got {temperature!r}")
+    if isinstance(target, GradCeAMTarget):
+        return target
+    if isinstance(target, str) and target in GRADCEAM_TARGETS:
+        return assignment_target(temperature) if target == "assignment" else GRADCEAM_TARGETS[target]
+    raise UserError(
+        f"unknown Grad-CeAM target {target!r}; choose one of {GRADCEAM_TARGET_NAMES} or pass a "
+        "GradCeAMTarget"
     )
-
-
-def target_name(mode: str | GradCeAMTarget) -> str:
-    return mode.name if isinstance(mode, GradCeAMTarget) else str(mode)
 

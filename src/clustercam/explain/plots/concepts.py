@@ -29,7 +29,9 @@ from matplotlib.gridspec import GridSpec
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import Affine2D, offset_copy
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.image.importance import importance_order
+from clustercam.explain.deprecation import renamed_parameters
 from clustercam.explain.plots.common import CMAP
 
 
@@ -60,7 +62,7 @@ def _colours(heat: np.ndarray, cmap: str, dtype: Any = np.float64) -> np.ndarray
 def _blend_gray(gray: np.ndarray, heat, cmap: str, alpha: float) -> np.ndarray:
     h = np.clip(_np(heat), 0, 1)
     if h.shape[-2:] != gray.shape:
-        raise ValueError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
+        raise UserError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
     a = (alpha * h)[..., None]
     return (1 - a) * gray[..., None] + a * _colours(h, cmap)
 
@@ -70,7 +72,7 @@ def _blend_bytes(gray: np.ndarray, heat, cmap: str, alpha: float) -> np.ndarray:
     then truncated to bytes as matplotlib turns float colours into bytes."""
     h = np.clip(_np(heat), 0, 1).astype(np.float32, copy=False)
     if h.shape[-2:] != gray.shape:
-        raise ValueError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
+        raise UserError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
     g = gray.astype(np.float32)[..., None]
     out = _colours(h, cmap, np.float32)
     out -= g
@@ -224,26 +226,28 @@ class _Panels:
         return self.fig
 
 
+@renamed_parameters(labels="panel_names")
 def concept_figure(
     image,
     maps,
     channels: Sequence[int],
     importance: Sequence[float],
+    *,
     title: str = "",
     cmap: str = CMAP,
     alpha: float = 0.6,
-    labels: Sequence[str] | None = None,
+    panel_names: Sequence[str] | None = None,
     panel_size: float = 2.4,
 ) -> Figure:
     """The image, then one panel per concept sorted by decreasing importance.
 
     ``maps``: L x H x W in [0, 1] at the image's size; ``channels``/``importance``: per
-    concept; ``labels``: panel names (default ``C0 .. C{L-1}``). Empty concepts are drawn
+    concept; ``panel_names``: one per concept (default ``C0 .. C{L-1}``). Empty concepts are drawn
     last, without a map. The panel titles are the texts of ``fig.axes[0]``, in panel order.
     """
     maps = _np(maps)
     n = len(maps)
-    names = list(labels) if labels is not None else [f"C{i}" for i in range(n)]
+    names = list(panel_names) if panel_names is not None else [f"C{i}" for i in range(n)]
     order = importance_order(importance)
     width = panel_size * (n + 1) + 1.1
     right = 1 - 1.1 / width
@@ -273,6 +277,7 @@ def sub_concept_figure(
     sub_maps,
     sub_channels,
     sub_importance,
+    *,
     title: str = "",
     cmap: str = CMAP,
     alpha: float = 0.6,

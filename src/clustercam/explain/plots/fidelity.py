@@ -10,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from clustercam.explain.concepts.image.fidelity import ORDERS
+from clustercam.explain.concepts.vocabulary import CURVES, ORDERS
 
 ORDER_STYLE = {"importance": ("C3", "-"), "random_order": ("C0", "--"), "random_groups": ("C2", ":")}
 
@@ -19,13 +19,14 @@ def fidelity_figure(configs: Sequence[tuple[str, str, int]], curves: Tensor,
                     orders: Sequence[str] = ORDERS) -> Figure:
     """One row per (method, algorithm, n_concepts), deletion left, insertion right; a line
     per order, labelled with the area of its mean curve. ``curves``: images x configs x
-    orders x 2 x (L + 1) (NaN past an image's concepts), as ``run_concepts`` stores them."""
+    orders x (deletion, insertion) x (L + 1) (NaN past an image's concepts), as
+    :class:`~clustercam.explain.concepts.ConceptBatch` holds them (``fidelity_curves``)."""
     mean = torch.nanmean(curves.double(), 0).numpy()  # configs x orders x 2 x (L + 1)
     fig, axes = plt.subplots(len(configs), 2, figsize=(9, 2.6 * len(configs)), squeeze=False,
                              sharey=True)
     for c, (method, algo, n) in enumerate(configs):
         x = np.arange(n + 1) / n
-        for k, kind in enumerate(("deletion", "insertion")):
+        for k, kind in enumerate(CURVES):
             ax = axes[c, k]
             for o, order in enumerate(orders):
                 y = mean[c, o, k, : n + 1]

@@ -9,6 +9,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from clustercam.explain.deprecation import renamed_parameters
 from clustercam.explain.gradceam.cluster_explanation import ClusterExplanation
 from clustercam.explain.plots.common import to_numpy
 from clustercam.explain.plots.images import members_images, sample_images
@@ -54,30 +55,32 @@ def sample_all_clusters_figure(
     return sample_series(x, heatmaps, sizes, assigned, raw_max, head)
 
 
+@renamed_parameters(labels="clusters")
 def explanation_figures(
-    x: Tensor, y: Tensor, labels: Tensor, explanation: ClusterExplanation
+    x: Tensor, y: Tensor, clusters: Tensor, explanation: ClusterExplanation
 ) -> Iterator[tuple[str, Figure]]:
     """``(name, figure)`` for each non-empty cluster (``cluster_<c>``) and one
     ``sample_all_clusters`` (the member nearest its centroid in the first non-empty
-    cluster), from :func:`~clustercam.explain.gradceam.cluster_explanation.explain_clusters` output."""
+    cluster), from :func:`~clustercam.explain.gradceam.cluster_explanation.explain_clusters` output.
+    ``y``: the class labels (N), ``clusters``: each sample's cluster (N)."""
     maps = explanation.member_maps
     if maps is None:
         return
     k = len(explanation.members)
-    labels = torch.as_tensor(labels).long()
-    sizes = torch.bincount(labels, minlength=k)
+    clusters = torch.as_tensor(clusters).long()
+    sizes = torch.bincount(clusters, minlength=k)
     sel = explanation.member_index
     start = 0
     for c, members in enumerate(explanation.members):
         if len(members) == 0:
             continue
         rows = slice(start, start + len(members))
-        majority = int(torch.mode(y[labels == c]).values)
+        majority = int(torch.mode(y[clusters == c]).values)
         yield f"cluster_{c}", cluster_members_figure(
             x[members], maps.heatmaps[rows, c], c, int(sizes[c]), labels=y[members].tolist(),
             majority=majority, mode=explanation.mode)
         start += len(members)
     if len(sel):
         yield "sample_all_clusters", sample_all_clusters_figure(
-            x[sel[0]], maps.heatmaps[0], sizes.tolist(), int(labels[sel[0]]), label=int(y[sel[0]]),
+            x[sel[0]], maps.heatmaps[0], sizes.tolist(), int(clusters[sel[0]]), label=int(y[sel[0]]),
             raw_max=maps.raw[0].flatten(1).amax(1).tolist(), mode=explanation.mode)

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from clustercam.exceptions import UserError
 from clustercam.explain.plots.common import CMAP, colour_bar
 
 MAX_CHANNELS = 12
@@ -44,7 +45,7 @@ def shown_channels(x: np.ndarray, max_channels: int = MAX_CHANNELS) -> tuple[np.
     """
     c = x.shape[1]
     if max_channels < 1:
-        raise ValueError(f"max_channels must be >= 1, got {max_channels}")
+        raise UserError(f"max_channels must be >= 1, got {max_channels}")
     if c <= max_channels:
         return np.arange(c), ""
     score = x.mean(0).var(-1)

@@ -1,7 +1,7 @@
 """Scoring cluster maps: faithfulness (deletion / insertion) and localisation against masks,
 over a registry of map methods (baselines, Grad-CeAM targets, peers)."""
 
-from clustercam.explain.scores.baselines import BASELINES, gaussian_blur, make_baseline
+from clustercam.explain.baselines import BASELINES, gaussian_blur, make_baseline
 from clustercam.explain.scores.curves import (
     PerturbationCurves,
     curve_auc,
@@ -19,8 +19,8 @@ from clustercam.explain.scores.localisation import (
     relevance_mass,
 )
 from clustercam.explain.scores.methods import (
+    DEFAULT_MAP_METHODS,
     MAP_METHODS,
-    METHODS,
     MapRequest,
     activation_maps,
     explanation_maps,
@@ -38,10 +38,11 @@ from clustercam.explain.scores.report import (
     scores_table,
     typical_temperature,
 )
+from clustercam.explain.scores.settings import ScoreSettings
 
 __all__ = [
-    "BASELINES", "LOCALISATION_COLUMNS", "MAP_METHODS", "METHODS", "SCORES_COLUMNS", "MapRequest",
-    "PerturbationCurves", "ScoreReport", "activation_maps", "curve_auc", "deletion_insertion",
+    "BASELINES", "DEFAULT_MAP_METHODS", "LOCALISATION_COLUMNS", "MAP_METHODS", "SCORES_COLUMNS",
+    "MapRequest", "PerturbationCurves", "ScoreReport", "ScoreSettings", "activation_maps", "curve_auc", "deletion_insertion",
     "explanation_maps", "gaussian_blur", "gradceam_method", "localisation_scores",
     "make_baseline", "mask_auroc", "mean_curves", "pointing_game", "position_ranks",
     "quantus_localisation", "random_maps", "register_method", "relevance_mass",

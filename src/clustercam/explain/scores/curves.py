@@ -11,7 +11,7 @@ Why not Quantus's ``PixelFlipping``: deletion only, a Python loop over single-fe
 steps, no insertion, no hard-assignment curve, curves without the unperturbed point, area
 over step indices; it does not fit clustering targets at whole-test-set scale. The tests
 check that our deletion curve equals ``PixelFlipping``'s on the same ordering and baseline
-(through :class:`~clustercam.explain.assignments.ClusterScoreModel`).
+(through :class:`~clustercam.explain.cluster_scores.ClusterScoreModel`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
 from clustercam.explain.assignments import ASSIGNMENTS, Assignment, nearest, soft_assignment
+from clustercam.explain.baselines import make_baseline
 from clustercam.explain.hooks import eval_mode, module_device, module_dtype
-from clustercam.explain.scores.baselines import make_baseline
 
 
 def position_ranks(maps: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -37,7 +38,7 @@ def position_ranks(maps: Tensor, generator: torch.Generator | None = None) -> Te
     """
     flat = maps.flatten(1).double()
     if not torch.isfinite(flat).all():
-        raise ValueError("maps contain NaN or infinite values")
+        raise UserError("maps contain NaN or infinite values")
     n, d = flat.shape
     perm = torch.rand(n, d, generator=generator).argsort(1)
     order = perm.gather(1, torch.argsort(-flat.gather(1, perm), dim=1, stable=True))
@@ -93,7 +94,7 @@ def curve_auc(curves: Tensor, fractions: Tensor) -> Tensor:
 def step_counts(n_positions: int, steps: int) -> Tensor:
     """How many positions are removed at each of the steps 0..S (rounded, 0 and D included)."""
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserError(f"steps must be >= 1, got {steps}")
     return torch.round(torch.linspace(0, n_positions, steps + 1, dtype=torch.float64)).long()
 
 
@@ -123,27 +124,27 @@ def deletion_insertion(
     fixes the random tie-breaking of equal map values.
     """
     if x.dim() not in (3, 4):
-        raise ValueError(f"x must be N x C x L or N x C x H x W, got shape {tuple(x.shape)}")
+        raise UserError(f"x must be N x C x L or N x C x H x W, got shape {tuple(x.shape)}")
     spatial = tuple(x.shape[2:])
     if maps.dim() == x.dim() and maps.shape[1] == 1:
         maps = maps[:, 0]
     if tuple(maps.shape) != (x.shape[0], *spatial):
-        raise ValueError(
+        raise UserError(
             f"maps must be N x spatial = {(x.shape[0], *spatial)} for x of shape "
             f"{tuple(x.shape)}, got {tuple(maps.shape)}"
         )
     if centroids.dim() != 2 or centroids.shape[0] < 2:
-        raise ValueError(f"centroids must be K x m with K >= 2, got {tuple(centroids.shape)}")
+        raise UserError(f"centroids must be K x m with K >= 2, got {tuple(centroids.shape)}")
     if assignment not in ASSIGNMENTS:
-        raise ValueError(f"unknown assignment {assignment!r}; choose one of {ASSIGNMENTS}")
+        raise UserError(f"unknown assignment {assignment!r}; choose one of {ASSIGNMENTS}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     n, c = x.shape[:2]
     k = centroids.shape[0]
     if clusters is not None:
         clusters = torch.as_tensor(clusters, dtype=torch.long).flatten()
         if clusters.shape[0] != n or (clusters < 0).any() or (clusters >= k).any():
-            raise ValueError(f"clusters must be N = {n} indices in [0, {k}), got {clusters}")
+            raise UserError(f"clusters must be N = {n} indices in [0, {k}), got {clusters}")
     d = int(np.prod(spatial))
     counts = step_counts(d, steps)
     fractions = counts.double() / d

@@ -17,14 +17,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
+
 
 def _flat(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
     m = torch.as_tensor(maps).double()
     s = torch.as_tensor(masks)
     if m.shape != s.shape:
-        raise ValueError(f"maps {tuple(m.shape)} and masks {tuple(s.shape)} must have one shape")
+        raise UserError(f"maps {tuple(m.shape)} and masks {tuple(s.shape)} must have one shape")
     if m.dim() < 2:
-        raise ValueError(f"maps must be N x spatial, got shape {tuple(m.shape)}")
+        raise UserError(f"maps must be N x spatial, got shape {tuple(m.shape)}")
     return m.flatten(1), s.flatten(1).bool()
 
 

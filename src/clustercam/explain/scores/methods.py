@@ -23,9 +23,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clustercam.explain import attribution
+from clustercam.exceptions import UserError
+from clustercam.explain.attribution import (
+    gradient_shap_maps,
+    integrated_gradients_maps,
+    occlusion_maps,
+)
+from clustercam.explain.baselines import gaussian_blur
+from clustercam.explain.deprecation import renamed_parameters, reordered_parameters
 from clustercam.explain.gradceam.gradceam import grad_ceam
-from clustercam.explain.gradceam.targets import TARGETS, GradCeAMTarget, resolve_target
+from clustercam.explain.gradceam.targets import GRADCEAM_TARGETS, GradCeAMTarget, resolve_target
 from clustercam.explain.hooks import (
     eval_mode,
     forward_with_layer,
@@ -35,7 +42,6 @@ from clustercam.explain.hooks import (
 )
 from clustercam.explain.maps import input_maps, minmax_normalise
 from clustercam.explain.neon import neon
-from clustercam.explain.scores.baselines import gaussian_blur
 
 
 @dataclass
@@ -76,8 +82,9 @@ def smooth_random_maps(shape: Sequence[int], seed: int = 0, sigma: float | None 
     return minmax_normalise(gaussian_blur(noise, sigma), len(shape) - 1)[:, 0]
 
 
+@reordered_parameters("encoder", "target_layer", "x", "batch_size", when=lambda args, kwargs: len(args) > 3)
 def activation_maps(
-    encoder: nn.Module, target_layer: nn.Module | str, x: Tensor, batch_size: int = 512
+    encoder: nn.Module, target_layer: nn.Module | str, x: Tensor, *, batch_size: int = 512
 ) -> Tensor:
     """Mean of the target layer's activations over channels, resized to the input, min-max
     normalised per sample: where the layer responds at all, with no cluster in it."""
@@ -111,7 +118,7 @@ class ClusterMapMethod:
         params = list(inspect.signature(self.maps).parameters)[1:]
         bad = sorted(set(options) - set(params))
         if bad:
-            raise TypeError(f"unknown settings {bad} for map method {self.maps.__name__}; it takes {params}")
+            raise UserError(f"unknown settings {bad} for map method {self.maps.__name__}; it takes {params}")
         return replace(self, options={**self.options, **options})
 
 
@@ -132,7 +139,7 @@ def gradceam_method(target: str | GradCeAMTarget) -> ClusterMapMethod:
 
     def chunk_maps(req: MapRequest, start: int) -> Tensor:
         return grad_ceam(req.encoder, req.target_layer, req.x[start : start + req.batch_size],
-                         req.centroids, mode=resolve_target(target, req.temperature),
+                         req.centroids, target=resolve_target(target, req.temperature),
                          batch_size=None, smooth=req.smooth).heatmaps
 
     def every(req: MapRequest) -> Tensor:
@@ -151,39 +158,41 @@ def gradceam_method(target: str | GradCeAMTarget) -> ClusterMapMethod:
 def neon_maps(req: MapRequest, beta: float | str | None = "auto", evidence: str = "min",
               composite: str = "epsilon_plus_flat") -> Tensor:
     """NEON's map of each sample's cluster (:func:`clustercam.explain.neon.neon`)."""
-    return neon(req.encoder, req.x, req.centroids, clusters=req.clusters, beta=beta, evidence=evidence,
-                composite=composite, batch_size=req.batch_size, smooth=req.smooth).heatmaps[:, 0]
+    return neon(req.encoder, None, req.x, req.centroids, clusters=req.clusters, beta=beta,
+                evidence=evidence, composite=composite, batch_size=req.batch_size,
+                smooth=req.smooth).heatmaps[:, 0]
 
 
 def neon_all_maps(req: MapRequest, beta: float | str | None = "auto", evidence: str = "min",
                   composite: str = "epsilon_plus_flat") -> Tensor:
     """NEON's maps of all K clusters: one forward pass, K modified backward passes per chunk."""
-    return neon(req.encoder, req.x, req.centroids, beta=beta, evidence=evidence, composite=composite,
-                batch_size=req.batch_size, smooth=req.smooth).heatmaps
+    return neon(req.encoder, None, req.x, req.centroids, beta=beta, evidence=evidence,
+                composite=composite, batch_size=req.batch_size, smooth=req.smooth).heatmaps
 
 
 def integrated_gradients(req: MapRequest, n_steps: int = 32, baseline: str | float = "auto",
                          score: str = "log_probability", temperature: float | str = "auto") -> Tensor:
     """captum's integrated gradients of the cluster score (:mod:`clustercam.explain.attribution`)."""
-    return attribution.integrated_gradients_maps(
-        req.encoder, req.x, req.centroids, req.clusters, n_steps=n_steps, baseline=baseline,
-        score=score, temperature=temperature, batch_size=req.batch_size)
+    return integrated_gradients_maps(
+        req.encoder, None, req.x, req.centroids, clusters=req.clusters, n_steps=n_steps,
+        baseline=baseline, score=score, temperature=temperature, batch_size=req.batch_size)
 
 
 def occlusion(req: MapRequest, window: int | None = None, stride: int | None = None,
               baseline: str | float = "auto", score: str = "log_probability",
               temperature: float | str = "auto") -> Tensor:
     """captum's occlusion of the cluster score: 1-D windows (series), square patches (images)."""
-    return attribution.occlusion_maps(
-        req.encoder, req.x, req.centroids, req.clusters, window=window, stride=stride,
-        baseline=baseline, score=score, temperature=temperature, batch_size=req.batch_size)
+    return occlusion_maps(
+        req.encoder, None, req.x, req.centroids, clusters=req.clusters, window=window,
+        stride=stride, baseline=baseline, score=score, temperature=temperature,
+        batch_size=req.batch_size)
 
 
 def gradient_shap(req: MapRequest, n_samples: int = 16, n_baselines: int = 16, stdevs: float = 0.0,
                   score: str = "log_probability", temperature: float | str = "auto") -> Tensor:
     """captum's gradient SHAP of the cluster score, references drawn from the samples."""
-    return attribution.gradient_shap_maps(
-        req.encoder, req.x, req.centroids, req.clusters, n_samples=n_samples,
+    return gradient_shap_maps(
+        req.encoder, None, req.x, req.centroids, clusters=req.clusters, n_samples=n_samples,
         n_baselines=n_baselines, stdevs=stdevs, seed=req.seed, score=score,
         temperature=temperature, batch_size=req.batch_size)
 
@@ -197,7 +206,7 @@ def _random_smooth(req: MapRequest) -> Tensor:
 
 
 def _activation(req: MapRequest) -> Tensor:
-    return activation_maps(req.encoder, req.target_layer, req.x, req.batch_size)
+    return activation_maps(req.encoder, req.target_layer, req.x, batch_size=req.batch_size)
 
 
 def _same_for_all(maps: Callable[[MapRequest], Tensor]) -> Callable[[MapRequest], Tensor]:
@@ -209,7 +218,7 @@ MAP_METHODS: dict[str, MapMethod] = {
     "random": ClusterMapMethod(_random, _same_for_all(_random)),
     "random_smooth": ClusterMapMethod(_random_smooth, _same_for_all(_random_smooth)),
     "activation": ClusterMapMethod(_activation, _same_for_all(_activation)),
-    **{f"gradceam_{name}": gradceam_method(name) for name in TARGETS},
+    **{f"gradceam_{name}": gradceam_method(name) for name in GRADCEAM_TARGETS},
     "neon": ClusterMapMethod(neon_maps, neon_all_maps),
     "integrated_gradients": ClusterMapMethod(integrated_gradients),
     "occlusion": ClusterMapMethod(occlusion),
@@ -217,14 +226,14 @@ MAP_METHODS: dict[str, MapMethod] = {
 }
 PEERS: tuple[str, ...] = ("neon", "integrated_gradients", "occlusion", "gradient_shap")
 # the methods the scores compare unless told otherwise
-METHODS: tuple[str, ...] = ("random", "random_smooth", "activation", "gradceam_paper",
+DEFAULT_MAP_METHODS: tuple[str, ...] = ("random", "random_smooth", "activation", "gradceam_paper",
                             "gradceam_reference", "gradceam_assignment")
 
 
 def register_method(name: str, method: MapMethod) -> None:
     """Make ``method`` available to :func:`explanation_maps` (and the scores) as ``name``."""
     if not callable(method):
-        raise TypeError(f"method {name!r} must be callable (MapRequest) -> N x spatial maps")
+        raise UserError(f"method {name!r} must be callable (MapRequest) -> N x spatial maps")
     MAP_METHODS[str(name)] = method
 
 
@@ -252,42 +261,69 @@ def resolve_methods(
         else:
             unknown.append(m)
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {sorted(MAP_METHODS)} "
+        raise UserError(f"unknown methods {unknown}; choose from {sorted(MAP_METHODS)} "
                          "(or give a GradCeAMTarget, or a (name, callable) pair)")
     if not out:
-        raise ValueError("methods is empty: name at least one map method")
+        raise UserError("methods is empty: name at least one map method")
     for name, opts in dict(options or {}).items():
         if name not in out:
-            raise ValueError(f"method_options names {name!r}, which is not among the methods {list(out)}")
+            raise UserError(f"method_options names {name!r}, which is not among the methods {list(out)}")
         if not isinstance(out[name], ClusterMapMethod):
-            raise TypeError(f"method {name!r} takes no settings (it is a plain callable)")
+            raise UserError(f"method {name!r} takes no settings (it is a plain callable)")
         out[name] = out[name].configure(**dict(opts or {}))
     return out
 
 
+@reordered_parameters("encoder", "target_layer", "x", "centroids", "clusters", "methods", "seed",
+                      "gradceam_temperature", "smooth", "batch_size", "all_clusters", "method_options",
+                      when=lambda args, kwargs: len(args) > 4)
+@renamed_parameters(options="method_options", temperature="gradceam_temperature")
 def explanation_maps(
     encoder: nn.Module,
     target_layer: nn.Module | str,
     x: Tensor,
     centroids: Tensor,
-    clusters: Tensor,
-    methods: Sequence[MethodSpec] | Mapping[str, MapMethod] = METHODS,
+    *,
+    clusters: Tensor | None = None,
+    methods: Sequence[MethodSpec] | Mapping[str, MapMethod] = DEFAULT_MAP_METHODS,
     seed: int = 0,
-    temperature: float = 1.0,
+    gradceam_temperature: float = 1.0,
     smooth: bool = False,
     batch_size: int = 256,
     all_clusters: bool = False,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Tensor]:
-    """Each method's map (N x spatial, in [0, 1]) of sample i for cluster ``clusters[i]``;
-    with ``all_clusters`` every cluster's map instead (N x K x spatial)."""
+    """Each method's map of every sample, by method name.
+
+    Args:
+        encoder: maps x to embeddings N x m.
+        target_layer: the module (or its dotted name) the layer methods explain (Grad-CeAM,
+            activation); the input methods ignore it.
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        clusters: the cluster each sample's map explains (N); None: every cluster.
+        methods: names, :class:`GradCeAMTarget` values or ``(name, callable)`` pairs
+            (:func:`resolve_methods`).
+        seed: of the random baselines and gradient SHAP's draws.
+        gradceam_temperature: of the ``gradceam_assignment`` maps.
+        smooth: moving average of series maps.
+        batch_size: samples per chunk.
+        all_clusters: every cluster's maps even when ``clusters`` is given.
+        method_options: settings per method name.
+
+    Returns:
+        Method name -> N x spatial maps in [0, 1] of sample i for cluster ``clusters[i]``;
+        N x K x spatial with ``all_clusters`` or ``clusters=None``.
+    """
     n = x.shape[0]
+    if clusters is None:
+        all_clusters, clusters = True, torch.zeros(n, dtype=torch.long)  # every cluster's maps
     clusters = torch.as_tensor(clusters, dtype=torch.long).flatten()
     if clusters.shape[0] != n:
-        raise ValueError(f"clusters must have N = {n} entries, got {clusters.shape[0]}")
-    req = MapRequest(encoder, target_layer, x, centroids, clusters, seed, temperature, smooth,
+        raise UserError(f"clusters must have N = {n} entries, got {clusters.shape[0]}")
+    req = MapRequest(encoder, target_layer, x, centroids, clusters, seed, gradceam_temperature, smooth,
                      batch_size)
-    resolved = resolve_methods(methods, options)
+    resolved = resolve_methods(methods, method_options)
     if all_clusters:
         return {name: all_cluster_maps(fn, req) for name, fn in resolved.items()}
     return {name: fn(req) for name, fn in resolved.items()}

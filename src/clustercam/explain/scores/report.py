@@ -5,29 +5,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from clustercam.explain.assignments import ASSIGNMENTS, spread_temperature
+from clustercam.explain.assignments import nearest, spread_temperature
+from clustercam.explain.deprecation import reordered_parameters
 from clustercam.explain.hooks import embed
-from clustercam.explain.scores.baselines import BASELINES
 from clustercam.explain.scores.curves import (
     PerturbationCurves,
     deletion_insertion,
     summarise_curves,
 )
 from clustercam.explain.scores.localisation import localisation_scores
-from clustercam.explain.scores.methods import (
-    METHODS,
-    MapMethod,
-    MethodSpec,
-    explanation_maps,
-    resolve_methods,
-)
+from clustercam.explain.scores.methods import explanation_maps
+from clustercam.explain.scores.settings import ScoreSettings
+from clustercam.explain.settings import with_options
 
 log = logging.getLogger(__name__)
 
@@ -62,54 +58,48 @@ def typical_temperature(encoder: nn.Module, x: Tensor, centroids: Tensor, batch_
     return spread_temperature(embed(encoder, x, batch_size), centroids)
 
 
-def check_score_settings(steps: int, baseline: str | float, assignment: str,
-                         temperature: float | str) -> None:
-    """Early, named errors for the scoring settings (the callback checks them at setup)."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if isinstance(baseline, str) and baseline not in (*BASELINES, "auto"):
-        raise ValueError(f"unknown baseline {baseline!r}; choose auto, {', '.join(BASELINES)} or a number")
-    if assignment not in ASSIGNMENTS:
-        raise ValueError(f"unknown assignment {assignment!r}; choose one of {ASSIGNMENTS}")
-    if temperature != "auto" and not (isinstance(temperature, int | float) and temperature > 0):
-        raise ValueError(f"temperature must be 'auto' or a number > 0, got {temperature!r}")
-
-
+@reordered_parameters("encoder", "target_layer", "x", "clusters", "centroids", "masks", "methods", "steps",
+                      "baseline", "blur_sigma", "assignment", "temperature", "alpha", "spread",
+                      "gradceam_temperature", "seed", "smooth", "batch_size", "maps_batch_size",
+                      "method_options", "all_clusters",
+                      when=lambda args, kwargs: len(args) > 4 or (len(args) == 4 and "centroids" in kwargs))
 def score_explanations(
     encoder: nn.Module,
     target_layer: nn.Module | str,
     x: Tensor,
-    clusters: Tensor,
     centroids: Tensor,
+    *,
+    clusters: Tensor | None = None,
     masks: Tensor | None = None,
-    methods: Sequence[MethodSpec] | Mapping[str, MapMethod] = METHODS,
-    steps: int = 10,
-    baseline: str | float = "auto",
-    blur_sigma: float | None = None,
-    assignment: str = "softmax",
-    temperature: float | str = "auto",
-    alpha: float = 1.0,
     spread: float | None = None,
-    gradceam_temperature: float = 1.0,
-    seed: int = 0,
-    smooth: bool = False,
-    batch_size: int = 512,
-    maps_batch_size: int = 256,
-    method_options: Mapping[str, Mapping[str, Any]] | None = None,
-    all_clusters: bool = False,
+    settings: ScoreSettings | Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> ScoreReport:
     """Deletion / insertion AUCs of every method's map of each sample's own cluster, and the
     pointing game, relevance mass and AUROC against ``masks`` when given.
 
-    ``clusters`` (N): each sample's cluster. ``baseline``: ``auto`` = zero for series, a
-    blurred copy for images. ``temperature``: of the softmax assignment on the curves;
-    ``auto`` = ``spread`` (k-means inertia / N) or, without it, the spread of x's embeddings.
-    ``gradceam_temperature``: for ``gradceam_assignment`` maps. ``method_options``: settings
-    per method (e.g. ``{"occlusion": {"window": 8}}``). ``all_clusters``: every method computes
-    the maps of all K clusters (its one-pass form where it has one) and is scored on each
-    sample's own, so ``scores/<method>/map_seconds`` is the time for N samples x K clusters;
-    otherwise it is the time for each sample's own cluster. ``scores/<method>/score_seconds``:
-    the time of its curves and localisation.
+    ``scores/<method>/map_seconds`` is the time of a method's maps (N samples x K clusters with
+    ``all_clusters``, else each sample's own cluster), ``scores/<method>/score_seconds`` the
+    time of its curves and localisation.
+
+    Args:
+        encoder: maps x to embeddings N x m.
+        target_layer: the module (or its dotted name) the layer methods explain.
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        clusters: each sample's cluster (N); None: its nearest centroid.
+        masks: ground-truth masks N x spatial for the localisation scores (None: none).
+        spread: the k-means inertia / N, the softmax temperature of ``temperature="auto"``
+            (None: the spread of x's embeddings).
+        settings: a :class:`ScoreSettings` (default: its defaults).
+        **options: fields of :class:`ScoreSettings` (``methods``, ``steps``, ``baseline``,
+            ``temperature``, ``method_options``, ``all_clusters``, ...), on top of ``settings``.
+
+    Returns:
+        A :class:`ScoreReport`.
+
+    Raises:
+        UserError: an unknown option, method or value (see :class:`ScoreSettings`).
 
     Example:
         >>> import torch
@@ -118,38 +108,43 @@ def score_explanations(
         >>> enc = ResNetCAE((1, 32), filters=(4, 4), embedding_dim=3).encoder.eval()
         >>> x = torch.randn(8, 1, 32)
         >>> mu = enc(x[:2]).detach()
-        >>> rep = score_explanations(enc, "features", x, torch.tensor([0, 1] * 4), mu,
+        >>> rep = score_explanations(enc, "features", x, mu, clusters=torch.tensor([0, 1] * 4),
         ...                          methods=["random", "gradceam_assignment"], steps=4)
         >>> sorted({r["method"] for r in rep.rows}), "scores/random/deletion_auc" in rep.results
         (['gradceam_assignment', 'random'], True)
     """
-    check_score_settings(steps, baseline, assignment, temperature)
-    clusters = torch.as_tensor(clusters, dtype=torch.long).flatten()
+    s = with_options(ScoreSettings, settings, options, "score_explanations()")
     k = centroids.shape[0]
+    clusters = (nearest(embed(encoder, x, s.batch_size), centroids) if clusters is None
+                else torch.as_tensor(clusters, dtype=torch.long).flatten())
+    temperature = s.temperature
     if temperature == "auto":
         temperature = spread if spread is not None else typical_temperature(encoder, x, centroids)
         if not temperature > 0:  # a collapsed embedding: every sample on its centroid
             temperature = 1.0
+    baseline = s.baseline
     if baseline == "auto":
         baseline = "zero" if x.dim() == 3 else "blur"
+    gradceam_temperature = 1.0 if s.gradceam_temperature is None else s.gradceam_temperature
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     loc_rows: list[dict[str, Any]] = []
     curves: dict[str, PerturbationCurves] = {}
     seconds: dict[str, float] = {}
     score_seconds: dict[str, float] = {}
-    for name, method in resolve_methods(methods, method_options).items():
+    for name, method in s.resolved_methods().items():
         t1 = time.perf_counter()
-        m = explanation_maps(encoder, target_layer, x, centroids, clusters, {name: method},
-                             seed=seed, temperature=gradceam_temperature, smooth=smooth,
-                             batch_size=maps_batch_size, all_clusters=all_clusters)[name]
+        m = explanation_maps(encoder, target_layer, x, centroids, clusters=clusters,
+                             methods={name: method}, seed=s.seed,
+                             gradceam_temperature=gradceam_temperature, smooth=s.smooth,
+                             batch_size=s.maps_batch_size, all_clusters=s.all_clusters)[name]
         seconds[name] = time.perf_counter() - t1
-        if all_clusters:
+        if s.all_clusters:
             m = m[torch.arange(len(clusters)), clusters]
         curves[name] = deletion_insertion(
-            encoder, x, m, centroids, clusters=clusters, steps=steps, baseline=baseline,
-            blur_sigma=blur_sigma, assignment=assignment, temperature=float(temperature),
-            alpha=alpha, batch_size=batch_size, seed=seed)
+            encoder, x, m, centroids, clusters=clusters, steps=s.steps, baseline=baseline,
+            blur_sigma=s.blur_sigma, assignment=s.assignment, temperature=float(temperature),
+            alpha=s.alpha, batch_size=s.batch_size, seed=s.seed)
         rows += summarise_curves(name, curves[name], k)
         if masks is not None:
             loc_rows.append({"method": name, **localisation_scores(m, masks)})
@@ -164,10 +159,10 @@ def score_explanations(
     for r in loc_rows:
         for key in ("pointing_game", "relevance_mass", "auroc"):
             results[f"scores/{r['method']}/{key}"] = r[key]
-    for name, s in seconds.items():
-        results[f"scores/{name}/map_seconds"] = s
+    for name, sec in seconds.items():
+        results[f"scores/{name}/map_seconds"] = sec
         results[f"scores/{name}/score_seconds"] = score_seconds[name]
-    results["scores/all_clusters"] = float(all_clusters)
+    results["scores/all_clusters"] = float(s.all_clusters)
     results["scores/n_clusters"] = k
     results["scores/n_samples"] = len(x)
     results["scores/temperature"] = float(temperature)

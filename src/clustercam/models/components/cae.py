@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
 from clustercam.models.components.encoder import Autoencoder, Encoder
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
@@ -29,7 +30,7 @@ def transposed_output_padding(target: int, size: int, kernel: int, stride: int, 
     """The ``output_padding`` that makes a ConvTranspose2d map ``size`` back to ``target``."""
     op = target - ((size - 1) * stride - 2 * padding + kernel)
     if not 0 <= op < max(stride, 1):  # cannot happen for a size produced by the matching conv
-        raise ValueError(
+        raise UserError(
             f"cannot invert a conv (kernel {kernel}, stride {stride}, padding {padding}) "
             f"from {size} back to {target}"
         )
@@ -57,20 +58,20 @@ class ConvAutoencoder(Autoencoder):
     ) -> None:
         super().__init__()
         if len(input_shape) != 3:
-            raise ValueError(
+            raise UserError(
                 f"ConvAutoencoder needs input_shape (channels, height, width), got {tuple(input_shape)}"
             )
         if not filters:
-            raise ValueError("filters must list at least one convolution width")
+            raise UserError("filters must list at least one convolution width")
         if not len(filters) == len(kernels) == len(strides):
-            raise ValueError(
+            raise UserError(
                 f"filters, kernels and strides need one entry per layer, got {len(filters)}, "
                 f"{len(kernels)} and {len(strides)}"
             )
         if any(int(v) < 1 for v in (*filters, *kernels, *strides)):
-            raise ValueError("filters, kernels and strides must all be >= 1")
+            raise UserError("filters, kernels and strides must all be >= 1")
         if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(
+            raise UserError(
                 f"unknown output_activation {output_activation!r}; choose one of {OUTPUT_ACTIVATIONS}"
             )
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -85,7 +86,7 @@ class ConvAutoencoder(Autoencoder):
             p = k // 2
             nh, nw = conv_out_size(sizes[-1][0], k, s, p), conv_out_size(sizes[-1][1], k, s, p)
             if nh < 1 or nw < 1:
-                raise ValueError(
+                raise UserError(
                     f"input of spatial size {h}x{w} is too small for {len(filters)} conv layers "
                     f"with kernels {kernels} and strides {strides}"
                 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
+
 POOLINGS = ("gap", "flatten")
 
 
@@ -21,9 +23,9 @@ class Encoder(nn.Module):
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+            raise UserError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
         if embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+            raise UserError(f"embedding_dim must be >= 1, got {embedding_dim}")
         self.features = features
         self.pooling = pooling
         channels = feature_shape[0]
@@ -51,7 +53,7 @@ class Encoder(nn.Module):
 def check_input(x: Tensor, expected: tuple[int, ...], name: str) -> None:
     """A clear error when a batch does not have the shape the autoencoder was built for."""
     if tuple(x.shape[1:]) != tuple(expected):
-        raise ValueError(
+        raise UserError(
             f"{name} was built for inputs of shape (N, {', '.join(map(str, expected))}), "
             f"got {tuple(x.shape)}"
         )

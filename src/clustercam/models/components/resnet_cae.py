@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from clustercam.exceptions import UserError
 from clustercam.models.components.encoder import Autoencoder, Encoder
 
 # 'same' padding with the paper's even kernel (k=8) is intended; torch warns on every call
@@ -31,6 +32,16 @@ class ResidualBlock1d(nn.Module):
         )
         self.act = nn.ReLU()
 
+    def residual_branches(self) -> tuple[nn.Module, nn.Module, nn.Module] | None:
+        """(body, shortcut, act) when forward is ``act(body(x) + shortcut(x))`` exactly, else None.
+
+        Declares the residual ``+`` to NEON's LRP (which then canonizes it; the explain layer
+        imports no model class); a subclass that overrides ``forward`` opts out.
+        """
+        if type(self).forward is not ResidualBlock1d.forward:
+            return None
+        return self.body, self.shortcut, self.act
+
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.body(x) + self.shortcut(x))
 
@@ -52,9 +63,9 @@ class ResNetCAE(Autoencoder):
     ) -> None:
         super().__init__()
         if len(input_shape) != 2:
-            raise ValueError(f"ResNetCAE needs input_shape (channels, length), got {input_shape}")
+            raise UserError(f"ResNetCAE needs input_shape (channels, length), got {input_shape}")
         if not filters:
-            raise ValueError("filters must list at least one block width")
+            raise UserError("filters must list at least one block width")
         self.input_shape = tuple(int(s) for s in input_shape)
         c_in, length = self.input_shape
         blocks, c = [], c_in

@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.image.extract import _relabel_by_size, concept_counts
+from clustercam.explain.deprecation import renamed_parameters
 
 DATASET = -1  # the group key of the class concepts over all images (scope dataset / both)
 SCOPES = ("class", "dataset", "both")
@@ -58,7 +60,7 @@ def group_name(group: int, class_names: Sequence[str] | Mapping[int, str] | None
     return str(class_names[group]) if 0 <= group < len(class_names) else str(group)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ClassConceptSettings:
     """What the class level computes, for every concept configuration.
 
@@ -81,15 +83,15 @@ class ClassConceptSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.min_presence, bool) or not 0 < float(self.min_presence) <= 1:
-            raise ValueError(f"min_presence must be in (0, 1], got {self.min_presence!r}")
+            raise UserError(f"min_presence must be in (0, 1], got {self.min_presence!r}")
         if self.n_class is not None and (isinstance(self.n_class, bool) or int(self.n_class) < 1):
-            raise ValueError(f"n_class must be >= 1 or null (= n_concepts), got {self.n_class!r}")
+            raise UserError(f"n_class must be >= 1 or null (= n_concepts), got {self.n_class!r}")
         for name in ("gallery_size", "nmf_max_images", "n_random"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+                raise UserError(f"{name} must be an integer >= 0, got {value!r}")
         if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+            raise UserError(f"scope must be one of {SCOPES}, got {self.scope!r}")
 
     def n_for(self, n_concepts: int) -> int:
         """The number of class concepts of a configuration with ``n_concepts`` image concepts."""
@@ -189,9 +191,9 @@ def coassociation_concepts(
 
 
 class CoAssociation:
-    """Batch-by-batch presence and co-association counts per class (SPEC: class concepts).
+    """Batch-by-batch presence and co-association counts per class.
 
-    ``update(labels, classes)`` adds B images' per-image labels (B x C, ``-1`` dropped);
+    ``update(concept_labels, classes)`` adds B images' per-image concept labels (B x C, ``-1`` dropped);
     ``finalise(n_class, min_presence)`` clusters each class once. ``scope``: ``class`` /
     ``both`` keep one C x C int32 matrix per class (``both`` adds their sum as the
     dataset group); ``dataset`` keeps one matrix for all images. ``merge`` / ``state`` /
@@ -208,9 +210,9 @@ class CoAssociation:
     def __init__(self, n_channels: int, n_classes: int, scope: str = "class",
                  device: torch.device | str = "cpu") -> None:
         if int(n_channels) < 1 or int(n_classes) < 1:
-            raise ValueError(f"n_channels and n_classes must be >= 1, got {n_channels}, {n_classes}")
+            raise UserError(f"n_channels and n_classes must be >= 1, got {n_channels}, {n_classes}")
         if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+            raise UserError(f"scope must be one of {SCOPES}, got {scope!r}")
         self.n_channels, self.n_classes, self.scope = int(n_channels), int(n_classes), scope
         g = 1 if scope == "dataset" else self.n_classes
         self.co = torch.zeros(g, self.n_channels, self.n_channels, dtype=torch.int32, device=device)
@@ -218,17 +220,19 @@ class CoAssociation:
         self.images = torch.zeros(g, dtype=torch.int64, device=device)
 
     @torch.no_grad()
-    def update(self, labels: Tensor, classes: Tensor, keep: Tensor | None = None) -> None:
-        """Add B images: ``labels`` B x C (``-1`` dropped), ``classes`` B, ``keep`` B bool
-        (False: not counted, e.g. a DistributedSampler's padding repeat)."""
+    @renamed_parameters(labels="concept_labels")
+    def update(self, concept_labels: Tensor, classes: Tensor, keep: Tensor | None = None) -> None:
+        """Add B images: ``concept_labels`` B x C (``-1`` dropped), ``classes`` B, ``keep`` B
+        bool (False: not counted, e.g. a DistributedSampler's padding repeat)."""
+        labels = concept_labels
         if labels.ndim != 2 or labels.shape[1] != self.n_channels:
-            raise ValueError(f"labels must be B x {self.n_channels}, got {tuple(labels.shape)}")
+            raise UserError(f"concept_labels must be B x {self.n_channels}, got {tuple(labels.shape)}")
         classes = torch.as_tensor(classes).view(-1).long()
         if len(classes) != len(labels):
-            raise ValueError(f"{len(classes)} classes for {len(labels)} images")
+            raise UserError(f"{len(classes)} classes for {len(labels)} images")
         top = self.n_classes if self.scope != "dataset" else math.inf
         if len(classes) and bool(((classes < 0) | (classes >= top)).any()):
-            raise ValueError(f"classes must be in [0, {self.n_classes}), got {classes.unique().tolist()}")
+            raise UserError(f"classes must be in [0, {self.n_classes}), got {classes.unique().tolist()}")
         dev = self.co.device
         labels, classes = labels.to(dev).long(), classes.to(dev)
         if keep is not None:
@@ -266,7 +270,7 @@ class CoAssociation:
         """Add another accumulator's counts (in place); the result equals one accumulator
         over both sets of batches, exactly."""
         if other.co.shape != self.co.shape or other.scope != self.scope:
-            raise ValueError(f"cannot merge {tuple(other.co.shape)} ({other.scope}) into "
+            raise UserError(f"cannot merge {tuple(other.co.shape)} ({other.scope}) into "
                              f"{tuple(self.co.shape)} ({self.scope})")
         self.co += other.co.to(self.co.device)
         self.presence += other.presence.to(self.co.device)
@@ -302,7 +306,7 @@ class CoAssociation:
         """Cluster every group with images; warns (:class:`ClassConceptWarning`) for groups
         with one image, no kept channel, or fewer clustered channels than ``n_class``."""
         if int(n_class) < 1:
-            raise ValueError(f"n_class must be >= 1, got {n_class}")
+            raise UserError(f"n_class must be >= 1, got {n_class}")
         groups, rows, sizes = [], [], []
         for g, co, pres, n in self._groups():
             labels = coassociation_concepts(co, pres, n, n_class, min_presence)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import (
     DATASET,
     SCOPES,
@@ -68,9 +69,9 @@ class NMFSample:
 
     def __init__(self, max_images: int = 200, seed: int = 0, scope: str = "class") -> None:
         if int(max_images) < 1:
-            raise ValueError(f"max_images must be >= 1, got {max_images}")
+            raise UserError(f"max_images must be >= 1, got {max_images}")
         if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+            raise UserError(f"scope must be one of {SCOPES}, got {scope!r}")
         self.max_images, self.seed, self.scope = int(max_images), int(seed), scope
         self._chunks: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {}
 
@@ -100,11 +101,11 @@ class NMFSample:
     def update(self, activations: Tensor, classes: Tensor, index: Tensor, keep: Tensor | None = None) -> None:
         """Offer B images (``activations`` B x C x H x W, their classes and dataset indices)."""
         if activations.ndim != 4:
-            raise ValueError(f"activations must be B x C x H x W, got {tuple(activations.shape)}")
+            raise UserError(f"activations must be B x C x H x W, got {tuple(activations.shape)}")
         classes = torch.as_tensor(classes).view(-1).long().cpu()
         index = torch.as_tensor(index).view(-1).long().cpu()
         if not len(classes) == len(index) == len(activations):
-            raise ValueError(f"{len(activations)} images, {len(classes)} classes, {len(index)} indices")
+            raise UserError(f"{len(activations)} images, {len(classes)} classes, {len(index)} indices")
         if keep is not None:
             keep = torch.as_tensor(keep, dtype=torch.bool).view(-1).cpu()
             activations, classes, index = activations[keep.to(activations.device)], classes[keep], index[keep]
@@ -181,9 +182,9 @@ def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
     x = torch.as_tensor(x).detach().cpu()
     x = x.float() if x.dtype != torch.float64 else x
     if x.ndim != 2:
-        raise ValueError(f"x must be rows x channels, got shape {tuple(x.shape)}")
+        raise UserError(f"x must be rows x channels, got shape {tuple(x.shape)}")
     if len(x) and float(x.min()) < 0:
-        raise ValueError(f"NMF needs non-negative activations, got min {float(x.min()):.3g}")
+        raise UserError(f"NMF needs non-negative activations, got min {float(x.min()):.3g}")
     labels = torch.full((x.shape[1],), -1, dtype=torch.long)
     cols = (x > 0).any(0) if len(x) else torch.zeros(x.shape[1], dtype=torch.bool)
     k = min(int(n_components), int(cols.sum()), len(x))

@@ -9,8 +9,9 @@ images):
    gathered) and :meth:`~ClassConceptRun.finalise`;
 2. per batch :meth:`ClassConceptRun.score` (the same partitions and activations again);
    then :meth:`~ClassConceptRun.scores_state` gathered, and the results:
-   :meth:`~ClassConceptRun.rows` (``class_concepts.csv``), :meth:`~ClassConceptRun.truth`
-   (``class_concepts_truth.csv``) and :meth:`~ClassConceptRun.galleries` (the figures).
+   :attr:`~ClassConceptRun.concepts` with :attr:`~ClassConceptRun.scores` (per
+   configuration and source), :meth:`~ClassConceptRun.truth` (the scores against the parts)
+   and :meth:`~ClassConceptRun.galleries` (what the figures draw).
 
 Every state is a flat dict of tensors, so a callback reduces it with its strategy; in one
 process the reductions are skipped.
@@ -19,6 +20,7 @@ process the reductions are skipped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,13 +34,22 @@ from clustercam.explain.concepts.classes.coassociation import (
     random_groups,
 )
 from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_concepts
-from clustercam.explain.concepts.classes.scores import (
-    ClassConceptScores,
-    class_concept_rows,
-    truth_rows,
-)
+from clustercam.explain.concepts.classes.scores import ClassConceptScores, truth_by_group
+from clustercam.explain.concepts.vocabulary import ConceptConfig
 
-Config = tuple[str, str, int]
+SOURCES_SCORED = ("coassociation", "nmf")  # the sources with rows and galleries (random: a control)
+
+
+@dataclass
+class ClassGallery:
+    """One gallery figure: the group (class index or ``DATASET``), its configuration and
+    source, and the keyword arguments of
+    :func:`clustercam.explain.plots.class_concepts.class_concept_figure` less ``images``."""
+
+    group: int
+    config: ConceptConfig
+    source: str
+    figure: dict[str, Any]
 
 
 class ClassConceptRun:
@@ -58,25 +69,25 @@ class ClassConceptRun:
         >>> run.finalise()
         >>> head = lambda x: x.mean((2, 3))[:, :2]
         >>> run.score(head, a, labels, y, idx)                  # pass 2, per batch
-        >>> rows = run.rows(["left", "right"])
-        >>> len(rows), sorted({r["method"] for r in rows})      # 2 classes x 2 concepts x 2 sources
-        (8, ['cgap', 'nmf'])
+        >>> found = run.concepts[("cgap", "kmeans", 2)]          # per source, its groupings
+        >>> sorted(found), found["coassociation"][0].labels.shape  # 2 classes x 8 channels
+        (['coassociation', 'nmf'], torch.Size([2, 8]))
     """
 
-    def __init__(self, settings: ClassConceptSettings, configs: Sequence[Config], n_channels: int,
+    def __init__(self, settings: ClassConceptSettings, configs: Sequence[tuple[str, str, int]], n_channels: int,
                  n_classes: int, map_size: Sequence[int] | None = None,
                  device: torch.device | str = "cpu") -> None:
-        self.settings, self.configs = settings, [tuple(c) for c in configs]
+        self.settings, self.configs = settings, [ConceptConfig(*c) for c in configs]
         self.n_channels, self.map_size = int(n_channels), None if map_size is None else tuple(map_size)
         self.co = {c: CoAssociation(n_channels, n_classes, settings.scope, device) for c in self.configs}
         self.sample = (NMFSample(settings.nmf_max_images, settings.seed, settings.scope)
                        if settings.nmf_max_images else None)
-        self.concepts: dict[Config, dict[str, list[ClassConcepts]]] = {}
-        self.scores: dict[Config, dict[str, list[ClassConceptScores]]] = {}
+        self.concepts: dict[ConceptConfig, dict[str, list[ClassConcepts]]] = {}
+        self.scores: dict[ConceptConfig, dict[str, list[ClassConceptScores]]] = {}
         self.masked = False
 
     # -- pass 1 ----------------------------------------------------------------------------------
-    def observe(self, activations: Tensor, partitions: Mapping[Config, Tensor], classes: Tensor,
+    def observe(self, activations: Tensor, partitions: Mapping[tuple[str, str, int], Tensor], classes: Tensor,
                 index: Tensor, keep: Tensor | None = None) -> None:
         """Add a batch: its activations (NMF sample) and every configuration's B x C labels."""
         for cfg, labels in partitions.items():
@@ -125,7 +136,7 @@ class ClassConceptRun:
                 found["random"] = random_groups(cc, s.n_random, s.seed)
             self._set_concepts(cfg, found)
 
-    def _set_concepts(self, cfg: Config, found: dict[str, list[ClassConcepts]]) -> None:
+    def _set_concepts(self, cfg: ConceptConfig, found: dict[str, list[ClassConcepts]]) -> None:
         s = self.settings
         self.concepts[cfg] = found
         self.scores[cfg] = {
@@ -147,7 +158,7 @@ class ClassConceptRun:
             self._set_concepts(cfg, found)
 
     # -- pass 2 ----------------------------------------------------------------------------------
-    def score(self, head: Callable[[Tensor], Tensor], activations: Tensor, partitions: Mapping[Config, Tensor],
+    def score(self, head: Callable[[Tensor], Tensor], activations: Tensor, partitions: Mapping[tuple[str, str, int], Tensor],
               classes: Tensor, index: Tensor, targets: Tensor | None = None, masks: Tensor | None = None,
               keep: Tensor | None = None) -> None:
         """Score a batch against the class concepts (random controls only with part masks:
@@ -175,40 +186,33 @@ class ClassConceptRun:
                     scorers[r] = ClassConceptScores.merged(sc.concepts, parts, sc.k, sc.stability)
 
     # -- results ---------------------------------------------------------------------------------
-    def rows(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """``class_concepts.csv`` rows: co-association then NMF, per configuration."""
-        out = []
+    def scored(self) -> Iterator[tuple[ConceptConfig, str, ClassConcepts, ClassConceptScores]]:
+        """(configuration, source, class concepts, their scores): co-association then NMF,
+        per configuration (the random controls are only the chance level of :meth:`truth`)."""
         for cfg in self.configs:
-            for src in ("coassociation", "nmf"):
+            for src in SOURCES_SCORED:
                 for c, sc in zip(self.concepts[cfg].get(src, []), self.scores[cfg].get(src, [])):
-                    out += class_concept_rows(c, sc, cfg[0], cfg[1], class_names)
-        return out
+                    yield cfg, src, c, sc
 
-    def truth(self) -> list[dict[str, Any]]:
-        """``class_concepts_truth.csv`` rows (empty unless :meth:`score` got part masks)."""
+    def truth(self) -> list[tuple[ConceptConfig, int, str, dict[str, float]]]:
+        """Per configuration, group and source, the scores against the parts
+        (:func:`~clustercam.explain.concepts.classes.scores.truth_by_group`; empty unless
+        :meth:`score` got part masks)."""
         if not self.masked:
             return []
-        return [row for cfg in self.configs for row in truth_rows(self.scores[cfg], cfg[0], cfg[1])]
+        return [(cfg, g, src, vals) for cfg in self.configs for g, src, vals in truth_by_group(self.scores[cfg])]
 
-    def galleries(self, class_names: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Per configuration, source and group: the keyword arguments of
-        :func:`clustercam.explain.plots.class_concepts.class_concept_figure` (less
-        ``images``) with a file ``stem`` (``<class>_<method>``, NMF ``<class>_nmf-<method>``)."""
-        per_method = {m: sum(c[0] == m for c in self.configs) for m, _, _ in self.configs}
-        for cfg in self.configs:
-            method, algo, n = cfg
-            tag = method if per_method[method] == 1 else f"{method}_{algo}_n{n}"
-            for src in ("coassociation", "nmf"):
-                for c, sc in zip(self.concepts[cfg].get(src, []), self.scores[cfg].get(src, [])):
-                    summary, counts = sc.summary(), c.counts()
-                    for r, g in enumerate(c.groups):
-                        name = group_name(g, class_names)
-                        gal = sc.gallery(g)
-                        what = "co-association" if src == "coassociation" else "NMF"
-                        yield {"stem": f"{name}_{tag}" if src == "coassociation" else f"{name}_nmf-{tag}",
-                               "index": gal.index, "maps": gal.maps, "channels": counts[r].tolist(),
-                               "stability": summary["stability"][r].tolist(),
-                               "importance": summary["importance"][r].tolist(),
-                               "importance_std": summary["importance_std"][r].tolist(),
-                               "title": f"class {name}: {what} concepts, {method.upper()} {algo} "
-                                        f"n={c.n_concepts} ({int(c.n_images[r])} images)"}
+    def galleries(self, class_names: Sequence[str] | None = None) -> Iterator[ClassGallery]:
+        """Per configuration, source and group: what its gallery figure draws."""
+        for cfg, src, c, sc in self.scored():
+            summary, counts = sc.summary(), c.counts()
+            for r, g in enumerate(c.groups):
+                gal = sc.gallery(g)
+                what = "co-association" if src == "coassociation" else "NMF"
+                yield ClassGallery(g, cfg, src, {
+                    "index": gal.index, "maps": gal.maps, "channels": counts[r].tolist(),
+                    "stability": summary["stability"][r].tolist(),
+                    "importance": summary["importance"][r].tolist(),
+                    "importance_std": summary["importance_std"][r].tolist(),
+                    "title": f"class {group_name(g, class_names)}: {what} concepts, "
+                             f"{cfg.method.upper()} {cfg.algorithm} n={c.n_concepts} ({int(c.n_images[r])} images)"})

@@ -17,8 +17,8 @@ partition ``L_i``:
 
 Everything is a sum or a top-k, so ranks merge: :meth:`ClassConceptScores.state` /
 :meth:`ClassConceptScores.merged`. Sums merge up to float rounding (the order of the
-additions differs); counts and galleries exactly. :func:`class_concept_rows` and
-:func:`truth_rows` give the rows of ``class_concepts.csv`` and ``class_concepts_truth.csv``.
+additions differs); counts and galleries exactly. :func:`truth_by_group` gives the scores
+against the parts per group and source.
 """
 
 from __future__ import annotations
@@ -26,24 +26,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clustercam.explain.concepts.classes.coassociation import ClassConcepts, group_name
+from clustercam.exceptions import UserError
+from clustercam.explain.concepts.classes.coassociation import ClassConcepts
 from clustercam.explain.concepts.image.importance import concept_importance, importance_order
 from clustercam.explain.concepts.image.maps import raw_concept_maps
+from clustercam.explain.concepts.vocabulary import CLASS_TRUTH_SCORES
 from clustercam.explain.maps import resize_maps
 from clustercam.explain.scores.localisation import relevance_mass
 
-CLASS_CONCEPT_COLUMNS = ("class", "class_name", "method", "algorithm", "concept", "channels",
-                         "stability", "importance", "importance_std", "n_images")
-TRUTH_COLUMNS = ("class", "method", "algorithm", "source", "part_a_mass", "part_b_mass",
-                 "distractor_mass", "parts_in_top2")
-SOURCE_ORDER = {"coassociation": 0, "nmf": 1, "random": 2}
-NMF_METHOD = "nmf"  # the method column of NMF rows; their algorithm column names the partitions
 _SUMS = ("stability_sum", "stability_n", "importance_sum", "importance_sq", "importance_n",
          "mass_sum", "mass_n")
 _GALLERY = ("gallery_score", "gallery_index", "gallery_maps")
@@ -65,7 +60,7 @@ def max_jaccard(groups: Tensor, partitions: Tensor, n_groups: int) -> Tensor:
         [[0.3333333333333333, 0.3333333333333333]]
     """
     if groups.shape != partitions.shape:
-        raise ValueError(f"groups {tuple(groups.shape)} and partitions {tuple(partitions.shape)} differ")
+        raise UserError(f"groups {tuple(groups.shape)} and partitions {tuple(partitions.shape)} differ")
     g = _onehot(groups, n_groups, torch.float64)
     lab = _onehot(partitions, int(partitions.max()) + 1 if partitions.numel() else 1, torch.float64)
     inter = torch.einsum("bcn,bcl->bnl", g, lab.to(g.device))
@@ -173,12 +168,12 @@ class ClassConceptScores:
         targets = classes if targets is None else torch.as_tensor(targets).view(-1).long().cpu()
         keep = torch.ones(b, dtype=torch.bool) if keep is None else torch.as_tensor(keep).view(-1).bool().cpu()
         if not len(classes) == len(index) == len(targets) == len(keep) == b:
-            raise ValueError(f"{b} images but {len(classes)} classes, {len(index)} indices, "
+            raise UserError(f"{b} images but {len(classes)} classes, {len(index)} indices, "
                              f"{len(targets)} targets, {len(keep)} keep flags")
         if self.stability and partitions is None:
-            raise ValueError("stability needs the images' own partitions (B x C labels)")
+            raise UserError("stability needs the images' own partitions (B x C labels)")
         if masks is not None and (masks.ndim != 4 or masks.shape[:2] != (b, 3)):
-            raise ValueError(f"masks must be B x 3 x H x W (part A, part B, distractor), got {tuple(masks.shape)}")
+            raise UserError(f"masks must be B x 3 x H x W (part A, part B, distractor), got {tuple(masks.shape)}")
         if self.gallery_maps is None:
             self.gallery_maps = torch.zeros(len(self.concepts.groups), n, self.k, *a.shape[-2:])
         for rows in self.concepts.views(classes):
@@ -189,10 +184,10 @@ class ClassConceptScores:
             dev_sel = sel.to(a.device)
             a_s = a[dev_sel]
             lab = self.concepts.labels[r].to(a.device)
-            imp = concept_importance(head, a_s, lab, targets[sel].to(a.device), n).cpu()
+            imp = concept_importance(head, a_s, lab, targets[sel].to(a.device), n_concepts=n).cpu()
             self._add(self.importance_sum, self.importance_n, r, imp)
             self.importance_sq.index_add_(0, r, imp.nan_to_num(0.0) ** 2)
-            raw = raw_concept_maps(a_s, lab, n)
+            raw = raw_concept_maps(a_s, lab, n_concepts=n)
             score = raw.flatten(2).sum(-1).double().cpu()
             if self.stability:
                 stab = max_jaccard(lab.cpu(), partitions[sel.to(partitions.device)].cpu(), n)
@@ -262,82 +257,39 @@ class ClassConceptScores:
         return Gallery(self.gallery_index[r], self.gallery_score[r], self.gallery_maps[r])
 
 
-def class_concept_rows(concepts: ClassConcepts, scores: ClassConceptScores, method: str, algorithm: str,
-                       class_names: Sequence[str] | Mapping[int, str] | None = None) -> list[dict[str, Any]]:
-    """Rows of ``class_concepts.csv`` (:data:`CLASS_CONCEPT_COLUMNS`), per group and concept
-    (by decreasing size). NMF rows: method ``nmf``, algorithm ``<method>/<algorithm>`` (the
-    partitions their stability is measured in)."""
-    s, counts = scores.summary(), concepts.counts()
-    m, a = (NMF_METHOD, f"{method}/{algorithm}") if concepts.source == "nmf" else (method, algorithm)
-    rows = []
-    for r, g in enumerate(concepts.groups):
-        for j in range(concepts.n_concepts):
-            rows.append({"class": g, "class_name": group_name(g, class_names), "method": m,
-                         "algorithm": a, "concept": j, "channels": int(counts[r, j]),
-                         "stability": float(s["stability"][r, j]), "importance": float(s["importance"][r, j]),
-                         "importance_std": float(s["importance_std"][r, j]),
-                         "n_images": int(concepts.n_images[r])})
-    return rows
-
-
-def _truth(summary: Mapping[str, Tensor], r: int) -> list[float]:
-    masses, imp = summary["masses"][r], summary["importance"][r].tolist()
+def group_truth(summary: Mapping[str, Tensor], row: int) -> dict[str, float]:
+    """:data:`~clustercam.explain.concepts.vocabulary.CLASS_TRUTH_SCORES` of one group of
+    a :meth:`ClassConceptScores.summary`: per part, the best class concept's mean relevance
+    mass over the group's images (the maximum over its concepts); ``parts_in_top2``: 1 if
+    the best concepts for part A and for part B are two different concepts and the two most
+    important ones (NaN without the masses of both parts or two finite importances)."""
+    masses, imp = summary["masses"][row], summary["importance"][row].tolist()
     out = []
     for p in range(3):
         col = masses[:, p]
         out.append(float(col[~col.isnan()].max()) if bool((~col.isnan()).any()) else math.nan)
     a, b = masses[:, 0], masses[:, 1]
     if bool(a.isnan().all() or b.isnan().all()) or sum(not math.isnan(v) for v in imp) < 2:
-        return [*out, math.nan]
+        return dict(zip(CLASS_TRUTH_SCORES, [*out, math.nan]))
     best = {int(a.nan_to_num(-1.0).argmax()), int(b.nan_to_num(-1.0).argmax())}
     out.append(float(len(best) == 2 and best == set(importance_order(imp)[:2])))
-    return out
+    return dict(zip(CLASS_TRUTH_SCORES, out))
 
 
-def truth_rows(scores: Mapping[str, ClassConceptScores | Sequence[ClassConceptScores]], method: str,
-               algorithm: str) -> list[dict[str, Any]]:
-    """Rows of ``class_concepts_truth.csv`` (:data:`TRUTH_COLUMNS`) per group and source.
-
-    Per part, the best class concept's mean relevance mass over the group's images (the
-    maximum over its concepts); ``parts_in_top2``: 1 if the best concepts for part A and for
-    part B are two different concepts and the two most important ones. A source given as a
-    list (``random``: several random groupings) is averaged over its members."""
-    rows = []
+def truth_by_group(scores: Mapping[str, ClassConceptScores | Sequence[ClassConceptScores]]
+                   ) -> list[tuple[int, str, dict[str, float]]]:
+    """Per group and source (in the order of ``scores``): (group, source, its
+    :func:`group_truth`). A source given as a list (``random``: several random groupings)
+    is averaged over its members, NaN members left out."""
+    out = []
     first = next(iter(scores.values()))
     concepts = (first if isinstance(first, ClassConceptScores) else first[0]).concepts
     for g in concepts.groups:
         for source, sc in scores.items():
             members = [sc] if isinstance(sc, ClassConceptScores) else list(sc)
-            vals = torch.tensor([_truth(m.summary(), m.concepts.row(g)) for m in members], dtype=torch.float64)
+            vals = torch.tensor([list(group_truth(m.summary(), m.concepts.row(g)).values()) for m in members],
+                                dtype=torch.float64)
             ok = ~vals.isnan()
             mean = torch.where(ok.any(0), vals.nan_to_num(0.0).sum(0) / ok.sum(0).clamp_min(1), math.nan)
-            rows.append({"class": g, "method": method, "algorithm": algorithm, "source": source,
-                         **dict(zip(TRUTH_COLUMNS[4:], mean.tolist()))})
-    return rows
-
-
-def truth_table_markdown(runs: Sequence[Sequence[Mapping[str, Any]]]) -> str:
-    """The README table from the ``class_concepts_truth.csv`` rows of several runs (seeds):
-    per (method, algorithm, source), each run's mean over its classes (the dataset row
-    left out), then mean +- std (ddof 1) over the runs. CSV strings or numbers."""
-    per: dict[tuple[str, str, str], list[list[float]]] = {}
-    for rows in runs:
-        acc: dict[tuple[str, str, str], list[list[float]]] = {}
-        for r in rows:
-            if int(r["class"]) < 0:
-                continue
-            key = (str(r["method"]), str(r["algorithm"]), str(r["source"]))
-            acc.setdefault(key, []).append([float(r[c]) for c in TRUTH_COLUMNS[4:]])
-        for key, vals in acc.items():
-            t = torch.tensor(vals, dtype=torch.float64)
-            ok = ~t.isnan()
-            per.setdefault(key, []).append((t.nan_to_num(0.0).sum(0) / ok.sum(0).clamp_min(1)).tolist())
-    lines = ["| method | algorithm | source | " + " | ".join(TRUTH_COLUMNS[4:]) + " | runs |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in TRUTH_COLUMNS[4:]) + " | --- |"]
-    for key in sorted(per, key=lambda k: (k[0], k[1], SOURCE_ORDER.get(k[2], 9))):
-        t = torch.tensor(per[key], dtype=torch.float64)
-        mean = t.mean(0).tolist()
-        std = t.std(0).tolist() if len(t) > 1 else [math.nan] * t.shape[1]
-        cells = [f"{m:.3f} ± {s:.3f}" if len(t) > 1 else f"{m:.3f}" for m, s in zip(mean, std)]
-        lines.append(f"| {' | '.join(key)} | {' | '.join(cells)} | {len(t)} |")
-    return "\n".join(lines) + "\n"
+            out.append((g, source, dict(zip(CLASS_TRUTH_SCORES, mean.tolist()))))
+    return out

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.checks import (
     check_activations,
     check_args,
     warn_degenerate,
 )
 from clustercam.explain.concepts.image.kmeans import batched_pca, cluster_rows
+from clustercam.explain.deprecation import renamed_parameters
 
 
 @dataclass
@@ -170,17 +172,30 @@ def _relabel_by_size(labels: Tensor, n: int) -> Tensor:
     return torch.where(labels >= 0, out, labels)
 
 
-def concept_counts(labels: Tensor, n_concepts: int) -> Tensor:
-    """B x n_concepts: channels per concept (labels ``-1`` are not counted)."""
-    lab = labels.long()
+@renamed_parameters(labels="concept_labels")
+def concept_counts(concept_labels: Tensor, n_concepts: int) -> Tensor:
+    """B x n_concepts: channels per concept.
+
+    Args:
+        concept_labels: ... x C concept ids per channel (``-1``: dropped, not counted).
+        n_concepts: the number of concepts.
+
+    Returns:
+        ... x n_concepts long counts.
+
+    Raises:
+        UserError: when a concept id is ``n_concepts`` or more.
+    """
+    lab = concept_labels.long()
     if lab.numel() and int(lab.max()) >= n_concepts:
-        raise ValueError(f"labels go up to {int(lab.max())}, beyond n_concepts={n_concepts}")
+        raise UserError(f"concept_labels go up to {int(lab.max())}, beyond n_concepts={n_concepts}")
     counts = torch.zeros(*lab.shape[:-1], n_concepts, dtype=torch.long, device=lab.device)
     return counts.scatter_add_(-1, lab.clamp_min(0), (lab >= 0).long())
 
 
 def cluster_channels(
     activations: Tensor,
+    *,
     method: str = "cgap",
     n_concepts: int = 5,
     algorithm: str = "kmeans",
@@ -298,6 +313,7 @@ def cluster_channels(
 
 def extract_concepts(
     activations: Tensor,
+    *,
     method: str = "cgap",
     n_concepts: int = 5,
     algorithm: str = "kmeans",
@@ -324,9 +340,11 @@ def extract_concepts(
                             algorithm=algorithm, seed=seed, n_init=n_init, **kwargs).labels
 
 
+@renamed_parameters(labels="concept_labels")
 def sub_concepts(
     activations: Tensor,
-    labels: Tensor,
+    concept_labels: Tensor,
+    *,
     method: str = "cgap",
     n_sub: int = 3,
     algorithm: str = "kmeans",
@@ -346,10 +364,11 @@ def sub_concepts(
     parent for all images at once by zeroing the other channels.
     """
     check_activations(activations)
+    labels = concept_labels
     if n_sub < 2:
-        raise ValueError(f"n_sub must be >= 2, got {n_sub}")
+        raise UserError(f"n_sub must be >= 2, got {n_sub}")
     if labels.shape != activations.shape[:2]:
-        raise ValueError(f"labels must be B x C = {tuple(activations.shape[:2])}, got {tuple(labels.shape)}")
+        raise UserError(f"concept_labels must be B x C = {tuple(activations.shape[:2])}, got {tuple(labels.shape)}")
     n = int(labels.max()) + 1 if n_concepts is None else int(n_concepts)
     n = max(n, 1)
     min_channels = 2 * n_sub if min_channels is None else min_channels

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.checks import check_activations
 from clustercam.explain.concepts.image.ablation import (
     Head,
@@ -32,8 +33,9 @@ from clustercam.explain.concepts.image.ablation import (
     masked_target_probs,
 )
 from clustercam.explain.concepts.image.extract import concept_counts
+from clustercam.explain.concepts.vocabulary import FIDELITY_AUCS, ORDERS
+from clustercam.explain.deprecation import renamed_parameters
 
-ORDERS = ("importance", "random_order", "random_groups")
 __all__ = ["ORDERS", "ConceptFidelity", "PooledHead", "concept_fidelity", "concept_order",
            "curve_auc", "masked_target_probs", "mean_curves", "random_partitions"]
 
@@ -42,7 +44,7 @@ def concept_order(importance: Tensor, sizes: Tensor) -> Tensor:
     """B x n concept ids by decreasing importance, ties by larger size then lower id; empty
     concepts (size 0 or NaN importance) last."""
     if importance.shape != sizes.shape:
-        raise ValueError(f"importance {tuple(importance.shape)} and sizes {tuple(sizes.shape)} differ")
+        raise UserError(f"importance {tuple(importance.shape)} and sizes {tuple(sizes.shape)} differ")
     imp = importance.double().clone()
     empty = (sizes <= 0) | torch.isnan(imp)
     order = torch.arange(imp.shape[-1], device=imp.device).expand_as(imp).clone()
@@ -52,12 +54,14 @@ def concept_order(importance: Tensor, sizes: Tensor) -> Tensor:
     return order
 
 
-def random_partitions(labels: Tensor, n_concepts: int, repeats: int,
+@renamed_parameters(labels="concept_labels")
+def random_partitions(concept_labels: Tensor, n_concepts: int, repeats: int,
                       generator: torch.Generator | None = None) -> Tensor:
     """R x B x C labels: each image's kept channels (label >= 0) dealt at random into groups
     of the sizes of concepts 0..n-1 (group l as large as concept l); dropped channels -1."""
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise UserError(f"repeats must be >= 1, got {repeats}")
+    labels = concept_labels
     lab = labels.long().cpu()
     b, c = lab.shape
     keys = torch.rand(repeats, b, c, generator=generator, dtype=torch.float64)
@@ -98,8 +102,8 @@ class ConceptFidelity:
     aucs: dict[str, dict[str, Tensor]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.aucs = {o: {"deletion_auc": curve_auc(self.deletion[o], self.n_steps),
-                         "insertion_auc": curve_auc(self.insertion[o], self.n_steps)}
+        self.aucs = {o: {auc: curve_auc(curves[o], self.n_steps)
+                         for auc, curves in zip(FIDELITY_AUCS, (self.deletion, self.insertion))}
                      for o in self.deletion}
 
 
@@ -181,12 +185,14 @@ def _grouped_probs(shares: tuple[Tensor, Tensor], targets: Tensor, order: Tensor
 
 
 @torch.no_grad()
+@renamed_parameters(labels="concept_labels")
 def concept_fidelity(
     head: Head,
     activations: Tensor,
-    labels: Tensor,
+    concept_labels: Tensor,
     targets: Tensor,
     importance: Tensor,
+    *,
     n_concepts: int | None = None,
     repeats: int = 10,
     seed: int = 0,
@@ -197,7 +203,7 @@ def concept_fidelity(
     """Deletion / insertion curves of B images' concepts in importance order and the two
     controls (``repeats`` random orders; ``repeats`` random channel groups of the found sizes).
 
-    ``labels`` (B x C, -1 = dropped channel) and ``importance`` (B x n, eq. 3) as from
+    ``concept_labels`` (B x C, -1 = dropped channel) and ``importance`` (B x n, eq. 3) as from
     :func:`~clustercam.explain.concepts.cluster_channels` and
     :func:`~clustercam.explain.concepts.concept_importance`; ``targets`` (B) the explained
     classes. All masked activations go through the head in one call (see
@@ -218,15 +224,15 @@ def concept_fidelity(
         0.625
     """
     check_activations(activations, warn_negative=False)
-    a = activations.detach()
+    a, labels = activations.detach(), concept_labels
     b, c = a.shape[:2]
     if labels.shape != (b, c):
-        raise ValueError(f"labels must be B x C = {(b, c)}, got {tuple(labels.shape)}")
+        raise UserError(f"concept_labels must be B x C = {(b, c)}, got {tuple(labels.shape)}")
     n = importance.shape[1] if n_concepts is None else int(n_concepts)
     if importance.shape != (b, n):
-        raise ValueError(f"importance must be B x n_concepts = {(b, n)}, got {tuple(importance.shape)}")
+        raise UserError(f"importance must be B x n_concepts = {(b, n)}, got {tuple(importance.shape)}")
     if n < 1:
-        raise ValueError(f"n_concepts must be >= 1, got {n}")
+        raise UserError(f"n_concepts must be >= 1, got {n}")
     dev = a.device
     labels = labels.long().to(dev)
     sizes = concept_counts(labels, n).to(dev)

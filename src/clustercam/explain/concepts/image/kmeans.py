@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.parallel import cpu_workers, map_single_threaded, one_thread
 
 
@@ -165,6 +166,7 @@ def batched_kmeans(
     x: Tensor,
     mask: Tensor,
     n_clusters: int,
+    *,
     n_init: int = 10,
     seed: int = 0,
     max_iter: int = 300,
@@ -187,7 +189,7 @@ def batched_kmeans(
     dev, dt = x.device, x.dtype
     valid = mask.bool()
     if bool((valid.sum(1) < k).any()):
-        raise ValueError(f"every problem needs at least n_clusters={k} valid rows")
+        raise UserError(f"every problem needs at least n_clusters={k} valid rows")
     w = valid.to(dt)
     cnt = w.sum(1, keepdim=True)
     mean = (x * w[..., None]).sum(1) / cnt

@@ -10,22 +10,27 @@ from torch import Tensor
 
 from clustercam.explain.concepts.checks import check_activations
 from clustercam.explain.concepts.image.extract import SubConcepts
+from clustercam.explain.deprecation import renamed_parameters
 from clustercam.explain.maps import minmax_normalise, resize_maps
 
 
-def raw_concept_maps(activations: Tensor, labels: Tensor, n_concepts: int | None = None) -> Tensor:
+@renamed_parameters(labels="concept_labels")
+def raw_concept_maps(activations: Tensor, concept_labels: Tensor, *, n_concepts: int | None = None) -> Tensor:
     """B x n_concepts x H x W: ``M_l = sum_{c in l} A_c`` (activation resolution)."""
     check_activations(activations, warn_negative=False)
+    labels = concept_labels
     n = int(labels.max()) + 1 if n_concepts is None else int(n_concepts)
     onehot = F.one_hot(labels.clamp_min(0).long(), max(n, 1)).to(activations.dtype)
     onehot = onehot * (labels >= 0).unsqueeze(-1).to(activations.dtype)
     return torch.einsum("bchw,bcl->blhw", activations, onehot.to(activations.device))
 
 
+@renamed_parameters(labels="concept_labels")
 def concept_maps(
     activations: Tensor,
-    labels: Tensor,
+    concept_labels: Tensor,
     size: int | Sequence[int],
+    *,
     n_concepts: int | None = None,
     normalise: bool = True,
 ) -> Tensor:
@@ -34,7 +39,7 @@ def concept_maps(
     ``normalise=False`` keeps the resized sums (e.g. to normalise sub-concepts with their
     parent's bounds, see :func:`sub_concept_maps`).
     """
-    maps = resize_maps(raw_concept_maps(activations, labels, n_concepts), size)
+    maps = resize_maps(raw_concept_maps(activations, concept_labels, n_concepts=n_concepts), size)
     return minmax_normalise(maps, 2) if normalise else maps
 
 
@@ -47,8 +52,8 @@ def sub_concept_maps(
 
     So a sub-concept is drawn in proportion to the whole concept (paper § 3.4).
     """
-    parent = raw_concept_maps(activations, sub.parents, sub.n_concepts)
-    maps = raw_concept_maps(activations, sub.labels, sub.n_concepts * sub.n_sub)
+    parent = raw_concept_maps(activations, sub.parents, n_concepts=sub.n_concepts)
+    maps = raw_concept_maps(activations, sub.labels, n_concepts=sub.n_concepts * sub.n_sub)
     maps = maps.view(maps.shape[0], sub.n_concepts, sub.n_sub, *maps.shape[-2:])
     return sub_maps_with_parent_bounds(maps, parent, size)
 

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clustercam.explain.concepts.checks import METRICS, warn_degenerate
+from clustercam.explain.concepts.checks import warn_degenerate
 from clustercam.explain.concepts.image.extract import ConceptClustering
+from clustercam.explain.concepts.vocabulary import CONCEPT_METRIC_NAMES, QUALITY_METRICS
+from clustercam.explain.deprecation import renamed_parameters
 
 # elements of the B x U x U distances made at once: on the CPU a block that stays in cache
 # (float64: 4 MiB), on a GPU 128 MiB
@@ -195,22 +197,23 @@ def batched_quality(points: Tensor, weights: Tensor, dtype: torch.dtype = torch.
     return out.masked_fill(~defined.unsqueeze(-1), math.nan)
 
 
-def clustering_quality(features: np.ndarray, labels: np.ndarray, warn: bool = True) -> dict[str, float]:
+@renamed_parameters(labels="concept_labels")
+def clustering_quality(features: np.ndarray, concept_labels: np.ndarray, *, warn: bool = True) -> dict[str, float]:
     """Silhouette, Calinski-Harabasz, Davies-Bouldin of one image; NaN when undefined.
 
     Undefined: fewer than 2 clusters, or as many clusters as points (scikit-learn would
     raise); a warning says which.
     """
-    lab = torch.as_tensor(np.asarray(labels), dtype=torch.long).view(1, -1)
+    lab = torch.as_tensor(np.asarray(concept_labels), dtype=torch.long).view(1, -1)
     x = torch.as_tensor(np.asarray(features, dtype=np.float64)).reshape(1, lab.shape[1], -1)
     n_labels = int(torch.unique(lab).numel())
     if lab.shape[1] == 0 or n_labels < 2 or n_labels >= lab.shape[1]:
         if warn:
             warn_degenerate(f"{n_labels} clusters for {lab.shape[1]} channels: metrics undefined (NaN)")
-        return dict.fromkeys(METRICS, math.nan)
+        return dict.fromkeys(QUALITY_METRICS, math.nan)
     _, inverse = torch.unique(lab, return_inverse=True)
     q = batched_quality(x, point_weights(inverse, n_labels))[0].tolist()
-    return dict(zip(METRICS, q))
+    return dict(zip(QUALITY_METRICS, q))
 
 
 def result_quality(result: ConceptClustering) -> Tensor:
@@ -232,7 +235,7 @@ def result_quality(result: ConceptClustering) -> Tensor:
     return q.masked_fill(~ok.unsqueeze(-1), math.nan)
 
 
-def concept_metrics(result: ConceptClustering, warn: bool = True) -> list[dict[str, float]]:
+def concept_metrics(result: ConceptClustering, *, warn: bool = True) -> list[dict[str, float]]:
     """Per image: silhouette, calinski_harabasz, davies_bouldin (clustered space), seconds.
 
     On the PCA space for CGAP and on the (row, col) coordinates for CPHA, as the paper;
@@ -247,5 +250,5 @@ def concept_metrics(result: ConceptClustering, warn: bool = True) -> list[dict[s
         elif warn and any(math.isnan(v) for v in scores):
             found = int((result.labels[i] >= 0).sum())
             warn_degenerate(f"image {i}: clusters for {found} channels: metrics undefined (NaN)")
-        rows.append({**dict(zip(METRICS, scores)), "seconds": float(result.seconds[i])})
+        rows.append(dict(zip(CONCEPT_METRIC_NAMES, [*scores, float(result.seconds[i])])))
     return rows

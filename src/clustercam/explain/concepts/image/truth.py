@@ -34,16 +34,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.image.extract import concept_counts
 from clustercam.explain.concepts.image.fidelity import concept_order
 from clustercam.explain.concepts.image.maps import raw_concept_maps
+from clustercam.explain.concepts.vocabulary import PAINT_COLUMNS, TRUTH_SCORES
+from clustercam.explain.deprecation import renamed_parameters
 from clustercam.explain.maps import interpolation_matrix, resize_maps
 from clustercam.explain.scores.localisation import pointing_game, relevance_mass
 
-TRUTH_SCORES = ("pointing", "class_part_mass", "class_part_area", "distractor_mass",
-                "parts_separated", "part_purity", "importance_spearman")
+__all__ = ["PAINT_COLUMNS", "TRUTH_SCORES", "concept_truth", "paint_out_drops", "part_shares",
+           "region_kernels", "scoring_maps", "spearman_rows", "truth_scores"]
 PAINTED = ("part_a", "part_b", "distractor")
-PAINT_COLUMNS = ("p_target", "drop_part_a", "drop_part_b", "drop_distractor")
 SEPARATED = 0.8
 
 
@@ -52,9 +54,9 @@ def part_shares(maps: Tensor, part_masks: Tensor) -> dict[str, Tensor]:
     distractor (``part_masks`` B x 3 x H x W), and whether each map's maximum is on A or B."""
     b, n = maps.shape[:2]
     if part_masks.dim() != 4 or part_masks.shape[1] != 3 or part_masks.shape[0] != b:
-        raise ValueError(f"part_masks must be B x 3 x H x W for B = {b}, got {tuple(part_masks.shape)}")
+        raise UserError(f"part_masks must be B x 3 x H x W for B = {b}, got {tuple(part_masks.shape)}")
     if tuple(part_masks.shape[-2:]) != tuple(maps.shape[-2:]):
-        raise ValueError(f"maps {tuple(maps.shape[-2:])} and part masks {tuple(part_masks.shape[-2:])} "
+        raise UserError(f"maps {tuple(maps.shape[-2:])} and part masks {tuple(part_masks.shape[-2:])} "
                          "must have one size")
     flat = maps.flatten(0, 1)
     masks = part_masks.bool().to(maps.device)
@@ -68,9 +70,9 @@ def part_shares(maps: Tensor, part_masks: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def scoring_maps(activations: Tensor, labels: Tensor, n_concepts: int, size: tuple[int, int]) -> Tensor:
+def scoring_maps(activations: Tensor, concept_labels: Tensor, n_concepts: int, size: tuple[int, int]) -> Tensor:
     """B x n concept maps for scoring: summed channels, bilinear to ``size``, clipped at 0."""
-    raw = raw_concept_maps(activations, labels, n_concepts).float()
+    raw = raw_concept_maps(activations, concept_labels, n_concepts=n_concepts).float()
     return resize_maps(raw, size).clamp_min(0)
 
 
@@ -151,17 +153,19 @@ def _fast_shares(activations: Tensor, channel_mass: Tensor, labels: Tensor, impo
     return {**shares, "pointing": pointing}
 
 
+@renamed_parameters(labels="concept_labels")
 def concept_truth(
     activations: Tensor,
-    labels: Tensor,
+    concept_labels: Tensor,
     importance: Tensor,
     part_masks: Tensor,
+    *,
     partitions: Tensor | None = None,
     partition_importance: Tensor | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Per-image localisation scores of the found concepts (``"concepts"``) and, given R
     random partitions (R x B x C, with their importances R x B x n), their mean
-    (``"random"``). ``labels``: B x C (-1 dropped); ``importance``: B x n (eq. 3);
+    (``"random"``). ``concept_labels``: B x C (-1 dropped); ``importance``: B x n (eq. 3);
     ``part_masks``: B x 3 x H x W (part A, part B, distractor) at input resolution.
 
     Example:
@@ -180,7 +184,7 @@ def concept_truth(
     part_masks = part_masks.bool().to(activations.device)
     if partitions is not None and (partition_importance is None
                                    or partition_importance.shape[:2] != partitions.shape[:2]):
-        raise ValueError("partitions (R x B x C) need their importances (R x B x n)")
+        raise UserError("partitions (R x B x C) need their importances (R x B x n)")
     linear = bool(activations.min() >= 0) if activations.numel() else True
     if linear:  # every concept's region masses from the channels' (see the module docstring)
         kernels = region_kernels(part_masks, tuple(activations.shape[-2:]), torch.float64)
@@ -193,7 +197,7 @@ def concept_truth(
             shares = part_shares(scoring_maps(activations, lab, n, size), part_masks)
         return truth_scores(shares, imp, concept_counts(lab, n), part_masks)
 
-    out = {"concepts": score(labels, importance)}
+    out = {"concepts": score(concept_labels, importance)}
     if partitions is not None:
         runs = [score(p, i) for p, i in zip(partitions, partition_importance)]
         out["random"] = {k: torch.stack([r[k] for r in runs]).nanmean(0) for k in runs[0]}

@@ -1,7 +1,7 @@
-"""The run-directory contract: every file is written atomically (temp file + rename).
+"""Writing run files: every file is written atomically (temp file + rename).
 
-An error later in a run never truncates what was already written. The names here are a
-stable contract (README, "Run outputs").
+An error later in a run never truncates what was already written. The names of the files are
+the contract's (:mod:`clustercam.outputs.contract`).
 """
 
 from __future__ import annotations
@@ -15,17 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-METRICS = "metrics.json"
-CARDINALITY = "cardinality.csv"
-CARDINALITY_SUMMARY = "cardinality_summary.json"
-CARDINALITY_COLUMNS = ("cluster", "before", "after", "ratio")
-ASSIGNMENTS = "assignments.csv"
-ASSIGNMENT_COLUMNS = ("index", "label", "cluster")
-FIGURES = "figures"
-HEATMAPS = "figures/heatmaps.npz"
+from clustercam.outputs.contract import METRICS
 
 
-def _atomic_write(path: Path, write: Any, mode: str = "w") -> Path:
+def atomic_write(path: Path, write: Any, mode: str = "w") -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -57,7 +51,7 @@ def write_json(path: str | Path, data: Mapping[str, Any], merge: bool = False) -
     if merge and path.exists():
         payload = json.loads(path.read_text())
     payload.update(_jsonable(dict(data)))
-    return _atomic_write(path, lambda fh: json.dump(payload, fh, indent=2, sort_keys=True))
+    return atomic_write(path, lambda fh: json.dump(payload, fh, indent=2, sort_keys=True))
 
 
 def start_run(output_dir: str | Path) -> Path:
@@ -82,18 +76,19 @@ def write_csv(
         for r in rows:
             w.writerow({k: _jsonable(r.get(k)) for k in cols})
 
-    return _atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    return _atomic_write(Path(path), lambda fh: fh.write(text))
+    """Write ``text`` (markdown, YAML, ...)."""
+    return atomic_write(Path(path), lambda fh: fh.write(text))
 
 
 def write_npz(path: str | Path, **arrays: Any) -> Path:
     """Arrays in one compressed ``.npz`` (e.g. the maps behind the figures)."""
     import numpy as np
 
-    return _atomic_write(Path(path), lambda fh: np.savez_compressed(fh, **arrays), mode="wb")
+    return atomic_write(Path(path), lambda fh: np.savez_compressed(fh, **arrays), mode="wb")
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
@@ -102,49 +97,7 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
 
     path = Path(path)
     try:
-        _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi), mode="wb")
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi), mode="wb")
     finally:
         plt.close(fig)
     return path
-
-
-class FigureWriter:
-    """Saves matplotlib figures as PNG like :func:`save_figure`; for a canvas that hands
-    out its drawn image (``png_image()``, the concept figures' ``PanelCanvas``) the PNG
-    encoding and the write run in a worker thread: drawing (Agg) holds the GIL, zlib does
-    not, so the next figure is drawn while the last one is compressed (same bytes). Other
-    figures are saved at once by :func:`save_figure`. Use as a context manager; leaving it
-    waits for every file and raises the first error of the worker."""
-
-    def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="png")
-        self._pending: list[Any] = []
-
-    def save(self, fig: Any, path: str | Path, dpi: int = 120) -> Path:
-        import matplotlib.pyplot as plt
-
-        path = Path(path)
-        if not hasattr(fig.canvas, "png_image"):
-            return save_figure(fig, path, dpi)
-        try:
-            fig.set_dpi(dpi)  # as savefig(dpi=...) does while it draws
-            job = fig.canvas.png_image()
-        finally:
-            plt.close(fig)
-        if job is None:  # a transparent figure: Agg's own path
-            return save_figure(fig, path, dpi)
-        image, kwargs = job
-        self._pending.append(self._pool.submit(_atomic_write, path, lambda fh: image.save(fh, **kwargs), "wb"))
-        return path
-
-    def __enter__(self) -> FigureWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            for job in self._pending:
-                job.result()
-        finally:
-            self._pool.shutdown(wait=True)

@@ -8,13 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustercam.exceptions import UserError
+
 BASELINES: tuple[str, ...] = ("zero", "mean", "blur")
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur over the spatial axes of N x C x L or N x C x H x W (reflect pad)."""
     if not sigma > 0:
-        raise ValueError(f"blur sigma must be > 0, got {sigma}")
+        raise UserError(f"blur sigma must be > 0, got {sigma}")
     radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -49,4 +51,4 @@ def make_baseline(x: Tensor, baseline: str | float = "zero", blur_sigma: float |
     if baseline == "blur":
         sigma = blur_sigma if blur_sigma is not None else max(1.0, min(x.shape[2:]) / 10)
         return gaussian_blur(x, sigma)
-    raise ValueError(f"unknown baseline {baseline!r}; choose one of {BASELINES} or a number")
+    raise UserError(f"unknown baseline {baseline!r}; choose one of {BASELINES} or a number")
