@@ -16,6 +16,7 @@ from clustercam import outputs
 from clustercam.exceptions import UserError
 from clustercam.reporting import main, write_report
 from clustercam.reporting.folder import run_files
+from clustercam.runtime.status import write_status
 from tests.helpers.run import train
 from tests.reporting.site_check import read, unresolved
 
@@ -94,6 +95,7 @@ def test_a_multirun_page_lists_every_job_with_its_metrics_and_links(run_dir, tmp
         (folder / ".hydra").mkdir(exist_ok=True)
         (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={job}"]))
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    write_status(sweep / "1", "diverged", "training diverged at epoch 0")  # as the job's run left it
     index = write_report(sweep)
     assert index == sweep / outputs.REPORT_INDEX
     refs = read(index)
@@ -102,9 +104,10 @@ def test_a_multirun_page_lists_every_job_with_its_metrics_and_links(run_dir, tmp
     for job in range(3):
         assert unresolved(sweep / str(job) / outputs.REPORT_INDEX, sweep / str(job)) == []
     rows = [refs.cells[i:i + len(refs.headers)] for i in range(0, len(refs.cells), len(refs.headers))]
-    nmi = refs.headers.index("nmi")
-    assert [(r[0], r[1], r[nmi]) for r in rows] == [("0", "seed=0", "0.25"), ("1", "seed=1", "0.75"),
-                                                      ("2", "seed=2", "0.5")]
+    nmi, status = refs.headers.index("nmi"), refs.headers.index("status")
+    assert [(r[0], r[1], r[nmi], r[status]) for r in rows] == [
+        ("0", "seed=0", "0.25", "finished"), ("1", "seed=1", "0.75", "diverged"), ("2", "seed=2", "0.5", "finished")]
+    assert "1 of 3 jobs did not finish (1 diverged)" in " ".join(index.read_text().split())
 
 
 def test_a_folder_that_is_not_a_run_is_one_clear_line(tmp_path, capsys):

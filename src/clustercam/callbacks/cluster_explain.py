@@ -20,6 +20,7 @@ from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
+from clustercam.callbacks.divergence import check_finite_embeddings
 from clustercam.callbacks.gather import (
     eval_inputs,
     gather_split,
@@ -49,6 +50,13 @@ def _settings(settings: ClusterExplainSettings | Mapping[str, Any] | None, **opt
 class ClusterExplainCallback(Callback):
     """Cluster the evaluated split at epoch end and explain the clusters with Grad-CeAM.
 
+    ``callbacks.cluster_explain`` in the configs. After every validation epoch: k-means of
+    the gathered embeddings and ``val/nmi``, ``val/ari``, ``val/acc``. At test: the same as
+    ``test/*``, then (rank zero) :func:`~clustercam.explain.explain_clusters` (channel
+    weights, eq. 9; the cardinality table, eq. 12; figures, paper Fig. 7-11) written to the
+    run folder's ``metrics.json``, ``cardinality.csv``, ``cardinality_summary.json``,
+    ``assignments.csv``, ``heatmaps.npz`` and ``figures/``.
+
     Args:
         output_dir: the run folder.
         settings: a :class:`~clustercam.explain.ClusterExplainSettings` (Grad-CeAM target,
@@ -65,6 +73,16 @@ class ClusterExplainCallback(Callback):
 
     Raises:
         UserError: an unknown setting or a value out of range (before training).
+
+    Example:
+        >>> from clustercam.callbacks.cluster_explain import ClusterExplainCallback
+        >>> from clustercam.explain import ClusterExplainSettings
+        >>> cb = ClusterExplainCallback("outputs/run", target="paper", n_examples=3, n_clusters=4)
+        >>> cb.settings.target, cb.settings.n_examples, cb.n_clusters
+        ('paper', 3, 4)
+        >>> cb = ClusterExplainCallback("outputs/run", ClusterExplainSettings(compare_targets=["paper"]))
+        >>> cb.mode, cb.settings.compare_targets
+        ('reference', ('paper',))
     """
 
     def __init__(
@@ -101,6 +119,7 @@ class ClusterExplainCallback(Callback):
 
     # -- before any training step: the settings that depend on the data and the model ---------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check the target layer and K against the model and data, before any training step."""
         resolve_layer(pl_module.encoder, self.layer(pl_module))
         k = number_of_clusters(trainer, self.n_clusters)
         dm = trainer.datamodule
@@ -120,21 +139,25 @@ class ClusterExplainCallback(Callback):
             self._chunks.append({k: out[k] for k in ("z", "y", "idx")})
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start collecting the epoch's embeddings."""
         self._chunks = []
 
     on_test_epoch_start = on_validation_epoch_start
 
     def on_validation_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
+        """Keep the batch's embeddings, labels and indices (not during the sanity check)."""
         if self.validate and not trainer.sanity_checking:
             self._collect(outputs_)
 
     def on_test_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
+        """Keep the batch's embeddings, labels and indices."""
         self._collect(outputs_)
 
     def _cluster(self, trainer: Trainer, pl_module: LightningModule, n_init: int
                  ) -> tuple[dict, KMeansResult, dict[str, float]]:
         data = gather_split(trainer, self._chunks)  # collective: every rank takes part
         self._chunks = []
+        check_finite_embeddings(data["z"], "embeddings of the evaluated split")  # equal on every rank
         k = number_of_clusters(trainer, self.n_clusters) or int(data["y"].max()) + 1
         km = fit_kmeans(data["z"].double().numpy(), k, n_init=n_init, seed=self.seed)
         # torchmetrics: each rank scores its share, the metric states are gathered (collective)
@@ -143,6 +166,7 @@ class ClusterExplainCallback(Callback):
         return data, km, scores
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """k-means of the gathered split; log ``val/nmi``, ``val/ari`` and ``val/acc``."""
         if not self.validate or trainer.sanity_checking or not self._chunks:
             return
         _, _, scores = self._cluster(trainer, pl_module, self.val_n_init)
@@ -150,6 +174,7 @@ class ClusterExplainCallback(Callback):
             pl_module.log(f"val/{name}", value, prog_bar=name == "nmi", sync_dist=True)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """k-means and ``test/*`` scores; on rank zero, explain the clusters and write the outputs."""
         data, km, scores = self._cluster(trainer, pl_module, self.n_init)
         self.kmeans, self.test_index = km, data["idx"]
         for name, value in scores.items():

@@ -59,7 +59,13 @@ FIGURE = "deletion_insertion.png"
 
 
 class ExplanationScoresCallback(Callback):
-    """Deletion / insertion AUCs for every method, and localisation scores when masks exist.
+    """Deletion / insertion AUCs for every map method, and localisation scores when masks exist.
+
+    ``callbacks.explanation_scores`` in the configs (``callbacks=default_with_scores``). At
+    the end of testing, on rank zero, :func:`~clustercam.explain.score_explanations` on the
+    test clustering; writes ``explanation_scores.csv``, ``localisation_scores.csv`` (with
+    masks), ``figures/deletion_insertion.png`` and ``scores/<method>/<score>`` in
+    ``metrics.json``.
 
     Args:
         output_dir: the run folder.
@@ -77,6 +83,16 @@ class ExplanationScoresCallback(Callback):
 
     Raises:
         UserError: an unknown setting, method or value (before training).
+
+    Example:
+        >>> from clustercam.callbacks.explanation_scores import ExplanationScoresCallback
+        >>> from clustercam.explain import ScoreSettings
+        >>> cb = ExplanationScoresCallback("outputs/run", methods=["random", "gradceam_paper"],
+        ...                                steps=4, max_samples=100)
+        >>> cb.methods, cb.settings.steps
+        (['random', 'gradceam_paper'], 4)
+        >>> ExplanationScoresCallback("outputs/run", ScoreSettings(methods=["neon"])).methods
+        ['neon']
     """
 
     def __init__(
@@ -117,17 +133,21 @@ class ExplanationScoresCallback(Callback):
         return ce.layer(pl_module)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check the target layer against the model, before any training step."""
         resolve_layer(pl_module.encoder, self._layer(trainer, pl_module))
 
     # -- the clustering: ClusterExplainCallback's, or our own ----------------------------
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start collecting the test embeddings (used without a ClusterExplainCallback)."""
         self._chunks, self._own = [], None
 
     def on_test_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
+        """Keep the batch's embeddings, labels and indices when there is no ClusterExplainCallback."""
         if self._explainer(trainer) is None and isinstance(outputs_, dict) and "z" in outputs_:
             self._chunks.append({k: outputs_[k] for k in ("z", "y", "idx")})
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Gather the collected embeddings across ranks (a collective)."""
         if self._explainer(trainer) is None:  # collective: every rank takes part
             self._own = gather_split(trainer, self._chunks)
         self._chunks = []
@@ -150,6 +170,7 @@ class ExplanationScoresCallback(Callback):
 
     # -- scoring (rank zero) -----------------------------------------------------------------
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """On rank zero: score the maps of the test clustering and write the outputs."""
         if not trainer.is_global_zero:
             return
         idx, clusters, centroids, spread = self._clustering(trainer)
@@ -170,7 +191,12 @@ class ExplanationScoresCallback(Callback):
         self.write(report, trainer)
 
     def write(self, report: ScoreReport, trainer: Trainer | None = None) -> None:
-        """Files, loggers and the figure for one :class:`ScoreReport`."""
+        """Write one report: the CSV files, ``metrics.json``, the loggers and the figure.
+
+        Args:
+            report: what :func:`~clustercam.explain.score_explanations` returned.
+            trainer: for the loggers (None: files only).
+        """
         out = self.output_dir
         outputs.write_csv(out / SCORES, report.rows, SCORES_COLUMNS)
         if report.localisation:

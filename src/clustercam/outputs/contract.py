@@ -22,6 +22,9 @@ from clustercam.explain.concepts.vocabulary import (
 CONFIG = "config.yaml"  # the resolved Hydra config
 METRICS = "metrics.json"  # run-level numbers, merged by every callback
 FIGURES = "figures"
+STATUS = "status.json"  # running / finished / failed / diverged / interrupted (runtime.status)
+SKIPPED_INPUTS = "skipped_inputs.csv"  # inputs left out as unreadable (data.on_bad_file=skip)
+SKIPPED_INPUT_COLUMNS = ("file", "reason")
 
 # -- Grad-CeAM runs (callbacks.cluster_explain) ---------------------------------------------------
 CARDINALITY = "cardinality.csv"

@@ -24,6 +24,7 @@ from typing import Any
 from clustercam.exceptions import MissingFileError, UserError
 from clustercam.outputs import CONFIG, METRICS, REPORT, REPORT_FILES, REPORT_INDEX
 from clustercam.reporting.folder import Run, find_runs, is_run, number, read_run
+from clustercam.runtime.status import DONE, read_status
 
 log = logging.getLogger(__name__)
 # inside report/: the page and the folder of the figures it shows (the contract's names)
@@ -122,7 +123,8 @@ def job_columns(runs: list[Run]) -> list[str]:
 
 def write_multirun_report(folder: str | Path, jobs: bool = True) -> Path:
     """Write ``<folder>/report/index.html`` for a multirun folder: a sortable table of every
-    job's metrics, each linked to the job's page; ``jobs`` (re)writes every job's page,
+    job's status and metrics, each linked to the job's page (how many jobs did not finish, by
+    status, above it: :mod:`clustercam.runtime.status`); ``jobs`` (re)writes every job's page,
     else only the pages missing. Returns the index's path.
 
     Raises:
@@ -139,12 +141,16 @@ def write_multirun_report(folder: str | Path, jobs: bool = True) -> Path:
             write_run_report(path)
         runs.append(read_run(path))
     common = set.intersection(*(set(r.overrides) for r in runs))  # shown once, above the table
+    # how each job ended (status.json; older runs have none: finished, as the studies count them)
+    states = [str((read_status(r.folder) or {}).get("status", DONE)) for r in runs]
+    unfinished = Counter(s for s in states if s != DONE)
     tmp, target = _fresh_dir(folder)
     try:
         page = environment().get_template("multirun.html.j2").render(
             jobs=[(r, r.folder.relative_to(folder).as_posix(),
                    Path("..", r.folder.relative_to(folder), REPORT_INDEX).as_posix(),
-                   [o for o in r.overrides if o not in common]) for r in runs],
+                   [o for o in r.overrides if o not in common], state) for r, state in zip(runs, states)],
+            unfinished=sorted(unfinished.items()),
             common=[o for o in runs[0].overrides if o in common],
             columns=job_columns(runs), title=folder.name, stamp=_stamp())
         (tmp / INDEX).write_text(page, encoding="utf-8")

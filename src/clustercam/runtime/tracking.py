@@ -32,7 +32,7 @@ def prepare_loggers(cfg: DictConfig) -> None:
     run); a logger whose server does not answer is left out with one warning.
 
     Raises:
-        UserError: a chosen logger's package is not installed.
+        MissingDependencyError: a chosen logger's package is not installed (a UserError).
     """
     if rank_zero_only.rank != 0:
         return

@@ -23,7 +23,7 @@ from filelock import FileLock
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 
 from clustercam.callbacks.tracking.base import LoggerAdapter, RunInfo
-from clustercam.exceptions import UserError
+from clustercam.exceptions import MissingDependencyError
 
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 5.0  # how long a tracking server has to answer before the run goes on without it
@@ -87,7 +87,7 @@ class MLflowAdapter(LoggerAdapter):
 
     def prepare(self, node: Any, run: RunInfo) -> bool:
         if importlib.util.find_spec("mlflow") is None:
-            raise UserError("logger=mlflow needs the mlflow package: pip install 'clustercam[tracking]'")
+            raise MissingDependencyError("logger=mlflow needs the mlflow package: pip install 'clustercam[tracking]'")
         uri = str(node.get("tracking_uri") or "")
         db = local_store(uri)
         if db is not None:  # absolute, so that `mlflow ui` finds it from any folder

@@ -15,7 +15,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from clustercam.callbacks.tracking.base import LoggerAdapter, RunInfo, markdown_table
-from clustercam.exceptions import UserError
+from clustercam.exceptions import MissingDependencyError
 from clustercam.outputs import TENSORBOARD
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class TensorBoardAdapter(LoggerAdapter):
         import importlib.util
 
         if not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
-            raise UserError("logger=tensorboard needs the tensorboard package: "
+            raise MissingDependencyError("logger=tensorboard needs the tensorboard package: "
                             "pip install 'clustercam[tracking]'")
         if run.job is not None and node.get("version") is None:
             node.version = run.job  # the job's folder under <job>/tensorboard/: its overrides

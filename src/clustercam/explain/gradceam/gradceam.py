@@ -34,13 +34,31 @@ from clustercam.explain.maps import input_maps
 
 @dataclass
 class GradCeAMResult:
-    """Maps for N samples x K' clusters (K' = K, or 1 with ``clusters`` given).
+    """What :func:`grad_ceam` returns: maps for N samples x K' clusters.
 
-    ``heatmaps``: N x K' x input spatial size, min-max normalised per sample and cluster.
-    ``raw``: N x K' x target-layer spatial size, unnormalised (keeps which cluster's evidence
-    is weaker overall, paper Fig. 11). ``channel_weights``: N x K' x C, the weights of eq. 9
-    before any ReLU. ``embeddings``: N x m. ``heatmaps``/``raw`` are None when not requested.
-    ``mode``: the target's name. ``clusters``: the explained cluster of each map (N x K').
+    K' = K, or 1 when ``grad_ceam`` was given each sample's cluster (``clusters=``).
+
+    Attributes:
+        heatmaps: N x K' x input spatial size, the maps of eq. 10 resized to the input and
+            min-max normalised per sample and cluster (None with ``return_maps=False``).
+        raw: N x K' x target-layer spatial size, eq. 10 unnormalised: keeps which cluster's
+            evidence is weaker overall (paper Fig. 11); None with ``return_maps=False``.
+        channel_weights: N x K' x C, the weights of eq. 9 before any ReLU.
+        embeddings: N x m, the encoder's output.
+        mode: the target's name.
+        clusters: N x K', the cluster each map explains.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import grad_ceam
+        >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+        >>> res = grad_ceam(enc, "1", torch.randn(5, 1, 16), torch.randn(3, 4),
+        ...                 clusters=torch.tensor([0, 1, 2, 0, 1]))
+        >>> tuple(res.heatmaps.shape), tuple(res.raw.shape), tuple(res.channel_weights.shape)
+        ((5, 1, 16), (5, 1, 16), (5, 1, 4))
+        >>> res.clusters.flatten().tolist(), res.mode
+        ([0, 1, 2, 0, 1], 'reference')
     """
 
     heatmaps: Tensor | None
@@ -162,14 +180,17 @@ def grad_ceam(
     return_maps: bool = True,
     smooth: bool = False,
 ) -> GradCeAMResult:
-    """Grad-CeAM maps M_c = sum_k ReLU(W_c,k) A_k (eq. 10) for every sample and centroid.
+    """Grad-CeAM maps ``M_c = sum_k ReLU(W_c,k) A_k`` (eq. 10) for every sample and centroid.
+
+    The channel weights W_c,k pool the gradient of the target's loss L_c(z) (eq. 5-8) at the
+    target layer's output A over the positions (eq. 9); the map weighs A's channels by them.
 
     Args:
         encoder: maps x to embeddings N x m.
-        target_layer: the module of ``encoder`` (or its dotted name) whose output A is
-            explained.
+        target_layer: the module of ``encoder`` (or its dotted name) whose output A
+            (N x C x target-layer spatial size) is explained.
         x: N x C x L (series) or N x C x H x W (images).
-        centroids: K x m.
+        centroids: K x m, e.g. the k-means centroids of the embeddings.
         clusters: N cluster ids: only each sample's given cluster (K' = 1); None: all K.
         target: a :class:`GradCeAMTarget` or its name: ``reference`` (the authors' code,
             default), ``paper`` (eq. 5-9 as printed) or ``assignment`` (log soft-assignment
@@ -181,8 +202,9 @@ def grad_ceam(
         smooth: moving average of series maps.
 
     Returns:
-        A :class:`GradCeAMResult`: heatmaps N x K' x spatial in [0, 1], raw maps at the
-        target layer, channel weights N x K' x C (eq. 9), embeddings N x m.
+        A :class:`GradCeAMResult`: heatmaps N x K' x input spatial size in [0, 1], raw maps
+        N x K' x target-layer spatial size, channel weights N x K' x C (eq. 9), embeddings
+        N x m.
 
     Raises:
         UserError: an unknown target, a layer not in the encoder, bad shapes or values.

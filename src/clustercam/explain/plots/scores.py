@@ -12,8 +12,18 @@ from matplotlib.figure import Figure
 def curves_figure(
     means: Mapping[str, Mapping[str, np.ndarray]], assignment: str = "softmax", over: str = ""
 ) -> Figure:
-    """Mean deletion and insertion curves per method (soft assignment on top, hard below),
-    each labelled with its area; ``means`` from :func:`~clustercam.explain.scores.mean_curves`."""
+    """Mean deletion and insertion curves per method, each labelled with its area.
+
+    The soft assignment on top, the hard one below.
+
+    Args:
+        means: per method, the mean curves of :func:`~clustercam.explain.scores.mean_curves`.
+        assignment: the soft assignment's name, for the axis label.
+        over: which samples the means are over, for the title ("" : none).
+
+    Returns:
+        The figure (2 x 2 panels).
+    """
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, sharey="row")
     panels = [("deletion", 0, 0), ("insertion", 0, 1), ("deletion_hard", 1, 0), ("insertion_hard", 1, 1)]
     for key, row, col in panels:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.checks import check_activations
 from clustercam.explain.concepts.image.extract import SubConcepts
 from clustercam.explain.deprecation import renamed_parameters
@@ -39,6 +40,8 @@ def concept_maps(
     ``normalise=False`` keeps the resized sums (e.g. to normalise sub-concepts with their
     parent's bounds, see :func:`sub_concept_maps`).
     """
+    if any(int(s) < 1 for s in (size if isinstance(size, Sequence) else [size])):
+        raise UserError(f"concept_maps: size must be positive (pixels of the output), got {size!r}")
     maps = resize_maps(raw_concept_maps(activations, concept_labels, n_concepts=n_concepts), size)
     return minmax_normalise(maps, 2) if normalise else maps
 
