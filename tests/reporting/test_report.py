@@ -110,6 +110,18 @@ def test_a_multirun_page_lists_every_job_with_its_metrics_and_links(run_dir, tmp
     assert "1 of 3 jobs did not finish (1 diverged)" in " ".join(index.read_text().split())
 
 
+def test_the_loggers_stores_checkpoints_and_resume_shards_are_no_results(tmp_path):
+    (tmp_path / "config.yaml").write_text("seed: 1\n")
+    (tmp_path / "cardinality.csv").write_text("cluster\n0\n")
+    for name in outputs.NOT_RESULTS:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.csv").write_text("a\n1\n")
+    (tmp_path / outputs.SHARDS / outputs.SHARD_MANIFEST.format(rank=0)).write_text("{}")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "model.ckpt").write_bytes(b"weights")  # weights anywhere
+    assert [p.as_posix() for p in run_files(tmp_path)] == ["cardinality.csv", "config.yaml"]
+
+
 def test_a_folder_that_is_not_a_run_is_one_clear_line(tmp_path, capsys):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("x")

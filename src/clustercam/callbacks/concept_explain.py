@@ -2,11 +2,10 @@
 
 Per test (or predict) batch, on every rank: :func:`clustercam.explain.concepts.run_concepts`
 (with the model's ``pooled_head``, and the part masks and painting-out check of a datamodule
-that has them, e.g. ``data=synthetic_parts``). At epoch end the per-image
-:class:`~clustercam.explain.concepts.ConceptBatch` es are gathered across ranks (sampler
-padding dropped) and rank zero writes the concept files of the outputs contract (the CSVs,
-the summary, ``metrics.json`` and figures) and logs tables, figures and mean scalars
-(class-level: :mod:`.class_concept_explain`).
+that has them, e.g. ``data=synthetic_parts``), each batch's results also to disk for
+``resume=true`` (:mod:`.concept_shards`). At epoch end the per-image ``ConceptBatch`` es are
+gathered across ranks (sampler padding dropped); rank zero writes the concept files of the
+outputs contract and logs tables, figures and mean scalars (class-level: :mod:`.class_concept_explain`).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from lightning import Callback, LightningModule, Trainer
 from clustercam import outputs
 from clustercam.callbacks.class_concept_explain import ClassConceptOutputs
 from clustercam.callbacks.concept_figures import concept_figures
+from clustercam.callbacks.concept_shards import open_shards
 from clustercam.callbacks.gather import gather_split, keep_lowest
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.callbacks.memory import release_freed_memory
@@ -53,6 +53,8 @@ class ConceptExplainCallback(Callback):
             (:class:`~clustercam.callbacks.class_concept_explain.ClassConceptOutputs`) with
             ``class_settings`` (default: :class:`ClassConceptSettings` with this ``seed``);
             ``class_figures``: galleries of the first classes only (None: all).
+        resume: skip the images whose results a killed run in ``output_dir`` left in its shards
+            (:mod:`.concept_shards`, written by every run); not yet with class concepts.
         **options: the fields of :class:`ConceptSettings` when ``settings`` is not given, and
             the class-level ones (``min_presence``, ``n_class``, ``gallery_size``,
             ``nmf_max_images``, ``scope``, ``class_random``: :class:`ClassConceptSettings`'
@@ -75,6 +77,7 @@ class ConceptExplainCallback(Callback):
         class_concepts: bool = False,
         class_settings: ClassConceptSettings | None = None,
         class_figures: int | None = None,
+        resume: bool = False,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -93,9 +96,14 @@ class ConceptExplainCallback(Callback):
         self.figures, self.max_figures, self.cmap, self.alpha = figures, max_figures, cmap, alpha
         self.classes = ClassConceptOutputs(self.settings, class_settings, output_dir, enabled=class_concepts,
                                            figures=figures, class_figures=class_figures, cmap=cmap, alpha=alpha)
+        self.resume, self._store = bool(resume), None  # the ShardStore of the test / predict loop
         self._chunks: list[ConceptBatch] = []
         self._maps: dict[str, Any] | None = None  # the maps of the figure images only
         self.results: dict[str, Any] = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        key = {"settings": self.settings, "figures": self.figures, "max_figures": self.max_figures}  # of the rows
+        self._store = open_shards(trainer, pl_module, stage, self.output_dir, key, self.resume, self.classes.enabled)
 
     # -- per batch (every rank) ---------------------------------------------------------------
     def _reset(self, *args: Any) -> None:
@@ -111,9 +119,8 @@ class ConceptExplainCallback(Callback):
 
     def _process(self, trainer: Trainer, pl_module: LightningModule, out: Any, batch: Any) -> None:
         if not isinstance(out, Mapping) or "activations" not in out:
-            raise RuntimeError(
-                "ConceptExplainCallback needs test/predict steps that return a dict with "
-                "'activations', 'y' and 'idx' (e.g. clustercam.models.classifier_module)")
+            raise RuntimeError("ConceptExplainCallback needs test/predict steps that return a dict with "
+                               "'activations', 'y' and 'idx' (e.g. clustercam.models.classifier_module)")
         if not hasattr(pl_module, "head"):
             raise RuntimeError(f"{type(pl_module).__name__} has no head(activations) -> logits")
         y, idx = out["y"].detach().long(), out["idx"].detach().long()
@@ -130,11 +137,12 @@ class ConceptExplainCallback(Callback):
             t = y if self.settings.target == "label" else chunk.pred
             drops = paint_out_drops(pl_module, batch[0], dm.eval_backgrounds()[idx.cpu()], masks, t)
             paint_out = dict(zip(PAINT_COLUMNS, drops.unbind(1)))
-        if self.figures:  # the maps are kept for the figure images only
-            maps = {"idx": idx.cpu(), "maps": chunk.maps, "sub_maps": chunk.sub_maps}
-            self._maps = keep_lowest(self._maps, maps, self.max_figures)
+        kept = keep_lowest(None, {"idx": idx.cpu(), "maps": chunk.maps, "sub_maps": chunk.sub_maps},
+                           self.max_figures) if self.figures else None  # of the figure images only
+        self._maps = keep_lowest(self._maps, kept, self.max_figures) if self.figures else None
         self._chunks.append(chunk.replace(maps=None, sub_maps=None, degenerate=None, concept_labels=None,
                                           idx=idx.cpu(), paint_out=paint_out))
+        _ = self._store and self._store.write(self._chunks[-1], kept)  # on disk, for resume=true
         release_freed_memory()  # else the heap grows ~0.75 MB per image (see callbacks.memory)
 
     # -- epoch end ---------------------------------------------------------------------------
@@ -151,6 +159,7 @@ class ConceptExplainCallback(Callback):
         class_results, class_md = self.classes.finish(trainer, pl_module)  # collective too
         if not trainer.is_global_zero:
             return
+        data = self._store.merged(data, maps if self.figures else None, self.max_figures) if self._store else data
         dm = getattr(trainer, "datamodule", None)
         idx = [int(i) for i in data.idx]
         names = [str(dm.image_name(i)) if hasattr(dm, "image_name") else f"image_{i:05d}" for i in idx]
@@ -184,9 +193,8 @@ class ConceptExplainCallback(Callback):
             paths = concept_figures(self.settings, dm, data, names, class_names, self.output_dir,
                                     self.max_figures, cmap=self.cmap, alpha=self.alpha)
             if data.fidelity_curves is not None:
-                from clustercam.explain.plots.fidelity import fidelity_figure
-
-                fig = fidelity_figure(configs, data.fidelity_curves)
-                paths.append(outputs.save_figure(fig, out / outputs.CONCEPT_FIDELITY_FIGURE))
+                from clustercam.explain.plots.fidelity import fidelity_figure  # matplotlib: late
+                paths.append(outputs.save_figure(fidelity_figure(configs, data.fidelity_curves),
+                                                 out / outputs.CONCEPT_FIDELITY_FIGURE))
             log_images(trainer, "figures/concepts", paths, [p.stem for p in paths])
         log.info("Concepts of %d images x %d configurations written to %s", len(names), len(configs), out)

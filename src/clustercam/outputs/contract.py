@@ -71,6 +71,9 @@ CLASS_CONCEPTS_TRUTH_COLUMNS = ("class", "method", "algorithm", "source", *CLASS
 CLASS_CONCEPT_CHANNELS = "class_concepts.npz"  # "classes" and one member per configuration and source
 CLASS_CONCEPT_FIGURES = f"{FIGURES}/class_concepts"  # <class>_<method>.png, <class>_nmf-<method>.png
 NMF_METHOD = "nmf"  # the method column of NMF rows; their algorithm column: <method>/<algorithm>
+# per-image results of finished batches, for resume=true (callbacks.concept_shards)
+SHARDS = "shards"  # rank<r>_i<first index>.pt: one batch's ConceptBatch tensors and figure maps
+SHARD_MANIFEST = "manifest_rank{rank}.json"  # in SHARDS: {"key": ..., "shards": {file: [indices]}}
 
 
 def concept_figure_path(image: str, config: ConceptConfig, sub: bool = False) -> str:
@@ -94,7 +97,8 @@ def class_channels_member(config: ConceptConfig, source: str) -> str:
 
 
 # -- what else a run folder holds: Hydra's record, the checkpoints, the loggers' own stores and
-# the run's web page (clustercam.reporting); the report and MLflow leave NOT_RESULTS out --------
+# the run's web page (clustercam.reporting); NOT_RESULTS (these and the concept SHARDS, resume
+# plumbing) are what the report and MLflow leave out ---------------------------------------------
 HYDRA_OVERRIDES = ".hydra/overrides.yaml"  # the job's command-line overrides
 CHECKPOINTS = "checkpoints"  # callbacks.model_checkpoint
 CSV_LOGS = "csv"  # logger=csv: csv/version_<n>/metrics.csv
@@ -107,7 +111,7 @@ MLRUNS = "mlruns"  # MLflow's plain file store, where a tracking_uri makes one
 REPORT = "report"  # the web page of a run or multirun folder (report=true, clustercam-report)
 REPORT_INDEX = f"{REPORT}/index.html"
 REPORT_FILES = f"{REPORT}/files"  # the figures the page shows, copied: <path in the run folder>
-NOT_RESULTS = frozenset({REPORT, CHECKPOINTS, WANDB, TENSORBOARD, MLFLOW, MLRUNS, CSV_LOGS})
+NOT_RESULTS = frozenset({REPORT, CHECKPOINTS, WANDB, TENSORBOARD, MLFLOW, MLRUNS, CSV_LOGS, SHARDS})
 
 
 # -- studies (clustercam-reproduce / -compare / -concept-summary), under --out -------------------
