@@ -130,6 +130,9 @@ def main(cfg: DictConfig) -> float | None:
         sys.path.insert(0, os.getcwd())
     if cfg.get("print_config"):
         print_config(cfg)
+    from clustercam.runtime.tracking import end_run, finish_loggers, prepare_loggers
+
+    prepare_loggers(cfg)  # names, tags, the MLflow run; a tracking server that does not answer
     try:
         metrics = run(cfg)
     except TrainingDivergedError as err:
@@ -139,8 +142,10 @@ def main(cfg: DictConfig) -> float | None:
         return float("nan")
     finally:
         _finish_wandb()  # each job of a multirun closes its own W&B run
+        where = finish_loggers(cfg)  # the run folder's files to MLflow (after an error too)
     if cfg.get("test"):  # last, after W&B's own footer (rank zero only)
         print_summary(Path(cfg.paths.output_dir), metrics)
+    end_run(cfg, where)  # report=true: the run's web page; where to look at the run
     return metric_value(metrics, cfg.get("optimized_metric"))
 
 

@@ -96,6 +96,24 @@ def class_channels_member(config: ConceptConfig, source: str) -> str:
     return f"{ConceptConfig(*config).name}_{source}"
 
 
+# -- what else a run folder holds: Hydra's record, the checkpoints, the loggers' own stores and
+# the run's web page (clustercam.reporting); NOT_RESULTS (these and the concept SHARDS, resume
+# plumbing) are what the report and MLflow leave out ---------------------------------------------
+HYDRA_OVERRIDES = ".hydra/overrides.yaml"  # the job's command-line overrides
+CHECKPOINTS = "checkpoints"  # callbacks.model_checkpoint
+CSV_LOGS = "csv"  # logger=csv: csv/version_<n>/metrics.csv
+WANDB = "wandb"  # logger=wandb: wandb/offline-run-*
+TENSORBOARD = "tensorboard"  # logger=tensorboard: tensorboard/<version>/
+MLFLOW = "mlflow"
+# logger=mlflow's default local store, under the outputs folder (paths.log_dir), not a run folder
+MLFLOW_STORE = f"{MLFLOW}/mlflow.db"
+MLRUNS = "mlruns"  # MLflow's plain file store, where a tracking_uri makes one
+REPORT = "report"  # the web page of a run or multirun folder (report=true, clustercam-report)
+REPORT_INDEX = f"{REPORT}/index.html"
+REPORT_FILES = f"{REPORT}/files"  # the figures the page shows, copied: <path in the run folder>
+NOT_RESULTS = frozenset({REPORT, CHECKPOINTS, WANDB, TENSORBOARD, MLFLOW, MLRUNS, CSV_LOGS, SHARDS})
+
+
 # -- studies (clustercam-reproduce / -compare / -concept-summary), under --out -------------------
 STUDY_RUNS = "runs"  # <out>/runs/<experiment>/seed<k>, <out>/runs/concepts
 CONCEPT_STUDY_RUN = f"{STUDY_RUNS}/concepts"
