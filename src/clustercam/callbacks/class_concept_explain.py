@@ -1,17 +1,15 @@
 """Class-level concepts inside the concept callback: gathers, calls and files.
 
 :class:`ClassConceptOutputs` takes each test (or predict) batch's activations and per-image
-concept labels from :func:`~clustercam.explain.concepts.run_concepts` (pass 1:
-co-association counts, the NMF sample and the per-image labels, kept as int8, of
-:class:`~clustercam.explain.concepts.classes.passes.ClassConceptRun`; where the model's
-head is global pooling + linear, also each image's pooled activations, C numbers). At
-epoch end, on every rank, it sums the counts over DDP ranks and finds the class concepts
-once; the scores (stability, importance, part masses, galleries) then come from the kept
-numbers (one pass over the data), or, for another head, from a second walk over the
-evaluated dataloader (the activations recomputed); they are gathered, and rank zero writes
-the class-concept files of the outputs contract (the rows, the rows against the parts on
-data with part masks, the channel ids and the galleries, whose maps one pass recomputes
-for the gallery images alone) and logs them.
+concept labels from :func:`~clustercam.explain.concepts.run_concepts` (pass 1 of
+:class:`~clustercam.explain.concepts.classes.passes.ClassConceptRun`: co-association
+counts, NMF sample, the labels as int8 and, for a pooling + linear head, each image's
+pooled activations). At epoch end, on every rank, it sums the counts over DDP ranks,
+finds the class concepts once and scores them from what pass 1 kept (one pass; another
+head: a second walk over the evaluated dataloader); the scores are gathered and rank
+zero writes the class-concept files of the outputs contract (rows, rows against the
+parts, channel ids, galleries: after one pass their maps are recomputed for the gallery
+images alone) and logs them.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from lightning import LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
+from clustercam.callbacks.evaluated import eval_classes, eval_loader, images_again
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_images, log_table
 from clustercam.callbacks.memory import release_freed_memory
@@ -38,26 +37,6 @@ from clustercam.explain.concepts.vocabulary import ConceptConfig
 from clustercam.outputs.concept_markdown import class_markdown
 from clustercam.outputs.concept_results import class_results
 from clustercam.outputs.concept_tables import class_run_rows, class_run_truth_rows
-
-
-def _loader(trainer: Trainer) -> Any:
-    loaders = trainer.predict_dataloaders if trainer.predicting else trainer.test_dataloaders
-    return loaders[0] if isinstance(loaders, list | tuple) else loaders
-
-
-def _eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
-    """The classes of the evaluated images (sorted) and a name for each."""
-    ds = _loader(trainer).dataset
-    y = getattr(ds, "y", getattr(ds, "targets", None))
-    if y is None:
-        raise RuntimeError(f"class concepts need the evaluated dataset's labels: {type(ds).__name__} "
-                           "has neither .y nor .targets")
-    y = torch.as_tensor(y).long().view(-1)
-    classes = y.unique()
-    per_image = getattr(getattr(trainer, "datamodule", None), "class_names", None) or []
-    first = [int((y == c).nonzero()[0]) for c in classes]
-    names = [str(per_image[i]) if len(per_image) == len(y) else str(int(c)) for i, c in zip(first, classes)]
-    return classes, names
 
 
 class ClassConceptOutputs:
@@ -111,18 +90,17 @@ class ClassConceptOutputs:
             return
         a, t0 = activations.detach(), time.perf_counter()
         if self.run is None:
-            self._classes, self._names = _eval_classes(trainer)
+            self._classes, self._names = eval_classes(trainer)
             self._lookup = torch.full((int(self._classes.max()) + 1,), -1, dtype=torch.long)
             self._lookup[self._classes] = torch.arange(len(self._classes))
             pooled = None if pl_module is None else pooled_head_or_none(
                 pl_module.head, getattr(pl_module, "pooled_head", None), a)
             self.run = ClassConceptRun(self.class_settings, self.configs, a.shape[1], len(self._classes),
                                        map_size=a.shape[-2:], pooled_head=pooled)
-        keep = unpadded(trainer, self._seen, len(y), len(_loader(trainer).dataset))
+        keep = unpadded(trainer, self._seen, len(y), len(eval_loader(trainer).dataset))
         self._seen += len(y)
-        parts = {c: concept_labels[c] for c in self.configs}
-        targets = y if self.settings.target == "label" or pred is None else pred
-        self.run.observe(a, parts, self._groups(y), idx, keep, targets=targets.long(), masks=masks)
+        parts, t = {c: concept_labels[c] for c in self.configs}, None if self.settings.target == "label" else pred
+        self.run.observe(a, parts, self._groups(y), idx, keep, targets=(y if t is None else t).long(), masks=masks)
         self.seconds["observe"] += time.perf_counter() - t0
 
     def finish(self, trainer: Trainer, pl_module: LightningModule) -> tuple[dict[str, float], str]:
@@ -163,7 +141,7 @@ class ClassConceptOutputs:
         dm, s = getattr(trainer, "datamodule", None), self.settings
         masks = dm.eval_part_masks() if hasattr(dm, "eval_part_masks") else None
         # the batches pass 1 saw, in order: fewer than the loader's under limit_test_batches / fast_dev_run
-        for seen, batch in zip(self.run.batches, _loader(trainer)):
+        for seen, batch in zip(self.run.batches, eval_loader(trainer)):
             x, y, idx = trainer.strategy.batch_to_device(batch)[:3]
             if not torch.equal(idx.long().cpu(), seen.index):
                 raise RuntimeError("class concepts: the second pass over the evaluated dataloader met "
@@ -174,21 +152,6 @@ class ClassConceptOutputs:
             self.run.score(pl_module.head, a, {c: v.long() for c, v in seen.partitions.items()},
                            self._groups(y), idx.long(), t, m, seen.keep)
             release_freed_memory()
-
-    def _gallery_activations(self, trainer: Trainer, pl_module: LightningModule) -> Any:
-        """``indices -> activations`` of evaluated images, for the galleries' maps after one pass."""
-        loader = _loader(trainer)
-
-        @torch.no_grad()
-        def activations_of(index: list[int]) -> Tensor:
-            batch = loader.collate_fn([loader.dataset[i] for i in index])
-            x, _, got = trainer.strategy.batch_to_device(batch)[:3]
-            if [int(i) for i in got] != list(index):
-                raise RuntimeError(f"class concepts: the evaluated dataset gave images {got.tolist()} "
-                                   f"for the indices {list(index)}")
-            return pl_module.features(x)
-
-        return activations_of
 
     def _original(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The class column as the dataset's labels (the run counts the classes 0.. in order)."""
@@ -222,9 +185,9 @@ class ClassConceptOutputs:
             shown = run.concepts[self.configs[0]]["coassociation"][0].groups[: self.class_figures]
             if run.one_pass:  # the maps of the gallery images only
                 t0 = time.perf_counter()
-                batch = getattr(_loader(trainer), "batch_size", None) or 16
+                batch = getattr(eval_loader(trainer), "batch_size", None) or 16
                 self.recomputed = run.fill_gallery_maps(
-                    self._gallery_activations(trainer, pl_module), shown, batch)
+                    images_again(trainer, pl_module), shown, batch)
                 self.seconds["gallery_maps"] = time.perf_counter() - t0
             paths = []
             for gal in (g for g in run.galleries(names) if g.group in set(shown)):

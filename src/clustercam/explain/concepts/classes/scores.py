@@ -264,11 +264,11 @@ class ClassConceptScores:
             if groups is not None and self.concepts.groups[g] not in groups:
                 continue
             slots = self.gallery_index[g]  # n x k
-            used = torch.tensor([(l, s) for l, s in (slots >= 0).nonzero().tolist() if int(slots[l, s]) in pos],
+            used = torch.tensor([(c, s) for c, s in (slots >= 0).nonzero().tolist() if int(slots[c, s]) in pos],
                                 dtype=torch.long).view(-1, 2)
             if not len(used):
                 continue
-            rows = torch.tensor([pos[int(slots[l, s])] for l, s in used.tolist()])
+            rows = torch.tensor([pos[int(slots[c, s])] for c, s in used.tolist()])
             a = activations[rows.to(activations.device)]
             lab = self.concepts.labels[g].to(a.device).expand(len(rows), -1)
             raw = raw_concept_maps(a, lab, n_concepts=self.concepts.n_concepts)  # M x n x h x w
