@@ -22,6 +22,7 @@ from benchmarks import (
     bench_class_concepts,
     bench_concept_run,
     bench_concepts,
+    bench_end_to_end,
     bench_fidelity,
     bench_gradceam,
     bench_peers,
@@ -48,6 +49,7 @@ BENCHES = {
     "training": bench_training.run,
     "peers": bench_peers.run,
     "concept_run": bench_concept_run.run,
+    "end_to_end": bench_end_to_end.run,
     "class_concepts": bench_class_concepts.run,
 }
 

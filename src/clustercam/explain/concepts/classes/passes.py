@@ -40,7 +40,7 @@ from clustercam.explain.concepts.classes.coassociation import (
     random_groups,
 )
 from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_concepts
-from clustercam.explain.concepts.classes.pooled import PooledActivations, is_mean_pool
+from clustercam.explain.concepts.classes.pooled import PooledActivations, cat_pooled, is_mean_pool
 from clustercam.explain.concepts.classes.scores import ClassConceptScores, truth_by_group
 from clustercam.explain.concepts.image.ablation import Head, PooledHead, checked_pooled_head
 from clustercam.explain.concepts.vocabulary import ConceptConfig
@@ -241,14 +241,16 @@ class ClassConceptRun:
             self._set_concepts(cfg, found)
 
     # -- scores: from pass 1 (pooled head) or a second pass ------------------------------------
-    def score_observed(self) -> None:
+    def score_observed(self, chunk_images: int = 1024) -> None:
         """The one pass's scores: every observed batch from its pooled numbers (after
-        :meth:`finalise`; random controls only with part masks, as in :meth:`score`)."""
+        :meth:`finalise`; random controls only with part masks, as in :meth:`score`),
+        consecutive batches together up to ``chunk_images`` images (each class concept's
+        channels are then gathered once for many images)."""
         if not self.one_pass:
             raise RuntimeError("score_observed needs a pooled head (and non-negative activations "
                                "with part masks): use score() in a second pass")
         linear = self.pooled_head.linear
-        for ob in self.batches:
+        for ob in _chunks(self.batches, chunk_images):
             for cfg, labels in ob.partitions.items():
                 for src, scorers in self.scores[cfg].items():
                     if src == "random" and not self.masked:
@@ -344,3 +346,27 @@ def _small(labels: Tensor) -> Tensor:
     labels = labels.detach()
     fits = not labels.numel() or int(labels.max()) < 128
     return labels.to("cpu", torch.int8 if fits else torch.int16)
+
+
+def _chunks(batches: Sequence[ObservedBatch], size: int) -> Iterator[ObservedBatch]:
+    """Consecutive observed batches joined into batches of about ``size`` images."""
+    group: list[ObservedBatch] = []
+    for i, ob in enumerate(batches):
+        group.append(ob)
+        if sum(len(o.index) for o in group) >= size or i == len(batches) - 1:
+            yield group[0] if len(group) == 1 else _joined(group)
+            group = []
+
+
+def _joined(group: Sequence[ObservedBatch]) -> ObservedBatch:
+    def cat(values: list[Tensor | None], n: list[int], fill: bool) -> Tensor | None:
+        if all(v is None for v in values):
+            return None
+        return torch.cat([torch.full((k,), fill) if v is None else v for v, k in zip(values, n)])
+
+    n = [len(o.index) for o in group]
+    return ObservedBatch(torch.cat([o.index for o in group]), cat([o.keep for o in group], n, True),
+                         torch.cat([o.classes for o in group]),
+                         {c: torch.cat([o.partitions[c] for o in group]) for c in group[0].partitions},
+                         None if group[0].targets is None else torch.cat([o.targets for o in group]),
+                         cat_pooled([o.pooled for o in group]))

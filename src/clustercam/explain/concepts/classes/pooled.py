@@ -96,21 +96,28 @@ class PooledActivations:
         return PooledActivations(self.pooled[rows], pick(self.sums), self.positions, pick(self.regions),
                                  pick(self.present))
 
-    def importance(self, linear: Callable[[Tensor], Tensor], concept_labels: Tensor, targets: Tensor,
+    def importance(self, linear: Callable[[Tensor], Tensor], group_labels: Tensor, rows: Tensor, targets: Tensor,
                    n_concepts: int) -> Tensor:
-        """B x n importance in percent of each concept's channels (eq. 3), exactly
+        """B x n importance in percent (eq. 3) of the concepts ``group_labels[rows[b]]``
+        (``group_labels``: G x C concept ids, ``-1`` in none; ``rows``: B) for the classes
+        ``targets`` (B); NaN for an empty concept. Exactly
         :func:`~clustercam.explain.concepts.image.importance.concept_importance` with the
-        pooled head: a pooled vector is a 1 x 1 map whose pool is the identity."""
-        a = self.pooled[:, :, None, None]
+        pooled head, ``linear(pool(A) * keep)`` for every concept's mask: a pooled vector is a
+        1 x 1 map whose pool is the identity (the same arithmetic as the importance from
+        the activations, so the same bits for the average pool)."""
+        a = self.pooled[:, :, None, None].to(_device(linear), _dtype(linear, self.pooled))
         flat = PooledHead(pool=lambda x: x.flatten(1), linear=linear, checked=True)
-        return concept_importance(lambda x: linear(x.flatten(1)), a.to(_device(linear), _dtype(linear, a)),
-                                  concept_labels, targets, n_concepts=n_concepts, pooled_head=flat).cpu()
+        return concept_importance(lambda x: linear(x.flatten(1)), a, group_labels[rows.long().cpu()], targets,
+                                  n_concepts=n_concepts, pooled_head=flat).cpu()
 
-    def mass(self, onehot: Tensor) -> Tensor:
-        """B x n activation mass of each concept (``onehot``: B x C x n membership)."""
-        if self.sums is None:
-            return torch.einsum("bc,bcn->bn", self.pooled.double(), onehot.double()) * self.positions
-        return torch.einsum("bc,bcn->bn", self.sums.double(), onehot.double())
+    def mass(self, group_labels: Tensor, rows: Tensor, n_concepts: int) -> Tensor:
+        """B x n activation mass (sum over positions and channels) of the concepts
+        ``group_labels[rows[b]]``."""
+        lab = group_labels[rows.long().cpu()].long().cpu()
+        ids = torch.where(lab >= 0, lab, n_concepts)
+        src = (self.pooled if self.sums is None else self.sums).double()
+        out = torch.zeros(len(lab), n_concepts + 1, dtype=torch.float64).scatter_add_(1, ids, src)[:, :n_concepts]
+        return out * self.positions if self.sums is None else out
 
     def part_masses(self, onehot: Tensor) -> Tensor:
         """B x n x 3 relevance mass of each concept on part A, part B and the distractor
@@ -128,3 +135,11 @@ def _dtype(linear: Callable[[Tensor], Tensor], a: Tensor) -> torch.dtype:
     weight = getattr(linear, "weight", None)
     return weight.dtype if isinstance(weight, Tensor) and weight.is_floating_point() else a.dtype
 
+
+def cat_pooled(parts: list[PooledActivations]) -> PooledActivations:
+    """Several batches' numbers as one (in order)."""
+    def cat(name: str) -> Tensor | None:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    return PooledActivations(cat("pooled"), cat("sums"), parts[0].positions, cat("regions"), cat("present"))

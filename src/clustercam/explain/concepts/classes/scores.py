@@ -65,10 +65,16 @@ def max_jaccard(groups: Tensor, partitions: Tensor, n_groups: int) -> Tensor:
     """
     if groups.shape != partitions.shape:
         raise UserError(f"groups {tuple(groups.shape)} and partitions {tuple(partitions.shape)} differ")
-    g = _onehot(groups, n_groups, torch.float64)
-    lab = _onehot(partitions, int(partitions.max()) + 1 if partitions.numel() else 1, torch.float64)
-    inter = torch.einsum("bcn,bcl->bnl", g, lab.to(g.device))
-    size_g, size_l = g.sum(1), lab.sum(1).to(g.device)
+    b = groups.shape[0]
+    n_l = max(int(partitions.max()) + 1 if partitions.numel() else 1, 1)
+    # per image, the channels of each (group, partition label) pair; the last bins: in none
+    g = torch.where(groups >= 0, groups, n_groups).long().cpu()
+    lab = torch.where(partitions >= 0, partitions, n_l).long().cpu()
+    counts = torch.zeros(b, (n_groups + 1) * (n_l + 1), dtype=torch.long)
+    counts.scatter_add_(1, g * (n_l + 1) + lab, torch.ones_like(g))
+    counts = counts.view(b, n_groups + 1, n_l + 1).double()
+    inter = counts[:, :n_groups, :n_l]
+    size_g, size_l = counts[:, :n_groups].sum(-1), counts[:, :, :n_l].sum(1)
     union = size_g[:, :, None] + size_l[:, None, :] - inter
     best = (inter / union.clamp_min(1)).amax(-1)
     return best.masked_fill(size_g == 0, math.nan)
@@ -239,17 +245,19 @@ class ClassConceptScores:
         classes, index, targets, keep = self._batch(b, classes, index, targets, keep, partitions)
         if self.gallery_maps is None:
             raise UserError("update_pooled needs the scorer's map_size (the galleries' map shape)")
+        sel, r = [], []  # (image, group) pairs of every scope, at once
         for rows in self.concepts.views(classes):
-            sel = ((rows >= 0) & keep).nonzero().flatten()
-            if not len(sel):
-                continue
-            r = rows[sel]
-            p = pooled.select(sel)
-            lab = self.concepts.labels[r]
-            imp = p.importance(linear, lab, targets[sel], n)
-            onehot = _onehot(lab, n, torch.float64)
-            masses = None if p.regions is None else p.part_masses(onehot)
-            self._record(r, sel, lab, partitions, index, imp, p.mass(onehot), masses, None)
+            at = ((rows >= 0) & keep).nonzero().flatten()
+            sel.append(at)
+            r.append(rows[at])
+        sel, r = torch.cat(sel), torch.cat(r)
+        if not len(sel):
+            return
+        p = pooled.select(sel)
+        labels = self.concepts.labels
+        imp = p.importance(linear, labels, r, targets[sel], n)
+        masses = None if p.regions is None else p.part_masses(_onehot(labels[r], n, torch.float64))
+        self._record(r, sel, labels[r], partitions, index, imp, p.mass(labels, r, n), masses, None)
 
     @torch.no_grad()
     def fill_maps(self, index: Tensor, activations: Tensor, groups: Sequence[int] | None = None) -> None:
