@@ -25,12 +25,13 @@ from lightning import LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
+from clustercam.callbacks.concept_figures import class_gallery_figures
 from clustercam.callbacks.evaluated import eval_classes, eval_loader, images_again
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_images, log_table
 from clustercam.callbacks.memory import release_freed_memory
 from clustercam.exceptions import UserError
-from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings, group_name
+from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
 from clustercam.explain.concepts.classes.passes import ClassConceptRun, pooled_head_or_none
 from clustercam.explain.concepts.image.settings import ConceptSettings
 from clustercam.explain.concepts.vocabulary import ConceptConfig
@@ -177,24 +178,13 @@ class ClassConceptOutputs:
         log_table(trainer, f"{stage}/{Path(outputs.CLASS_CONCEPTS_TRUTH).stem}", truth)
         dm = getattr(trainer, "datamodule", None)
         if self.figures and hasattr(dm, "display_image"):
-            from clustercam.explain.plots.class_concepts import (
-                class_concept_figure,
-                gallery_indices,
-            )
-
             shown = run.concepts[self.configs[0]]["coassociation"][0].groups[: self.class_figures]
             if run.one_pass:  # the maps of the gallery images only
                 t0 = time.perf_counter()
                 batch = getattr(eval_loader(trainer), "batch_size", None) or 16
-                self.recomputed = run.fill_gallery_maps(
-                    images_again(trainer, pl_module), shown, batch)
+                self.recomputed = run.fill_gallery_maps(images_again(trainer, pl_module), shown, batch)
                 self.seconds["gallery_maps"] = time.perf_counter() - t0
-            paths = []
-            for gal in (g for g in run.galleries(names) if g.group in set(shown)):
-                path = out / outputs.class_gallery_path(group_name(gal.group, names), gal.config, gal.source,
-                                                        self.configs)
-                images = {i: dm.display_image(i) for i in gallery_indices(gal.figure["index"])}
-                paths.append(outputs.save_figure(class_concept_figure(images=images, **self.style, **gal.figure),
-                                                 path, dpi=100))
+            galleries = [g for g in run.galleries(names) if g.group in set(shown)]
+            paths = class_gallery_figures(galleries, dm, names, self.configs, out, **self.style)
             log_images(trainer, "figures/class_concepts", paths, [p.stem for p in paths])
         return class_results(rows, truth), class_markdown(rows, truth)
