@@ -558,7 +558,7 @@ def test_padding_rule_of_the_integration_plan_gives_one_process_counts(n_img, wo
 def _one_and_two_passes(head, pooled: PooledHead, a, labels, y, targets, masks, batch: int = 7,
                         **settings) -> tuple[ClassConceptRun, ClassConceptRun]:
     """The same images through the one pass (scores from the pooled numbers, gallery maps
-    recomputed for the gallery images) and through two passes (``score`` with the full head
+    from the NMF sample or recomputed for the gallery images) and through two passes (``score`` with the full head
     and the activations again)."""
     s = ClassConceptSettings(**{"n_class": 3, "gallery_size": 3, "nmf_max_images": 8, "n_random": 2,
                                 "scope": "both", **settings})
@@ -587,7 +587,10 @@ def _one_and_two_passes(head, pooled: PooledHead, a, labels, y, targets, masks, 
         return a[torch.tensor(index) - 100]
 
     assert one.fill_gallery_maps(activations_of, batch_size=4) == len(asked)
-    assert sorted(asked) == two.gallery_images()  # each gallery image once, no other
+    # each gallery image once, no other; none the NMF sample kept (nmf_max_images of a class)
+    kept, _ = one.sample.find(two.gallery_images())
+    assert sorted(asked) == sorted(set(two.gallery_images()) - set(kept))
+    one.asked, one.kept = asked, kept  # for the tests' own checks
     return one, two
 
 
@@ -626,6 +629,7 @@ def test_one_pass_equals_two_passes_on_random_activations_with_a_pooled_head():
                                    PooledHead(pool=lambda x: x.mean((2, 3)), linear=linear),
                                    a, labels, y, (y + 2) % 5, masks)
     assert one.batches[0].pooled.sums is None  # the average pool: C numbers an image
+    assert len(one.asked) > 0 and len(one.kept) > 0  # gallery images from the sample and recomputed
     _same_results(one, two, rel=1e-6)  # the two passes sum float32 maps
     want = class_run_truth_rows(two)
     assert any(math.isnan(r["part_a_mass"]) for r in want) or all(0 <= r["part_a_mass"] <= 1 for r in want)

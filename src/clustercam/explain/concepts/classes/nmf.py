@@ -18,7 +18,7 @@ samples merge exactly. Memory: ``max_images x C x H x W`` floats per class (105 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -129,6 +129,22 @@ class NMFSample:
             key, idx, acts = (torch.cat([p[j] for p in parts]) for j in range(3))
             return acts[_bottom(key, idx, self.max_images)]
         return self._compact(group)[2]
+
+    def find(self, index: Sequence[int]) -> tuple[list[int], Tensor | None]:
+        """Those of the dataset indices ``index`` that the sample holds, and their
+        activations (m x C x H x W; None for none): the galleries' maps need no second look
+        at an image the sample kept."""
+        wanted = torch.as_tensor(list(index), dtype=torch.long)
+        found_idx, found_acts = [], []
+        for g in self.groups():
+            _, idx, acts = self._compact(g)
+            hit = torch.isin(idx, wanted)
+            if bool(hit.any()):
+                found_idx.append(idx[hit])
+                found_acts.append(acts[hit])
+        if not found_idx:
+            return [], None
+        return torch.cat(found_idx).tolist(), torch.cat(found_acts)  # an image is in one group's sample
 
     def state(self) -> dict[str, Tensor]:
         """All sampled rows: ``idx``, ``group``, ``key`` (long) and ``activations`` (float32)."""

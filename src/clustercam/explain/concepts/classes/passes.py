@@ -271,9 +271,16 @@ class ClassConceptRun:
     def fill_gallery_maps(self, activations_of: Callable[[list[int]], Tensor], groups: Sequence[int] | None = None,
                           batch_size: int = 16) -> int:
         """After one pass: the galleries' maps of ``groups`` (None: all), from the
-        activations of their images alone, ``activations_of(indices)`` -> B x C x h x w,
-        called on at most ``batch_size`` indices at a time. Returns the images recomputed."""
+        activations of their images alone: those the NMF sample kept, and for the others
+        ``activations_of(indices)`` -> B x C x h x w, called on at most ``batch_size``
+        indices at a time. Returns the images recomputed."""
         index = self.gallery_images(groups)
+        if self.sample is not None and index:
+            known, acts = self.sample.find(index)
+            if known:
+                for _, _, _, sc in self.scored():
+                    sc.fill_maps(torch.tensor(known), acts, groups)
+                index = sorted(set(index) - set(known))
         for s in range(0, len(index), batch_size):
             chunk = index[s: s + batch_size]
             a = activations_of(chunk)
