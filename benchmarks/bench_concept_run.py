@@ -30,6 +30,7 @@ seed 0), 2048 x 8 x 8 activations.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import subprocess
@@ -319,11 +320,13 @@ def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]
 # ---------------------------------------------------------------------------------------
 # the trainer: wall time and peak RSS of whole runs
 # ---------------------------------------------------------------------------------------
-def trainer_run(folder: Path, device: str, *overrides: str) -> tuple[float, float]:
+def trainer_run(folder: Path, device: str, *overrides: str, metrics: dict | None = None,
+                env_extra: dict | None = None) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of ``python -m clustercam.train experiment=concepts_imagenet``
-    over ``folder`` in a fresh process (no logger)."""
+    over ``folder`` in a fresh process (no logger); ``metrics`` (a dict) receives the run's
+    ``metrics.json``; ``env_extra``: more environment variables for the run."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MPLBACKEND": "Agg",
-           "PYTHONWARNINGS": "ignore"}
+           "PYTHONWARNINGS": "ignore", **(env_extra or {})}
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "clustercam.train", "print_config=false",
                "experiment=concepts_imagenet", "model.pretrained=false", "logger=none",
@@ -339,6 +342,8 @@ def trainer_run(folder: Path, device: str, *overrides: str) -> tuple[float, floa
         if proc.returncode != 0:
             sys.stderr.write(f"trainer run failed ({' '.join(overrides)}):\n{err[-3000:]}\n")
             return math.nan, math.nan
+        if metrics is not None and (Path(out) / "metrics.json").is_file():
+            metrics.update(json.loads((Path(out) / "metrics.json").read_text()))
     return wall, usage.ru_maxrss / 1024
 
 

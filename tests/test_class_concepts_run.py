@@ -22,6 +22,7 @@ from clustercam.data.parts import CLASSES
 from clustercam.explain.concepts.classes.coassociation import ClassConceptWarning
 from clustercam.outputs import CLASS_CONCEPT_COLUMNS
 from clustercam.outputs import CLASS_CONCEPTS_TRUTH_COLUMNS as TRUTH_COLUMNS
+from tests.helpers import require_imagenet11
 from tests.helpers.run import cli, train
 from tests.test_concepts_parts import TINY
 
@@ -172,3 +173,77 @@ def test_a_run_limited_to_some_test_batches_scores_those_batches(tmp_path) -> No
     train([*CLASS_TINY, "+trainer.limit_test_batches=1"], out)
     rows = pd.read_csv(out / "class_concepts.csv")
     assert len(rows) > 0 and pd.read_csv(out / "concepts_per_image.csv")["image"].nunique() == 3
+
+
+def _same_class_concepts(one: Path, two: Path) -> None:
+    """The class-concept files of two runs: class_concepts.csv byte for byte, the truth
+    table to float rounding, the channel ids and the gallery figures."""
+    from PIL import Image
+
+    assert (one / "class_concepts.csv").read_bytes() == (two / "class_concepts.csv").read_bytes()
+    if (two / "class_concepts_truth.csv").is_file():
+        a, b = pd.read_csv(one / "class_concepts_truth.csv"), pd.read_csv(two / "class_concepts_truth.csv")
+        floats = [c for c in a.columns if a[c].dtype == float]
+        pd.testing.assert_frame_equal(a.drop(columns=floats), b.drop(columns=floats))
+        np.testing.assert_allclose(a[floats].to_numpy(), b[floats].to_numpy(), rtol=1e-6, atol=1e-9)
+    na, nb = np.load(one / "class_concepts.npz"), np.load(two / "class_concepts.npz")
+    assert sorted(na) == sorted(nb) and all(np.array_equal(na[k], nb[k]) for k in na)
+    figures = sorted(p.name for p in (two / "figures" / "class_concepts").glob("*.png"))
+    assert len(figures) >= 4 and figures == sorted(p.name for p in (one / "figures" / "class_concepts").glob("*.png"))
+    for name in figures:
+        x, y = (np.asarray(Image.open(d / "figures" / "class_concepts" / name).convert("RGB"), dtype=int)
+                for d in (one, two))
+        assert x.shape == y.shape and np.abs(x - y).mean() < 0.5, name
+
+
+def test_one_pass_gives_the_two_pass_class_concepts(class_run, tmp_path, monkeypatch) -> None:
+    """The small trained model's pooled head scores the class concepts from pass 1; its saved
+    weights with the head declared not pooled + linear take the second pass: the same CSVs
+    (class_concepts.csv byte for byte: average pool + linear, the same arithmetic), the same
+    truth table to float rounding, the same channel ids and the same gallery figures."""
+
+    from clustercam.models.classifier_module import ClassifierModule
+
+    one, two = class_run, tmp_path / "two"  # the fixture's run: trained, then explained in one pass
+    monkeypatch.setattr(ClassifierModule, "pooled_head", property(lambda self: None))
+    with pytest.warns(ClassConceptWarning):
+        train([*CLASS_TINY, "train=false", f"model.checkpoint_path={one / 'classifier.safetensors'}"], two)
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (one, two)]
+    assert [m["class_concepts/passes"] for m in metrics] == [1, 2]
+    assert metrics[0]["class_concepts/gallery_images_recomputed"] == 0  # all in the NMF sample (4 a class)
+    _same_class_concepts(one, two)
+
+
+@pytest.mark.slow
+def test_one_pass_gives_the_two_pass_class_concepts_on_the_shared_photos(tmp_path, monkeypatch) -> None:
+    """The same on real photos: three versions of each of the 11 shared photos (itself, its
+    mirror, a centre crop) through timm's ``test_resnet`` (random weights, average pool +
+    fc), one pass against the second pass, explaining the predicted classes."""
+    from PIL import Image, ImageOps
+
+    from clustercam.models.classifier_module import ClassifierModule
+
+    photos = require_imagenet11("real photos for the one-pass class concepts")
+    folder = tmp_path / "photos"
+    for f in sorted(photos.glob("n*/*.JPEG")):
+        (folder / f.parent.name).mkdir(parents=True, exist_ok=True)
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            versions = (im, ImageOps.mirror(im), im.crop((w // 8, h // 8, w - w // 8, h - h // 8)))
+            for j, v in enumerate(versions):
+                v.save(folder / f.parent.name / f"{f.stem}_{j}.JPEG", quality=90)
+    common = ["experiment=concepts_imagenet", f"data.data_dir={folder}", "model.pretrained=false",
+              "model.name=test_resnet", "data.model_name=nf_resnet50.ra2_in1k", "logger=none",
+              "callbacks.concepts.max_figures=0", "callbacks.concepts.class_figures=2",
+              "callbacks.concepts.nmf_max_images=1", "callbacks.concepts.n_init=2", "data.batch_size=8",
+              "callbacks.concepts.target=predicted"]  # the importance of the predicted class: pass 1's
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(common, one)
+    monkeypatch.setattr(ClassifierModule, "pooled_head", property(lambda self: None))
+    train(common, two)
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (one, two)]
+    assert [m["class_concepts/passes"] for m in metrics] == [1, 2]
+    assert metrics[0]["class_concepts/gallery_images_recomputed"] > 0  # not in the NMF sample of 1 a class
+    assert pd.read_csv(one / "class_concepts.csv")["stability"].notna().any()
+    _same_class_concepts(one, two)

@@ -2,7 +2,8 @@
 
 Hand-made partitions and activations where the answer is computed by hand; random
 partitions for the chance level of stability; planted factors for NMF; split batches for
-the DDP property (merged accumulators equal one accumulator).
+the DDP property (merged accumulators equal one accumulator); random activations for the
+one pass of a pooling + linear head against the two passes of the full computation.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from clustercam.explain.concepts.classes.coassociation import (
     random_groups,
 )
 from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_channel_groups, nmf_concepts
-from clustercam.explain.concepts.classes.passes import ClassConceptRun
+from clustercam.explain.concepts.classes.passes import ClassConceptRun, pooled_head_or_none
 from clustercam.explain.concepts.classes.scores import ClassConceptScores, max_jaccard
+from clustercam.explain.concepts.image.ablation import PooledHead
 from clustercam.explain.plots.class_concepts import class_concept_figure, gallery_indices
 from clustercam.outputs import CLASS_CONCEPT_COLUMNS, class_gallery_path
 from clustercam.outputs import CLASS_CONCEPTS_TRUTH_COLUMNS as TRUTH_COLUMNS
@@ -487,7 +489,10 @@ def test_gallery_figure_one_row_per_concept(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fig = class_concept_figure(images=images, **kw)
-    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 4 + 1  # + the colour bar
+    assert isinstance(fig, Figure) and len(fig.axes) == 2  # the panels' axes, the colour bar
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    labels = [t for t in texts if t.startswith("G")]
+    assert len(labels) == 3 and len([t for t in texts if t.startswith("#")]) == int((kw["index"] >= 0).sum())
     fig.savefig(tmp_path / f"{stem}.png")
     assert (tmp_path / "a_cgap.png").stat().st_size > 0
 
@@ -545,3 +550,130 @@ def test_padding_rule_of_the_integration_plan_gives_one_process_counts(n_img, wo
             acc.update(labels[i], classes[i], keep)
         summed.merge(acc)
     assert all(torch.equal(summed.state()[k], one.state()[k]) for k in one.state())
+
+
+# ---------------------------------------------------------------------------------------
+# one pass (a pooling + linear head) against two passes
+# ---------------------------------------------------------------------------------------
+def _one_and_two_passes(head, pooled: PooledHead, a, labels, y, targets, masks, batch: int = 7,
+                        **settings) -> tuple[ClassConceptRun, ClassConceptRun]:
+    """The same images through the one pass (scores from the pooled numbers, gallery maps
+    from the NMF sample or recomputed for the gallery images) and through two passes (``score`` with the full head
+    and the activations again)."""
+    s = ClassConceptSettings(**{"n_class": 3, "gallery_size": 3, "nmf_max_images": 8, "n_random": 2,
+                                "scope": "both", **settings})
+    cfg, n_img = ("cgap", "kmeans", 3), len(y)
+    idx = torch.arange(100, 100 + n_img)
+    one = ClassConceptRun(s, [cfg], a.shape[1], 3, map_size=a.shape[-2:],
+                          pooled_head=pooled_head_or_none(head, pooled, a))
+    two = ClassConceptRun(s, [cfg], a.shape[1], 3, map_size=a.shape[-2:])
+    for run in (one, two):
+        for st in range(0, n_img, batch):
+            sl = slice(st, st + batch)
+            m = None if masks is None else masks[sl]
+            run.observe(a[sl], {cfg: labels[sl]}, y[sl], idx[sl], targets=targets[sl], masks=m)
+        run.finalise()
+    assert one.one_pass and not two.one_pass
+    one.score_observed()
+    for st in range(0, n_img, batch):
+        sl = slice(st, st + batch)
+        two.score(head, a[sl], {cfg: labels[sl]}, y[sl], idx[sl], targets[sl],
+                  None if masks is None else masks[sl])
+    # the maps of the gallery images only, in batches of 4 (two passes drew every image's)
+    asked: list[int] = []
+
+    def activations_of(index: list[int]) -> torch.Tensor:
+        asked.extend(index)
+        return a[torch.tensor(index) - 100]
+
+    assert one.fill_gallery_maps(activations_of, batch_size=4) == len(asked)
+    # each gallery image once, no other; none the NMF sample kept (nmf_max_images of a class)
+    kept, _ = one.sample.find(two.gallery_images())
+    assert sorted(asked) == sorted(set(two.gallery_images()) - set(kept))
+    one.asked, one.kept = asked, kept  # for the tests' own checks
+    return one, two
+
+
+def _same_results(one: ClassConceptRun, two: ClassConceptRun, rel: float) -> None:
+    for got, want in ((class_run_rows(one), class_run_rows(two)),
+                      (class_run_truth_rows(one), class_run_truth_rows(two))):
+        assert len(got) == len(want) and (len(want) > 0 or two.masked is False)
+        for g, w in zip(got, want):
+            assert list(g) == list(w)
+            for k, v in w.items():
+                assert g[k] == (pytest.approx(v, rel=rel, abs=1e-12, nan_ok=True) if isinstance(v, float) else v), k
+    for g, w in zip(one.galleries(), two.galleries()):
+        assert (g.group, g.config, g.source) == (w.group, w.config, w.source)
+        assert torch.equal(g.figure["index"], w.figure["index"])
+        assert torch.allclose(g.figure["maps"], w.figure["maps"], rtol=1e-5, atol=1e-6)
+        assert g.figure["maps"].abs().sum() > 0
+
+
+def _random_images(n_img: int = 40, c: int = 24, hw: int = 5, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.rand(n_img, c, hw, hw, generator=gen) * (torch.rand(n_img, c, 1, 1, generator=gen) > 0.2)
+    labels = torch.randint(0, 3, (n_img, c), generator=gen).masked_fill(a.flatten(2).amax(2) == 0, -1)
+    masks = torch.rand(n_img, 3, 12, 12, generator=gen) < 0.3  # resized maps: the region kernels
+    masks[0, 2] = False  # an empty distractor mask: NaN in both
+    y = torch.arange(n_img) % 3
+    return a, labels, y, masks
+
+
+def test_one_pass_equals_two_passes_on_random_activations_with_a_pooled_head():
+    """Average pool + linear: the importances are the same arithmetic (bit-equal here), the
+    part masses the same sums in another order, the galleries the same images and maps."""
+    a, labels, y, masks = _random_images()
+    linear = torch.nn.Linear(a.shape[1], 5)
+    torch.nn.init.normal_(linear.weight, generator=torch.Generator().manual_seed(0))
+    one, two = _one_and_two_passes(lambda x: linear(x.mean((2, 3))),
+                                   PooledHead(pool=lambda x: x.mean((2, 3)), linear=linear),
+                                   a, labels, y, (y + 2) % 5, masks)
+    assert one.batches[0].pooled.sums is None  # the average pool: C numbers an image
+    assert len(one.asked) > 0 and len(one.kept) > 0  # gallery images from the sample and recomputed
+    _same_results(one, two, rel=1e-6)  # the two passes sum float32 maps
+    want = class_run_truth_rows(two)
+    assert any(math.isnan(r["part_a_mass"]) for r in want) or all(0 <= r["part_a_mass"] <= 1 for r in want)
+
+
+def test_one_pass_equals_two_passes_with_a_max_pool_and_without_masks():
+    """Another channel-wise pool: the channel sums are kept beside it; no masks: no
+    random controls scored, no truth rows, in either."""
+    a, labels, y, _ = _random_images(n_img=23, c=16, hw=4, seed=3)
+    linear = torch.nn.Linear(a.shape[1], 3)
+
+    def pool(x):
+        return x.amax((2, 3))
+
+    one, two = _one_and_two_passes(lambda x: linear(pool(x)), PooledHead(pool=pool, linear=linear),
+                                   a, labels, y, y, None, batch=5, scope="class")
+    assert one.batches[0].pooled.sums is not None
+    assert class_run_truth_rows(one) == class_run_truth_rows(two) == []
+    _same_results(one, two, rel=1e-6)  # the two passes sum float32 maps
+
+
+def test_a_head_that_is_not_pooling_plus_linear_takes_the_second_pass():
+    a, labels, y, masks = _random_images(n_img=6, c=8, hw=4)
+    linear = torch.nn.Linear(8, 3)
+
+    def head(x):  # a 2 x 2 pool before the linear layer: masking does not commute with a mean
+        return linear(torch.nn.functional.avg_pool2d(x, 2).flatten(2).pow(2).mean(-1))
+
+    claimed = PooledHead(pool=lambda x: x.mean((2, 3)), linear=linear)
+    with pytest.warns(RuntimeWarning, match="does not reproduce the head"):
+        assert pooled_head_or_none(head, claimed, a) is None
+    assert pooled_head_or_none(head, None, a) is None
+    s = ClassConceptSettings(n_class=2, gallery_size=2, nmf_max_images=0, n_random=0)
+    cfg = ("cgap", "kmeans", 3)
+    run = ClassConceptRun(s, [cfg], 8, 3, pooled_head=None)
+    run.observe(a, {cfg: labels}, y, torch.arange(6))
+    run.finalise()
+    assert not run.one_pass and run.batches[0].pooled is None
+    with pytest.raises(RuntimeError, match="second pass"):
+        run.score_observed()
+    # a pooled head, but part masks over negative activations: the clip needs the maps
+    good = pooled_head_or_none(lambda x: linear(x.mean((2, 3))), claimed, a)
+    neg = ClassConceptRun(s, [cfg], 8, 3, pooled_head=good)
+    neg.observe(a, {cfg: labels}, y, torch.arange(6), masks=masks[:6])
+    assert neg.one_pass
+    neg.observe(a - 0.5, {cfg: labels}, y, torch.arange(6, 12), masks=masks[:6])
+    assert not neg.one_pass

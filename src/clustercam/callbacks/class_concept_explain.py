@@ -1,15 +1,15 @@
 """Class-level concepts inside the concept callback: gathers, calls and files.
 
 :class:`ClassConceptOutputs` takes each test (or predict) batch's activations and per-image
-concept labels from :func:`~clustercam.explain.concepts.run_concepts` (pass 1:
-co-association counts and the NMF sample of
-:class:`~clustercam.explain.concepts.classes.passes.ClassConceptRun`). At epoch end, on
-every rank, it sums the counts over DDP ranks, finds the class concepts once, walks the
-evaluated dataloader again for the scores (stability, importance, part masses, galleries;
-the activations are recomputed, the per-image labels are the pass-1 ones, kept as int8)
-and gathers them; rank zero writes the class-concept files of the outputs contract (the
-rows, the rows against the parts on data with part masks, the channel ids and the
-galleries) and logs them.
+concept labels from :func:`~clustercam.explain.concepts.run_concepts` (pass 1 of
+:class:`~clustercam.explain.concepts.classes.passes.ClassConceptRun`: co-association
+counts, NMF sample, the labels as int8 and, for a pooling + linear head, each image's
+pooled activations). At epoch end, on every rank, it sums the counts over DDP ranks,
+finds the class concepts once and scores them from what pass 1 kept (one pass; another
+head: a second walk over the evaluated dataloader); the scores are gathered and rank
+zero writes the class-concept files of the outputs contract (rows, rows against the
+parts, channel ids, galleries: after one pass their maps are recomputed for the gallery
+images alone) and logs them.
 """
 
 from __future__ import annotations
@@ -25,37 +25,19 @@ from lightning import LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
+from clustercam.callbacks.concept_figures import class_gallery_figures
+from clustercam.callbacks.evaluated import eval_classes, eval_loader, images_again
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_images, log_table
 from clustercam.callbacks.memory import release_freed_memory
 from clustercam.exceptions import UserError
-from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings, group_name
-from clustercam.explain.concepts.classes.passes import ClassConceptRun
+from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
+from clustercam.explain.concepts.classes.passes import ClassConceptRun, pooled_head_or_none
 from clustercam.explain.concepts.image.settings import ConceptSettings
 from clustercam.explain.concepts.vocabulary import ConceptConfig
 from clustercam.outputs.concept_markdown import class_markdown
 from clustercam.outputs.concept_results import class_results
 from clustercam.outputs.concept_tables import class_run_rows, class_run_truth_rows
-
-
-def _loader(trainer: Trainer) -> Any:
-    loaders = trainer.predict_dataloaders if trainer.predicting else trainer.test_dataloaders
-    return loaders[0] if isinstance(loaders, list | tuple) else loaders
-
-
-def _eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
-    """The classes of the evaluated images (sorted) and a name for each."""
-    ds = _loader(trainer).dataset
-    y = getattr(ds, "y", getattr(ds, "targets", None))
-    if y is None:
-        raise RuntimeError(f"class concepts need the evaluated dataset's labels: {type(ds).__name__} "
-                           "has neither .y nor .targets")
-    y = torch.as_tensor(y).long().view(-1)
-    classes = y.unique()
-    per_image = getattr(getattr(trainer, "datamodule", None), "class_names", None) or []
-    first = [int((y == c).nonzero()[0]) for c in classes]
-    names = [str(per_image[i]) if len(per_image) == len(y) else str(int(c)) for i, c in zip(first, classes)]
-    return classes, names
 
 
 class ClassConceptOutputs:
@@ -92,28 +74,34 @@ class ClassConceptOutputs:
 
     def reset(self) -> None:
         self.run: ClassConceptRun | None = None
-        self._cache: list[tuple[Tensor, Tensor, dict]] = []  # per batch: idx, keep, int8 labels
         self._seen, self.seconds = 0, {"observe": 0.0}  # wall time per step (metrics.json)
+        self.recomputed = 0  # images whose activations the galleries' maps took again (one pass)
 
     def _groups(self, y: Tensor) -> Tensor:
         return self._lookup[y.long().cpu()]
 
-    def observe(self, trainer: Trainer, activations: Tensor, concept_labels: Mapping, y: Tensor, idx: Tensor) -> None:
-        """Pass 1, every rank: a batch's activations and per-configuration B x C concept labels."""
+    def observe(self, trainer: Trainer, activations: Tensor, concept_labels: Mapping, y: Tensor, idx: Tensor,
+                *, pl_module: LightningModule | None = None, pred: Tensor | None = None,
+                masks: Tensor | None = None) -> None:
+        """Pass 1, every rank: a batch's activations and per-configuration B x C concept
+        labels; with the model (its ``head`` and ``pooled_head``), its predicted classes
+        ``pred`` (for ``target: pred``) and the part ``masks`` of data that has them, the
+        class concepts are scored from this pass alone where the head allows it."""
         if not self.enabled:
             return
         a, t0 = activations.detach(), time.perf_counter()
         if self.run is None:
-            self._classes, self._names = _eval_classes(trainer)
+            self._classes, self._names = eval_classes(trainer)
             self._lookup = torch.full((int(self._classes.max()) + 1,), -1, dtype=torch.long)
             self._lookup[self._classes] = torch.arange(len(self._classes))
+            pooled = None if pl_module is None else pooled_head_or_none(
+                pl_module.head, getattr(pl_module, "pooled_head", None), a)
             self.run = ClassConceptRun(self.class_settings, self.configs, a.shape[1], len(self._classes),
-                                       map_size=a.shape[-2:])
-        keep = unpadded(trainer, self._seen, len(y), len(_loader(trainer).dataset))
+                                       map_size=a.shape[-2:], pooled_head=pooled)
+        keep = unpadded(trainer, self._seen, len(y), len(eval_loader(trainer).dataset))
         self._seen += len(y)
-        parts = {c: concept_labels[c] for c in self.configs}
-        self.run.observe(a, parts, self._groups(y), idx, keep)
-        self._cache.append((idx.cpu(), keep, {c: v.to(torch.int8) for c, v in parts.items()}))
+        parts, t = {c: concept_labels[c] for c in self.configs}, None if self.settings.target == "label" else pred
+        self.run.observe(a, parts, self._groups(y), idx, keep, targets=(y if t is None else t).long(), masks=masks)
         self.seconds["observe"] += time.perf_counter() - t0
 
     def finish(self, trainer: Trainer, pl_module: LightningModule) -> tuple[dict[str, float], str]:
@@ -133,38 +121,45 @@ class ClassConceptOutputs:
         if ddp:  # one clustering for all ranks, whatever their BLAS does
             run.load_concepts_state(strategy.broadcast(run.concepts_state(), src=0))
         t1 = time.perf_counter()
-        self._second_pass(trainer, pl_module)
+        if run.one_pass:  # the scores from the numbers pass 1 kept
+            run.score_observed()
+        else:
+            self._second_pass(trainer, pl_module)
         if ddp:
             gathered = {k: strategy.all_gather(v.to(dev)).cpu() for k, v in run.scores_state().items()}
             run.load_scores_states([{k: v[r] for k, v in gathered.items()} for r in range(trainer.world_size)])
-        self._cache, t2 = [], time.perf_counter()
+        run.batches, t2 = [], time.perf_counter()
         if not trainer.is_global_zero:
             return {}, ""
-        results, markdown = self._write(trainer, run)
+        results, markdown = self._write(trainer, pl_module, run)
         self.seconds.update(finalise=t1 - t0, score=t2 - t1, write=time.perf_counter() - t2)
-        return {**results, **{f"class_concepts/seconds/{k}": v for k, v in self.seconds.items()}}, markdown
+        return {**results, "class_concepts/passes": 1 if run.one_pass else 2,
+                "class_concepts/gallery_images_recomputed": self.recomputed,
+                **{f"class_concepts/seconds/{k}": v for k, v in self.seconds.items()}}, markdown
 
     def _second_pass(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The scores where the head is not pooling + linear: the evaluated images again."""
         dm, s = getattr(trainer, "datamodule", None), self.settings
         masks = dm.eval_part_masks() if hasattr(dm, "eval_part_masks") else None
         # the batches pass 1 saw, in order: fewer than the loader's under limit_test_batches / fast_dev_run
-        for (idx_1, keep, parts), batch in zip(self._cache, _loader(trainer)):
+        for seen, batch in zip(self.run.batches, eval_loader(trainer)):
             x, y, idx = trainer.strategy.batch_to_device(batch)[:3]
-            if not torch.equal(idx.long().cpu(), idx_1):
+            if not torch.equal(idx.long().cpu(), seen.index):
                 raise RuntimeError("class concepts: the second pass over the evaluated dataloader met "
                                    "other images than the first (a shuffled or random sampler?)")
             a = pl_module.features(x)
             t = y.long() if s.target == "label" else pl_module.head(a).argmax(-1)
             m = None if masks is None else masks[idx.long().cpu()].to(a.device)
-            self.run.score(pl_module.head, a, {c: v.long() for c, v in parts.items()}, self._groups(y),
-                           idx.long(), t, m, keep)
+            self.run.score(pl_module.head, a, {c: v.long() for c, v in seen.partitions.items()},
+                           self._groups(y), idx.long(), t, m, seen.keep)
             release_freed_memory()
 
     def _original(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The class column as the dataset's labels (the run counts the classes 0.. in order)."""
         return [{**r, "class": int(self._classes[r["class"]]) if r["class"] >= 0 else r["class"]} for r in rows]
 
-    def _write(self, trainer: Trainer, run: ClassConceptRun) -> tuple[dict[str, float], str]:
+    def _write(self, trainer: Trainer, pl_module: LightningModule,
+               run: ClassConceptRun) -> tuple[dict[str, float], str]:
         out, names = self.output_dir, self._names
         rows, truth = self._original(class_run_rows(run, names)), self._original(class_run_truth_rows(run))
         outputs.write_csv(out / outputs.CLASS_CONCEPTS, rows, outputs.CLASS_CONCEPT_COLUMNS)
@@ -183,18 +178,13 @@ class ClassConceptOutputs:
         log_table(trainer, f"{stage}/{Path(outputs.CLASS_CONCEPTS_TRUTH).stem}", truth)
         dm = getattr(trainer, "datamodule", None)
         if self.figures and hasattr(dm, "display_image"):
-            from clustercam.explain.plots.class_concepts import (
-                class_concept_figure,
-                gallery_indices,
-            )
-
-            shown = set(run.concepts[self.configs[0]]["coassociation"][0].groups[: self.class_figures])
-            paths = []
-            for gal in (g for g in run.galleries(names) if g.group in shown):
-                path = out / outputs.class_gallery_path(group_name(gal.group, names), gal.config, gal.source,
-                                                        self.configs)
-                images = {i: dm.display_image(i) for i in gallery_indices(gal.figure["index"])}
-                paths.append(outputs.save_figure(class_concept_figure(images=images, **self.style, **gal.figure),
-                                                 path, dpi=100))
+            shown = run.concepts[self.configs[0]]["coassociation"][0].groups[: self.class_figures]
+            if run.one_pass:  # the maps of the gallery images only
+                t0 = time.perf_counter()
+                batch = getattr(eval_loader(trainer), "batch_size", None) or 16
+                self.recomputed = run.fill_gallery_maps(images_again(trainer, pl_module), shown, batch)
+                self.seconds["gallery_maps"] = time.perf_counter() - t0
+            galleries = [g for g in run.galleries(names) if g.group in set(shown)]
+            paths = class_gallery_figures(galleries, dm, names, self.configs, out, **self.style)
             log_images(trainer, "figures/class_concepts", paths, [p.stem for p in paths])
         return class_results(rows, truth), class_markdown(rows, truth)

@@ -131,7 +131,8 @@ class ConceptExplainCallback(Callback):
                              part_masks=masks)
         for line in degenerate_messages(self.settings, chunk, idx):
             log.warning(line)
-        self.classes.observe(trainer, out["activations"], chunk.concept_labels, y, idx)
+        self.classes.observe(trainer, out["activations"], chunk.concept_labels, y, idx, pl_module=pl_module,
+                             pred=chunk.pred, masks=masks)
         paint_out = None
         if masks is not None:  # the input-space check: p_t without part A / B / distractor
             t = y if self.settings.target == "label" else chunk.pred

@@ -1,6 +1,7 @@
-"""The per-image figures of a concept run: for each of the first ``max_figures`` images and
-each detail configuration, its concepts (CGAP / CPHA) and their sub-concepts, as PNGs at the
-contract's :func:`~clustercam.outputs.contract.concept_figure_path`."""
+"""The figures of a concept run: for each of the first ``max_figures`` images and each
+detail configuration, its concepts (CGAP / CPHA) and their sub-concepts, as PNGs at the
+contract's :func:`~clustercam.outputs.contract.concept_figure_path`; and the class
+concepts' galleries (:func:`class_gallery_figures`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from clustercam import outputs
+from clustercam.explain.concepts.classes.coassociation import group_name
+from clustercam.explain.concepts.classes.passes import ClassGallery
 from clustercam.explain.concepts.image.batch import ConceptBatch, figure_maps
 from clustercam.explain.concepts.image.settings import ConceptSettings
+from clustercam.explain.concepts.vocabulary import ConceptConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,4 +49,26 @@ def concept_figures(s: ConceptSettings, dm: Any, data: ConceptBatch, names: Sequ
                     if fig is not None:
                         paths.append(writer.save(fig, out / outputs.concept_figure_path(names[i], cfg, sub=True),
                                                  dpi=100))
+    return paths
+
+
+def class_gallery_figures(galleries: Sequence[ClassGallery], dm: Any, class_names: Sequence[str],
+                          configs: Sequence[ConceptConfig], output_dir: Path, **style: Any) -> list[Path]:
+    """Draw and save the class galleries at the contract's
+    :func:`~clustercam.outputs.contract.class_gallery_path`, group by group: a group's
+    display images are loaded once for all its galleries. Returns the paths written."""
+    from clustercam.explain.plots.class_concepts import class_concept_figure, gallery_indices
+
+    out, paths = Path(output_dir), []
+    groups = list(dict.fromkeys(g.group for g in galleries))
+    with outputs.FigureWriter() as writer:
+        for group in groups:
+            mine = [g for g in galleries if g.group == group]
+            shown = sorted({i for g in mine for i in gallery_indices(g.figure["index"])})
+            images = {i: dm.display_image(i) for i in shown}
+            for gal in mine:
+                path = out / outputs.class_gallery_path(group_name(group, class_names), gal.config, gal.source,
+                                                        configs)
+                paths.append(writer.save(class_concept_figure(images=images, **style, **gal.figure), path,
+                                         dpi=100))
     return paths

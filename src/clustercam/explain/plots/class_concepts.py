@@ -4,7 +4,10 @@ Rows are sorted by decreasing importance (empty concepts last); each row is titl
 concept's id, channel count, stability and importance (mean +- std over the class's
 images), and shows the images with the largest activation mass of the concept, the
 concept's map (its channels summed, resized bilinearly, min-max normalised per image)
-blended over each. Pure matplotlib on tensors; no trainer, no logger.
+blended over each. Drawn the fast way of the concept figures
+(:mod:`clustercam.explain.plots.concepts`: one axes holds every panel, each panel image
+resampled once), a fraction of a grid of axes' cost. Pure matplotlib on tensors; no
+trainer, no logger.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from clustercam.explain.concepts.image.importance import importance_order
 from clustercam.explain.maps import minmax_normalise, resize_maps
 from clustercam.explain.plots.common import CMAP, colour_bar, to_numpy
-from clustercam.explain.plots.concepts import blend, grayscale
+from clustercam.explain.plots.concepts import _blend_bytes, _gray_bytes, _Panels, grayscale
 
 
 def _num(v: float, digits: int = 2) -> str:
@@ -44,42 +46,43 @@ def class_concept_figure(
     ``index``: n x k dataset indices of each concept's top images (``-1``: empty slot);
     ``maps``: n x k x h x w the concept's summed channels on those images (activation
     resolution); ``images``: dataset index -> C x H x W display image in [0, 1];
-    ``channels``/``stability``/``importance``/``importance_std``: per concept.
+    ``channels``/``stability``/``importance``/``importance_std``: per concept. The row
+    labels and the panel titles (``#index``) are the texts of ``fig.axes[0]``, rows in
+    order; ``fig.axes[1]`` is the colour bar.
     """
     index, maps = index.long().cpu(), maps.float().cpu()
     n, k = index.shape
     rows = importance_order(importance)
     width = panel_size * max(k, 1) + 1.9
     height = (panel_size + 0.35) * n + (0.6 if title else 0.2)
-    fig, axes = plt.subplots(n, max(k, 1), figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=1.3 / width, right=1 - 0.6 / width, bottom=0.1 / height,
-                        top=1 - (0.6 if title else 0.2) / height, wspace=0.05, hspace=0.3)
+    shown = [images[int(i)] for i in index.flatten().tolist() if int(i) >= 0 and int(i) in images]
+    aspect = shown[0].shape[-2] / shown[0].shape[-1] if shown else 1.0
+    p = _Panels((width, height), n, max(k, 1), aspect, left=1.3 / width, right=1 - 0.6 / width,
+                bottom=0.1 / height, top=1 - (0.6 if title else 0.2) / height, wspace=0.05, hspace=0.3)
+    gray_of: dict[int, object] = {}
+    heat_of: dict[tuple[int, ...], Tensor] = {}  # every map resized at once, per display size
+    for size in {tuple(im.shape[-2:]) for im in shown}:
+        heat_of[size] = minmax_normalise(resize_maps(maps, size), 2)
     for r, j in enumerate(rows):
-        ax_row = axes[r]
         label = (f"G{j}  n={int(channels[j])}\nstab {_num(float(stability[j]))}\n"
                  f"I {_num(float(importance[j]), 1)}±{_num(float(importance_std[j]), 1)}%")
-        ax_row[0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-        for s in range(max(k, 1)):
-            ax = ax_row[s]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            i = int(index[j, s]) if k else -1
+        x0, y0, _, y1 = p.boxes[r, 0]
+        p.ax.text(x0 - 0.08 / width, (y0 + y1) / 2, label, fontsize=8, ha="right", va="center")
+        for s in range(k):
+            i = int(index[j, s])
             if i < 0 or i not in images:
-                for side in ax.spines.values():
-                    side.set_visible(False)
-                continue
-            image = images[i]
+                continue  # an empty slot: no frame, no image
+            if i not in gray_of:
+                gray_of[i] = grayscale(images[i])
+            gray = gray_of[i]
             if int(channels[j]) > 0:
-                heat = minmax_normalise(resize_maps(maps[j, s], tuple(image.shape[-2:])), 2)
-                ax.imshow(blend(image, heat, cmap, alpha))
+                heat = to_numpy(heat_of[tuple(gray.shape)][j, s])
+                p.show(r, s, _blend_bytes(gray, heat, cmap, alpha), f"#{i}", fontsize=7, pad=2)
             else:
-                ax.imshow(grayscale(image), cmap="gray")
-            ax.set_title(f"#{i}", fontsize=7, pad=2)
-    colour_bar(fig, label="class concept map (min-max)", cmap=cmap,
+                p.show(r, s, _gray_bytes(gray), f"#{i}", fontsize=7, pad=2)
+    colour_bar(p.fig, label="class concept map (min-max)", cmap=cmap,
                rect=(1 - 0.45 / width, 0.2, 0.12 / width, 0.6))
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    return p.done(title)
 
 
 def gallery_indices(index: Tensor) -> list[int]:

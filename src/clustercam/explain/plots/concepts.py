@@ -208,15 +208,19 @@ class _Panels:
         self._title = offset_copy(self.ax.transData, fig=self.fig, y=mpl.rcParams["axes.titlepad"],
                                   units="points")
 
-    def show(self, r: int, c: int, rgb: np.ndarray, title: str) -> None:
-        """Panel (r, c): an H x W x 3 uint8 image, its frame and its title."""
+    def show(self, r: int, c: int, rgb: np.ndarray, title: str, fontsize: float = 9,
+             pad: float | None = None) -> None:
+        """Panel (r, c): an H x W x 3 uint8 image, its frame and its title (``pad``: points
+        above the panel, default the axes-title pad)."""
         x0, y0, x1, y1 = self.boxes[r, c]
         self.images.panels.append((self.boxes[r, c], rgb))
         self.ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, zorder=2.5,
                                     linewidth=mpl.rcParams["axes.linewidth"],
                                     edgecolor=mpl.rcParams["axes.edgecolor"]))
-        self.ax.text((x0 + x1) / 2, y1, title, fontsize=9, ha="center", va="baseline",
-                     transform=self._title)
+        offset = self._title if pad is None else offset_copy(self.ax.transData, fig=self.fig, y=pad,
+                                                              units="points")
+        self.ax.text((x0 + x1) / 2, y1, title, fontsize=fontsize, ha="center", va="baseline",
+                     transform=offset)
 
     def done(self, title: str) -> Figure:
         self.ax.set_xlim(0, 1)

@@ -12,7 +12,10 @@ the images of a class t are summarised by
 
 Memory: one C x C int32 count matrix per class (16 MiB for C = 2048; int32 is exact up to
 2**31 images, float32 would stop being exact at 2**24); the ``dataset`` scope of
-``both`` is the sum of the class matrices, so it costs nothing while accumulating. Counts
+``both`` is the sum of the class matrices, so it costs nothing while accumulating. A
+class's images are added to its matrix 64 at a time (their labels wait, C small integers
+each): one C x C product per 64 images of a class instead of one per batch and class,
+whose C x C cost does not shrink with the few images a batch holds of each class. Counts
 of several accumulators (DDP ranks) add up exactly: :meth:`CoAssociation.state` gives the
 tensors to all-reduce, :meth:`CoAssociation.from_state` rebuilds one from them.
 Scoring the class concepts (stability, importance, gallery) is a second pass over the
@@ -207,6 +210,8 @@ class CoAssociation:
         [[0, 0, 1, 1]]
     """
 
+    flush_images = 64  # a class's pending images are counted this many at a time
+
     def __init__(self, n_channels: int, n_classes: int, scope: str = "class",
                  device: torch.device | str = "cpu") -> None:
         if int(n_channels) < 1 or int(n_classes) < 1:
@@ -215,9 +220,30 @@ class CoAssociation:
             raise UserError(f"scope must be one of {SCOPES}, got {scope!r}")
         self.n_channels, self.n_classes, self.scope = int(n_channels), int(n_classes), scope
         g = 1 if scope == "dataset" else self.n_classes
-        self.co = torch.zeros(g, self.n_channels, self.n_channels, dtype=torch.int32, device=device)
+        self._co = torch.zeros(g, self.n_channels, self.n_channels, dtype=torch.int32, device=device)
         self.presence = torch.zeros(g, self.n_channels, dtype=torch.int32, device=device)
         self.images = torch.zeros(g, dtype=torch.int64, device=device)
+        self._pending: dict[int, list[Tensor]] = {}  # group -> labels of images not counted yet
+
+    @property
+    def co(self) -> Tensor:
+        """G x C x C int32 co-association counts (every image added so far)."""
+        for g in list(self._pending):
+            self._flush(g)
+        return self._co
+
+    def _flush(self, g: int) -> None:
+        """Count group ``g``'s pending images into its matrix: ``M M^T`` of their stacked
+        one-hot memberships (C x images * n), exact in float32 (integer sums < 2**24)."""
+        pending = self._pending.pop(g, [])
+        if not pending:
+            return
+        labels = torch.cat(pending).long()
+        n = max(int(labels.max()) + 1, 1)
+        kept = labels >= 0
+        onehot = F.one_hot(labels.clamp_min(0), n).to(torch.float32) * kept.unsqueeze(-1)
+        m = onehot.permute(1, 0, 2).reshape(self.n_channels, -1)  # C x (b * n)
+        self._co[g] += (m @ m.T).to(torch.int32)
 
     @torch.no_grad()
     @renamed_parameters(labels="concept_labels")
@@ -233,7 +259,7 @@ class CoAssociation:
         top = self.n_classes if self.scope != "dataset" else math.inf
         if len(classes) and bool(((classes < 0) | (classes >= top)).any()):
             raise UserError(f"classes must be in [0, {self.n_classes}), got {classes.unique().tolist()}")
-        dev = self.co.device
+        dev = self._co.device
         labels, classes = labels.to(dev).long(), classes.to(dev)
         if keep is not None:
             keep = torch.as_tensor(keep, dtype=torch.bool, device=dev).view(-1)
@@ -242,15 +268,16 @@ class CoAssociation:
             classes = torch.zeros_like(classes)
         if not len(labels):
             return
-        n = max(int(labels.max()) + 1, 1)
+        small = torch.int8 if int(labels.max()) < 128 else torch.int32
         kept = labels >= 0
-        onehot = F.one_hot(labels.clamp_min(0), n).to(torch.float32) * kept.unsqueeze(-1)
         for g in classes.unique().tolist():
             rows = classes == g
-            m = onehot[rows].permute(1, 0, 2).reshape(self.n_channels, -1)  # C x (b * n)
-            self.co[g] += (m @ m.T).to(torch.int32)  # exact: integer sums <= b < 2**24
             self.presence[g] += kept[rows].sum(0, dtype=torch.int32)
             self.images[g] += int(rows.sum())
+            pending = self._pending.setdefault(g, [])
+            pending.append(labels[rows].to(small))
+            if sum(len(p) for p in pending) >= self.flush_images:
+                self._flush(g)
 
     def state(self) -> dict[str, Tensor]:
         """The counts, to SUM over ranks (``all_reduce``) before :meth:`from_state`."""
@@ -261,7 +288,7 @@ class CoAssociation:
         co = state["co"]
         n_classes = 1 if scope == "dataset" else co.shape[0]
         acc = cls(co.shape[-1], n_classes, scope, device=co.device)
-        acc.co.copy_(co)
+        acc._co.copy_(co)
         acc.presence.copy_(state["presence"])
         acc.images.copy_(state["images"])
         return acc
@@ -272,9 +299,9 @@ class CoAssociation:
         if other.co.shape != self.co.shape or other.scope != self.scope:
             raise UserError(f"cannot merge {tuple(other.co.shape)} ({other.scope}) into "
                              f"{tuple(self.co.shape)} ({self.scope})")
-        self.co += other.co.to(self.co.device)
-        self.presence += other.presence.to(self.co.device)
-        self.images += other.images.to(self.co.device)
+        self.co.add_(other.co.to(self._co.device))
+        self.presence += other.presence.to(self._co.device)
+        self.images += other.images.to(self._co.device)
         return self
 
     def _groups(self) -> list[tuple[int, Tensor, Tensor, int]]:

@@ -1,17 +1,23 @@
 """Class-level concepts of a whole concept run, as the calls a pipeline or callback makes.
 
-Two passes over the evaluated images (the scores need the class concepts, which need all
-images):
+The scores need the class concepts, which need all images. Where the concepts' layer
+feeds a head that is global pooling + one linear layer (:func:`pooled_head_or_none`), the
+first pass keeps a few numbers per image (:mod:`.pooled`) and the scores follow from them:
+ONE pass over the images. Otherwise a second pass visits them again:
 
 1. per batch :meth:`ClassConceptRun.observe` (the per-image partitions of every
-   configuration and the activations for the NMF sample); then, once, the DDP reduction
-   (:meth:`~ClassConceptRun.counts_state` summed, :meth:`~ClassConceptRun.sample_state`
-   gathered) and :meth:`~ClassConceptRun.finalise`;
-2. per batch :meth:`ClassConceptRun.score` (the same partitions and activations again);
-   then :meth:`~ClassConceptRun.scores_state` gathered, and the results:
+   configuration, the activations for the NMF sample and, with a pooled head, the
+   pooled numbers); then, once, the DDP reduction (:meth:`~ClassConceptRun.counts_state`
+   summed, :meth:`~ClassConceptRun.sample_state` gathered) and
+   :meth:`~ClassConceptRun.finalise`;
+2. with a pooled head :meth:`ClassConceptRun.score_observed` (no image visited again);
+   without, per batch :meth:`ClassConceptRun.score` (the activations again, the
+   partitions of :attr:`~ClassConceptRun.batches`); then
+   :meth:`~ClassConceptRun.scores_state` gathered, and the results:
    :attr:`~ClassConceptRun.concepts` with :attr:`~ClassConceptRun.scores` (per
    configuration and source), :meth:`~ClassConceptRun.truth` (the scores against the parts)
-   and :meth:`~ClassConceptRun.galleries` (what the figures draw).
+   and :meth:`~ClassConceptRun.galleries` (what the figures draw; after one pass their
+   maps come from :meth:`~ClassConceptRun.fill_gallery_maps`, the gallery images alone).
 
 Every state is a flat dict of tensors, so a callback reduces it with its strategy; in one
 process the reductions are skipped.
@@ -34,10 +40,38 @@ from clustercam.explain.concepts.classes.coassociation import (
     random_groups,
 )
 from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_concepts
+from clustercam.explain.concepts.classes.pooled import PooledActivations, cat_pooled, is_mean_pool
 from clustercam.explain.concepts.classes.scores import ClassConceptScores, truth_by_group
+from clustercam.explain.concepts.image.ablation import Head, PooledHead, checked_pooled_head
 from clustercam.explain.concepts.vocabulary import ConceptConfig
 
 SOURCES_SCORED = ("coassociation", "nmf")  # the sources with rows and galleries (random: a control)
+
+
+def pooled_head_or_none(head: Head, pooled_head: PooledHead | None, activations: Tensor) -> PooledHead | None:
+    """The head's pooling + linear form when the class concepts can be scored in one pass.
+
+    ``pooled_head``: what the model declares (e.g. ``ClassifierModule.pooled_head``: timm's
+    pool + fc after the last feature map), checked against ``head`` on these activations
+    (masking channels must commute with the pool; a warning when it does not). None: the
+    class concepts take a second pass over the images. The one place that decides it: a
+    layer-aware test (a layer that feeds more than a pool + linear) replaces this function.
+    """
+    return checked_pooled_head(head, pooled_head, activations.detach())
+
+
+@dataclass
+class ObservedBatch:
+    """What pass 1 keeps of a batch: dataset ``index``, sampler ``keep`` flags, group
+    ``classes``, every configuration's ``partitions`` (B x C, int8 / int16), and for the
+    one pass the importance ``targets`` and the :class:`~.pooled.PooledActivations`."""
+
+    index: Tensor
+    keep: Tensor | None
+    classes: Tensor
+    partitions: dict[ConceptConfig, Tensor]
+    targets: Tensor | None = None
+    pooled: PooledActivations | None = None
 
 
 @dataclass
@@ -56,7 +90,10 @@ class ClassConceptRun:
     """Accumulators, class concepts and scores for every (method, algorithm, n_concepts).
 
     ``n_channels``/``n_classes``: of the classifier; ``map_size``: the activation map size
-    (h, w), needed under DDP so that empty ranks have states of the right shape.
+    (h, w), needed under DDP so that empty ranks have states of the right shape;
+    ``pooled_head``: the head's checked pooling + linear form
+    (:func:`pooled_head_or_none`): the scores then come from the first pass
+    (:meth:`score_observed`); None: :meth:`score` in a second pass.
 
     Example:
         >>> import torch
@@ -72,12 +109,28 @@ class ClassConceptRun:
         >>> found = run.concepts[("cgap", "kmeans", 2)]          # per source, its groupings
         >>> sorted(found), found["coassociation"][0].labels.shape  # 2 classes x 8 channels
         (['coassociation', 'nmf'], torch.Size([2, 8]))
+
+        One pass, with the head's pooling + linear form:
+
+        >>> from clustercam.explain.concepts.image.ablation import PooledHead
+        >>> ph = PooledHead(pool=lambda x: x.mean((2, 3)), linear=lambda p: p[:, :2], checked=True)
+        >>> one = ClassConceptRun(settings, [("cgap", "kmeans", 2)], 8, 2, pooled_head=ph)
+        >>> one.observe(a, labels, y, idx, targets=y)           # the only pass
+        >>> one.finalise()
+        >>> one.score_observed()
+        >>> torch.allclose(one.scores[("cgap", "kmeans", 2)]["coassociation"][0].summary()["importance"],
+        ...                run.scores[("cgap", "kmeans", 2)]["coassociation"][0].summary()["importance"])
+        True
     """
 
     def __init__(self, settings: ClassConceptSettings, configs: Sequence[tuple[str, str, int]], n_channels: int,
                  n_classes: int, map_size: Sequence[int] | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", pooled_head: PooledHead | None = None) -> None:
         self.settings, self.configs = settings, [ConceptConfig(*c) for c in configs]
+        self.pooled_head = pooled_head
+        self.batches: list[ObservedBatch] = []
+        self._mean_pool: bool | None = None  # decided on the first batch
+        self._linear_masses = True  # False once a batch with part masks has negative activations
         self.n_channels, self.map_size = int(n_channels), None if map_size is None else tuple(map_size)
         self.co = {c: CoAssociation(n_channels, n_classes, settings.scope, device) for c in self.configs}
         self.sample = (NMFSample(settings.nmf_max_images, settings.seed, settings.scope)
@@ -88,12 +141,42 @@ class ClassConceptRun:
 
     # -- pass 1 ----------------------------------------------------------------------------------
     def observe(self, activations: Tensor, partitions: Mapping[tuple[str, str, int], Tensor], classes: Tensor,
-                index: Tensor, keep: Tensor | None = None) -> None:
-        """Add a batch: its activations (NMF sample) and every configuration's B x C labels."""
+                index: Tensor, keep: Tensor | None = None, *, targets: Tensor | None = None,
+                masks: Tensor | None = None) -> None:
+        """Add a batch: its activations (NMF sample; with a pooled head, its pooled numbers)
+        and every configuration's B x C labels (kept, small, for the scores). ``classes``:
+        the group of each image (0 .. n_classes - 1); ``keep``: False for a sampler's repeat;
+        for the one pass also the importance ``targets`` (the classifier's class indices;
+        default ``classes``) and the part ``masks`` (B x 3 x H x W) of data that has them."""
         for cfg, labels in partitions.items():
             self.co[tuple(cfg)].update(labels, classes, keep)
         if self.sample is not None:
             self.sample.update(activations, classes, index, keep)
+        a = activations.detach()
+        if self.map_size is None:
+            self.map_size = tuple(a.shape[-2:])
+        pooled = None
+        if masks is not None:
+            self.masked = True
+            if a.numel() and bool(a.min() < 0):  # the clip of the relevance mass matters: two passes
+                self._linear_masses = False
+        if self.pooled_head is not None and self._linear_masses:
+            if self._mean_pool is None:
+                self._mean_pool = is_mean_pool(self.pooled_head.pool(a), a)
+            pooled = PooledActivations.of(self.pooled_head, a, masks, self._mean_pool)
+        self.batches.append(ObservedBatch(
+            torch.as_tensor(index).view(-1).long().cpu(),
+            None if keep is None else torch.as_tensor(keep).view(-1).bool().cpu(),
+            torch.as_tensor(classes).view(-1).long().cpu(),
+            {ConceptConfig(*cfg): _small(labels) for cfg, labels in partitions.items()},
+            None if targets is None else torch.as_tensor(targets).view(-1).long().cpu(), pooled))
+
+    @property
+    def one_pass(self) -> bool:
+        """Whether the scores come from the first pass (:meth:`score_observed`): a pooled
+        head, and no part masks over negative activations (there the clip at 0 of the
+        relevance mass needs the maps)."""
+        return self.pooled_head is not None and self._linear_masses
 
     def counts_state(self) -> dict[str, Tensor]:
         """The co-association counts: SUM each tensor over ranks, then :meth:`load_counts_state`."""
@@ -157,7 +240,54 @@ class ClassConceptRun:
                     c.labels = state[f"{i}/{src}/{r}"].to(c.labels.device).long()
             self._set_concepts(cfg, found)
 
-    # -- pass 2 ----------------------------------------------------------------------------------
+    # -- scores: from pass 1 (pooled head) or a second pass ------------------------------------
+    def score_observed(self, chunk_images: int = 1024) -> None:
+        """The one pass's scores: every observed batch from its pooled numbers (after
+        :meth:`finalise`; random controls only with part masks, as in :meth:`score`),
+        consecutive batches together up to ``chunk_images`` images (each class concept's
+        channels are then gathered once for many images)."""
+        if not self.one_pass:
+            raise RuntimeError("score_observed needs a pooled head (and non-negative activations "
+                               "with part masks): use score() in a second pass")
+        linear = self.pooled_head.linear
+        for ob in _chunks(self.batches, chunk_images):
+            for cfg, labels in ob.partitions.items():
+                for src, scorers in self.scores[cfg].items():
+                    if src == "random" and not self.masked:
+                        continue
+                    for sc in scorers:
+                        sc.update_pooled(linear, ob.pooled, labels.long(), ob.classes, ob.index, ob.targets,
+                                         ob.keep)
+
+    def gallery_images(self, groups: Sequence[int] | None = None) -> list[int]:
+        """The dataset indices shown in the galleries of ``groups`` (None: every group)."""
+        found: set[int] = set()
+        for _, _, c, sc in self.scored():
+            for r, g in enumerate(c.groups):
+                if groups is None or g in groups:
+                    found.update(int(i) for i in sc.gallery_index[r].flatten().tolist() if i >= 0)
+        return sorted(found)
+
+    def fill_gallery_maps(self, activations_of: Callable[[list[int]], Tensor], groups: Sequence[int] | None = None,
+                          batch_size: int = 16) -> int:
+        """After one pass: the galleries' maps of ``groups`` (None: all), from the
+        activations of their images alone: those the NMF sample kept, and for the others
+        ``activations_of(indices)`` -> B x C x h x w, called on at most ``batch_size``
+        indices at a time. Returns the images recomputed."""
+        index = self.gallery_images(groups)
+        if self.sample is not None and index:
+            known, acts = self.sample.find(index)
+            if known:
+                for _, _, _, sc in self.scored():
+                    sc.fill_maps(torch.tensor(known), acts, groups)
+                index = sorted(set(index) - set(known))
+        for s in range(0, len(index), batch_size):
+            chunk = index[s: s + batch_size]
+            a = activations_of(chunk)
+            for _, _, _, sc in self.scored():
+                sc.fill_maps(torch.tensor(chunk), a, groups)
+        return len(index)
+
     def score(self, head: Callable[[Tensor], Tensor], activations: Tensor, partitions: Mapping[tuple[str, str, int], Tensor],
               classes: Tensor, index: Tensor, targets: Tensor | None = None, masks: Tensor | None = None,
               keep: Tensor | None = None) -> None:
@@ -216,3 +346,34 @@ class ClassConceptRun:
                     "importance_std": summary["importance_std"][r].tolist(),
                     "title": f"class {group_name(g, class_names)}: {what} concepts, "
                              f"{cfg.method.upper()} {cfg.algorithm} n={c.n_concepts} ({int(c.n_images[r])} images)"})
+
+
+def _small(labels: Tensor) -> Tensor:
+    """Per-image concept labels in the smallest integer type that holds them (CPU)."""
+    labels = labels.detach()
+    fits = not labels.numel() or int(labels.max()) < 128
+    return labels.to("cpu", torch.int8 if fits else torch.int16)
+
+
+def _chunks(batches: Sequence[ObservedBatch], size: int) -> Iterator[ObservedBatch]:
+    """Consecutive observed batches joined into batches of about ``size`` images."""
+    group: list[ObservedBatch] = []
+    for i, ob in enumerate(batches):
+        group.append(ob)
+        if sum(len(o.index) for o in group) >= size or i == len(batches) - 1:
+            yield group[0] if len(group) == 1 else _joined(group)
+            group = []
+
+
+def _joined(group: Sequence[ObservedBatch]) -> ObservedBatch:
+    def cat(values: list[Tensor | None], n: list[int], fill: bool) -> Tensor | None:
+        if all(v is None for v in values):
+            return None
+        return torch.cat([torch.full((k,), fill) if v is None else v for v, k in zip(values, n)])
+
+    n = [len(o.index) for o in group]
+    return ObservedBatch(torch.cat([o.index for o in group]), cat([o.keep for o in group], n, True),
+                         torch.cat([o.classes for o in group]),
+                         {c: torch.cat([o.partitions[c] for o in group]) for c in group[0].partitions},
+                         None if group[0].targets is None else torch.cat([o.targets for o in group]),
+                         cat_pooled([o.pooled for o in group]))

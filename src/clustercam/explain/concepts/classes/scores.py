@@ -1,8 +1,11 @@
-"""Scores of class concepts, batch by batch (the second pass over a class's images).
+"""Scores of class concepts, batch by batch, once the class concepts are known.
 
-Once the class concepts G of a configuration are known (:mod:`.class_concepts`,
-:mod:`.nmf`), every image i of class t is visited again with its activations and its own
-partition ``L_i``:
+Once the class concepts G of a configuration are known (:mod:`.coassociation`,
+:mod:`.nmf`), every image i of class t is scored from its own partition ``L_i`` and either
+its activations (:meth:`ClassConceptScores.update`: a second pass over the images, any
+head) or, for a pooling + linear head, the per-channel numbers the first pass kept
+(:meth:`ClassConceptScores.update_pooled`, :mod:`.pooled`; the galleries' maps are then
+drawn for the gallery images alone, :meth:`ClassConceptScores.fill_maps`):
 
 - stability of G: ``mean_i max_l Jaccard(G, {c : L_i(c) = l})`` (1: G appears intact in
   every image's partition);
@@ -33,6 +36,7 @@ from torch import Tensor
 
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import ClassConcepts
+from clustercam.explain.concepts.classes.pooled import PooledActivations
 from clustercam.explain.concepts.image.importance import concept_importance, importance_order
 from clustercam.explain.concepts.image.maps import raw_concept_maps
 from clustercam.explain.concepts.vocabulary import CLASS_TRUTH_SCORES
@@ -61,10 +65,16 @@ def max_jaccard(groups: Tensor, partitions: Tensor, n_groups: int) -> Tensor:
     """
     if groups.shape != partitions.shape:
         raise UserError(f"groups {tuple(groups.shape)} and partitions {tuple(partitions.shape)} differ")
-    g = _onehot(groups, n_groups, torch.float64)
-    lab = _onehot(partitions, int(partitions.max()) + 1 if partitions.numel() else 1, torch.float64)
-    inter = torch.einsum("bcn,bcl->bnl", g, lab.to(g.device))
-    size_g, size_l = g.sum(1), lab.sum(1).to(g.device)
+    b = groups.shape[0]
+    n_l = max(int(partitions.max()) + 1 if partitions.numel() else 1, 1)
+    # per image, the channels of each (group, partition label) pair; the last bins: in none
+    g = torch.where(groups >= 0, groups, n_groups).long().cpu()
+    lab = torch.where(partitions >= 0, partitions, n_l).long().cpu()
+    counts = torch.zeros(b, (n_groups + 1) * (n_l + 1), dtype=torch.long)
+    counts.scatter_add_(1, g * (n_l + 1) + lab, torch.ones_like(g))
+    counts = counts.view(b, n_groups + 1, n_l + 1).double()
+    inter = counts[:, :n_groups, :n_l]
+    size_g, size_l = counts[:, :n_groups].sum(-1), counts[:, :, :n_l].sum(1)
     union = size_g[:, :, None] + size_l[:, None, :] - inter
     best = (inter / union.clamp_min(1)).amax(-1)
     return best.masked_fill(size_g == 0, math.nan)
@@ -109,7 +119,7 @@ class Gallery:
 class ClassConceptScores:
     """Running sums (stability, importance, part masses) and galleries of class concepts.
 
-    ``update`` per batch; ``summary()`` the means; ``state()`` / ``merged(...)`` for ranks.
+    ``update`` (or ``update_pooled``) per batch; ``summary()`` the means; ``state()`` / ``merged(...)`` for ranks.
     ``map_size``: the activation map size (h, w) of the galleries (default: from the first
     batch; give it under DDP so that every rank's state has the same shape).
 
@@ -145,6 +155,39 @@ class ClassConceptScores:
         total.index_add_(0, rows, values.nan_to_num(0.0).to(total.dtype))
         count.index_add_(0, rows, ok.long())
 
+    def _batch(self, b: int, classes: Tensor, index: Tensor, targets: Tensor | None, keep: Tensor | None,
+               partitions: Tensor | None, masks: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The per-image arguments of a batch of ``b`` images as CPU tensors, checked."""
+        classes = torch.as_tensor(classes).view(-1).long().cpu()
+        index = torch.as_tensor(index).view(-1).long().cpu()
+        targets = classes if targets is None else torch.as_tensor(targets).view(-1).long().cpu()
+        keep = torch.ones(b, dtype=torch.bool) if keep is None else torch.as_tensor(keep).view(-1).bool().cpu()
+        if not len(classes) == len(index) == len(targets) == len(keep) == b:
+            raise UserError(f"{b} images but {len(classes)} classes, {len(index)} indices, "
+                             f"{len(targets)} targets, {len(keep)} keep flags")
+        if self.stability and partitions is None:
+            raise UserError("stability needs the images' own partitions (B x C labels)")
+        if masks is not None and (masks.ndim != 4 or masks.shape[:2] != (b, 3)):
+            raise UserError(f"masks must be B x 3 x H x W (part A, part B, distractor), got {tuple(masks.shape)}")
+        return classes, index, targets, keep
+
+    def _record(self, r: Tensor, sel: Tensor, lab: Tensor, partitions: Tensor | None, index: Tensor,
+                imp: Tensor, score: Tensor, masses: Tensor | None, maps: Tensor | None) -> None:
+        """Add the scores of the images ``sel`` of a batch (group rows ``r``, their class
+        concepts' labels ``lab``): importance, mass (galleries), part masses; stability
+        from their own ``partitions``."""
+        self._add(self.importance_sum, self.importance_n, r, imp)
+        self.importance_sq.index_add_(0, r, imp.nan_to_num(0.0) ** 2)
+        if self.stability:
+            stab = max_jaccard(lab.cpu(), partitions[sel.to(partitions.device)].cpu(), self.concepts.n_concepts)
+            self._add(self.stability_sum, self.stability_n, r, stab)
+        if masses is not None:
+            self._add(self.mass_sum, self.mass_n, r, masses)
+        if self.k:
+            if maps is None:  # one pass: the maps of the gallery images come later (fill_maps)
+                maps = torch.zeros(*score.shape, *self.gallery_maps.shape[-2:])
+            self._gallery(r, index[sel], score, maps)
+
     @torch.no_grad()
     def update(
         self,
@@ -160,20 +203,14 @@ class ClassConceptScores:
         """Add B images: activations B x C x h x w, their own ``partitions`` B x C (``-1``
         dropped; needed for stability), ``classes`` and dataset ``index`` (B), importance
         ``targets`` (default: the classes), part ``masks`` B x 3 x H x W bool (part A, part
-        B, distractor; optional), ``keep`` B bool (False: not counted)."""
+        B, distractor; optional), ``keep`` B bool (False: not counted).
+
+        Any head: the ablations go through ``head`` and the concept maps are drawn (the
+        second pass); :meth:`update_pooled` is the same from a pooling + linear head's
+        per-image numbers."""
         a = activations.detach()
         b, n = a.shape[0], self.concepts.n_concepts
-        classes = torch.as_tensor(classes).view(-1).long().cpu()
-        index = torch.as_tensor(index).view(-1).long().cpu()
-        targets = classes if targets is None else torch.as_tensor(targets).view(-1).long().cpu()
-        keep = torch.ones(b, dtype=torch.bool) if keep is None else torch.as_tensor(keep).view(-1).bool().cpu()
-        if not len(classes) == len(index) == len(targets) == len(keep) == b:
-            raise UserError(f"{b} images but {len(classes)} classes, {len(index)} indices, "
-                             f"{len(targets)} targets, {len(keep)} keep flags")
-        if self.stability and partitions is None:
-            raise UserError("stability needs the images' own partitions (B x C labels)")
-        if masks is not None and (masks.ndim != 4 or masks.shape[:2] != (b, 3)):
-            raise UserError(f"masks must be B x 3 x H x W (part A, part B, distractor), got {tuple(masks.shape)}")
+        classes, index, targets, keep = self._batch(b, classes, index, targets, keep, partitions, masks)
         if self.gallery_maps is None:
             self.gallery_maps = torch.zeros(len(self.concepts.groups), n, self.k, *a.shape[-2:])
         for rows in self.concepts.views(classes):
@@ -181,21 +218,70 @@ class ClassConceptScores:
             if not len(sel):
                 continue
             r = rows[sel]
-            dev_sel = sel.to(a.device)
-            a_s = a[dev_sel]
+            a_s = a[sel.to(a.device)]
             lab = self.concepts.labels[r].to(a.device)
             imp = concept_importance(head, a_s, lab, targets[sel].to(a.device), n_concepts=n).cpu()
-            self._add(self.importance_sum, self.importance_n, r, imp)
-            self.importance_sq.index_add_(0, r, imp.nan_to_num(0.0) ** 2)
             raw = raw_concept_maps(a_s, lab, n_concepts=n)
             score = raw.flatten(2).sum(-1).double().cpu()
-            if self.stability:
-                stab = max_jaccard(lab.cpu(), partitions[sel.to(partitions.device)].cpu(), n)
-                self._add(self.stability_sum, self.stability_n, r, stab)
-            if masks is not None:
-                self._add(self.mass_sum, self.mass_n, r, part_masses(raw, masks[sel.to(masks.device)]))
-            if self.k:
-                self._gallery(r, index[sel], score, raw.float().cpu())
+            masses = None if masks is None else part_masses(raw, masks[sel.to(masks.device)])
+            self._record(r, sel, lab, partitions, index, imp, score, masses, raw.float().cpu())
+
+    @torch.no_grad()
+    def update_pooled(
+        self,
+        linear: Callable[[Tensor], Tensor],
+        pooled: PooledActivations,
+        partitions: Tensor | None,
+        classes: Tensor,
+        index: Tensor,
+        targets: Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> None:
+        """:meth:`update` from B images' :class:`~.pooled.PooledActivations` for a head
+        ``linear(pool(A))`` (the part masses where they hold regions): the same scores
+        to float rounding, without the activations. The galleries' maps stay empty until
+        :meth:`fill_maps`. Needs ``map_size`` (the galleries' shape)."""
+        b, n = len(pooled), self.concepts.n_concepts
+        classes, index, targets, keep = self._batch(b, classes, index, targets, keep, partitions)
+        if self.gallery_maps is None:
+            raise UserError("update_pooled needs the scorer's map_size (the galleries' map shape)")
+        sel, r = [], []  # (image, group) pairs of every scope, at once
+        for rows in self.concepts.views(classes):
+            at = ((rows >= 0) & keep).nonzero().flatten()
+            sel.append(at)
+            r.append(rows[at])
+        sel, r = torch.cat(sel), torch.cat(r)
+        if not len(sel):
+            return
+        p = pooled.select(sel)
+        labels = self.concepts.labels
+        imp = p.importance(linear, labels, r, targets[sel], n)
+        masses = None if p.regions is None else p.part_masses(_onehot(labels[r], n, torch.float64))
+        self._record(r, sel, labels[r], partitions, index, imp, p.mass(labels, r, n), masses, None)
+
+    @torch.no_grad()
+    def fill_maps(self, index: Tensor, activations: Tensor, groups: Sequence[int] | None = None) -> None:
+        """The galleries' maps of the groups ``groups`` (None: all) from their images'
+        activations (``index``: their dataset indices, B; ``activations``: B x C x h x w):
+        what :meth:`update_pooled` leaves empty; the slots of other images are left as they are
+        (so the images may come in several calls)."""
+        pos = {int(i): j for j, i in enumerate(torch.as_tensor(index).view(-1).tolist())}
+        if self.gallery_maps is None or not pos:
+            return
+        for g in range(len(self.concepts.groups)):
+            if groups is not None and self.concepts.groups[g] not in groups:
+                continue
+            slots = self.gallery_index[g]  # n x k
+            used = torch.tensor([(c, s) for c, s in (slots >= 0).nonzero().tolist() if int(slots[c, s]) in pos],
+                                dtype=torch.long).view(-1, 2)
+            if not len(used):
+                continue
+            rows = torch.tensor([pos[int(slots[c, s])] for c, s in used.tolist()])
+            a = activations[rows.to(activations.device)]
+            lab = self.concepts.labels[g].to(a.device).expand(len(rows), -1)
+            raw = raw_concept_maps(a, lab, n_concepts=self.concepts.n_concepts)  # M x n x h x w
+            pick = raw[torch.arange(len(rows), device=raw.device), used[:, 0].to(raw.device)]
+            self.gallery_maps[g, used[:, 0], used[:, 1]] = pick.float().cpu()
 
     def _gallery(self, rows: Tensor, index: Tensor, score: Tensor, maps: Tensor) -> None:
         for g in rows.unique().tolist():

@@ -44,7 +44,7 @@ from clustercam.explain.maps import interpolation_matrix, resize_maps
 from clustercam.explain.scores.localisation import pointing_game, relevance_mass
 
 __all__ = ["PAINT_COLUMNS", "TRUTH_SCORES", "concept_truth", "paint_out_drops", "part_shares",
-           "region_kernels", "scoring_maps", "spearman_rows", "truth_scores"]
+           "region_kernels", "region_shares", "scoring_maps", "spearman_rows", "truth_scores"]
 PAINTED = ("part_a", "part_b", "distractor")
 SEPARATED = 0.8
 
@@ -131,6 +131,18 @@ def region_kernels(part_masks: Tensor, shape: tuple[int, int], dtype: torch.dtyp
     return rows.T @ regions @ cols
 
 
+def region_shares(channel_mass: Tensor, onehot: Tensor, present: Tensor) -> dict[str, Tensor]:
+    """Each concept's share of its resized map on part A, part B and the distractor (keys
+    ``a``, ``b``, ``distractor``; B x n) from per-channel region masses (B x C x 4, the
+    last: the whole map; non-negative activations), ``onehot`` B x C x n membership and
+    ``present`` B x 3 (the mask is non-empty); NaN for an empty map or mask."""
+    mass = torch.einsum("bcr,bcl->blr", channel_mass, onehot.to(channel_mass.dtype))  # B x n x 4
+    total = mass[..., 3]
+    present = present.to(mass.device)
+    return {k: torch.where((total > 0) & present[:, None, i], mass[..., i] / total.clamp_min(1e-30),
+                           math.nan) for i, k in enumerate(("a", "b", "distractor"))}
+
+
 def _fast_shares(activations: Tensor, channel_mass: Tensor, labels: Tensor, importance: Tensor,
                  part_masks: Tensor) -> dict[str, Tensor]:
     """:func:`part_shares` from per-channel region masses (B x C x 4), pointing for the top
@@ -139,15 +151,12 @@ def _fast_shares(activations: Tensor, channel_mass: Tensor, labels: Tensor, impo
     lab = labels.long().to(channel_mass.device)
     onehot = torch.nn.functional.one_hot(lab.clamp_min(0), n).to(channel_mass.dtype)
     onehot = onehot * (lab >= 0).unsqueeze(-1).to(channel_mass.dtype)
-    mass = torch.einsum("bcr,bcl->blr", channel_mass, onehot)  # B x n x 4
-    total = mass[..., 3]
-    present = part_masks.flatten(2).any(2).to(mass.device)  # B x 3
-    shares = {k: torch.where((total > 0) & present[:, None, i], mass[..., i] / total.clamp_min(1e-30),
-                             math.nan) for i, k in enumerate(("a", "b", "distractor"))}
+    shares = region_shares(channel_mass, onehot, part_masks.flatten(2).any(2))
     top = concept_order(importance.cpu(), concept_counts(lab, n).cpu())[:, :1].to(lab.device)
     in_top = (lab == top).to(activations.dtype)[..., None, None]
     top_map = resize_maps((activations * in_top).sum(1), tuple(part_masks.shape[-2:])).clamp_min(0)
     region = (part_masks[:, 0] | part_masks[:, 1]).to(top_map.device)
+    total = shares["a"]  # B x n, for the shape
     pointing = torch.full(total.shape, math.nan, dtype=torch.float64, device=total.device)
     pointing.scatter_(1, top, pointing_game(top_map, region).to(total.device)[:, None])
     return {**shares, "pointing": pointing}

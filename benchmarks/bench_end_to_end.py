@@ -1,0 +1,144 @@
+"""The default concepts experiment end to end, as a user runs it, against the backbone.
+
+Runs: ``python -m clustercam.train experiment=concepts_imagenet model.pretrained=false
+logger=none`` (random-weight ``nf_resnet50`` at 256 px, 2048 x 8 x 8 activations) in a
+fresh process over two folders of crops of the 11 shared photos
+(``bench_concept_run.photo_folder``: 11 and 110 photos, 1 and 10 per class). The marginal
+cost of one photo is the difference of the two runs' wall times over the difference of
+their sizes: the interpreter, model and Lightning start-up, the clustering of each class's
+co-association (a cost per class) cancel; JPEG decoding, the concepts, the class concepts
+(NMF samples of up to ``nmf_max_images`` images a class included) and the files do not.
+Backbone: ``forward_features`` alone on the same preprocessed photos (the 110-photo
+folder, batches of 16 as in the run), in this benchmark's own process, timed before and
+after the runs; ratio = the run's marginal cost per photo ÷ the backbone's per photo.
+
+Cases, each over both folders: the default (class concepts on) with figures off; class
+concepts off, figures off; the default with its figures (the concept figures of the first
+20 images and the class galleries): what the figures add is its wall time minus the
+figures-off run's at the same folder size.
+
+    python -m benchmarks.bench_end_to_end [--quick] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from benchmarks.bench_concept_run import load_photos, make_model, photo_folder, trainer_run
+from benchmarks.common import (
+    CpuMeter,
+    Headline,
+    Section,
+    Table,
+    fmt_mib,
+    fmt_s,
+    fmt_x,
+    load_average,
+    main_single,
+    median,
+    parser,
+)
+
+SIZES, SIZES_QUICK = (11, 110), (11, 33)
+CASES = {  # name -> overrides of the default experiment
+    "default, figures off (class concepts on)": ["callbacks.concepts.figures=false"],
+    "class concepts off, figures off": ["callbacks.concepts.figures=false", "callbacks.concepts.class_concepts=false"],
+    "default, with its figures": [],
+}
+DEFAULT, NO_CLASSES, FIGURES = CASES
+CLASS_STEPS = ("observe", "finalise", "score", "gallery_maps", "write")
+
+
+def backbone_per_photo(n: int, device: str, repeats: int = 3) -> list[float]:
+    """Seconds per photo of ``forward_features`` over the ``n``-photo folder, ``repeats`` times."""
+    batches, _ = load_photos(photo_folder(n), device)
+    model = make_model(device)
+    out = []
+    with torch.no_grad():
+        model.features(batches[0][0])  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for x, _ in batches:
+                model.features(x)
+            out.append((time.perf_counter() - t0) / n)
+    del model, batches
+    return out
+
+
+def run(args) -> Section:
+    args.repeats = args.repeats or 1
+    t_start, load0, meter = time.perf_counter(), load_average(), CpuMeter()
+    small, large = SIZES_QUICK if args.quick else SIZES
+    for n in (small, large):
+        photo_folder(n)
+    loads = [load_average()]
+    bb = backbone_per_photo(large, args.device)
+    walls: dict[tuple[str, int], list[float]] = {}
+    rss: dict[tuple[str, int], float] = {}
+    metrics: dict[tuple[str, int], dict] = {}
+    for r in range(args.repeats):
+        for n in (small, large):
+            names = list(CASES)
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:  # interleaved, the first case rotating
+                m: dict = {}
+                wall, peak = trainer_run(photo_folder(n), args.device, *CASES[name], metrics=m)
+                walls.setdefault((name, n), []).append(wall)
+                rss[(name, n)] = max(rss.get((name, n), 0.0), peak)
+                metrics[(name, n)] = m
+                loads.append(load_average())
+    bb += backbone_per_photo(large, args.device)
+    per_bb = median(bb)
+
+    def wall(name: str, n: int) -> float:
+        return median(walls[(name, n)])
+
+    rows, marginal = [], {}
+    for name in CASES:
+        marginal[name] = (wall(name, large) - wall(name, small)) / (large - small)
+        rows.append([name, fmt_s(wall(name, small)), fmt_s(wall(name, large)), fmt_s(marginal[name]),
+                     fmt_x(marginal[name] / per_bb), fmt_mib(rss[(name, large)])])
+    rows.append([f"backbone `forward_features` alone (this process, {large} photos)", "", "", fmt_s(per_bb),
+                 "1.00×", ""])
+    tables = [Table(f"Whole runs over {small} and {large} photos: the marginal cost of a photo",
+                    ["case", f"{small} photos", f"{large} photos", "per photo (slope)", "÷ backbone",
+                     f"peak RSS ({large})"], rows,
+                    [f"Wall times: median of {args.repeats} run(s) per case and folder, the cases "
+                     f"interleaved; backbone: median of {len(bb)} timings ({fmt_s(min(bb))}–"
+                     f"{fmt_s(max(bb))} per photo), before and after the runs. 1-minute load "
+                     f"average during the runs: {min(loads):.2f}–{max(loads):.2f}."])]
+    fig_rows = [[f"{n} photos", fmt_s(wall(FIGURES, n)), fmt_s(wall(DEFAULT, n)),
+                 fmt_s(wall(FIGURES, n) - wall(DEFAULT, n))] for n in (small, large)]
+    tables.append(Table("What the default figures add (concept figures of the first 20 images, class "
+                        "galleries)", ["folder", "figures on", "figures off", "added"], fig_rows))
+    steps = []
+    for n in (small, large):
+        m = metrics.get((DEFAULT, n), {})
+        steps.append([f"{n} photos", *[fmt_s(m.get(f"class_concepts/seconds/{k}", float("nan")))
+                                       for k in CLASS_STEPS], str(m.get("class_concepts/passes", "–"))])
+    tables.append(Table("The class concepts' steps in the default runs (figures off), from metrics.json",
+                        ["folder", *CLASS_STEPS, "passes over the data"], steps,
+                        ["observe: the co-association counts, NMF sample and pooled numbers of pass 1; "
+                         "finalise: the clustering of each class's co-association and the NMF; score: "
+                         "from the pooled numbers (one pass) or the second pass; gallery_maps: the "
+                         "gallery images' activations again (figures on only)."]))
+    ratio, ratio_off = marginal[DEFAULT] / per_bb, marginal[NO_CLASSES] / per_bb
+    added = max(wall(FIGURES, n) - wall(DEFAULT, n) for n in (small, large))
+    headlines = [
+        Headline(f"Default concepts experiment end to end (class concepts on, figures off), CLI, "
+                 f"{small} → {large} photos, nf_resnet50 256 px, {args.device}: marginal seconds per photo ÷ "
+                 "the backbone's", fmt_x(ratio), "≤ 1.4×", ratio <= 1.4),
+        Headline("… the same with class concepts off", fmt_x(ratio_off), "≤ 1.3×", ratio_off <= 1.3),
+        Headline("… what the default figures add to a run (the larger of the two folders)", fmt_s(added),
+                 "≤ 10 s", added <= 10),
+    ]
+    intro = [line for line in __doc__.split("\n\n")[1:3]]
+    return Section("Concepts experiment end to end (the CLI) vs the backbone", intro, tables, headlines, load0,
+                   load_average(), time.perf_counter() - t_start, args.device, args.quick, meter.others())
+
+
+if __name__ == "__main__":
+    main_single("clustercam benchmark: the concepts experiment end to end", run,
+                parser(__doc__.splitlines()[0]).parse_args())

@@ -1,0 +1,49 @@
+"""The evaluated data of a test / predict loop as the class concepts read it: its
+dataloader, its classes, and images again by their index (the galleries' maps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning import LightningModule, Trainer
+from torch import Tensor
+
+
+def eval_loader(trainer: Trainer) -> Any:
+    """The dataloader of the running test or predict loop (the first one)."""
+    loaders = trainer.predict_dataloaders if trainer.predicting else trainer.test_dataloaders
+    return loaders[0] if isinstance(loaders, list | tuple) else loaders
+
+
+def eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
+    """The classes of the evaluated images (sorted) and a name for each."""
+    ds = eval_loader(trainer).dataset
+    y = getattr(ds, "y", getattr(ds, "targets", None))
+    if y is None:
+        raise RuntimeError(f"class concepts need the evaluated dataset's labels: {type(ds).__name__} "
+                           "has neither .y nor .targets")
+    y = torch.as_tensor(y).long().view(-1)
+    classes = y.unique()
+    per_image = getattr(getattr(trainer, "datamodule", None), "class_names", None) or []
+    first = [int((y == c).nonzero()[0]) for c in classes]
+    names = [str(per_image[i]) if len(per_image) == len(y) else str(int(c)) for i, c in zip(first, classes)]
+    return classes, names
+
+
+def images_again(trainer: Trainer, pl_module: LightningModule) -> Callable[[list[int]], Tensor]:
+    """``indices -> activations`` (``pl_module.features``) of evaluated images, read from the
+    evaluated dataset through its loader's collate function: a few images, not a pass."""
+    loader = eval_loader(trainer)
+
+    @torch.no_grad()
+    def activations_of(index: list[int]) -> Tensor:
+        batch = loader.collate_fn([loader.dataset[i] for i in index])
+        x, _, got = trainer.strategy.batch_to_device(batch)[:3]
+        if [int(i) for i in got] != list(index):
+            raise RuntimeError(f"class concepts: the evaluated dataset gave images {got.tolist()} "
+                               f"for the indices {list(index)}")
+        return pl_module.features(x)
+
+    return activations_of
