@@ -6,6 +6,7 @@ when the encoder raises, so no hook outlives the call that made it.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -21,10 +22,12 @@ def resolve_layer(encoder: nn.Module, target_layer: nn.Module | str) -> nn.Modul
         modules = dict(encoder.named_modules())
         if target_layer not in modules:
             names = [n for n in modules if n]
-            shown = names[:20] + (["..."] if len(names) > 20 else [])
+            close = difflib.get_close_matches(target_layer, names, n=5, cutoff=0.5)
+            rest = [n for n in names if n not in close]
+            shown = close + rest[: max(0, 20 - len(close))] + (["..."] if len(names) > 20 else [])
             raise UserError(
-                f"target_layer {target_layer!r} is not a module of the encoder "
-                f"{type(encoder).__name__}; its modules are {shown}"
+                f"layer {target_layer!r} is not a module of {type(encoder).__name__}; its modules "
+                f"are (closest first) {shown}"
             )
         return modules[target_layer]
     if not isinstance(target_layer, nn.Module) or not any(

@@ -1,0 +1,150 @@
+"""Concepts of any timm backbone and any layer: ViT / DeiT tokens, channels-last Swin, ConvNeXt.
+
+Real timm models with random weights at small inputs (one or two images): the concepts,
+importance and maps run on the layer's grid; ablation through the rest of the network gives
+the closed form's importance where both apply; a layer the head cannot see is warned about.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from clustercam.exceptions import UserError
+from clustercam.explain.concepts import ConceptSettings, concept_importance, run_concepts
+from clustercam.explain.concepts.image.ablation import BatchHead
+from clustercam.explain.concepts.image.layer import UnreachableLayerWarning
+from clustercam.models.classifier_module import ClassifierModule
+
+SETTINGS = ConceptSettings(n_concepts=3, sub_concepts=2, n_init=2, control_repeats=2, detail="all")
+
+
+def _module(name: str, layer: str | None = None, shape=(3, 32, 48), **kwargs) -> ClassifierModule:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights: said loudly elsewhere
+        return ClassifierModule(name, pretrained=False, num_classes=4, model_kwargs=kwargs,
+                                input_shape=shape, layer=layer)
+
+
+def _concepts(module: ClassifierModule, x: torch.Tensor, y: torch.Tensor, masks=None):
+    out = module._step((x, y, torch.arange(len(x))))
+    head = module.concept_head(x, out)
+    batch = run_concepts(head, out["activations"], y, settings=SETTINGS, logits=out["logits"],
+                         pooled_head=module.pooled_head, part_masks=masks)
+    return out, head, batch
+
+
+def test_vit_tokens_at_a_non_square_input_give_grid_concepts() -> None:
+    # 32 x 48 px, patch 16: a 2 x 3 grid after the class token (dynamic image size)
+    m = _module("vit_tiny_patch16_224", dynamic_img_size=True, global_pool="avg")
+    assert m.feature_shape == (192, 2, 3)
+    x, y = torch.randn(2, 3, 32, 48), torch.tensor([0, 3])
+    masks = torch.zeros(2, 3, 32, 48)
+    masks[:, 0, :16, :16], masks[:, 1, 16:, 32:], masks[:, 2, :16, 32:] = 1, 1, 1
+    out, head, batch = _concepts(m, x, y, masks)
+    assert out["layer_output"].shape == (2, 7, 192) and out["activations"].shape == (2, 192, 2, 3)
+    assert isinstance(head, BatchHead) and m.pooled_head is None  # fc_norm: no closed form
+    assert batch.maps.shape == (2, 2, 3, 2, 3) and batch.sub_maps.shape == (2, 2, 3, 2, 2, 3)
+    assert bool((batch.maps >= 0).all())  # signed tokens: maps are max(0, sum)
+    assert int(batch.kept.min()) == 192  # signed tokens: every channel kept
+    assert torch.isfinite(batch.importance).all() and bool((batch.importance != 0).any())
+    assert set(batch.truth) and torch.isfinite(batch.fidelity_auc["deletion_auc"]).all()
+    # the head on the unablated grid gives the model's own logits
+    assert torch.allclose(head(out["activations"]), m.net(x), atol=1e-5)
+
+
+def test_deit_distillation_and_class_tokens_are_dropped() -> None:
+    m = _module("deit_tiny_distilled_patch16_224", dynamic_img_size=True, shape=(3, 32, 32))
+    x = torch.randn(1, 3, 32, 32)
+    raw, logits = m.layer_output(x)
+    assert raw.shape == (1, 2 + 4, 192) and m.layout_of(raw, x).prefix == 2
+    assert torch.equal(m.features(x)[0, :, 1, 0], raw[0, 2 + 2])  # patch (1, 0) is token 2 + 2
+    assert torch.allclose(logits, m.net(x))
+
+
+def test_an_intermediate_vit_block_runs_the_rest_of_the_network() -> None:
+    m = _module("vit_tiny_patch16_224", layer="blocks.5", dynamic_img_size=True)
+    x, y = torch.randn(2, 3, 32, 48), torch.tensor([1, 2])
+    out, head, batch = _concepts(m, x, y)
+    assert out["activations"].shape == (2, 192, 2, 3) and m.pooled_head is None
+    # concept 0 of config 0 ablated by hand: zero its channels at every patch token of blocks.5
+    res = batch.importance[:, 0, 0]
+    labels = batch.concept_labels[SETTINGS.configs[0]]
+    p = torch.softmax(m.net(x).double(), -1)[torch.arange(2), y]
+
+    def ablate(_mod, _inp, output):
+        keep = (labels != 0).to(output.dtype)[:, None, :]
+        return torch.cat([output[:, :1], output[:, 1:] * keep], 1)
+
+    handle = m.net.blocks[5].register_forward_hook(ablate)
+    try:
+        p_l = torch.softmax(m.net(x).double(), -1)[torch.arange(2), y]
+    finally:
+        handle.remove()
+    assert torch.allclose(res, (p - p_l) / p * 100, atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "layer"), [
+    ("resnet18", {"output_stride": 8}, "layer4"),  # the closed-form pooled head vs layer4 + the rest
+    ("swin_tiny_patch4_window7_224", {"embed_dim": 16, "depths": (1, 1), "num_heads": (1, 2),
+                                      "img_size": 32, "window_size": 4}, "norm"),  # channels-last
+])
+def test_importance_through_the_rest_equals_the_closed_form(name, kwargs, layer) -> None:
+    shape = (3, 32, 32)
+    final, inner = _module(name, shape=shape, **kwargs), _module(name, layer, shape=shape, **kwargs)
+    inner.net.load_state_dict(final.net.state_dict())
+    x, y = torch.randn(2, *shape), torch.tensor([0, 1])
+    a_out, b_out = final._step((x, y, torch.arange(2))), inner._step((x, y, torch.arange(2)))
+    assert torch.allclose(a_out["activations"], b_out["activations"])
+    assert final.pooled_head is not None and inner.pooled_head is None
+    assert (final._layout.kind, inner._layout.kind) == (("nchw",) * 2 if name == "resnet18" else ("nhwc",) * 2)
+    labels = torch.randint(0, 3, a_out["activations"].shape[:2])
+    closed = concept_importance(final.concept_head(x, a_out), a_out["activations"], labels, y,
+                                n_concepts=3, pooled_head=final.pooled_head)
+    rest = concept_importance(inner.concept_head(x, b_out), b_out["activations"], labels, y, n_concepts=3)
+    assert isinstance(inner.concept_head(x, b_out), BatchHead)
+    assert torch.allclose(closed, rest, atol=1e-4, rtol=1e-4)
+
+
+def test_convnext_concepts_run_without_a_closed_form() -> None:
+    m = _module("convnext_atto", shape=(3, 64, 64))
+    x, y = torch.randn(1, 3, 64, 64), torch.tensor([2])
+    out, head, batch = _concepts(m, x, y)
+    assert out["activations"].shape == (1, 320, 2, 2) and m.pooled_head is None  # LayerNorm in the head
+    assert batch.maps.shape[-2:] == (2, 2) and torch.isfinite(batch.importance).all()
+
+
+def test_the_last_blocks_patch_tokens_of_a_class_token_vit_are_warned_about() -> None:
+    m = _module("vit_tiny_patch16_224", layer="blocks.11", dynamic_img_size=True)
+    x, y = torch.randn(2, 3, 32, 48), torch.tensor([0, 1])
+    out = m._step((x, y, torch.arange(2)))
+    with pytest.warns(UnreachableLayerWarning, match=r"'blocks.11'.*class token.*layer=blocks.10"):
+        head = m.concept_head(x, out)  # the first batch's head checks
+    imp = concept_importance(head, out["activations"], torch.randint(0, 3, (2, 192)), y, n_concepts=3)
+    assert bool((imp == 0).all())  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnreachableLayerWarning)
+        m.concept_head(x, out)  # once per run
+        # the same model at blocks.10 reaches the class token through the last block's attention
+        m.set_concept_layer("blocks.10")
+        m.concept_head(x, m._step((x, y, torch.arange(2))))
+    # the final features of a class-token ViT: the same warning, naming the second-to-last block
+    m.set_concept_layer(None)
+    with pytest.warns(UnreachableLayerWarning, match="layer=blocks.10"):
+        m.concept_head(x, m._step((x, y, torch.arange(2))))
+
+
+def test_bad_layers_are_one_clear_message_each() -> None:
+    with pytest.raises(UserError, match=r"'blocks\.1O' is not a module of VisionTransformer; its modules "
+                                        r"are \(closest first\) \['blocks\.1', .*'blocks\.10'"):
+        _module("vit_tiny_patch16_224", layer="blocks.1O", dynamic_img_size=True)
+    with pytest.raises(UserError, match=r"layer 'fc_norm' of 'vit_tiny_patch16_224'.*no positions \(a pooled vector"):
+        _module("vit_tiny_patch16_224", layer="fc_norm", dynamic_img_size=True, global_pool="avg")
+    m = _module("vit_tiny_patch16_224", layer="blocks.3", shape=(3, 224, 224))  # a fixed 14 x 14 grid
+    x = torch.randn(1, 3, 224, 224)
+    raw, _ = m.layer_output(x)
+    with pytest.raises(UserError, match=r"outputs 10 tokens, but the model's grid is 14 x 14 with 1 prefix"):
+        m.layout_of(raw[:, :10], x)
