@@ -264,3 +264,26 @@ def infer_layout(
     found = Layout("tokens", grid=grid, prefix=prefix)
     found._check(output)
     return found
+
+
+def layout_to_read(
+    output: Tensor,
+    *,
+    model: nn.Module | None = None,
+    layer: nn.Module | None = None,
+    input_size: Sequence[int] | None = None,
+    layout: LayoutSpec | Layout = "auto",
+    name: str = "the layer",
+) -> Layout | None:
+    """The layout a cluster-map method must read a target layer's output with, or None when
+    the output is channels-first already (NCHW, NCL, or anything ``auto`` does not move):
+    read it as it is, exactly as before layouts existed. Arguments as :func:`infer_layout`."""
+    if layout is None or (isinstance(layout, str) and layout == "auto"):
+        if not isinstance(output, Tensor) or output.dim() not in (3, 4):
+            return None
+        if output.dim() == 4 and (_output_fmt(layer) or _output_fmt(model)) != "NHWC":
+            return None
+        if output.dim() == 3 and not is_token_model(model):
+            return None
+    found = infer_layout(output, model=model, layer=layer, input_size=input_size, layout=layout, name=name)
+    return None if found.kind in ("nchw", "ncl") else found
