@@ -148,3 +148,41 @@ def test_bad_layers_are_one_clear_message_each() -> None:
     raw, _ = m.layer_output(x)
     with pytest.raises(UserError, match=r"outputs 10 tokens, but the model's grid is 14 x 14 with 1 prefix"):
         m.layout_of(raw[:, :10], x)
+
+
+class _SkipOver(torch.nn.Module):
+    """A skip connection jumps over ``inner``: the rest of the network reads an earlier tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.inner, self.fc = torch.nn.Conv2d(3, 6, 1), torch.nn.Conv2d(6, 6, 3, padding=1), torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        s = torch.relu(self.stem(x))
+        return self.fc((torch.relu(self.inner(s)) + s).mean((2, 3)))
+
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_the_rest_of_the_network_runs_upstream_once_per_image_where_that_is_exact(b: int) -> None:
+    from clustercam.explain.concepts import rest_of_network
+    from clustercam.explain.layouts import Layout
+
+    torch.manual_seed(0)
+    net, x, y = _SkipOver().eval(), torch.rand(b, 3, 5, 5), torch.arange(b) % 4
+    a = torch.relu(net.inner(torch.relu(net.stem(x)))).detach()
+    labels = torch.stack([torch.randperm(6) % 3 for _ in range(b)])  # every concept non-empty
+    stems = []
+    net.stem.register_forward_hook(lambda _m, _i, o: stems.append(o.shape[0]))
+    with torch.no_grad():
+        imp = concept_importance(rest_of_network(net, net.inner, Layout("nchw"), x), a, labels, y, n_concepts=3)
+        # the b x 4 ablations: checked once on the first 8 rows (shared, then repeated), then
+        # one image: the skip's tensor is the same for every ablation, so sharing it is exact
+        # and the stem runs on that one image; three images: each row needs its own copy
+        assert stems == ([1, 4, 1] if b == 1 else [2, 8, 12])
+        p = torch.softmax(net(x).double(), -1)[torch.arange(b), y]
+        for concept in range(3):  # by hand: zero the concept's channels of inner's output
+            handle = net.inner.register_forward_hook(
+                lambda _m, _i, o, c=concept: o * (labels != c).to(o.dtype)[:, :, None, None])
+            p_l = torch.softmax(net(x).double(), -1)[torch.arange(b), y]
+            handle.remove()
+            assert torch.allclose(imp[:, concept], (p - p_l) / p * 100, atol=1e-6)

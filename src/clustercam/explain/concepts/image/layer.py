@@ -40,6 +40,13 @@ def rest_of_network(
     """The head of an intermediate layer for the batch ``x``: the logits of ``forward(x[rows])``
     with the layer's output replaced by the rows' (ablated) activations.
 
+    The network up to the layer runs once per image, not once per ablation: the forward
+    pass takes each image of the rows once and the hook hands the rest of the network one
+    copy of the layer's output per row. That holds when nothing after the layer reads an
+    earlier tensor of a different batch size (a skip connection over the layer); it is
+    checked once against repeating the inputs (the always-correct way), which is used
+    instead where it fails.
+
     Args:
         forward: the network, inputs -> logits (its forward must call ``layer``).
         layer: the module whose output the activations are.
@@ -62,12 +69,37 @@ def rest_of_network(
         [0.0, 2.0]
     """
 
-    def run(a: Tensor, rows: Tensor) -> Tensor:
-        def replace(output: Tensor) -> Tensor:
-            return layout.write(a.to(output.device), output)
+    state = {"share": None}  # None: not checked yet
 
+    def through(inputs: Tensor, replace: Callable[[Tensor], Tensor]) -> Tensor:
         with hooked(layer, replace):
-            return forward(x[rows.to(x.device)])
+            return forward(inputs)
+
+    def every_row(a: Tensor, rows: Tensor) -> Tensor:  # x repeated: upstream once per row
+        return through(x[rows.to(x.device)], lambda out: layout.write(a.to(out.device), out))
+
+    def shared(a: Tensor, rows: Tensor) -> Tensor | None:  # upstream once per image
+        uniq, inverse = torch.unique(rows, return_inverse=True)
+        try:
+            out = through(x[uniq.to(x.device)], lambda o: layout.write(a.to(o.device), o[inverse.to(o.device)]))
+        except (RuntimeError, AssertionError, ValueError):  # the rest mixes in earlier tensors
+            return None
+        return out if out.shape[0] == len(rows) else None
+
+    def run(a: Tensor, rows: Tensor) -> Tensor:
+        if state["share"] is False or len(torch.unique(rows)) == len(rows):
+            return every_row(a, rows)
+        if state["share"] is None:  # once: sharing must give what repeating x gives
+            k = min(len(rows), 8)
+            got, ref = shared(a[:k], rows[:k]), every_row(a[:k], rows[:k])
+            state["share"] = got is not None and torch.allclose(got, ref, rtol=1e-4, atol=1e-5 * (1 + float(ref.abs().max())))
+            if not state["share"]:
+                return every_row(a, rows)
+        out = shared(a, rows)
+        if out is None:
+            state["share"] = False
+            return every_row(a, rows)
+        return out
 
     return BatchHead(run, len(x), max_rows)
 
