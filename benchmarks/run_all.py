@@ -20,6 +20,7 @@ from pathlib import Path
 
 from benchmarks import (
     bench_class_concepts,
+    bench_concept_layers,
     bench_concept_run,
     bench_concepts,
     bench_fidelity,
@@ -49,6 +50,7 @@ BENCHES = {
     "peers": bench_peers.run,
     "concept_run": bench_concept_run.run,
     "class_concepts": bench_class_concepts.run,
+    "concept_layers": bench_concept_layers.run,
 }
 
 

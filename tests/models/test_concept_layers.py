@@ -186,3 +186,21 @@ def test_the_rest_of_the_network_runs_upstream_once_per_image_where_that_is_exac
             p_l = torch.softmax(net(x).double(), -1)[torch.arange(b), y]
             handle.remove()
             assert torch.allclose(imp[:, concept], (p - p_l) / p * 100, atol=1e-6)
+
+
+def test_parallel_configurations_ablate_the_same_layer_without_mixing_their_hooks() -> None:
+    m = _module("vit_tiny_patch16_224", layer="blocks.4", dynamic_img_size=True)
+    x, y = torch.randn(2, 3, 32, 48), torch.tensor([1, 2])
+    out = m._step((x, y, torch.arange(2)))
+    threads = torch.get_num_threads()
+    try:
+        found = {}
+        for n in (1, 2):  # serial; CGAP and CPHA side by side in two CPU threads
+            torch.set_num_threads(n)
+            found[n] = run_concepts(m.concept_head(x, out), out["activations"], y, settings=SETTINGS,
+                                    logits=out["logits"])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(found[1].channels, found[2].channels)
+    assert torch.allclose(found[1].importance, found[2].importance, atol=1e-6, equal_nan=True)
+    assert torch.allclose(found[1].fidelity_auc["deletion_auc"], found[2].fidelity_auc["deletion_auc"], atol=1e-6)

@@ -237,8 +237,9 @@ class ClassifierModule(LightningModule):
         own = self._own_layout(activations)
         if own is None:
             kind = self._layout.kind if self._layout is not None else "unread"
-            raise UserError(f"the head of {self.describe_layer()} ({kind} layout) needs the batch: use "
-                            "concept_head(x, step_output)")
+            raise UserError(f"the head of {self.describe_layer()} ({kind} layout) needs the batch's inputs "
+                            "(concept_head(x, step_output)); class concepts do not take it yet: set "
+                            "callbacks.concepts.class_concepts=false")
         return self.net.forward_head(own)
 
     def concept_head(self, x: Tensor, out: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | BatchHead:

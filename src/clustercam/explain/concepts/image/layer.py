@@ -14,6 +14,7 @@ said so (:func:`warn_if_unreachable`).
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -72,7 +73,10 @@ def rest_of_network(
     state = {"share": None}  # None: not checked yet
 
     def through(inputs: Tensor, replace: Callable[[Tensor], Tensor]) -> Tensor:
-        with hooked(layer, replace):
+        # run_concepts ablates configurations in parallel CPU threads, each with its own hook on
+        # the same layer: a hook replaces the output of its own thread's forward pass only
+        owner = threading.get_ident()
+        with hooked(layer, lambda out: replace(out) if threading.get_ident() == owner else None):
             return forward(inputs)
 
     def every_row(a: Tensor, rows: Tensor) -> Tensor:  # x repeated: upstream once per row
