@@ -3,9 +3,11 @@
 1. The default concepts run (CGAP + CPHA, k-means, 5 concepts, sub-concepts, importance,
    metrics, fidelity; no figures) per image ÷ the backbone alone, as
    ``bench_concept_run`` measures it for ``nf_resnet50``, for a ViT (timm
-   ``vit_tiny_patch16_224``, class token, tokens read as the 14 × 14 grid, the head on the
-   tokens written back) and a ConvNeXt (``convnext_atto``, no closed form: a LayerNorm sits
-   between its pooling and linear layer), random weights, 224 px crops of the shared photos.
+   ``vit_tiny_patch16_224``, tokens read as the 14 × 14 grid: with its class token, whose
+   head reads only that token, so every ablation is the head on the tokens written back;
+   and mean-pooled, ``global_pool=avg``, pooled rows through ``fc_norm`` + the linear layer)
+   and a ConvNeXt (``convnext_atto``: pooled rows through its LayerNorm + linear layer),
+   random weights, 224 px crops of the shared photos.
 2. The price of choosing a layer: the same run on the parts data (64 px) through
    ``resnet18`` (``output_stride=8``) and the conv-stem ViT of ``experiment=concepts_parts_vit``,
    at the final features (the closed-form pooled head: ablations are rows of the linear
@@ -41,7 +43,8 @@ from benchmarks.common import (
 N_PHOTOS, N_PHOTOS_QUICK = 32, 8
 N_PARTS, N_PARTS_QUICK = 32, 8
 BATCH = 8
-BACKBONES = [("vit_tiny_patch16_224", None, {}), ("convnext_atto", None, {})]
+BACKBONES = [("vit_tiny_patch16_224", None, {}), ("vit_tiny_patch16_224", None, {"global_pool": "avg"}),
+             ("convnext_atto", None, {})]
 LAYERS = [("resnet18", {"output_stride": 8}, "layer3"),
           ("clustercam_vit_convstem", {}, "blocks.3")]
 
@@ -107,12 +110,16 @@ def run(args) -> Section:
     n = N_PHOTOS_QUICK if args.quick else N_PHOTOS
     for name, _, kwargs in BACKBONES:
         model = _module(name, kwargs, None)
+        label = name + "".join(f" {k}={v}" for k, v in kwargs.items())
         bb, c = side_by_side(model, _photos(name, n), args.repeats, args.warmup)
         ratios = [(b + x) / b for b, x in zip(bb, c)]
-        lay = model.describe()["layout"]
-        rows.append([f"`{name}` final features ({lay}, {tuple(model.feature_shape or ())})",
-                     fmt_s(median(bb) / n), fmt_s(median(c) / n), spread(ratios), fmt_x(median(ratios))])
-        headlines.append(Headline(f"Concepts run ÷ backbone, `{name}` 224 px, {n} photos, cpu",
+        pooled = model.pooled_head
+        form = "no pooled form" if pooled is None else "pooled rows" + (" (affine)" if pooled.affine else "")
+        grid = "×".join(str(v) for v in model.features(_photos(name, n)[0][0][:1]).shape[1:])
+        rows.append([f"`{label}` final features ({model.describe()['layout']}, {grid}; {form})",
+                     fmt_s(median(bb) / n), fmt_s(median(c) / n), f"{min(ratios):.2f}×–{max(ratios):.2f}×",
+                     fmt_x(median(ratios))])
+        headlines.append(Headline(f"Concepts run ÷ backbone, `{label}` 224 px, {n} photos, cpu",
                                   fmt_x(median(ratios)), "≤ 1.3× (as nf_resnet50)", median(ratios) <= 1.3))
     photos = Table(f"The default concepts run per image on {n} photos (batches of {BATCH}), random weights",
                    ["backbone", "backbone per image", "concepts per image", "ratio min–max", "**ratio**"], rows)

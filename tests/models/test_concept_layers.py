@@ -46,7 +46,7 @@ def test_vit_tokens_at_a_non_square_input_give_grid_concepts() -> None:
     masks[:, 0, :16, :16], masks[:, 1, 16:, 32:], masks[:, 2, :16, 32:] = 1, 1, 1
     out, head, batch = _concepts(m, x, y, masks)
     assert out["layer_output"].shape == (2, 7, 192) and out["activations"].shape == (2, 192, 2, 3)
-    assert isinstance(head, BatchHead) and m.pooled_head is None  # fc_norm: no closed form
+    assert isinstance(head, BatchHead) and not m.pooled_head.affine  # fc_norm between pooling and fc
     assert batch.maps.shape == (2, 2, 3, 2, 3) and batch.sub_maps.shape == (2, 2, 3, 2, 2, 3)
     assert bool((batch.maps >= 0).all())  # signed tokens: maps are max(0, sum)
     assert int(batch.kept.min()) == 192  # signed tokens: every channel kept
@@ -109,12 +109,30 @@ def test_importance_through_the_rest_equals_the_closed_form(name, kwargs, layer)
     assert torch.allclose(closed, rest, atol=1e-4, rtol=1e-4)
 
 
-def test_convnext_concepts_run_without_a_closed_form() -> None:
-    m = _module("convnext_atto", shape=(3, 64, 64))
-    x, y = torch.randn(1, 3, 64, 64), torch.tensor([2])
+@pytest.mark.parametrize(("name", "kwargs", "shape"), [
+    ("convnext_atto", {}, (3, 64, 64)),  # a LayerNorm between pooling and linear layer
+    ("vit_tiny_patch16_224", {"dynamic_img_size": True, "global_pool": "avg"}, (3, 32, 48)),  # fc_norm
+])
+def test_a_norm_after_the_pooling_keeps_pooled_rows_with_the_full_heads_numbers(name, kwargs, shape) -> None:
+    m = _module(name, shape=shape, **kwargs)
+    x, y = torch.randn(2, *shape), torch.tensor([2, 0])
     out, head, batch = _concepts(m, x, y)
-    assert out["activations"].shape == (1, 320, 2, 2) and m.pooled_head is None  # LayerNorm in the head
-    assert batch.maps.shape[-2:] == (2, 2) and torch.isfinite(batch.importance).all()
+    pooled = m.pooled_head
+    assert pooled is not None and not pooled.affine and pooled.checked  # checked once on the first batch
+    full = run_concepts(head, out["activations"], y, settings=SETTINGS, logits=out["logits"])
+    assert torch.equal(batch.channels, full.channels)
+    assert torch.allclose(batch.importance, full.importance, atol=1e-4, equal_nan=True)
+    for auc in ("deletion_auc", "insertion_auc"):
+        assert torch.allclose(batch.fidelity_auc[auc], full.fidelity_auc[auc], atol=1e-4)
+
+
+def test_a_class_token_head_gets_no_pooled_form() -> None:
+    m = _module("vit_tiny_patch16_224", dynamic_img_size=True)
+    x, y = torch.randn(1, 3, 32, 48), torch.tensor([1])
+    out = m._step((x, y, torch.arange(1)))
+    with pytest.warns(UnreachableLayerWarning):
+        m.concept_head(x, out)
+    assert m.pooled_head is None  # a mean over the patches is not the class token
 
 
 def test_the_last_blocks_patch_tokens_of_a_class_token_vit_are_warned_about() -> None:

@@ -22,7 +22,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 
 from clustercam.exceptions import UserError
-from clustercam.explain.concepts.image.ablation import BatchHead, PooledHead
+from clustercam.explain.concepts.image.ablation import BatchHead, PooledHead, check_pooled
 from clustercam.explain.concepts.image.layer import (
     earlier_layer,
     features_head,
@@ -64,7 +64,7 @@ def check_feature_map(net: nn.Module, input_shape: Sequence[int], name: str, lay
         lay = infer_layout(out, model=net, layer=module, input_size=shape[1:], layout=layout,
                            name=f"{where} at input {list(shape)}")
     except UserError as err:
-        if "fewer than 2 positions" in str(err) or "no positions" in str(err):
+        if layer is None and "fewer than 2 positions" in str(err):
             raise UserError(f"{err}. For a CNN's final map: a larger input (data.size) or a smaller "
                             "stride, e.g. model.model_kwargs.output_stride=8") from None
         raise
@@ -150,6 +150,7 @@ class ClassifierModule(LightningModule):
         self.layout_spec = layout if layout is not None else "auto"
         self._layout: Layout | None = None
         self._reach_checked = False
+        self._pooled_ok: bool | None = None  # the pooled head reproduces the head (None: not checked)
         if self.input_shape is not None:
             self.feature_shape = check_feature_map(self.net, self.input_shape, self.full_name,
                                                    self.layer_name, self.layout_spec)
@@ -258,6 +259,9 @@ class ClassifierModule(LightningModule):
             head = rest_of_network(self.net, self.layer, lay, x)
         if "logits" in out:
             self.check_reach(head, out["activations"], out["logits"])
+        if self._pooled_ok is None and self.layer is None:  # once: does the pooled form hold?
+            candidate = self.pooled_head
+            self._pooled_ok = candidate is not None and bool(check_pooled(head, candidate, out["activations"]))
         return head
 
     def check_reach(self, head: Callable[[Tensor], Tensor], activations: Tensor, logits: Tensor) -> None:
@@ -270,21 +274,35 @@ class ClassifierModule(LightningModule):
 
     @property
     def pooled_head(self) -> PooledHead | None:
-        """``h = linear(pool(A))`` when the concept layer is the final features and timm's head is
-        a channel-wise pooling + one linear layer (ResNets, NF-ResNets, Swin...): lets concept
-        fidelity batch ablations as rows of the linear layer (masking channels commutes with
-        the pooling; an average-pooled ViT without prefix tokens and ``fc_norm=False`` too).
-        None otherwise (a norm between pooling and linear layer, as in ConvNeXt or timm's
-        default average-pooled ViT; prefix tokens; an intermediate layer)."""
+        """``h = linear(pool(A))`` when the concept layer is the final features and timm's head
+        pools per channel first: concept ablations are then pooled rows (masking channels
+        commutes with the pooling), no copies of the activations. Affine (rows of the linear
+        layer, fidelity as sums of shares) when the head is pooling + one linear layer
+        (ResNets, NF-ResNets, Swin, a mean-pooled ViT with ``fc_norm=False``); a mean over the
+        grid followed by the rest of the head on a 1 x 1 grid when a norm sits between them
+        (ConvNeXt, timm's default mean-pooled ViT). None for an intermediate layer, or when
+        the first batch showed the form does not reproduce the head (a class token)."""
+        if self.layer is not None or self._layout is None or self._pooled_ok is False:
+            return None
         fc = self.net.get_classifier() if hasattr(self.net, "get_classifier") else None
-        probe = torch.zeros(1, 1, 1, 1)
-        if not isinstance(fc, nn.Linear) or self._own_layout(probe) is None:
+        if not isinstance(fc, nn.Linear):
             return None
         head = getattr(self.net, "head", None)
-        for norm in (getattr(head, "norm", None), getattr(self.net, "fc_norm", None)):
-            if norm is not None and not isinstance(norm, nn.Identity):
-                return None
-        return PooledHead(pool=lambda a: self.head_pre_logits(a), linear=fc)
+        norms = [n for n in (getattr(head, "norm", None), getattr(self.net, "fc_norm", None))
+                 if n is not None and not isinstance(n, nn.Identity)]
+        checked = bool(self._pooled_ok)
+        if not norms and self._own_layout(torch.zeros(1, 1, 1, 1)) is not None:
+            return PooledHead(pool=self.head_pre_logits, linear=fc, checked=checked)
+        return PooledHead(pool=lambda a: a.mean((2, 3)), linear=self._head_of_pooled, checked=checked, affine=False)
+
+    def _head_of_pooled(self, pooled: Tensor) -> Tensor:
+        """The head on a 1 x 1 grid holding ``pooled`` (N x C): the rest of a head that
+        starts with a mean over the grid (prefix tokens zero: a mean-pooled ViT skips them)."""
+        lay, grid = self._layout, pooled[:, :, None, None]
+        if lay.kind == "tokens":
+            prefix = pooled.new_zeros(len(pooled), lay.prefix, pooled.shape[1])
+            return self.net.forward_head(torch.cat([prefix, grid.flatten(2).transpose(1, 2)], 1))
+        return self.net.forward_head(grid.permute(0, 2, 3, 1) if lay.kind == "nhwc" else grid)
 
     def head_pre_logits(self, activations: Tensor) -> Tensor:
         """The pooled features (timm's ``forward_head(pre_logits=True)``) of final features."""

@@ -84,15 +84,21 @@ class PooledHead:
     that ablations are rows of the linear layer. :func:`masked_target_probs` checks the
     claim on the first images and falls back to the full head (with a warning) if not;
     ``checked`` (set by :func:`checked_pooled_head`) skips the check: a batch's pipeline
-    checks once, not in each of its six ablation calls.
+    checks once, not in each of its six ablation calls. ``affine``: ``linear`` is one
+    linear layer (logits are sums of channel groups' shares, :func:`group_shares`); False
+    for any other function of the pooled vector (e.g. a LayerNorm before the linear layer,
+    as in ConvNeXt or a mean-pooled ViT): masks still commute with the pooling, so each
+    ablation is one pooled row through ``linear``, only the shares' shortcut is gone.
     """
 
     pool: Callable[[Tensor], Tensor]
     linear: Callable[[Tensor], Tensor]
     checked: bool = False
+    affine: bool = True
 
 
-def _check_pooled(head: Head, pooled: PooledHead, a: Tensor) -> bool:
+@torch.no_grad()
+def check_pooled(head: Head, pooled: PooledHead, a: Tensor) -> bool:
     """Whether ``linear(pool(A * m)) == head(A * m)`` on a few images and a random mask."""
     k = min(2, a.shape[0])
     g = torch.Generator().manual_seed(0)
@@ -106,7 +112,7 @@ def _usable(head: Head, pooled: PooledHead | None, a: Tensor) -> bool:
     """Whether to go through ``pooled`` (checked; a warning when it fails the check)."""
     if pooled is None:
         return False
-    if pooled.checked or _check_pooled(head, pooled, a):
+    if pooled.checked or check_pooled(head, pooled, a):
         return True
     warnings.warn("pooled_head does not reproduce the head on masked activations "
                   "(not a channel-wise pooling + linear layer?): using the full head",
@@ -176,11 +182,11 @@ def group_shares(
     group). With a (checked) :class:`PooledHead` ``h(A * keep) = b + sum_g keep_g W (pool(A)
     * 1_g)``, so a mask that keeps whole groups costs a sum of shares, and all groups of all
     groupings cost one linear call. Returns the bias (classes) and the shares S x B x (G + 1)
-    x classes (float64; the last group: the channels in no group), or None without a pooled
-    head (or when the check fails, with a warning).
+    x classes (float64; the last group: the channels in no group), or None without an
+    affine pooled head (or when the check fails, with a warning).
     """
     a = activations
-    if not _usable(head, pooled_head, a):
+    if pooled_head is None or not pooled_head.affine or not _usable(head, pooled_head, a):
         return None
     s, b, c = groups.shape
     ids = torch.arange(n_groups + 1, device=a.device).view(-1, 1)
