@@ -21,6 +21,7 @@ from pathlib import Path
 from benchmarks import (
     bench_clam,
     bench_class_concepts,
+    bench_concept_layers,
     bench_concept_run,
     bench_concepts,
     bench_dcec,
@@ -55,6 +56,7 @@ BENCHES = {
     "class_concepts": bench_class_concepts.run,
     "clam": bench_clam.run,
     "dcec": bench_dcec.run,
+    "concept_layers": bench_concept_layers.run,
 }
 
 

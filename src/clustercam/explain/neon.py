@@ -36,10 +36,12 @@ from clustercam.explain.hooks import (
     embed,
     eval_mode,
     hooked,
+    layer_layout,
     module_device,
     module_dtype,
     resolve_layer,
 )
+from clustercam.explain.layouts import LayoutSpec
 from clustercam.explain.maps import input_maps
 
 PEERS_HINT = "pip install clustercam[peers]"
@@ -303,6 +305,7 @@ def neon(
     composite: str | Any = "epsilon_plus_flat",
     batch_size: int = 256,
     smooth: bool = False,
+    layout: LayoutSpec = "auto",
 ) -> NEONResult:
     """NEON relevance maps of k-means clusters on any (zennit-canonizable) encoder.
 
@@ -317,7 +320,8 @@ def neon(
     Args:
         encoder: maps x to embeddings N x m (zennit must be able to canonize it).
         target_layer: a module (or its dotted name) whose relevance is also returned
-            (``layer_raw``); None: the input only.
+            (``layer_raw``, over its grid: tokens and channels-last outputs are read by
+            ``layout`` as for :func:`~clustercam.explain.grad_ceam`); None: the input only.
         x: N x C x L (series) or N x C x H x W (images).
         centroids: K x m.
         clusters: N cluster ids: explain only each sample's given cluster (one backward pass
@@ -330,6 +334,8 @@ def neon(
             ``EpsilonPlusFlat``, BatchNorm merged).
         batch_size: samples per chunk.
         smooth: moving average of series maps.
+        layout: how the target layer's output is read as channels at positions
+            (:mod:`clustercam.explain.layouts`; ``auto``: tokens and channels-last as their grid).
 
     Returns:
         A :class:`NEONResult`: heatmaps N x K' x input spatial size in [0, 1], the signed
@@ -377,7 +383,7 @@ def neon(
         for start in range(0, n, batch_size):
             sel = None if clusters is None else clusters[start : start + batch_size]
             xb = x[start : start + batch_size].to(device=device, dtype=dtype).clone().requires_grad_(True)
-            rel, layer_rel, f = _lrp_chunk(hooked_encoder, layer, xb, mu, beta, evidence, sel)
+            rel, layer_rel, f = _lrp_chunk(hooked_encoder, layer, xb, mu, beta, evidence, sel, layout)
             raw[start : start + len(xb)] = rel
             f_all[start : start + len(xb)] = f
             if layer_rel is not None:
@@ -390,7 +396,7 @@ def neon(
 
 def _lrp_chunk(
     encoder: nn.Module, layer: nn.Module | None, xb: Tensor, mu: Tensor, beta: float | None,
-    evidence: str, clusters: Tensor | None,
+    evidence: str, clusters: Tensor | None, layout: LayoutSpec = "auto",
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Input relevance (b x K' x spatial), target-layer relevance and f_c of one chunk.
 
@@ -418,5 +424,7 @@ def _lrp_chunk(
             grads = torch.autograd.grad(z, wrt, grad_outputs=rz[:, c], retain_graph=c < rz.shape[1] - 1)
             rel.append(grads[0].sum(1).detach().cpu())
             if layer is not None:
-                layer_rel.append(grads[1].sum(1).detach().cpu())
+                lay = layer_layout(encoder, layer, captured["A"], xb, layout)
+                grid = grads[1] if lay is None else lay.read(grads[1])  # relevance per grid position
+                layer_rel.append(grid.sum(1).detach().cpu())
     return (torch.stack(rel, 1), torch.stack(layer_rel, 1) if layer is not None else None, f)

@@ -19,7 +19,15 @@ from clustercam.exceptions import UserError
 from clustercam.explain.assignments import nearest
 from clustercam.explain.checks import check_embedding, check_inputs
 from clustercam.explain.deprecation import reordered_parameters
-from clustercam.explain.hooks import eval_mode, hooked, module_device, module_dtype, resolve_layer
+from clustercam.explain.hooks import (
+    eval_mode,
+    hooked,
+    layer_layout,
+    module_device,
+    module_dtype,
+    resolve_layer,
+)
+from clustercam.explain.layouts import LayoutSpec
 from clustercam.explain.maps import minmax_normalise
 
 Normalise = Literal["minmax", "raw"]
@@ -127,6 +135,7 @@ def cardinality(
     *,
     normalise: Normalise = "minmax",
     batch_size: int | None = 256,
+    layout: LayoutSpec = "auto",
 ) -> CardinalityResult:
     """The discrimination table (paper Table I): ``ratio_c = #{in c after} / #{in c before}``.
 
@@ -144,6 +153,8 @@ def cardinality(
         channel_weights: N x K x C, Grad-CeAM's ``channel_weights`` (any target).
         normalise: ``minmax`` (eq. 12: ReLU, then [0, 2] per sample) or ``raw``.
         batch_size: encoder inputs per chunk (samples x K); None: one chunk.
+        layout: how the target layer's output is read (as for :func:`grad_ceam`): the
+            channels of a token or channels-last layer are scaled at its grid positions.
 
     Returns:
         A :class:`CardinalityResult`: counts before / after and their ratio per cluster.
@@ -187,14 +198,17 @@ def cardinality(
 
     def scale(output: Tensor) -> Tensor:
         w = current["w"]  # b x K x C
-        if output.shape[1] != w.shape[-1]:
+        lay = layer_layout(encoder, layer, output, current["x"], layout)
+        a = output if lay is None else lay.read(output)  # channels first
+        if a.shape[1] != w.shape[-1]:
             raise UserError(
                 f"channel_weights have {w.shape[-1]} channels but the target layer outputs "
-                f"{output.shape[1]}"
+                f"{a.shape[1]}"
             )
-        b = output.shape[0]
-        view = (b, k, w.shape[-1]) + (1,) * (output.dim() - 2)
-        return (output[:, None] * w.reshape(view)).reshape(b * k, *output.shape[1:])
+        b = a.shape[0]
+        view = (b, k, w.shape[-1]) + (1,) * (a.dim() - 2)
+        scaled = (a[:, None] * w.reshape(view)).reshape(b * k, *a.shape[1:])
+        return scaled if lay is None else lay.write(scaled, output.repeat_interleave(k, 0))
 
     with eval_mode(encoder), torch.no_grad():
         for start in range(0, n, step):
@@ -203,6 +217,7 @@ def cardinality(
             check_embedding(z0, mu)
             before[start : start + len(xb)] = nearest(z0, mu).cpu()
             current["w"] = amp[start : start + step].to(device=device, dtype=dtype)
+            current["x"] = xb
             with hooked(layer, scale):
                 z1 = encoder(xb)
             if z1.shape[0] != len(xb) * k:

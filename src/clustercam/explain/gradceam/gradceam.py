@@ -29,6 +29,7 @@ from clustercam.explain.hooks import (
     module_dtype,
     resolve_layer,
 )
+from clustercam.explain.layouts import LayoutSpec
 from clustercam.explain.maps import input_maps
 
 
@@ -117,7 +118,7 @@ def _closed_form_head(encoder: nn.Module, layer: nn.Module) -> tuple[Tensor, str
 
 def _closed_form_weights(
     encoder: nn.Module, layer: nn.Module, x: Tensor, centroids: Tensor, target: GradCeAMTarget,
-    head: tuple[Tensor, str],
+    head: tuple[Tensor, str], layout: LayoutSpec = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Channel weights N x K x C, z and A for z = fc(pool(A)), without autograd through f.
 
@@ -125,7 +126,7 @@ def _closed_form_weights(
     (m x C·S): dL_c/dA_k,s = (g_c V)_k / S for pool = mean (the same at every position),
     (g_c V)_(k,s) for pool = flatten; eq. 9 then pools this over the S positions.
     """
-    z, acts = forward_with_layer(encoder, layer, x, with_grad=False)
+    z, acts = forward_with_layer(encoder, layer, x, with_grad=False, layout=layout)
     check_embedding(z, centroids)
     v = head[0].detach()
     z_leaf = z.detach().requires_grad_(True)
@@ -143,12 +144,13 @@ def _closed_form_weights(
 def _chunk(
     encoder: nn.Module, layer: nn.Module, x: Tensor, centroids: Tensor, target: GradCeAMTarget,
     maps: bool, smooth: bool, heat_out: Tensor | None = None, clusters: Tensor | None = None,
+    layout: LayoutSpec = "auto",
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     head = _closed_form_head(encoder, layer)
     if head is not None:
-        weights, z, acts = _closed_form_weights(encoder, layer, x, centroids, target, head)
+        weights, z, acts = _closed_form_weights(encoder, layer, x, centroids, target, head, layout)
     else:
-        z, acts = forward_with_layer(encoder, layer, x, with_grad=True)
+        z, acts = forward_with_layer(encoder, layer, x, with_grad=True, layout=layout)
         check_embedding(z, centroids)
         grads = _batched_grads(target.losses(z, centroids), acts)  # K x N x C x spatial
         weights = target.pool(grads, tuple(range(3, grads.dim()))).transpose(0, 1).detach()
@@ -179,6 +181,7 @@ def grad_ceam(
     batch_size: int | None = 512,
     return_maps: bool = True,
     smooth: bool = False,
+    layout: LayoutSpec = "auto",
 ) -> GradCeAMResult:
     """Grad-CeAM maps ``M_c = sum_k ReLU(W_c,k) A_k`` (eq. 10) for every sample and centroid.
 
@@ -200,11 +203,13 @@ def grad_ceam(
         return_maps: False keeps only the channel weights and embeddings, for tables over
             whole test sets.
         smooth: moving average of series maps.
+        layout: how the target layer's output is read as channels at positions
+            (:mod:`clustercam.explain.layouts`): ``auto`` (channels first as it is; tokens of a
+            ViT-style encoder and channels-last maps as their grid), a kind or a callable.
 
     Returns:
-        A :class:`GradCeAMResult`: heatmaps N x K' x input spatial size in [0, 1], raw maps
-        N x K' x target-layer spatial size, channel weights N x K' x C (eq. 9), embeddings
-        N x m.
+        A :class:`GradCeAMResult`: heatmaps N x K' x spatial in [0, 1], raw maps at the
+        target layer (its grid), channel weights N x K' x C (eq. 9), embeddings N x m.
 
     Raises:
         UserError: an unknown target, a layer not in the encoder, bad shapes or values.
@@ -244,7 +249,7 @@ def grad_ceam(
             dest = heat[start : start + step] if heat is not None and device.type == "cpu" else None
             sel = None if clusters is None else clusters[start : start + step]
             z, w, raw, hb = _chunk(encoder, layer, xb, mu, resolved, return_maps, smooth,
-                                   heat_out=dest, clusters=sel)
+                                   heat_out=dest, clusters=sel, layout=layout)
             if heat is not None and dest is None:
                 heat[start : start + step].copy_(hb)
             parts.append((z.cpu(), w.cpu(), None if raw is None else raw.cpu()))

@@ -166,11 +166,11 @@ class ConvAutoencoder(Autoencoder):
         dec.append(nn.Conv2d(filters[0], c_in, 3, padding=1))
         if output_activation == "sigmoid":
             dec.append(nn.Sigmoid())
-        self.decoder = _ImageDecoder(embedding_dim, self.feature_shape, nn.Sequential(*dec))
+        self.decoder = ImageDecoder(embedding_dim, self.feature_shape, nn.Sequential(*dec))
 
 
 
-class _ImageDecoder(nn.Module):
+class ImageDecoder(nn.Module):
     """Linear to the encoder's feature shape, reshape, transposed convolutions.
 
     No activation after the linear layer: with a ReLU there, MNIST training sat on a

@@ -17,13 +17,14 @@ from clustercam.explain.maps import minmax_normalise, resize_maps
 
 @renamed_parameters(labels="concept_labels")
 def raw_concept_maps(activations: Tensor, concept_labels: Tensor, *, n_concepts: int | None = None) -> Tensor:
-    """B x n_concepts x H x W: ``M_l = sum_{c in l} A_c`` (activation resolution)."""
+    """B x n_concepts x H x W: ``M_l = max(0, sum_{c in l} A_c)`` (activation resolution; the
+    clip only changes the maps of signed activations, e.g. a transformer's tokens)."""
     check_activations(activations, warn_negative=False)
     labels = concept_labels
     n = int(labels.max()) + 1 if n_concepts is None else int(n_concepts)
     onehot = F.one_hot(labels.clamp_min(0).long(), max(n, 1)).to(activations.dtype)
     onehot = onehot * (labels >= 0).unsqueeze(-1).to(activations.dtype)
-    return torch.einsum("bchw,bcl->blhw", activations, onehot.to(activations.device))
+    return torch.einsum("bchw,bcl->blhw", activations, onehot.to(activations.device)).clamp_min(0)
 
 
 @renamed_parameters(labels="concept_labels")
