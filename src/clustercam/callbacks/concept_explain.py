@@ -50,9 +50,9 @@ class ConceptExplainCallback(Callback):
             ``class_figures``: galleries of the first classes only (None: all).
         resume: skip the images whose results a killed run in ``output_dir`` left in its shards
             (:mod:`.concept_shards`, written by every run); not yet with class concepts.
-        layer, layout: the classifier's module (dotted name; None: its final features) whose
-            output is clustered, and how it is read (``auto``, ``nchw``, ``nhwc``, ``tokens``,
-            ``ncl``); set on the model when the run starts (a bad name fails before training).
+        layer: the classifier's module (dotted name; None: its final features) whose output is
+            clustered; set on the model when the run starts (a bad name fails before training).
+        layout: how that output is read (``auto``, ``nchw``, ``nhwc``, ``tokens``, ``ncl``).
         **options: the fields of :class:`ConceptSettings` when ``settings`` is not given, and
             the class-level ones (``min_presence``, ``n_class``, ``gallery_size``,
             ``nmf_max_images``, ``scope``, ``class_random``: :class:`ClassConceptSettings`'
