@@ -17,7 +17,8 @@ VIT = ["experiment=concepts_parts", "logger=csv", "model.name=vit_tiny_patch16_2
        "+model.model_kwargs.depth=2", "data.n_train=24", "data.n_test=4", "data.batch_size=12",
        "data.eval_batch_size=4", "data.size=48", "trainer.max_epochs=1", "callbacks.concepts.n_init=2",
        "callbacks.concepts.sub_concepts=2", "callbacks.concepts.max_figures=1",
-       "callbacks.concepts.control_repeats=2", "callbacks.concepts.class_concepts=false"]
+       "callbacks.concepts.control_repeats=2", "callbacks.concepts.class_concepts=true",
+       "callbacks.concepts.class_figures=0"]
 
 
 @pytest.mark.slow  # ~18 s on 2 cores
@@ -33,6 +34,11 @@ def test_a_vit_block_is_explained_on_its_token_grid(tmp_path: Path) -> None:
     assert truth["n_images"].between(1, 4).all() and truth["parts_separated"].between(0, 1).all()
     assert pd.read_csv(out / "concept_fidelity.csv")[["deletion_auc", "insertion_auc"]].notna().all().all()
     assert any((out / "figures").rglob("*.png"))
+    # class concepts: a second pass through the rest of the network; no NMF of signed tokens
+    classes = pd.read_csv(out / "class_concepts.csv")
+    assert "nmf" not in set(classes["method"]) and classes["importance"].notna().any()
+    assert set(pd.read_csv(out / "class_concepts_truth.csv")["source"]) == {"coassociation", "random"}
+    assert metrics["class_concepts/passes"] == 2
 
 
 def test_a_layer_that_is_not_a_module_is_refused_before_training(tmp_path: Path) -> None:

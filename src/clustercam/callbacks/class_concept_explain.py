@@ -26,7 +26,7 @@ from torch import Tensor
 
 from clustercam import outputs
 from clustercam.callbacks.concept_figures import class_gallery_figures
-from clustercam.callbacks.evaluated import eval_classes, eval_loader, images_again
+from clustercam.callbacks.evaluated import concept_batch, eval_classes, eval_loader, images_again
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_images, log_table
 from clustercam.callbacks.memory import release_freed_memory
@@ -147,10 +147,10 @@ class ClassConceptOutputs:
             if not torch.equal(idx.long().cpu(), seen.index):
                 raise RuntimeError("class concepts: the second pass over the evaluated dataloader met "
                                    "other images than the first (a shuffled or random sampler?)")
-            a = pl_module.features(x)
-            t = y.long() if s.target == "label" else pl_module.head(a).argmax(-1)
+            a, head, logits = concept_batch(pl_module, x)
+            t = y.long() if s.target == "label" else logits.argmax(-1)
             m = None if masks is None else masks[idx.long().cpu()].to(a.device)
-            self.run.score(pl_module.head, a, {c: v.long() for c, v in seen.partitions.items()},
+            self.run.score(head, a, {c: v.long() for c, v in seen.partitions.items()},
                            self._groups(y), idx.long(), t, m, seen.keep)
             release_freed_memory()
 

@@ -1,5 +1,6 @@
 """The evaluated data of a test / predict loop as the class concepts read it: its
-dataloader, its classes, and images again by their index (the galleries' maps)."""
+dataloader, its classes, images again by their index (the galleries' maps), and a batch's
+activations with its head (the second pass)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,13 @@ def images_again(trainer: Trainer, pl_module: LightningModule) -> Callable[[list
         return pl_module.features(x)
 
     return activations_of
+
+
+def concept_batch(pl_module: LightningModule, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor], Tensor]:
+    """(activations, head, logits) of a batch as the concept pipeline reads them: the model's
+    ``concept_batch`` (a token or intermediate layer's head is bound to the batch's inputs),
+    else ``features`` and ``head``."""
+    if callable(getattr(pl_module, "concept_batch", None)):
+        return pl_module.concept_batch(x)
+    a = pl_module.features(x)
+    return a, pl_module.head, pl_module.head(a)

@@ -238,9 +238,8 @@ class ClassifierModule(LightningModule):
         own = self._own_layout(activations)
         if own is None:
             kind = self._layout.kind if self._layout is not None else "unread"
-            raise UserError(f"the head of {self.describe_layer()} ({kind} layout) needs the batch's inputs "
-                            "(concept_head(x, step_output)); class concepts do not take it yet: set "
-                            "callbacks.concepts.class_concepts=false")
+            raise UserError(f"the head of {self.describe_layer()} ({kind} layout) needs the batch's inputs: "
+                            "use concept_head(x, step_output) or concept_batch(x)")
         return self.net.forward_head(own)
 
     def concept_head(self, x: Tensor, out: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | BatchHead:
@@ -282,7 +281,7 @@ class ClassifierModule(LightningModule):
         grid followed by the rest of the head on a 1 x 1 grid when a norm sits between them
         (ConvNeXt, timm's default mean-pooled ViT). None for an intermediate layer, or when
         the first batch showed the form does not reproduce the head (a class token)."""
-        if self.layer is not None or self._layout is None or self._pooled_ok is False:
+        if self.layer is not None or self._pooled_ok is False:  # no layout read yet: NCHW, as timm's CNNs
             return None
         fc = self.net.get_classifier() if hasattr(self.net, "get_classifier") else None
         if not isinstance(fc, nn.Linear):
@@ -298,7 +297,7 @@ class ClassifierModule(LightningModule):
     def _head_of_pooled(self, pooled: Tensor) -> Tensor:
         """The head on a 1 x 1 grid holding ``pooled`` (N x C): the rest of a head that
         starts with a mean over the grid (prefix tokens zero: a mean-pooled ViT skips them)."""
-        lay, grid = self._layout, pooled[:, :, None, None]
+        lay, grid = self._layout or Layout("nchw"), pooled[:, :, None, None]
         if lay.kind == "tokens":
             prefix = pooled.new_zeros(len(pooled), lay.prefix, pooled.shape[1])
             return self.net.forward_head(torch.cat([prefix, grid.flatten(2).transpose(1, 2)], 1))
@@ -319,6 +318,13 @@ class ClassifierModule(LightningModule):
         raw, logits = self.layer_output(x)
         a = grid_2d(self.layout_of(raw, x).read(raw)).float().contiguous()
         return {"activations": a, "logits": logits, "y": y, "idx": idx, "layer_output": raw}
+
+    @torch.no_grad()
+    def concept_batch(self, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor] | BatchHead, Tensor]:
+        """(activations, :meth:`concept_head`, logits) of the inputs ``x``: what a second pass
+        over the images (class concepts) needs."""
+        out = self._step((x, None, None))
+        return out["activations"], self.concept_head(x, out), out["logits"]
 
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch)

@@ -38,6 +38,7 @@ from clustercam.explain.concepts.classes.coassociation import (
     CoAssociation,
     group_name,
     random_groups,
+    warn_class,
 )
 from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_concepts
 from clustercam.explain.concepts.classes.pooled import PooledActivations, cat_pooled, is_mean_pool
@@ -150,9 +151,13 @@ class ClassConceptRun:
         default ``classes``) and the part ``masks`` (B x 3 x H x W) of data that has them."""
         for cfg, labels in partitions.items():
             self.co[tuple(cfg)].update(labels, classes, keep)
+        a = activations.detach()
+        if self.sample is not None and a.numel() and bool(a.min() < 0):  # signed (transformer tokens)
+            warn_class("the NMF baseline needs non-negative activations and these are signed "
+                       f"(min {float(a.min()):.3g}): no NMF class concepts in this run")
+            self.sample = None
         if self.sample is not None:
             self.sample.update(activations, classes, index, keep)
-        a = activations.detach()
         if self.map_size is None:
             self.map_size = tuple(a.shape[-2:])
         pooled = None

@@ -37,6 +37,7 @@ from torch import Tensor
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import ClassConcepts
 from clustercam.explain.concepts.classes.pooled import PooledActivations
+from clustercam.explain.concepts.image.ablation import BatchHead
 from clustercam.explain.concepts.image.importance import concept_importance, importance_order
 from clustercam.explain.concepts.image.maps import raw_concept_maps
 from clustercam.explain.concepts.vocabulary import CLASS_TRUTH_SCORES
@@ -220,7 +221,8 @@ class ClassConceptScores:
             r = rows[sel]
             a_s = a[sel.to(a.device)]
             lab = self.concepts.labels[r].to(a.device)
-            imp = concept_importance(head, a_s, lab, targets[sel].to(a.device), n_concepts=n).cpu()
+            head_s = head.select(sel) if isinstance(head, BatchHead) else head  # a head bound to the batch
+            imp = concept_importance(head_s, a_s, lab, targets[sel].to(a.device), n_concepts=n).cpu()
             raw = raw_concept_maps(a_s, lab, n_concepts=n)
             score = raw.flatten(2).sum(-1).double().cpu()
             masses = None if masks is None else part_masses(raw, masks[sel.to(masks.device)])
