@@ -241,7 +241,7 @@ class ClassConceptRun:
             self._set_concepts(cfg, found)
 
     # -- scores: from pass 1 (pooled head) or a second pass ------------------------------------
-    def score_observed(self, chunk_images: int = 1024) -> None:
+    def score_observed(self, chunk_images: int = 256) -> None:
         """The one pass's scores: every observed batch from its pooled numbers (after
         :meth:`finalise`; random controls only with part masks, as in :meth:`score`),
         consecutive batches together up to ``chunk_images`` images (each class concept's
