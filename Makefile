@@ -11,12 +11,13 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: help install run test test-all lint format docs bench reproduce clean
+.PHONY: help install run test test-all browser lint format docs bench reproduce clean
 
 help:
 	@echo "make run       set up .venv and run the default experiment (Grad-CeAM on UCR Trace)"
 	@echo "make test      set up .venv and run the fast tests"
-	@echo "make test-all  all tests, the slow ones too"
+	@echo "make test-all  all tests, the slow ones too (installs Chromium for the report's browser test)"
+	@echo "make browser   Debian's Chromium, for the report's headless-browser test (apt-get, as root)"
 	@echo "make bench     benchmarks -> benchmarks/RESULTS.md"
 	@echo "make reproduce both papers' tables and figures (~45 min on 2 cores) -> outputs/reproduction/"
 	@echo "make lint      ruff"
@@ -37,8 +38,15 @@ run: install
 test: install
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
 
-test-all: install
+test-all: install browser
 	$(PY) -m pytest -q $(ARGS)
+
+# the report's headless-browser test uses Debian's Chromium; where it cannot be installed
+# (not root, no apt) the test is skipped and says so
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "no Chromium: the report's browser test will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

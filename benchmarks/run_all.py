@@ -1,6 +1,6 @@
 """Run every benchmark and write ``benchmarks/RESULTS.md`` (``make bench``).
 
-    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training]
+    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training,clam,dcec]
 
 ``--quick`` writes ``benchmarks/.cache/RESULTS-quick.md`` instead (small sizes are a smoke
 run, not results), unless ``--out`` says otherwise.
@@ -19,9 +19,12 @@ import traceback
 from pathlib import Path
 
 from benchmarks import (
+    bench_clam,
     bench_class_concepts,
+    bench_concept_layers,
     bench_concept_run,
     bench_concepts,
+    bench_dcec,
     bench_end_to_end,
     bench_fidelity,
     bench_gradceam,
@@ -51,6 +54,9 @@ BENCHES = {
     "concept_run": bench_concept_run.run,
     "end_to_end": bench_end_to_end.run,
     "class_concepts": bench_class_concepts.run,
+    "clam": bench_clam.run,
+    "dcec": bench_dcec.run,
+    "concept_layers": bench_concept_layers.run,
 }
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from clustercam.callbacks.cluster_explain import OLD_NAMES, ClusterExplainCallback
+from clustercam.callbacks.cluster_explain import ClusterExplainCallback
+from clustercam.callbacks.config_names import OLD_CLUSTER_EXPLAIN_NAMES as OLD_NAMES
 from clustercam.data.ucr import UCRDataModule
 from clustercam.exceptions import UserError
 from clustercam.explain.clustering import clustering_scores, fit_kmeans
@@ -80,7 +81,7 @@ def test_callback_takes_the_explain_settings_and_its_old_names(tmp_path):
     node = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "callbacks" / "cluster_explain.yaml").cluster_explain)
     own = set(inspect.signature(ClusterExplainCallback).parameters) - {"settings", "options"}
     given = {f.name: f.default for f in fields(ClusterExplainSettings)}
-    assert set(node) - {"_target_"} == own | set(given) | set(OLD_NAMES)
+    assert set(node) - {"_target_", "_convert_"} == own | set(given) | set(OLD_NAMES)
     assert all(node[name] is None for name in OLD_NAMES)
     for name, value in given.items():
         got = tuple(node[name]) if isinstance(node[name], list) else node[name]

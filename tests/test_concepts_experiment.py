@@ -98,7 +98,8 @@ def test_random_weights_are_loud_frozen_and_split_into_g_and_h(caplog) -> None:
     with caplog.at_level(logging.WARNING):
         model = ClassifierModule("test_resnet", pretrained=False)
     assert "RANDOM WEIGHTS" in caplog.text
-    assert model.describe() == {"model": "test_resnet", "pretrained": False, "weights": "random"}
+    assert model.describe() == {"model": "test_resnet", "pretrained": False, "weights": "random",
+                                "layer": "final features", "layout": "auto"}
     assert not any(p.requires_grad for p in model.parameters())
     model.train()
     assert not model.net.training  # stays in eval mode
@@ -107,7 +108,8 @@ def test_random_weights_are_loud_frozen_and_split_into_g_and_h(caplog) -> None:
     assert a.shape == (2, 96, 2, 2)
     assert torch.allclose(model.head(a), model.net(x), atol=1e-5)
     out = model.test_step((x, torch.tensor([1, 2]), torch.tensor([0, 1])), 0)
-    assert set(out) == {"activations", "logits", "y", "idx"} and out["logits"].shape == (2, 1000)
+    assert set(out) == {"activations", "logits", "y", "idx", "layer_output"} and out["logits"].shape == (2, 1000)
+    assert model.describe()["layout"] == "nchw"
 
 
 # ---------------------------------------------------------------------------------------

@@ -114,11 +114,11 @@ def test_saved_weights_explain_an_image_folder(parts_run, tmp_path) -> None:
 # ---------------------------------------------------------------------------------------
 # bad input: one clear message each, before any training
 # ---------------------------------------------------------------------------------------
-def test_a_feature_map_smaller_than_2x2_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"feature map of 'resnet18' at input \[3, 32, 32\] is "
-                                         r"\[512, 1, 1\]: smaller than 2 x 2.*output_stride=8"):
+def test_a_feature_map_of_one_position_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"feature map of 'resnet18' at input \[3, 32, 32\] outputs "
+                                         r"\(1, 512, 1, 1\).*fewer than 2 positions.*output_stride=8"):
         TrainableClassifierModule("resnet18", num_classes=6, input_shape=(3, 32, 32))
-    with pytest.raises(Exception, match="smaller than 2 x 2"):  # the same through the configs
+    with pytest.raises(Exception, match="fewer than 2 positions"):  # the same through the configs
         train(["experiment=concepts_mnist", "logger=none", "data.size=8", "data.max_samples=8"],
               Path("/tmp/never-written"))
 

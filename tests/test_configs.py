@@ -29,8 +29,10 @@ def test_experiments_instantiate(experiment, tmp_path):
     dm = hydra.utils.instantiate(cfg.data)
     assert isinstance(dm, LightningDataModule)
     extra = {"input_shape": [1, 64]} if "input_shape" in cfg.model else {}
-    if extra and experiment in ("mnist", "synthetic_shapes", "stl10"):
+    if extra and experiment.removesuffix("_dcec") in ("mnist", "synthetic_shapes", "stl10"):
         extra = {"input_shape": [3 if experiment == "stl10" else 1, 32, 32]}
+    if "n_clusters" in cfg.model and cfg.model.n_clusters is None:  # deep clustering: K (train.py)
+        extra["n_clusters"] = 3
     if extra and experiment in ("concepts_parts", "concepts_mnist"):  # trained classifiers, 64 px
         extra = {"input_shape": [3 if experiment == "concepts_parts" else 1, 64, 64]}
     model = hydra.utils.instantiate(cfg.model, **extra)

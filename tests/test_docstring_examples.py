@@ -19,7 +19,8 @@ import clustercam.explain as explain
 
 SRC = Path(clustercam.__file__).resolve().parent
 ENTRY_POINTS = ["grad_ceam", "cardinality", "extract_concepts", "concept_importance",
-                "score_explanations", "run_concepts", "explain_clusters", "GradCeAMTarget"]
+                "score_explanations", "run_concepts", "explain_clusters", "GradCeAMTarget", "clam",
+                "target_distribution"]
 
 
 def _module_name(path: Path) -> str:

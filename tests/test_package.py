@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from clustercam import outputs
 from tests.helpers import REPO
 from tests.helpers.run import OFFLINE, check_contract
 
@@ -53,6 +54,9 @@ def test_the_wheel_carries_the_configs_and_py_typed(wheel):
             if "local" not in p.parts}
     assert {f"clustercam/conf/{c}" for c in conf} <= names
     assert {"clustercam/py.typed", "clustercam/conf/train.yaml", "clustercam/conf/debug/fdr.yaml"} <= names
+    templates = {f"clustercam/reporting/templates/{p.name}"
+                 for p in (REPO / "src" / "clustercam" / "reporting" / "templates").glob("*.html.j2")}
+    assert len(templates) == 3 and templates <= names  # the report's pages
 
 
 def test_the_wheel_has_the_one_version_number(wheel):
@@ -69,6 +73,8 @@ def test_the_installed_wheel_runs_from_an_empty_folder(installed, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "debug" / "runs").iterdir()  # outputs where the user started
     check_contract(run, k=4, checkpoint=False)
+    # report=true: the page, from the templates the wheel carries; and its console script
+    assert (run / outputs.REPORT_INDEX).is_file() and (installed / "bin" / "clustercam-report").is_file()
 
 
 def readme_example() -> dict[str, str]:

@@ -98,6 +98,7 @@ def run(tmp_path_factory) -> Path:
     loader = DataLoader(ds, batch_size=3)
     trainer = SimpleNamespace(world_size=1, global_rank=0, is_global_zero=True, predicting=False,
                               datamodule=Data(ds), loggers=[], logger=None, test_dataloaders=loader,
+                              default_root_dir=str(out), global_step=0,
                               strategy=SimpleNamespace(batch_to_device=lambda b: b))
     cb = ConceptExplainCallback(
         out, ConceptSettings(n_concepts=3, sub_concepts=2, n_init=2, control_repeats=2),

@@ -28,3 +28,24 @@ class MissingFileError(ResourceUnavailableError, FileNotFoundError):
 
     Also a ``FileNotFoundError``, so ``except FileNotFoundError`` still catches it.
     """
+
+
+class CheckpointError(UserError, FileNotFoundError):
+    """``ckpt_path`` is missing, unreadable or a checkpoint of another model; the message names
+    the file and what is wrong.
+
+    Also a ``FileNotFoundError``, as the missing-checkpoint error was before.
+    """
+
+
+class MissingCheckpointError(CheckpointError, MissingFileError):
+    """``ckpt_path`` names a file that does not exist (a :class:`MissingFileError` too)."""
+
+
+class BadInputFileError(UserError):
+    """An input file cannot be read and ``data.on_bad_file=error``; the message names it."""
+
+
+class TrainingDivergedError(UserError):
+    """Training produced a non-finite loss (or gradient norm); the message names the step,
+    the value, the last good checkpoint and the settings to look at."""

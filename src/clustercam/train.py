@@ -23,27 +23,19 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
-from clustercam.exceptions import MissingFileError, UserError  # noqa: E402
+from clustercam.exceptions import TrainingDivergedError, UserError  # noqa: E402
+from clustercam.runtime.checkpoints import check_checkpoint  # noqa: E402
 from clustercam.runtime.configs import config_path, move_deprecated_keys  # noqa: E402
 from clustercam.runtime.console import print_config, print_summary  # noqa: E402
 from clustercam.runtime.errors import exit_on_user_error  # noqa: E402
 from clustercam.runtime.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
+from clustercam.runtime.status import record_skipped_inputs, track_status  # noqa: E402
 
 log = logging.getLogger("clustercam")
 CONFIG_PATH = config_path()
 
 
-def check_checkpoint(ckpt_path: str | None) -> None:
-    """``ckpt_path`` is a file that exists (or one of Lightning's names: last, best, hpc)."""
-    if ckpt_path is None or str(ckpt_path) in ("last", "best", "hpc", "registry"):
-        return
-    if not Path(ckpt_path).expanduser().is_file():
-        raise MissingFileError(
-            f"ckpt_path={ckpt_path!r} does not exist: give a Lightning checkpoint file "
-            "(<run>/checkpoints/last.ckpt), ckpt_path=last to resume the run in paths.output_dir, "
-            "or leave it null")
-
-
+@track_status  # status.json: running, then finished / failed / diverged / interrupted
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate everything from ``cfg``, train and/or test; return the final metrics."""
     cfg = move_deprecated_keys(cfg)
@@ -56,11 +48,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     log.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule = hydra.utils.instantiate(cfg.data)
+    record_skipped_inputs(out, datamodule)  # skipped_inputs.csv: the unreadable files left out
     extra: dict[str, Any] = {}
     if hasattr(datamodule, "input_shape") and "input_shape" in cfg.model:
         extra["input_shape"] = list(datamodule.input_shape)
+    if "n_clusters" in cfg.model and cfg.model.n_clusters is None and hasattr(datamodule, "num_classes"):
+        extra["n_clusters"] = int(datamodule.num_classes)  # deep clustering: K = the classes
     log.info("Instantiating model <%s>", cfg.model._target_)
     model = hydra.utils.instantiate(cfg.model, **extra)
+    check_checkpoint(cfg.get("ckpt_path"), model)  # fits this model, before any training
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(group_multirun(cfg).get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -96,6 +92,13 @@ def group_multirun(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def is_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # composed outside @hydra.main
+        return False
+
+
 def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
     """The value a sweeper optimises; a clear error if the config names a missing metric."""
     if not name:
@@ -127,12 +130,22 @@ def main(cfg: DictConfig) -> float | None:
         sys.path.insert(0, os.getcwd())
     if cfg.get("print_config"):
         print_config(cfg)
+    from clustercam.runtime.tracking import end_run, finish_loggers, prepare_loggers
+
+    prepare_loggers(cfg)  # names, tags, the MLflow run; a tracking server that does not answer
     try:
         metrics = run(cfg)
+    except TrainingDivergedError as err:
+        if not is_multirun():
+            raise
+        log.error("%s", err)  # one job of a sweep: the others go on (status.json: diverged)
+        return float("nan")
     finally:
         _finish_wandb()  # each job of a multirun closes its own W&B run
+        where = finish_loggers(cfg)  # the run folder's files to MLflow (after an error too)
     if cfg.get("test"):  # last, after W&B's own footer (rank zero only)
         print_summary(Path(cfg.paths.output_dir), metrics)
+    end_run(cfg, where)  # report=true: the run's web page; where to look at the run
     return metric_value(metrics, cfg.get("optimized_metric"))
 
 

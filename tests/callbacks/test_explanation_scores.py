@@ -11,12 +11,15 @@ from hydra import compose, initialize_config_dir
 from lightning import Trainer
 
 from clustercam.callbacks.explanation_scores import (
-    LOCALISATION_COLUMNS,
-    SCORES_COLUMNS,
     ExplanationScoresCallback,
 )
 from clustercam.data.synthetic import SyntheticCBFDataModule
-from clustercam.explain.scores import DEFAULT_MAP_METHODS, ScoreSettings
+from clustercam.explain.scores import (
+    DEFAULT_MAP_METHODS,
+    LOCALISATION_COLUMNS,
+    SCORES_COLUMNS,
+    ScoreSettings,
+)
 from clustercam.models.autoencoder_module import AutoencoderModule
 from clustercam.models.components.resnet_cae import ResNetCAE
 from tests.helpers.run import train
@@ -96,7 +99,7 @@ def test_the_yaml_lists_the_settings_fields_with_their_defaults():
     own = set(inspect.signature(ExplanationScoresCallback).parameters) - {"settings", "options"}
     defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
                 for f in fields(ScoreSettings)}
-    assert set(node) - {"_target_"} == own | set(defaults)
+    assert set(node) - {"_target_", "_convert_"} == own | set(defaults)
     for name, value in defaults.items():
         if name != "seed":
             got = OmegaConf.to_container(node)[name]

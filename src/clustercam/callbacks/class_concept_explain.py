@@ -53,7 +53,7 @@ class ClassConceptOutputs:
         enabled: compute them at all.
         figures: draw the galleries; ``class_figures``: of the first groups only (classes in
             order, then all images; None: every group).
-        cmap, alpha: the heat-map overlay of the galleries.
+        cmap: the colour map of the galleries' heat-map overlay (``alpha``: its opacity).
     """
 
     def __init__(self, settings: ConceptSettings, class_settings: ClassConceptSettings | None,

@@ -1,7 +1,7 @@
 """Epoch-end clustering + Grad-CeAM + cardinality table, handed to files and loggers.
 
-Validation epochs: gather the evaluated split's embeddings, fit k-means, log ``val/nmi``,
-``val/ari``, ``val/acc``. Test epoch: the same as ``test/*``, then (rank zero only)
+Validation epochs: gather the evaluated split's embeddings, fit k-means (a DCEC model: its
+own centroids), log ``val/nmi``, ``val/ari``, ``val/acc``. Test epoch: ``test/*``, then (rank zero)
 :func:`clustercam.explain.explain_clusters` and the outputs contract (``metrics.json``,
 ``cardinality.csv``, ``cardinality_summary.json``, ``assignments.csv``, ``figures/``).
 """
@@ -20,6 +20,8 @@ from lightning import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
+from clustercam.callbacks.config_names import cluster_explain_settings
+from clustercam.callbacks.divergence import check_finite_embeddings
 from clustercam.callbacks.gather import (
     eval_inputs,
     gather_split,
@@ -27,27 +29,23 @@ from clustercam.callbacks.gather import (
     target_layer_of,
 )
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
+from clustercam.callbacks.model_clusters import cluster_split, clustering_results
 from clustercam.exceptions import UserError
-from clustercam.explain.clustering import KMeansResult, clustering_scores, fit_kmeans
-from clustercam.explain.deprecation import renamed_parameters
+from clustercam.explain.clustering import KMeansResult, clustering_scores
 from clustercam.explain.gradceam import ClusterExplainSettings, explain_clusters
 from clustercam.explain.hooks import resolve_layer
 from clustercam.explain.plots import explanation_figures
-from clustercam.explain.settings import with_options
+from clustercam.outputs.cluster_files import write_cluster_explanation
 
 log = logging.getLogger(__name__)
-# the config's old names, accepted for one release (a null in the yaml: not given)
-OLD_NAMES = {"mode": "target", "compare_modes": "compare_targets", "cardinality_normalise": "normalise",
-             "chunk_size": "batch_size"}
-
-
-@renamed_parameters(owner="callbacks.cluster_explain", config=True, **OLD_NAMES)
-def _settings(settings: ClusterExplainSettings | Mapping[str, Any] | None, **options: Any) -> ClusterExplainSettings:
-    return with_options(ClusterExplainSettings, settings, options, "callbacks.cluster_explain")
 
 
 class ClusterExplainCallback(Callback):
     """Cluster the evaluated split at epoch end and explain the clusters with Grad-CeAM.
+
+    ``callbacks.cluster_explain`` in the configs. At test, after the module's validation
+    logic, (rank zero) :func:`~clustercam.explain.explain_clusters` (channel weights, eq. 9;
+    the cardinality table, eq. 12; figures, paper Fig. 7-11) goes to the run folder.
 
     Args:
         output_dir: the run folder.
@@ -61,10 +59,20 @@ class ClusterExplainCallback(Callback):
         validate: cluster the evaluated split after every validation epoch.
         target_layer: the encoder module to explain, by dotted name (None: the model's).
         **options: fields of the settings (``target``, ``normalise``, ...) on top of
-            ``settings``; the old names in ``OLD_NAMES`` work for one release.
+            ``settings``; the old names in ``config_names.OLD_CLUSTER_EXPLAIN_NAMES`` work for one release.
 
     Raises:
         UserError: an unknown setting or a value out of range (before training).
+
+    Example:
+        >>> from clustercam.callbacks.cluster_explain import ClusterExplainCallback
+        >>> from clustercam.explain import ClusterExplainSettings
+        >>> cb = ClusterExplainCallback("outputs/run", target="paper", n_examples=3, n_clusters=4)
+        >>> cb.settings.target, cb.settings.n_examples, cb.n_clusters
+        ('paper', 3, 4)
+        >>> cb = ClusterExplainCallback("outputs/run", ClusterExplainSettings(compare_targets=["paper"]))
+        >>> cb.mode, cb.settings.compare_targets
+        ('reference', ('paper',))
     """
 
     def __init__(
@@ -82,7 +90,7 @@ class ClusterExplainCallback(Callback):
         **options: Any,
     ) -> None:
         super().__init__()
-        self.settings = _settings(settings, **options)
+        self.settings = cluster_explain_settings(settings, **options)
         if n_clusters is not None and n_clusters < 2:
             raise UserError(f"n_clusters must be >= 2 or null, got {n_clusters}")
         if n_init < 1 or val_n_init < 1:
@@ -101,6 +109,7 @@ class ClusterExplainCallback(Callback):
 
     # -- before any training step: the settings that depend on the data and the model ---------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check the target layer and K against the model and data, before any training step."""
         resolve_layer(pl_module.encoder, self.layer(pl_module))
         k = number_of_clusters(trainer, self.n_clusters)
         dm = trainer.datamodule
@@ -120,29 +129,34 @@ class ClusterExplainCallback(Callback):
             self._chunks.append({k: out[k] for k in ("z", "y", "idx")})
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start collecting the epoch's embeddings."""
         self._chunks = []
 
     on_test_epoch_start = on_validation_epoch_start
 
     def on_validation_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
+        """Keep the batch's embeddings, labels and indices (not during the sanity check)."""
         if self.validate and not trainer.sanity_checking:
             self._collect(outputs_)
 
     def on_test_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
+        """Keep the batch's embeddings, labels and indices."""
         self._collect(outputs_)
 
     def _cluster(self, trainer: Trainer, pl_module: LightningModule, n_init: int
                  ) -> tuple[dict, KMeansResult, dict[str, float]]:
         data = gather_split(trainer, self._chunks)  # collective: every rank takes part
         self._chunks = []
+        check_finite_embeddings(data["z"], "embeddings of the evaluated split")  # equal on every rank
         k = number_of_clusters(trainer, self.n_clusters) or int(data["y"].max()) + 1
-        km = fit_kmeans(data["z"].double().numpy(), k, n_init=n_init, seed=self.seed)
+        km = cluster_split(pl_module, data["z"], k, n_init, self.seed)  # a DCEC model's centroids
         # torchmetrics: each rank scores its share, the metric states are gathered (collective)
         scores = clustering_scores(data["y"], torch.from_numpy(km.labels), trainer.global_rank,
                                    trainer.world_size, pl_module.device)
         return data, km, scores
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """k-means of the gathered split; log ``val/nmi``, ``val/ari`` and ``val/acc``."""
         if not self.validate or trainer.sanity_checking or not self._chunks:
             return
         _, _, scores = self._cluster(trainer, pl_module, self.val_n_init)
@@ -150,6 +164,7 @@ class ClusterExplainCallback(Callback):
             pl_module.log(f"val/{name}", value, prog_bar=name == "nmi", sync_dist=True)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """k-means and ``test/*`` scores; on rank zero, explain the clusters and write the outputs."""
         data, km, scores = self._cluster(trainer, pl_module, self.n_init)
         self.kmeans, self.test_index = km, data["idx"]
         for name, value in scores.items():
@@ -158,7 +173,8 @@ class ClusterExplainCallback(Callback):
             loss = trainer.callback_metrics.get("test/loss")
             self.results = {**scores, "recon_loss": float(loss) if loss is not None else math.nan,
                             "n_clusters": int(km.centroids.shape[0]), "n_samples": len(data["idx"]),
-                            "inertia": km.inertia, "gradceam_mode": self.mode}
+                            "inertia": km.inertia, "gradceam_mode": self.mode,
+                            **clustering_results(pl_module)}
             self._explain(trainer, pl_module, data, km)
 
     # -- explaining (rank zero) ---------------------------------------------------------------
@@ -170,28 +186,15 @@ class ClusterExplainCallback(Callback):
         settings = self.settings if self.figures else replace(self.settings, n_examples=None)
         ex = explain_clusters(pl_module.encoder, self.layer(pl_module), x, centroids,
                               clusters=clusters, settings=settings)
-        rows = ex.table.rows()
-        outputs.write_csv(out / outputs.CARDINALITY, rows, outputs.CARDINALITY_COLUMNS)
-        outputs.write_json(out / outputs.CARDINALITY_SUMMARY, ex.summary)
-        outputs.write_csv(out / outputs.ASSIGNMENTS,
-                          ({"index": int(i), "label": int(t), "cluster": int(c)}
-                           for i, t, c in zip(data["idx"], data["y"], clusters)),
-                          outputs.ASSIGNMENT_COLUMNS)
+        rows = write_cluster_explanation(out, ex, data["idx"], data["y"], clusters, x)
         self.results.update({f"cardinality_{k}": ex.summary[k] for k in ("median", "mean", "min", "max")})
         outputs.write_json(out / outputs.METRICS, self.results, merge=True)
         log_scalars(trainer, {f"test/{k}": v for k, v in self.results.items()})
         self.results["cardinality_rows"] = rows
         log_table(trainer, "test/cardinality", rows)
         if ex.by_mode:
-            outputs.write_csv(out / outputs.CARDINALITY_BY_MODE, ex.by_mode, outputs.CARDINALITY_BY_MODE_COLUMNS)
             log_table(trainer, "test/cardinality_by_mode", ex.by_mode)
         if ex.member_maps is not None:
-            maps, sel = ex.member_maps, ex.member_index
-            outputs.write_npz(out / outputs.HEATMAPS, index=data["idx"][sel].numpy(),
-                              heatmaps=maps.heatmaps.numpy(), raw=maps.raw.numpy(),
-                              channel_weights=maps.channel_weights.numpy(), cluster=clusters[sel].numpy(),
-                              inputs=x[sel].numpy(), label=data["y"][sel].numpy(),
-                              sizes=torch.bincount(clusters, minlength=len(centroids)).numpy())
             paths = [outputs.save_figure(fig, out / outputs.FIGURES / f"{name}.png")
                      for name, fig in explanation_figures(x, data["y"], clusters, ex)]
             log_images(trainer, "figures/gradceam", paths, [p.stem for p in paths])

@@ -1,12 +1,9 @@
 """Concepts (CGAP / CPHA) for every evaluated image, handed to files and loggers.
 
-Per test (or predict) batch, on every rank: :func:`clustercam.explain.concepts.run_concepts`
-(with the model's ``pooled_head``, and the part masks and painting-out check of a datamodule
-that has them, e.g. ``data=synthetic_parts``). At epoch end the per-image
-:class:`~clustercam.explain.concepts.ConceptBatch` es are gathered across ranks (sampler
-padding dropped) and rank zero writes the concept files of the outputs contract (the CSVs,
-the summary, ``metrics.json`` and figures) and logs tables, figures and mean scalars
-(class-level: :mod:`.class_concept_explain`).
+Per batch, on every rank, :func:`clustercam.explain.concepts.run_concepts` (each batch also to
+disk for ``resume=true``: :mod:`.concept_shards`); at epoch end the gathered
+:class:`~clustercam.explain.concepts.ConceptBatch` es go to the outputs contract's files and the
+loggers on rank zero (class-level: :mod:`.class_concept_explain`).
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ from lightning import Callback, LightningModule, Trainer
 from clustercam import outputs
 from clustercam.callbacks.class_concept_explain import ClassConceptOutputs
 from clustercam.callbacks.concept_figures import concept_figures
+from clustercam.callbacks.concept_shards import open_shards
 from clustercam.callbacks.gather import gather_split, keep_lowest
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
 from clustercam.callbacks.memory import release_freed_memory
@@ -35,8 +33,6 @@ from clustercam.outputs.concept_results import concept_results, validation_resul
 from clustercam.outputs.concept_tables import concept_tables, validation_tables
 
 log = logging.getLogger(__name__)
-# the flat config's class-level options (callbacks.concepts.<name>): ClassConceptSettings' fields
-CLASS_OPTIONS = ("min_presence", "n_class", "gallery_size", "nmf_max_images", "scope", "class_random")
 
 
 class ConceptExplainCallback(Callback):
@@ -45,14 +41,18 @@ class ConceptExplainCallback(Callback):
     Args:
         output_dir: the run folder.
         settings: what to compute, a :class:`~clustercam.explain.concepts.ConceptSettings`
-            (a notebook's); or give its fields as
-            keyword ``options`` instead.
-        figures: draw the concept figures; ``max_figures``: of the first images only (None: all).
-        cmap, alpha: the heat-map overlay of the figures.
+            (a notebook's); or give its fields as keyword ``options`` instead.
+        figures: draw the concept figures; ``max_figures``: of the first images only (None:
+            all); ``cmap``, ``alpha``: the heat-map overlay.
         class_concepts: also the class-level concepts
             (:class:`~clustercam.callbacks.class_concept_explain.ClassConceptOutputs`) with
             ``class_settings`` (default: :class:`ClassConceptSettings` with this ``seed``);
             ``class_figures``: galleries of the first classes only (None: all).
+        resume: skip the images whose results a killed run in ``output_dir`` left in its shards
+            (:mod:`.concept_shards`, written by every run); not yet with class concepts.
+        layer: the classifier's module (dotted name; None: its final features) whose output is
+            clustered; set on the model when the run starts (a bad name fails before training).
+        layout: how that output is read (``auto``, ``nchw``, ``nhwc``, ``tokens``, ``ncl``).
         **options: the fields of :class:`ConceptSettings` when ``settings`` is not given, and
             the class-level ones (``min_presence``, ``n_class``, ``gallery_size``,
             ``nmf_max_images``, ``scope``, ``class_random``: :class:`ClassConceptSettings`'
@@ -75,27 +75,36 @@ class ConceptExplainCallback(Callback):
         class_concepts: bool = False,
         class_settings: ClassConceptSettings | None = None,
         class_figures: int | None = None,
+        resume: bool = False,
+        layer: str | None = None,
+        layout: str = "auto",
         **options: Any,
     ) -> None:
         super().__init__()
-        class_options = {k: options.pop(k) for k in CLASS_OPTIONS if k in options}
-        if "class_random" in class_options:  # the flat config's name of ClassConceptSettings.n_random
-            class_options["n_random"] = class_options.pop("class_random")
+        class_flat = ClassConceptSettings.pop_flat_options(options)
         self.settings = ConceptSettings.from_options(settings, **options)
-        if class_options:
-            if class_settings is not None:
-                raise UserError(f"give the class-concept settings either as class_settings= or as keyword "
-                                f"options, not both (got class_settings and {sorted(class_options)})")
-            class_settings = ClassConceptSettings(seed=self.settings.seed, **class_options)
+        class_settings = ClassConceptSettings.from_flat(class_settings, class_flat, seed=self.settings.seed)
         if max_figures is not None and max_figures < 0:
             raise UserError(f"max_figures must be >= 0 or null, got {max_figures}")
-        self.output_dir = Path(output_dir)
+        self.output_dir, self.layer, self.layout = Path(output_dir), layer or None, layout
         self.figures, self.max_figures, self.cmap, self.alpha = figures, max_figures, cmap, alpha
         self.classes = ClassConceptOutputs(self.settings, class_settings, output_dir, enabled=class_concepts,
                                            figures=figures, class_figures=class_figures, cmap=cmap, alpha=alpha)
+        self.resume, self._store = bool(resume), None  # the ShardStore of the test / predict loop
         self._chunks: list[ConceptBatch] = []
         self._maps: dict[str, Any] | None = None  # the maps of the figure images only
         self.results: dict[str, Any] = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Point the model at the concept layer (an unknown name fails here, before training);
+        open the shards a killed run left (``resume``)."""
+        if self.layer is not None or self.layout != "auto":
+            if not hasattr(pl_module, "set_concept_layer"):
+                raise UserError(f"callbacks.concepts.layer needs a classifier_module model, not {type(pl_module).__name__}")
+            pl_module.set_concept_layer(self.layer, self.layout)
+        key = {"settings": self.settings, "figures": self.figures, "max_figures": self.max_figures,
+               "layer": self.layer, "layout": self.layout}  # what the shards' rows depend on
+        self._store = open_shards(trainer, pl_module, stage, self.output_dir, key, self.resume, self.classes.enabled)
 
     # -- per batch (every rank) ---------------------------------------------------------------
     def _reset(self, *args: Any) -> None:
@@ -110,18 +119,15 @@ class ConceptExplainCallback(Callback):
     on_test_batch_end = on_predict_batch_end = _batch_end
 
     def _process(self, trainer: Trainer, pl_module: LightningModule, out: Any, batch: Any) -> None:
-        if not isinstance(out, Mapping) or "activations" not in out:
-            raise RuntimeError(
-                "ConceptExplainCallback needs test/predict steps that return a dict with "
-                "'activations', 'y' and 'idx' (e.g. clustercam.models.classifier_module)")
-        if not hasattr(pl_module, "head"):
-            raise RuntimeError(f"{type(pl_module).__name__} has no head(activations) -> logits")
+        if not isinstance(out, Mapping) or "activations" not in out or not hasattr(pl_module, "head"):
+            raise RuntimeError("ConceptExplainCallback needs a model with head(activations) -> logits whose test/predict "
+                               "steps return a dict with 'activations', 'y' and 'idx' (clustercam.models.classifier_module)")
         y, idx = out["y"].detach().long(), out["idx"].detach().long()
         dm = getattr(trainer, "datamodule", None)
         masks = dm.eval_part_masks()[idx.cpu()].to(y.device) if hasattr(dm, "eval_part_masks") else None
-        chunk = run_concepts(pl_module.head, out["activations"], y, settings=self.settings,
-                             logits=out.get("logits"), pooled_head=getattr(pl_module, "pooled_head", None),
-                             part_masks=masks)
+        head = pl_module.concept_head(batch[0], out) if "layer_output" in out else pl_module.head  # the batch's
+        chunk = run_concepts(head, out["activations"], y, settings=self.settings, logits=out.get("logits"),
+                             pooled_head=getattr(pl_module, "pooled_head", None), part_masks=masks)
         for line in degenerate_messages(self.settings, chunk, idx):
             log.warning(line)
         self.classes.observe(trainer, out["activations"], chunk.concept_labels, y, idx, pl_module=pl_module,
@@ -131,11 +137,12 @@ class ConceptExplainCallback(Callback):
             t = y if self.settings.target == "label" else chunk.pred
             drops = paint_out_drops(pl_module, batch[0], dm.eval_backgrounds()[idx.cpu()], masks, t)
             paint_out = dict(zip(PAINT_COLUMNS, drops.unbind(1)))
-        if self.figures:  # the maps are kept for the figure images only
-            maps = {"idx": idx.cpu(), "maps": chunk.maps, "sub_maps": chunk.sub_maps}
-            self._maps = keep_lowest(self._maps, maps, self.max_figures)
+        kept = keep_lowest(None, {"idx": idx.cpu(), "maps": chunk.maps, "sub_maps": chunk.sub_maps},
+                           self.max_figures) if self.figures else None  # of the figure images only
+        self._maps = keep_lowest(self._maps, kept, self.max_figures) if self.figures else None
         self._chunks.append(chunk.replace(maps=None, sub_maps=None, degenerate=None, concept_labels=None,
                                           idx=idx.cpu(), paint_out=paint_out))
+        _ = self._store and self._store.write(self._chunks[-1], kept)  # on disk, for resume=true
         release_freed_memory()  # else the heap grows ~0.75 MB per image (see callbacks.memory)
 
     # -- epoch end ---------------------------------------------------------------------------
@@ -152,6 +159,7 @@ class ConceptExplainCallback(Callback):
         class_results, class_md = self.classes.finish(trainer, pl_module)  # collective too
         if not trainer.is_global_zero:
             return
+        data = self._store.merged(data, maps if self.figures else None, self.max_figures) if self._store else data
         dm = getattr(trainer, "datamodule", None)
         idx = [int(i) for i in data.idx]
         names = [str(dm.image_name(i)) if hasattr(dm, "image_name") else f"image_{i:05d}" for i in idx]
@@ -185,9 +193,8 @@ class ConceptExplainCallback(Callback):
             paths = concept_figures(self.settings, dm, data, names, class_names, self.output_dir,
                                     self.max_figures, cmap=self.cmap, alpha=self.alpha)
             if data.fidelity_curves is not None:
-                from clustercam.explain.plots.fidelity import fidelity_figure
-
-                fig = fidelity_figure(configs, data.fidelity_curves)
-                paths.append(outputs.save_figure(fig, out / outputs.CONCEPT_FIDELITY_FIGURE))
+                from clustercam.explain.plots.fidelity import fidelity_figure  # matplotlib: late
+                paths.append(outputs.save_figure(fidelity_figure(configs, data.fidelity_curves),
+                                                 out / outputs.CONCEPT_FIDELITY_FIGURE))
             log_images(trainer, "figures/concepts", paths, [p.stem for p in paths])
         log.info("Concepts of %d images x %d configurations written to %s", len(names), len(configs), out)

@@ -1,18 +1,10 @@
 """Score the cluster maps at the end of testing: deletion / insertion, and localisation.
 
-For every map method (baselines, Grad-CeAM targets, the peers: ``callbacks=peers``) and every
-sample, :func:`clustercam.explain.score_explanations` scores the map of the sample's own
-cluster; with ``eval_masks()`` on the datamodule (``data=synthetic_cbf``, ``synthetic_shapes``)
-also against the masks. Writes ``explanation_scores.csv``, ``localisation_scores.csv`` (with
-masks), ``figures/deletion_insertion.png`` and ``scores/<method>/<score>`` in ``metrics.json``.
-
 It reuses the k-means of the ``ClusterExplainCallback`` when one is configured (the same
 clusters as the Grad-CeAM figures and the cardinality table), otherwise it gathers the
-embeddings and fits its own. It runs in ``on_test_end``, after every callback's
-``on_test_epoch_end``, so the order of the callbacks does not matter; the work is on rank
-zero. Switch it on with ``callbacks=default_with_scores`` (or ``'callbacks=[default,scores]'``).
-Cost: 2 x steps encoder passes per sample and method, batched (Trace, 100 series, 6 methods,
-10 steps: about 2 minutes on 2 CPU cores; ``max_samples`` scores a seeded subset).
+embeddings and fits its own; it runs in ``on_test_end`` (after every callback's
+``on_test_epoch_end``, so their order does not matter), on rank zero. Cost: 2 x steps encoder
+passes per sample and method (Trace, 100 series, 6 methods, 10 steps: ~2 min on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -36,30 +28,29 @@ from clustercam.callbacks.gather import (
     target_layer_of,
 )
 from clustercam.callbacks.loggers import log_images, log_scalars, log_table
+from clustercam.callbacks.model_clusters import cluster_split
 from clustercam.exceptions import UserError
-from clustercam.explain.clustering import fit_kmeans
 from clustercam.explain.hooks import resolve_layer
-from clustercam.explain.plots import curves_figure
+from clustercam.explain.plots.scores import report_curves_figure
 from clustercam.explain.scores import (
-    LOCALISATION_COLUMNS,
-    SCORES_COLUMNS,
     ScoreReport,
     ScoreSettings,
-    mean_curves,
     score_explanations,
     scores_table,
 )
 from clustercam.explain.settings import with_options
+from clustercam.outputs.score_files import write_score_report
 
 log = logging.getLogger(__name__)
 
-SCORES = "explanation_scores.csv"
-LOCALISATION = "localisation_scores.csv"
-FIGURE = "deletion_insertion.png"
 
 
 class ExplanationScoresCallback(Callback):
-    """Deletion / insertion AUCs for every method, and localisation scores when masks exist.
+    """Deletion / insertion AUCs for every map method, and localisation scores when masks exist.
+
+    ``callbacks.explanation_scores`` (``callbacks=default_with_scores``):
+    :func:`~clustercam.explain.score_explanations` on the test clustering, written to
+    ``explanation_scores.csv``, ``localisation_scores.csv`` and ``metrics.json``.
 
     Args:
         output_dir: the run folder.
@@ -77,6 +68,16 @@ class ExplanationScoresCallback(Callback):
 
     Raises:
         UserError: an unknown setting, method or value (before training).
+
+    Example:
+        >>> from clustercam.callbacks.explanation_scores import ExplanationScoresCallback
+        >>> from clustercam.explain import ScoreSettings
+        >>> cb = ExplanationScoresCallback("outputs/run", methods=["random", "gradceam_paper"],
+        ...                                steps=4, max_samples=100)
+        >>> cb.methods, cb.settings.steps
+        (['random', 'gradceam_paper'], 4)
+        >>> ExplanationScoresCallback("outputs/run", ScoreSettings(methods=["neon"])).methods
+        ['neon']
     """
 
     def __init__(
@@ -117,22 +118,26 @@ class ExplanationScoresCallback(Callback):
         return ce.layer(pl_module)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check the target layer against the model, before any training step."""
         resolve_layer(pl_module.encoder, self._layer(trainer, pl_module))
 
     # -- the clustering: ClusterExplainCallback's, or our own ----------------------------
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start collecting the test embeddings (used without a ClusterExplainCallback)."""
         self._chunks, self._own = [], None
 
     def on_test_batch_end(self, trainer, pl_module, outputs_, batch, batch_idx, dataloader_idx=0):
+        """Keep the batch's embeddings, labels and indices when there is no ClusterExplainCallback."""
         if self._explainer(trainer) is None and isinstance(outputs_, dict) and "z" in outputs_:
             self._chunks.append({k: outputs_[k] for k in ("z", "y", "idx")})
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Gather the collected embeddings across ranks (a collective)."""
         if self._explainer(trainer) is None:  # collective: every rank takes part
             self._own = gather_split(trainer, self._chunks)
         self._chunks = []
 
-    def _clustering(self, trainer: Trainer) -> tuple[Tensor, Tensor, Tensor, float]:
+    def _clustering(self, trainer: Trainer, pl_module: LightningModule) -> tuple[Tensor, Tensor, Tensor, float]:
         """(dataset indices, cluster of each, centroids K x m, k-means inertia / N)."""
         ce = self._explainer(trainer)
         if ce is not None:
@@ -144,15 +149,16 @@ class ExplanationScoresCallback(Callback):
                 raise RuntimeError("no test embeddings were collected: did the test loop run?")
             idx = self._own["idx"]
             k = number_of_clusters(trainer, self.n_clusters) or int(self._own["y"].max()) + 1
-            km = fit_kmeans(self._own["z"].double().numpy(), k, n_init=self.n_init, seed=self.seed)
+            km = cluster_split(pl_module, self._own["z"], k, self.n_init, self.seed)
         return (idx.long().cpu(), torch.from_numpy(km.labels).long(),
                 torch.from_numpy(km.centroids).float(), km.inertia / max(len(idx), 1))
 
     # -- scoring (rank zero) -----------------------------------------------------------------
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """On rank zero: score the maps of the test clustering and write the outputs."""
         if not trainer.is_global_zero:
             return
-        idx, clusters, centroids, spread = self._clustering(trainer)
+        idx, clusters, centroids, spread = self._clustering(trainer, pl_module)
         ce = self._explainer(trainer)
         settings = self.settings
         if settings.gradceam_temperature is None:  # the Grad-CeAM figures' temperature, else 1
@@ -170,12 +176,14 @@ class ExplanationScoresCallback(Callback):
         self.write(report, trainer)
 
     def write(self, report: ScoreReport, trainer: Trainer | None = None) -> None:
-        """Files, loggers and the figure for one :class:`ScoreReport`."""
+        """Write one report: the CSV files, ``metrics.json``, the loggers and the figure.
+
+        Args:
+            report: what :func:`~clustercam.explain.score_explanations` returned.
+            trainer: for the loggers (None: files only).
+        """
         out = self.output_dir
-        outputs.write_csv(out / SCORES, report.rows, SCORES_COLUMNS)
-        if report.localisation:
-            outputs.write_csv(out / LOCALISATION, report.localisation, LOCALISATION_COLUMNS)
-        outputs.write_json(out / outputs.METRICS, report.results, merge=True)
+        write_score_report(out, report)
         self.results, self.report = report.results, report
         log.info("explanation scores done in %.1f s:\n%s", report.results["scores/seconds"],
                  scores_table(report))
@@ -185,11 +193,7 @@ class ExplanationScoresCallback(Callback):
             if report.localisation:
                 log_table(trainer, "test/localisation_scores", report.localisation)
         if self.figures:
-            informative = any(bool(c.informative.any()) for c in report.curves.values())
-            fig = curves_figure(mean_curves(report.curves, informative_only=informative),
-                                self.settings.assignment,
-                                "samples whose all-baseline input leaves their cluster"
-                                if informative else "all samples")
-            path = outputs.save_figure(fig, out / outputs.FIGURES / FIGURE)
+            fig = report_curves_figure(report.curves, self.settings.assignment)
+            path = outputs.save_figure(fig, out / outputs.EXPLANATION_SCORES_FIGURE)
             if trainer is not None:
                 log_images(trainer, "figures/explanation_scores", [path], [path.stem])

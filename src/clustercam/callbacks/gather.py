@@ -1,5 +1,7 @@
-"""The evaluated split across DDP ranks: gather per-batch outputs once, without sampler padding;
-read the inputs and the number of clusters from the datamodule."""
+"""The evaluated split across DDP ranks: per-batch outputs gathered once, without sampler padding.
+
+Also the inputs and the number of clusters, read from the datamodule.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +27,17 @@ def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
     :meth:`~clustercam.explain.concepts.ConceptBatch.tensors`), and holds ``idx`` (dataset
     indices). A DistributedSampler pads ranks to equal length by repeating samples; sorting
     by index and keeping one row per index gives exactly the single-process split, in order.
+    Every rank must call it (an all-gather under DDP).
+
+    Args:
+        trainer: the running trainer.
+        chunks: this rank's batch outputs.
+
+    Returns:
+        The whole split, of the chunks' type, one row per dataset index, sorted by index.
+
+    Raises:
+        RuntimeError: no chunks were collected.
     """
     if not chunks:
         raise RuntimeError("no batch outputs were collected: did the loop run any batch?")
@@ -60,6 +73,21 @@ def keep_lowest(kept: dict[str, Tensor] | None, new: dict[str, Tensor], k: int |
     What a rank keeps of per-image tensors needed only for the first ``k`` images of the
     gathered split (``gather_split`` sorts by index): the global first ``k`` are among the
     union of every rank's lowest ``k``, so memory stays at ``k`` rows however large the set.
+
+    Args:
+        kept: the rows kept so far (None: none).
+        new: a batch's rows, with ``idx``.
+        k: how many rows to keep (None: all).
+
+    Returns:
+        At most ``k`` rows, of the same keys.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.callbacks.gather import keep_lowest
+        >>> kept = keep_lowest(None, {"idx": torch.tensor([5, 1]), "v": torch.tensor([50, 10])}, 2)
+        >>> keep_lowest(kept, {"idx": torch.tensor([3, 0]), "v": torch.tensor([30, 0])}, 2)
+        {'idx': tensor([0, 1]), 'v': tensor([ 0, 10])}
     """
     rows = new if kept is None else {key: torch.cat([kept[key], v]) for key, v in new.items()}
     if k is None or len(rows["idx"]) <= k:
@@ -69,12 +97,21 @@ def keep_lowest(kept: dict[str, Tensor] | None, new: dict[str, Tensor], k: int |
 
 
 def unpadded(trainer: Trainer, n_seen: int, batch: int, n_dataset: int) -> Tensor:
-    """False for the DistributedSampler's padding repeats among this rank's next ``batch``
-    samples, for running sums that cannot drop duplicates by index afterwards.
+    """Which of this rank's next samples are real, not the DistributedSampler's padding.
 
-    The test loop's sampler is unshuffled: rank r's j-th sample is position r + j * world of
-    the padded list, and positions >= ``n_dataset`` repeat the first samples. The predict
-    loop's sampler does not repeat.
+    For running sums that cannot drop duplicates by index afterwards. The test loop's
+    sampler is unshuffled: rank r's j-th sample is position r + j * world of the padded
+    list, and positions >= ``n_dataset`` repeat the first samples. The predict loop's
+    sampler does not repeat.
+
+    Args:
+        trainer: the running trainer.
+        n_seen: samples this rank has seen before this batch.
+        batch: the batch's size.
+        n_dataset: the dataset's size.
+
+    Returns:
+        ``batch`` bools, False for a padding repeat.
     """
     if trainer.world_size == 1 or trainer.predicting:
         return torch.ones(batch, dtype=torch.bool)
@@ -83,7 +120,18 @@ def unpadded(trainer: Trainer, n_seen: int, batch: int, n_dataset: int) -> Tenso
 
 
 def eval_inputs(trainer: Trainer, idx: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Inputs and labels of the evaluated split at the dataset indices ``idx`` (None: all)."""
+    """Inputs and labels of the evaluated split at some dataset indices.
+
+    Args:
+        trainer: the trainer, whose datamodule has ``eval_tensors()``.
+        idx: dataset indices (None: all, in order).
+
+    Returns:
+        The inputs N x C x ... and the labels N (no copy for the whole split in order).
+
+    Raises:
+        RuntimeError: a datamodule without ``eval_tensors()``.
+    """
     dm = getattr(trainer, "datamodule", None)
     if dm is None or not hasattr(dm, "eval_tensors"):
         raise RuntimeError(
@@ -96,7 +144,15 @@ def eval_inputs(trainer: Trainer, idx: Tensor | None) -> tuple[Tensor, Tensor]:
 
 
 def number_of_clusters(trainer: Trainer, n_clusters: int | None) -> int | None:
-    """K: as configured, else the datamodule's number of classes (None if it has none)."""
+    """K: as configured, else the datamodule's number of classes.
+
+    Args:
+        trainer: the trainer.
+        n_clusters: the configured K (None: not configured).
+
+    Returns:
+        K, or None when neither is known.
+    """
     if n_clusters is not None:
         return int(n_clusters)
     dm = getattr(trainer, "datamodule", None)
@@ -104,7 +160,19 @@ def number_of_clusters(trainer: Trainer, n_clusters: int | None) -> int | None:
 
 
 def target_layer_of(pl_module: Any, configured: str | None, callback: str) -> str:
-    """The target layer a callback explains: its own setting, else the model's declared one."""
+    """The target layer a callback explains: its own setting, else the model's declared one.
+
+    Args:
+        pl_module: the LightningModule (its ``target_layer`` and ``encoder``).
+        configured: the callback's ``target_layer`` setting (None: not set).
+        callback: the callback's config name, for the message.
+
+    Returns:
+        The dotted name of the encoder module.
+
+    Raises:
+        UserError: neither names a layer (the message lists the encoder's modules).
+    """
     layer = configured or getattr(pl_module, "target_layer", None)
     if not layer:
         encoder = getattr(pl_module, "encoder", None)

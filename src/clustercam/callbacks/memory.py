@@ -18,7 +18,7 @@ import functools
 
 @functools.cache
 def _trim():
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
+    """The C library's ``malloc_trim``, or None where it has none (macOS, musl, Windows)."""
     try:
         name = ctypes.util.find_library("c")
         libc = ctypes.CDLL(name) if name else None
@@ -28,7 +28,11 @@ def _trim():
 
 
 def release_freed_memory() -> bool:
-    """Return freed heap pages to the OS; False where the C library cannot (a no-op there)."""
+    """Return freed heap pages to the OS (glibc's ``malloc_trim(0)``).
+
+    Returns:
+        True where it ran; False where the C library cannot (a no-op there).
+    """
     trim = _trim()
     if trim is None:
         return False

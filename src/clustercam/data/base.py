@@ -23,7 +23,15 @@ SPLITS = ("train", "test")
 
 
 class IndexedDataset(Dataset):
-    """(x, y, index) triples: the index lets epoch-end callbacks undo a DistributedSampler."""
+    """(x, y, index) triples: the index lets epoch-end callbacks undo a DistributedSampler.
+
+    Args:
+        x: N x C x ... inputs.
+        y: N labels.
+
+    Raises:
+        UserError: x and y of different lengths.
+    """
 
     def __init__(self, x: Tensor, y: Tensor) -> None:
         if len(x) != len(y):
@@ -38,6 +46,15 @@ class IndexedDataset(Dataset):
 
 
 def check_finite(x: Tensor, what: str) -> None:
+    """Check that a split holds no NaN or infinite values.
+
+    Args:
+        x: N x C x ... inputs.
+        what: the split's name, for the message.
+
+    Raises:
+        UserError: NaN or infinite values (the first samples named).
+    """
     if not torch.isfinite(x).all():
         rows = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()
         raise UserError(
@@ -49,8 +66,37 @@ def check_finite(x: Tensor, what: str) -> None:
 class ClusterDataModule(LightningDataModule):
     """Base datamodule: a train split to fit the autoencoder, an evaluated split to cluster.
 
-    ``eval_split`` ("test" by default, as the authors' code) is what validation, testing,
-    k-means and the explanations use. ``max_samples`` caps each split (quick runs, tests).
+    A subclass implements :meth:`load_split` and sets ``name``; batches are
+    ``(x, y, index)``, and ``input_shape`` and ``num_classes`` come from the data. The
+    arguments are the ``data.*`` config keys every dataset shares.
+
+    Args:
+        batch_size: training batch size (>= 1).
+        eval_batch_size: batch size of the evaluated split (None: ``max(batch_size, 256)``).
+        num_workers: DataLoader worker processes.
+        eval_split: ``test`` (default, as the authors' code) or ``train``: what validation,
+            testing, k-means and the explanations use.
+        max_samples: cap on each split (quick runs, tests; None: all).
+        pin_memory: the DataLoaders' ``pin_memory``.
+
+    Raises:
+        UserError: a batch_size or max_samples < 1, an unknown eval_split.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.data.base import ClusterDataModule
+        >>> class Noise(ClusterDataModule):  # a new dataset: a name and load_split
+        ...     name = "noise"
+        ...     def load_split(self, split):
+        ...         gen = torch.Generator().manual_seed(int(split == "test"))
+        ...         return torch.randn(20, 1, 32, generator=gen), torch.arange(20) % 2
+        >>> dm = Noise(batch_size=8)
+        >>> dm.setup()
+        >>> dm.input_shape, dm.num_classes, len(dm.train_dataloader())
+        ((1, 32), 2, 3)
+        >>> x, y, idx = next(iter(dm.val_dataloader()))  # the evaluated split, in order
+        >>> tuple(x.shape), idx[:3].tolist()
+        ((20, 1, 32), [0, 1, 2])
     """
 
     name: str = "dataset"
@@ -81,6 +127,14 @@ class ClusterDataModule(LightningDataModule):
 
     # -- to implement -------------------------------------------------------------------
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
+        """What a subclass implements: the inputs and labels of one split.
+
+        Args:
+            split: ``train`` or ``test``.
+
+        Returns:
+            Float inputs N x C x ... and integer labels 0..K-1 (N).
+        """
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------------
@@ -98,15 +152,18 @@ class ClusterDataModule(LightningDataModule):
         return self._splits[split]
 
     def setup(self, stage: str | None = None) -> None:
+        """Load (and check) the train and evaluated splits."""
         self.data_train = self.split("train")
         self.data_eval = self.split(self.eval_split)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The input's shape without the batch axis, (C, L) or (C, H, W)."""
         return tuple(self.split("train").x.shape[1:])
 
     @property
     def num_classes(self) -> int:
+        """The number of classes: the largest label in either split + 1."""
         ys = torch.cat([self.split(s).y for s in {"train", self.eval_split}])
         return int(ys.max()) + 1
 
@@ -126,16 +183,21 @@ class ClusterDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """The train split, shuffled, in ``batch_size`` batches."""
         return self._loader(self.split("train"), self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """The evaluated split, in order, in ``eval_batch_size`` batches."""
         return self._loader(self.split(self.eval_split), self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        """The evaluated split (as :meth:`val_dataloader`)."""
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
+        """The evaluated split (as :meth:`val_dataloader`)."""
         return self.val_dataloader()
 
     def describe(self) -> dict[str, Any]:
+        """The dataset's name, input shape and class count, for the run's records."""
         return {"dataset": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes}

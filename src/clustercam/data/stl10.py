@@ -95,7 +95,23 @@ def load_stl10(
 
 
 class STL10DataModule(ClusterDataModule):
-    """STL-10 as N x 3 x 96 x 96 floats in [0, 1], labels 0..9 (airplane ... truck)."""
+    """STL-10 (``data=stl10``) as N x 3 x 96 x 96 floats in [0, 1], labels 0..9 (airplane ... truck).
+
+    Args:
+        data_dir: the folder holding ``stl10_binary/{train,test}_{X,y}.bin`` (the official
+            binary layout).
+        download: download the 2.5 GB archive when the files are missing (online only).
+        verify_md5: torchvision's md5 check of every official file (needs
+            ``unlabeled_X.bin`` too); False: only the requested split's two files must exist.
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
+
+    Raises:
+        DatasetUnavailableError: a split that is not on disk and cannot be downloaded (one
+            message saying how to provide it).
+    """
 
     name = "STL10"
 
@@ -108,5 +124,6 @@ class STL10DataModule(ClusterDataModule):
         self.verify_md5 = verify_md5
 
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
+        """Images N x 3 x 96 x 96 in [0, 1] and labels 0..9 of one split."""
         images, labels = load_stl10(self.data_dir, split, self.download, self.verify_md5)
         return images.float().div_(255.0), labels

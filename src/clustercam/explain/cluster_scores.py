@@ -23,16 +23,37 @@ CLUSTER_SCORES: tuple[str, ...] = ("probability", "log_probability", "evidence")
 
 
 class ClusterScoreModel(nn.Module):
-    """An encoder wrapped to output per-cluster scores, N x K: a cluster target for any
-    attribution library.
+    """An encoder wrapped to output per-cluster scores, N x K: a cluster target for any library.
 
     Makes a clustering look like a classifier to libraries that expect one (Quantus, captum,
     pytorch-grad-cam): the "class" of a sample is its cluster, and ``target=c`` explains
-    cluster c. ``score``: ``probability`` (the soft assignment q, ``kind`` softmax at
-    ``temperature`` or Student-t at ``alpha``), ``log_probability`` (log q: for softmax the
-    log soft-assignment, the target of Grad-CeAM's ``assignment`` mode) or ``evidence``
-    (NEON's f_c: the hard minimum of the K - 1 margins for ``beta=None``, else their soft-min
-    at ``beta``; :func:`clustercam.explain.evidence.cluster_evidence`).
+    cluster c. :func:`~clustercam.explain.attribution.cluster_target` builds one with the
+    temperature measured on the data.
+
+    Args:
+        encoder: maps x to embeddings N x m.
+        centroids: K x m (kept as a float buffer, so the module moves with ``.to()``).
+        kind: the soft assignment, ``softmax`` (at ``temperature``) or ``student_t`` (DEC's
+            kernel at ``alpha``).
+        temperature: of the softmax (> 0).
+        alpha: Student-t degrees of freedom.
+        score: ``probability`` (the soft assignment q), ``log_probability`` (log q: for
+            softmax the log soft assignment, the target of Grad-CeAM's ``assignment`` mode)
+            or ``evidence`` (NEON's f_c: the hard minimum of the K - 1 margins for
+            ``beta=None``, else their soft-min at ``beta``;
+            :func:`clustercam.explain.evidence.cluster_evidence`).
+        beta: of ``evidence``: None or a number > 0.
+
+    Raises:
+        UserError: an unknown score or kind, a temperature that is not > 0, a bad beta.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.cluster_scores import ClusterScoreModel
+        >>> enc = torch.nn.Flatten()
+        >>> model = ClusterScoreModel(enc, torch.tensor([[0.0, 0.0], [4.0, 0.0]]), score="evidence")
+        >>> model(torch.tensor([[[1.0, 0.0]]]))  # f_c of z = (1, 0)
+        tensor([[ 8., -8.]])
     """
 
     def __init__(
@@ -63,6 +84,7 @@ class ClusterScoreModel(nn.Module):
         self.score, self.beta = score, beta
 
     def forward(self, x: Tensor) -> Tensor:
+        """The cluster scores of x (N x C x ...): N x K, in the encoder's dtype."""
         z = self.encoder(x)
         if self.score == "evidence":
             return cluster_evidence(z, self.centroids, self.beta).to(z.dtype)

@@ -1,5 +1,8 @@
-"""k-means on embeddings (scikit-learn) and the clustering scores NMI, ARI and Hungarian
-accuracy (paper § IV-B) through torchmetrics, so that DDP ranks can compute them together."""
+"""k-means on embeddings (scikit-learn) and the clustering scores NMI, ARI and accuracy.
+
+The scores (Grad-CeAM paper § IV-B; accuracy by the Hungarian matching of clusters to
+classes) go through torchmetrics, so that DDP ranks can compute them together.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +26,48 @@ from clustercam.exceptions import UserError
 
 @dataclass
 class KMeansResult:
+    """What :func:`fit_kmeans` found.
+
+    Attributes:
+        labels: N cluster ids (int64), each sample's nearest centroid.
+        centroids: K x m (float64).
+        inertia: the sum of squared distances of the samples to their centroids.
+
+    Example:
+        >>> import numpy as np
+        >>> from clustercam.explain import fit_kmeans
+        >>> km = fit_kmeans(np.array([[0.0], [0.2], [5.0], [5.2]]), 2, n_init=2)
+        >>> sorted(km.centroids.ravel().round(2).tolist()), round(km.inertia, 2)
+        ([0.1, 5.1], 0.04)
+    """
+
     labels: np.ndarray  # N
     centroids: np.ndarray  # K x m
     inertia: float
 
 
 def fit_kmeans(embeddings: np.ndarray, n_clusters: int, n_init: int = 25, seed: int = 0) -> KMeansResult:
-    """k-means on N x m embeddings, with early, named errors for impossible requests."""
+    """k-means (scikit-learn's ``KMeans``) on embeddings, with early, named errors.
+
+    Args:
+        embeddings: N x m, finite.
+        n_clusters: K, from 2 to N.
+        n_init: k-means restarts (>= 1); the best inertia wins.
+        seed: scikit-learn's ``random_state``.
+
+    Returns:
+        A :class:`KMeansResult`: labels N, centroids K x m, inertia.
+
+    Raises:
+        UserError: embeddings that are not N x m or not finite, K < 2 or K > N, n_init < 1.
+
+    Example:
+        >>> import numpy as np
+        >>> from clustercam.explain import fit_kmeans
+        >>> km = fit_kmeans(np.array([[0.0, 0.0], [0.0, 1.0], [9.0, 9.0], [9.0, 8.0]]), 2, n_init=2)
+        >>> km.labels.tolist() in ([0, 0, 1, 1], [1, 1, 0, 0]), km.centroids.shape
+        (True, (2, 2))
+    """
     z = np.asarray(embeddings, dtype=np.float64)
     if z.ndim != 2:
         raise UserError(f"embeddings must be N x m, got shape {z.shape}")
@@ -46,8 +84,26 @@ def fit_kmeans(embeddings: np.ndarray, n_clusters: int, n_init: int = 25, seed: 
 
 
 class HungarianAccuracy(Metric):
-    """torchmetrics' ``ClusterAccuracy`` where its solver (``torch_linear_assignment``) is not
-    installed: the same confusion-matrix state (summed over DDP ranks), matched by SciPy."""
+    """torchmetrics' ``ClusterAccuracy`` where its solver (``torch_linear_assignment``) is missing.
+
+    The same confusion-matrix state (summed over DDP ranks), matched by SciPy's
+    ``linear_sum_assignment``.
+
+    Args:
+        num_classes: the number of class (and cluster) ids, labels ``0 .. num_classes - 1``.
+        **kwargs (Any): torchmetrics ``Metric`` options.
+
+    Raises:
+        UserError: ``num_classes`` is not a positive integer.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.clustering import HungarianAccuracy
+        >>> acc = HungarianAccuracy(3)
+        >>> acc.update(torch.tensor([2, 2, 0, 0, 1]), torch.tensor([0, 0, 1, 1, 1]))
+        >>> acc.compute().item()
+        0.8
+    """
 
     is_differentiable = False
     higher_is_better = True
@@ -63,17 +119,25 @@ class HungarianAccuracy(Metric):
                        dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch: cluster ids ``preds`` and class ids ``target`` (N each)."""
         self.confmat += multiclass_confusion_matrix(preds, target, num_classes=self.num_classes)
 
     def compute(self) -> Tensor:
+        """The share of samples in the best one-to-one matching of clusters to classes."""
         cm = self.confmat.cpu().numpy()
         rows, cols = linear_sum_assignment(cm, maximize=True)
         return torch.tensor(cm[rows, cols].sum() / max(cm.sum(), 1), dtype=torch.float64)
 
 
 def clustering_metrics(num_classes: int) -> MetricCollection:
-    """``nmi`` (arithmetic mean), ``ari`` and ``acc`` (Hungarian) as one torchmetrics collection
-    over labels encoded as ``0 .. num_classes - 1`` (classes and clusters alike)."""
+    """``nmi`` (arithmetic mean), ``ari`` and ``acc`` (Hungarian) as one torchmetrics collection.
+
+    Args:
+        num_classes: labels are ``0 .. num_classes - 1``, classes and clusters alike.
+
+    Returns:
+        A ``MetricCollection`` updated with ``(cluster ids, class ids)``.
+    """
     acc = ClusterAccuracy(num_classes) if _TORCH_LINEAR_ASSIGNMENT_AVAILABLE else HungarianAccuracy(num_classes)
     return MetricCollection({"nmi": NormalizedMutualInfoScore(average_method="arithmetic"),
                              "ari": AdjustedRandScore(), "acc": acc})
@@ -81,7 +145,7 @@ def clustering_metrics(num_classes: int) -> MetricCollection:
 
 @contextmanager
 def _float64() -> Iterator[None]:
-    """torchmetrics computes NMI in the default float dtype: float64 here, as scikit-learn."""
+    """Torchmetrics computes NMI in the default float dtype: float64 here, as scikit-learn."""
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -103,8 +167,20 @@ def clustering_scores(
     (SciPy's matching where ``torch_linear_assignment`` is missing). Under DDP every rank
     calls this with the whole gathered split and feeds its share (every ``world_size``-th
     sample from ``rank``) to the metrics, whose states torchmetrics gathers (a collective),
-    so the scores equal one process's; ``device``: where the metric states live (the
-    model's, for NCCL).
+    so the scores equal one process's.
+
+    Args:
+        y_true: the class labels, N (any integer ids).
+        y_pred: the cluster labels, N (any integer ids).
+        rank: this process's rank under DDP.
+        world_size: the number of ranks.
+        device: where the metric states live (the model's, for NCCL; None: the CPU).
+
+    Returns:
+        ``{"nmi", "ari", "acc"}``.
+
+    Raises:
+        UserError: ``y_true`` and ``y_pred`` of different lengths.
 
     Example:
         >>> import numpy as np

@@ -1,5 +1,6 @@
-"""NEON's neuralized k-means (Kauffmann et al., IEEE TNNLS 2022): the cluster evidence f_c and
-the midpoint rule that hands it to the embedding features. Pure torch.
+"""NEON's neuralized k-means: the cluster evidence f_c and the midpoint rule. Pure torch.
+
+Kauffmann et al., IEEE TNNLS 2022. The midpoint rule hands f_c to the embedding features.
 
 For centroids mu_1..mu_K, embedding z and cluster c, every other centroid k gives a linear
 unit ``h_ck(z) = ||z - mu_k||^2 - ||z - mu_c||^2 = w_ck . (z - m_ck)`` with
@@ -31,13 +32,27 @@ def _margins(z: Tensor, centroids: Tensor) -> Tensor:
 
 
 def default_beta(z: Tensor, centroids: Tensor) -> float:
-    """The scale-free soft-min stiffness: 1 / mean_n min_{k != c(n)} |h_c(n)k(z_n)|, the inverse
-    of the mean margin of the samples to the boundary of their own cluster c(n) (the NEON
-    authors' heuristic).
+    """The scale-free soft-min stiffness ``1 / mean_n min_{k != c(n)} |h_c(n)k(z_n)|``.
 
-    The embedding's scale is arbitrary; with this beta a sample at a typical margin shares
-    its evidence between the nearest competitors instead of giving it all to one. NaN (and a
-    warning) when every margin is 0 (a collapsed embedding).
+    The inverse of the mean margin of the samples to the boundary of their own cluster c(n)
+    (the NEON authors' heuristic). The embedding's scale is arbitrary; with this beta a
+    sample at a typical margin shares its evidence between the nearest competitors instead
+    of giving it all to one.
+
+    Args:
+        z: embeddings N x m.
+        centroids: K x m.
+
+    Returns:
+        beta > 0; NaN (and a ``RuntimeWarning``) when every margin is 0 (a collapsed
+        embedding).
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.evidence import default_beta
+        >>> z, mu = torch.tensor([[0.0], [3.0]]), torch.tensor([[0.0], [4.0]])
+        >>> round(default_beta(z, mu), 4)  # margins 16 - 0 and 9 - 1: 1 / mean(16, 8)
+        0.0833
     """
     h = _margins(z, centroids)
     own = nearest(z, centroids)
@@ -53,8 +68,16 @@ def default_beta(z: Tensor, centroids: Tensor) -> float:
 
 
 def check_beta(beta: float | str | None, evidence: str = "min") -> None:
-    """beta: ``auto``, None (hard: every share on the minimising unit) or a finite number > 0;
-    ``evidence``: ``min`` or ``soft_min`` (which needs a beta)."""
+    """Check NEON's ``beta`` and ``evidence`` settings.
+
+    Args:
+        beta: ``auto``, None (hard: every share on the minimising unit) or a finite
+            number > 0.
+        evidence: ``min`` or ``soft_min`` (which needs a beta).
+
+    Raises:
+        UserError: an unknown ``evidence``, or a ``beta`` that is none of the above.
+    """
     if evidence not in EVIDENCE:
         raise UserError(f"unknown evidence {evidence!r}; choose one of {EVIDENCE}")
     if beta is None and evidence == "soft_min":
@@ -66,12 +89,29 @@ def check_beta(beta: float | str | None, evidence: str = "min") -> None:
 
 
 def cluster_evidence(z: Tensor, centroids: Tensor, beta: float | None = None) -> Tensor:
-    """NEON's cluster evidence f_c(z) for every cluster, N x K (float64, differentiable in z).
+    """NEON's cluster evidence f_c(z) for every cluster: the output of the neuralized k-means.
 
-    ``beta=None``: ``f_c = min_{k != c} h_ck``, > 0 exactly when z is nearest to mu_c (the
-    output of the neuralized k-means). A number: the soft-min
-    ``-(1/beta) log sum_{k != c} exp(-beta h_ck)``, smooth, at most the minimum and equal to it
-    as beta grows (it can be <= 0 for a sample of c with several close competitors).
+    Args:
+        z: embeddings N x m.
+        centroids: K x m.
+        beta: None: the hard minimum ``f_c = min_{k != c} h_ck``, > 0 exactly when z is
+            nearest to mu_c. A number > 0: the soft-min
+            ``-(1/beta) log sum_{k != c} exp(-beta h_ck)``, smooth, at most the minimum and
+            equal to it as beta grows (it can be <= 0 for a sample of c with several close
+            competitors).
+
+    Returns:
+        N x K, float64, differentiable in z.
+
+    Raises:
+        UserError: a ``beta`` that is not None or a finite number > 0 (``auto`` included:
+            use :func:`default_beta`).
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.evidence import cluster_evidence
+        >>> cluster_evidence(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0], [4.0, 0.0]]))
+        tensor([[ 8., -8.]], dtype=torch.float64)
     """
     check_beta(beta, "min")
     if beta == "auto":
@@ -87,15 +127,34 @@ def midpoint_relevance(
     z: Tensor, centroids: Tensor, beta: float | None = None, evidence: str = "min",
     clusters: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(relevance of the embedding features N x K' x m, evidence f_c N x K') by the midpoint rule.
+    """The evidence f_c handed to the embedding features by NEON's midpoint rule.
 
     The K - 1 units share f_c as ``R_k = f_c softmax_{k != c}(-beta h_ck)`` (all on the
     minimising unit for ``beta=None``), and unit k hands R_k to feature j in proportion to
     its term of ``h_ck = sum_j (z_j - m_ck,j) w_ck,j``: ``R_j = sum_k (z_j - m_ck,j) w_ck,j /
-    h_ck R_k`` (a tiny sign-preserving stabiliser on h_ck), so sum_j R_j = f_c. ``evidence``:
-    ``min`` (the hard minimum, as the NEON authors' code) or ``soft_min``
-    (:func:`cluster_evidence` at beta). ``clusters`` (N): only each sample's given cluster
-    (K' = 1); default all K clusters. Float64.
+    h_ck R_k`` (a tiny sign-preserving stabiliser on h_ck), so ``sum_j R_j = f_c``.
+
+    Args:
+        z: embeddings N x m.
+        centroids: K x m.
+        beta: the stiffness of the shares (None: all on the minimising unit).
+        evidence: ``min`` (the hard minimum, as the NEON authors' code) or ``soft_min``
+            (:func:`cluster_evidence` at ``beta``).
+        clusters: N cluster ids: only each sample's given cluster (K' = 1); None: all K.
+
+    Returns:
+        The relevance of the features, N x K' x m, and the evidence f_c, N x K' (float64).
+
+    Raises:
+        UserError: bad ``beta`` or ``evidence`` (:func:`check_beta`).
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.evidence import midpoint_relevance
+        >>> rel, f = midpoint_relevance(torch.tensor([[1.0, 2.0]]),
+        ...                             torch.tensor([[0.0, 0.0], [4.0, 0.0]]))
+        >>> rel[0, 0].round(decimals=6).tolist(), f[0, 0].item()  # the shares sum to f_c
+        ([8.0, 0.0], 8.0)
     """
     check_beta(beta, evidence)
     zd, mu = z.detach().double(), centroids.detach().double()

@@ -6,6 +6,7 @@ when the encoder raises, so no hook outlives the call that made it.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from clustercam.exceptions import UserError
+from clustercam.explain.layouts import Layout, LayoutSpec, layout_to_read
 
 
 def resolve_layer(encoder: nn.Module, target_layer: nn.Module | str) -> nn.Module:
@@ -21,10 +23,12 @@ def resolve_layer(encoder: nn.Module, target_layer: nn.Module | str) -> nn.Modul
         modules = dict(encoder.named_modules())
         if target_layer not in modules:
             names = [n for n in modules if n]
-            shown = names[:20] + (["..."] if len(names) > 20 else [])
+            close = difflib.get_close_matches(target_layer, names, n=5, cutoff=0.5)
+            rest = [n for n in names if n not in close]
+            shown = close + rest[: max(0, 20 - len(close))] + (["..."] if len(names) > 20 else [])
             raise UserError(
-                f"target_layer {target_layer!r} is not a module of the encoder "
-                f"{type(encoder).__name__}; its modules are {shown}"
+                f"layer {target_layer!r} is not a module of {type(encoder).__name__}; its modules "
+                f"are (closest first) {shown}"
             )
         return modules[target_layer]
     if not isinstance(target_layer, nn.Module) or not any(
@@ -93,22 +97,36 @@ def embed(encoder: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
                           for i in range(0, len(x), batch_size)])
 
 
+def layer_layout(encoder: nn.Module, layer: nn.Module, output: Tensor, x: Tensor,
+                 layout: LayoutSpec | Layout = "auto") -> Layout | None:
+    """How to read the target layer's ``output`` for inputs ``x`` (None: as it is, channels
+    first): tokens and channels-last outputs become B x C x grid
+    (:func:`~clustercam.explain.layouts.layout_to_read`)."""
+    return layout_to_read(output, model=encoder, layer=layer, input_size=tuple(x.shape[2:]), layout=layout,
+                          name=f"the target layer {layer_name(encoder, layer)!r}")
+
+
 def forward_with_layer(
-    encoder: nn.Module, layer: nn.Module, x: Tensor, with_grad: bool = False
+    encoder: nn.Module, layer: nn.Module, x: Tensor, with_grad: bool = False,
+    layout: LayoutSpec | Layout = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """z = encoder(x) and the target layer's output A.
+    """z = encoder(x) and the target layer's output A, channels first (B x C x positions).
 
     ``with_grad``: A is part of the graph (a fresh grad leaf when nothing upstream needs
-    grad, e.g. a frozen encoder), so dz/dA can be taken. An error names the layer when the
+    grad, e.g. a frozen encoder), so dz/dA can be taken. A token or channels-last output is
+    read as its grid by ``layout`` (:func:`layer_layout`), and the grid written back into
+    the layer's output, so the gradient reaches it. An error names the layer when the
     forward pass never calls it.
     """
     captured: dict[str, Tensor] = {}
 
     def keep(output: Tensor) -> Tensor:
-        if with_grad and not output.requires_grad:
-            output = output.detach().requires_grad_(True)
-        captured["A"] = output
-        return output
+        lay = layer_layout(encoder, layer, output, x, layout)
+        a = output if lay is None else lay.read(output)
+        if with_grad and not a.requires_grad:
+            a = a.detach().requires_grad_(True)
+        captured["A"] = a
+        return a if lay is None else lay.write(a, output)
 
     with hooked(layer, keep), torch.set_grad_enabled(with_grad):
         z = encoder(x)

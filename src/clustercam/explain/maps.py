@@ -18,14 +18,32 @@ from clustercam.exceptions import UserError
 
 
 def as_size(size: int | Sequence[int], dims: int = 2) -> tuple[int, ...]:
-    """``size`` as a tuple of ``dims`` ints (an int means a square / a length)."""
+    """``size`` as a tuple of ints.
+
+    Args:
+        size: an int (a length, or a square's side) or a sequence of ints.
+        dims: how many entries an int becomes.
+
+    Returns:
+        The size as a tuple.
+    """
     if isinstance(size, int):
         return (int(size),) * dims
     return tuple(int(s) for s in size)
 
 
 def interpolation_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """n_out x n_in weights of 1-D linear interpolation, ``align_corners=False`` (as F.interpolate)."""
+    """The weights of 1-D linear interpolation, ``align_corners=False`` (as ``F.interpolate``).
+
+    Args:
+        n_in: the input length.
+        n_out: the output length.
+        dtype: of the result.
+        device: of the result.
+
+    Returns:
+        n_out x n_in: ``m @ v`` resizes a vector v of length n_in.
+    """
     scale = n_in / n_out
     src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_min(0)
     i0 = src.floor().long().clamp_max(n_in - 1)
@@ -58,10 +76,26 @@ def _bilinear(maps: Tensor, size: tuple[int, int], out: Tensor) -> Tensor:
 
 
 def resize_maps(maps: Tensor, size: int | Sequence[int], out: Tensor | None = None) -> Tensor:
-    """... x L -> ... x L' (linear) or ... x h x w -> ... x H x W (bilinear), ``align_corners=False``.
+    """Resize maps: linear for series, bilinear for images (``align_corners=False``).
 
-    ``len(size)`` says how many trailing axes are spatial (an int: 2, a square). ``out``
-    (contiguous, the output shape) receives the result instead of a new tensor.
+    Args:
+        maps: ... x L (series) or ... x h x w (images).
+        size: the new spatial size; ``len(size)`` says how many trailing axes are spatial
+            (an int: 2, a square).
+        out: a contiguous tensor of the output shape that receives the result (None: a new
+            one; maps of the right size are then returned as they are).
+
+    Returns:
+        ... x L' or ... x H x W.
+
+    Raises:
+        UserError: a size with other than 1 or 2 entries.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.maps import resize_maps
+        >>> resize_maps(torch.tensor([[0.0, 1.0]]), (4,))
+        tensor([[0.0000, 0.2500, 0.7500, 1.0000]])
     """
     size = as_size(size)
     if len(size) not in (1, 2):
@@ -88,11 +122,27 @@ def minmax_normalise(
     constant: float = 0.0,
     out: Tensor | None = None,
 ) -> Tensor:
-    """``(M - lo) / (hi - lo)`` over the last ``dims`` axes; ``lo``/``hi`` default to M's own.
+    """``(M - lo) / (hi - lo)`` over the last ``dims`` axes.
 
-    With given bounds (e.g. a parent concept's) values are clamped to [0, 1]. A constant map
-    (``hi == lo``, or NaN bounds) becomes ``constant``. ``out`` (contiguous, the shape of
-    ``maps``; may be ``maps`` itself) receives the result.
+    Args:
+        maps: ... x spatial.
+        dims: how many trailing axes one map spans.
+        lo: the lower bound per map (default: the map's minimum).
+        hi: the upper bound per map (default: the map's maximum). With given bounds (e.g. a
+            parent concept's) the values are clamped to [0, 1].
+        constant: what a constant map (``hi == lo``, or NaN bounds) becomes.
+        out: a contiguous tensor of the shape of ``maps`` (may be ``maps`` itself) that
+            receives the result.
+
+    Returns:
+        The normalised maps, the shape of ``maps``.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.maps import minmax_normalise
+        >>> minmax_normalise(torch.tensor([[2.0, 4.0, 3.0], [5.0, 5.0, 5.0]]), 1)
+        tensor([[0.0000, 1.0000, 0.5000],
+                [0.0000, 0.0000, 0.0000]])
     """
     flat = maps.flatten(-dims) if dims > 0 else maps.unsqueeze(-1)
     given = lo is not None or hi is not None
@@ -113,7 +163,15 @@ def minmax_normalise(
 
 
 def smooth_series(maps: Tensor, radius: int | None = None) -> Tensor:
-    """Moving average of radius ``ceil(L / 20)`` along the last axis (time-series maps)."""
+    """Moving average along the last axis (time-series maps).
+
+    Args:
+        maps: ... x L.
+        radius: positions on each side (None: ``ceil(L / 20)``); the window shrinks at the ends.
+
+    Returns:
+        The smoothed maps, the shape of ``maps``.
+    """
     length = maps.shape[-1]
     radius = math.ceil(length / 20) if radius is None else radius
     flat = maps.reshape(-1, 1, length)
@@ -122,10 +180,20 @@ def smooth_series(maps: Tensor, radius: int | None = None) -> Tensor:
 
 
 def input_maps(raw: Tensor, size: Sequence[int], smooth: bool = False, out: Tensor | None = None) -> Tensor:
-    """Raw N x K x spatial maps -> resized to the input, optionally smoothed (series), min-max
-    normalised per sample and cluster (a constant map becomes 0): what every map method shows.
+    """Raw maps as every map method shows them: at the input's size, in [0, 1].
 
-    ``raw`` is never modified; the result goes to ``out`` when given."""
+    Resized to the input, optionally smoothed (series), min-max normalised per sample and
+    cluster (a constant map becomes 0). ``raw`` is never modified.
+
+    Args:
+        raw: N x K x target-layer spatial size.
+        size: the input's spatial size, (L,) or (H, W).
+        smooth: moving average of series maps (:func:`smooth_series`).
+        out: N x K x ``size``, receives the result (None: a new tensor).
+
+    Returns:
+        N x K x ``size`` in [0, 1].
+    """
     size = tuple(int(s) for s in size)
     if out is None:
         out = torch.empty((*raw.shape[: raw.dim() - len(size)], *size), dtype=raw.dtype,

@@ -1,7 +1,7 @@
-"""NEON (Kauffmann et al., "From clustering to cluster explanations via neural networks",
-IEEE TNNLS 2022): k-means rewritten as a small network, its evidence propagated back by LRP.
+"""NEON: k-means rewritten as a small network, its evidence propagated back by LRP.
 
-The cluster evidence ``f_c`` of the neuralized k-means and the midpoint rule that hands it
+Kauffmann et al., "From clustering to cluster explanations via neural networks", IEEE
+TNNLS 2022. The cluster evidence ``f_c`` of the neuralized k-means and the midpoint rule that hands it
 to the embedding features are in :mod:`~clustercam.explain.evidence`; LRP (zennit's rules and
 canonizers; its releases have no k-means layer, so the layer above is ours) carries it
 through the encoder to the input.
@@ -36,10 +36,12 @@ from clustercam.explain.hooks import (
     embed,
     eval_mode,
     hooked,
+    layer_layout,
     module_device,
     module_dtype,
     resolve_layer,
 )
+from clustercam.explain.layouts import LayoutSpec
 from clustercam.explain.maps import input_maps
 
 PEERS_HINT = "pip install clustercam[peers]"
@@ -48,7 +50,14 @@ PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d,
 
 
 def require_zennit() -> Any:
-    """The zennit module, or one ImportError that says how to install it."""
+    """The zennit module, or one error that says how to install it.
+
+    Returns:
+        The ``zennit`` module (with its canonizers and composites imported).
+
+    Raises:
+        MissingDependencyError: zennit is not installed.
+    """
     try:
         import zennit  # noqa: F401
         import zennit.canonizers
@@ -60,16 +69,21 @@ def require_zennit() -> Any:
 
 # -- LRP through the encoder (zennit) ---------------------------------------------------------
 def _is_clustercam_encoder(module: nn.Module) -> bool:
-    """True when the module declares z = fc(pool(features(x))) (``linear_head``, duck-typed
-    as Grad-CeAM's closed form does: this layer imports no model class)."""
+    """True when the module declares ``z = fc(pool(features(x)))`` through ``linear_head``.
+
+    Duck-typed as Grad-CeAM's closed form does: this layer imports no model class.
+    """
     declare = getattr(module, "linear_head", None)
     feats = getattr(module, "features", None)
     return callable(declare) and isinstance(feats, nn.Module) and declare(feats) is not None
 
 
 def _residual_branches(module: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module] | None:
-    """(body, shortcut, act) of a block that declares ``forward = act(body(x) + shortcut(x))``
-    through a ``residual_branches()`` method (clustercam's ``ResidualBlock1d`` does), else None."""
+    """(body, shortcut, act) of a block that declares ``act(body(x) + shortcut(x))``, else None.
+
+    The block declares it through a ``residual_branches()`` method (clustercam's
+    ``ResidualBlock1d`` does).
+    """
     declare = getattr(module, "residual_branches", None)
     parts = declare() if callable(declare) else None
     if parts is None or len(parts) != 3 or not all(isinstance(p, nn.Module) for p in parts):
@@ -93,9 +107,18 @@ def _residual_forward(self: nn.Module, x: Tensor) -> Tensor:
 
 
 def clustercam_canonizers() -> list[Any]:
-    """zennit canonizers for clustercam's encoders: the mean pooling as a module, the residual
-    ``+`` as zennit's ``Sum``, BatchNorm merged (zennit's ``SequentialMergeBatchNorm``), and
-    torchvision's ResNet blocks when torchvision is installed."""
+    """The zennit canonizers for clustercam's encoders.
+
+    The mean pooling becomes a module, the residual ``+`` zennit's ``Sum``, BatchNorm is
+    merged into the layer before it (zennit's ``SequentialMergeBatchNorm``), and
+    torchvision's ResNet blocks are canonized when torchvision is installed.
+
+    Returns:
+        A list of zennit canonizers, for a composite's ``canonizers=``.
+
+    Raises:
+        MissingDependencyError: zennit is not installed.
+    """
     require_zennit()
     from zennit.canonizers import AttributeCanonizer, SequentialMergeBatchNorm
     from zennit.layer import Sum
@@ -128,14 +151,20 @@ def _handled(module: nn.Module) -> bool:
 
 
 def check_lrp_encoder(encoder: nn.Module) -> None:
-    """A clear UserError when zennit cannot explain a module of the encoder, a warning where
-    relevance may leak.
+    """Fail clearly where zennit cannot explain a module of the encoder; warn where relevance may leak.
 
-    Errors: a module with parameters that no rule of the composite covers (e.g. LayerNorm,
-    an RNN, an Embedding) and a BatchNorm that does not directly follow a convolution or
-    linear layer (the canonizer cannot merge it). Warnings: a container with its own
-    ``forward`` that no canonizer rewrites (its functional operations, a residual ``+`` say,
-    pass relevance as a plain gradient) and unknown parameter-free layers.
+    Warnings (``RuntimeWarning``): a container with its own ``forward`` that no canonizer
+    rewrites (its functional operations, a residual ``+`` say, pass relevance as a plain
+    gradient) and unknown parameter-free layers.
+
+    Args:
+        encoder: the module NEON would explain.
+
+    Raises:
+        UserError: a module with parameters that no rule of the composite covers (e.g.
+            LayerNorm, an RNN, an Embedding), or a BatchNorm that does not directly follow a
+            convolution or linear layer (the canonizer cannot merge it).
+        MissingDependencyError: zennit is not installed.
     """
     require_zennit()
     from zennit.core import collect_leaves
@@ -174,9 +203,20 @@ def check_lrp_encoder(encoder: nn.Module) -> None:
 
 
 def make_composite(composite: str | Any = "epsilon_plus_flat") -> Any:
-    """A zennit composite by name (``zennit.composites.COMPOSITES``: ``epsilon_plus_flat`` by
-    default: epsilon on dense layers, z+ on convolutions, flat on the first layer) with
-    clustercam's canonizers, or a composite instance as given."""
+    """A zennit composite by name, with clustercam's canonizers, or a composite as given.
+
+    Args:
+        composite: a name in ``zennit.composites.COMPOSITES`` (``epsilon_plus_flat`` by
+            default: epsilon on dense layers, z+ on convolutions, flat on the first layer)
+            or a zennit ``Composite`` instance (used as it is).
+
+    Returns:
+        The zennit composite.
+
+    Raises:
+        UserError: an unknown name, or an object that is not a composite.
+        MissingDependencyError: zennit is not installed.
+    """
     zennit = require_zennit()
     if not isinstance(composite, str):
         if not isinstance(composite, zennit.core.Composite):
@@ -190,7 +230,19 @@ def make_composite(composite: str | Any = "epsilon_plus_flat") -> Any:
 
 @contextmanager
 def lrp(encoder: nn.Module, composite: str | Any = "epsilon_plus_flat") -> Iterator[nn.Module]:
-    """The encoder in eval mode with the composite's rules and canonizers, all undone after."""
+    """The encoder in eval mode with the composite's rules and canonizers, all undone after.
+
+    Args:
+        encoder: the module to explain (checked by :func:`check_lrp_encoder`).
+        composite: a zennit composite or its name (:func:`make_composite`).
+
+    Yields:
+        The encoder with zennit's hooks: its gradient is the LRP relevance.
+
+    Raises:
+        UserError: a module zennit cannot explain, or a bad composite.
+        MissingDependencyError: zennit is not installed.
+    """
     check_lrp_encoder(encoder)
     comp = make_composite(composite)
     with eval_mode(encoder), comp.context(encoder) as hooked_encoder:
@@ -199,14 +251,32 @@ def lrp(encoder: nn.Module, composite: str | Any = "epsilon_plus_flat") -> Itera
 
 @dataclass
 class NEONResult:
-    """NEON's maps for N samples x K' clusters (K' = K, or 1 with ``clusters`` given).
+    """What :func:`neon` returns: maps for N samples x K' clusters.
 
-    ``heatmaps``: N x K' x input spatial size, min-max normalised per sample and cluster (as
-    Grad-CeAM's); ``raw``: the signed input relevance summed over input channels (sums to
-    f_c where the rules conserve); ``layer_raw``: the relevance at the target layer summed
-    over its channels (N x K' x layer spatial size; None without a target layer);
-    ``evidence``: f_c, N x K'; ``embeddings``: N x m; ``beta`` as used (None: hard shares);
-    ``clusters``: the explained cluster of each map (N x K').
+    K' = K, or 1 when ``neon`` was given each sample's cluster (``clusters=``).
+
+    Attributes:
+        heatmaps: N x K' x input spatial size, min-max normalised per sample and cluster (as
+            Grad-CeAM's).
+        raw: N x K' x input spatial size, the signed input relevance summed over the input
+            channels (it sums to f_c where the rules conserve relevance).
+        layer_raw: N x K' x target-layer spatial size, the relevance at the target layer
+            summed over its channels; None without a target layer.
+        evidence: N x K', the cluster evidence f_c (float64; > 0 exactly for the sample's
+            own cluster under ``evidence="min"``).
+        embeddings: N x m.
+        beta: the soft-min stiffness as used (None: all shares on the nearest competitor).
+        clusters: N x K', the cluster each map explains.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import neon
+        >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+        >>> x, mu = torch.randn(5, 1, 16), torch.randn(3, 4)
+        >>> res = neon(enc, None, x, mu, clusters=torch.tensor([0, 1, 2, 0, 1]), beta=None)
+        >>> tuple(res.heatmaps.shape), res.layer_raw, tuple(res.evidence.shape), res.beta
+        ((5, 1, 16), None, (5, 1), None)
     """
 
     heatmaps: Tensor
@@ -235,10 +305,13 @@ def neon(
     composite: str | Any = "epsilon_plus_flat",
     batch_size: int = 256,
     smooth: bool = False,
+    layout: LayoutSpec = "auto",
 ) -> NEONResult:
     """NEON relevance maps of k-means clusters on any (zennit-canonizable) encoder.
 
-    The evidence f_c is shared among the K - 1 linear units of the neuralized k-means at
+    The neuralized k-means (:mod:`~clustercam.explain.evidence`) gives each sample its
+    evidence for cluster c, ``f_c = min_{k != c} h_ck`` with the linear units
+    ``h_ck(z) = ||z - mu_k||^2 - ||z - mu_c||^2``. f_c is shared among the K - 1 units at
     stiffness ``beta``, the midpoint rule hands it to z
     (:func:`~clustercam.explain.evidence.midpoint_relevance`) and LRP with ``composite`` to
     the input. f_c < 0 where a sample is not in c: its map shows the evidence against c.
@@ -247,7 +320,8 @@ def neon(
     Args:
         encoder: maps x to embeddings N x m (zennit must be able to canonize it).
         target_layer: a module (or its dotted name) whose relevance is also returned
-            (``layer_raw``); None: the input only.
+            (``layer_raw``, over its grid: tokens and channels-last outputs are read by
+            ``layout`` as for :func:`~clustercam.explain.grad_ceam`); None: the input only.
         x: N x C x L (series) or N x C x H x W (images).
         centroids: K x m.
         clusters: N cluster ids: explain only each sample's given cluster (one backward pass
@@ -260,9 +334,12 @@ def neon(
             ``EpsilonPlusFlat``, BatchNorm merged).
         batch_size: samples per chunk.
         smooth: moving average of series maps.
+        layout: how the target layer's output is read as channels at positions
+            (:mod:`clustercam.explain.layouts`; ``auto``: tokens and channels-last as their grid).
 
     Returns:
-        A :class:`NEONResult`.
+        A :class:`NEONResult`: heatmaps N x K' x input spatial size in [0, 1], the signed
+        relevance, the evidence f_c (N x K') and the embeddings N x m.
 
     Raises:
         UserError: bad ``beta``, ``evidence``, ``clusters``, ``composite`` or a module zennit
@@ -306,7 +383,7 @@ def neon(
         for start in range(0, n, batch_size):
             sel = None if clusters is None else clusters[start : start + batch_size]
             xb = x[start : start + batch_size].to(device=device, dtype=dtype).clone().requires_grad_(True)
-            rel, layer_rel, f = _lrp_chunk(hooked_encoder, layer, xb, mu, beta, evidence, sel)
+            rel, layer_rel, f = _lrp_chunk(hooked_encoder, layer, xb, mu, beta, evidence, sel, layout)
             raw[start : start + len(xb)] = rel
             f_all[start : start + len(xb)] = f
             if layer_rel is not None:
@@ -319,10 +396,12 @@ def neon(
 
 def _lrp_chunk(
     encoder: nn.Module, layer: nn.Module | None, xb: Tensor, mu: Tensor, beta: float | None,
-    evidence: str, clusters: Tensor | None,
+    evidence: str, clusters: Tensor | None, layout: LayoutSpec = "auto",
 ) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Input relevance (b x K' x spatial), target-layer relevance and f_c of one chunk: one
-    forward pass under the composite, one modified backward pass per explained cluster."""
+    """Input relevance (b x K' x spatial), target-layer relevance and f_c of one chunk.
+
+    One forward pass under the composite, one modified backward pass per explained cluster.
+    """
     captured: dict[str, Tensor] = {}
 
     def keep(output: Tensor) -> None:
@@ -345,5 +424,7 @@ def _lrp_chunk(
             grads = torch.autograd.grad(z, wrt, grad_outputs=rz[:, c], retain_graph=c < rz.shape[1] - 1)
             rel.append(grads[0].sum(1).detach().cpu())
             if layer is not None:
-                layer_rel.append(grads[1].sum(1).detach().cpu())
+                lay = layer_layout(encoder, layer, captured["A"], xb, layout)
+                grid = grads[1] if lay is None else lay.read(grads[1])  # relevance per grid position
+                layer_rel.append(grid.sum(1).detach().cpu())
     return (torch.stack(rel, 1), torch.stack(layer_rel, 1) if layer is not None else None, f)

@@ -19,12 +19,12 @@ S = TypeVar("S")
 
 def with_options(cls: type[S], settings: S | Mapping[str, Any] | None, options: Mapping[str, Any],
                  owner: str) -> S:
-    """``settings`` (an instance of ``cls``, a mapping of its fields, or None for the defaults)
-    with ``options`` on top.
+    """A settings object from what the caller gave: ``settings`` with ``options`` on top.
 
     Args:
         cls: the settings dataclass.
-        settings: what the caller built, if anything.
+        settings: what the caller built: an instance of ``cls``, a mapping of its fields, or
+            None for the defaults.
         options: keyword options, by field name.
         owner: who took them, for the message (e.g. ``score_explanations()``).
 

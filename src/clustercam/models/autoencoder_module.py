@@ -22,10 +22,36 @@ from clustercam.models.optim import check_optimizer
 
 
 class AutoencoderModule(LightningModule):
-    """MSE reconstruction with Adam (paper § IV-B); ``net`` is built from ``input_shape``.
+    """Trains an autoencoder on the MSE reconstruction loss (paper eq. 11, § IV-B; Adam).
 
-    ``net`` is a callable ``net(input_shape=...) -> nn.Module`` (a Hydra ``_partial_``) or
-    an already built module.
+    Validation and test steps return ``{"z", "y", "idx"}`` per batch (embeddings N x m,
+    labels, dataset indices) for the clustering callbacks; the losses are logged as
+    ``train/loss``, ``val/loss`` and ``test/loss``.
+
+    Args:
+        net: ``net(input_shape=...) -> nn.Module`` (the config's ``model.net``, a Hydra
+            ``_partial_``) or an already built module; either way it must have ``encoder``
+            (x -> z) and ``decoder`` (z -> x_hat).
+        optimizer: ``optimizer(params=...)`` (the config's ``model.optimizer``, a Hydra
+            ``_partial_``; None: Adam at lr 1e-3). Built once on a dummy parameter here, so
+            a bad setting fails before the data are loaded.
+        input_shape: the input's shape without the batch axis, (C, L) or (C, H, W): what
+            ``net`` is built for (the train script fills it from the datamodule).
+        compile: ``torch.compile`` the net.
+
+    Raises:
+        UserError: a partial ``net`` without ``input_shape``, a net without ``encoder`` or
+            ``decoder``, a bad optimizer setting.
+
+    Example:
+        >>> import functools
+        >>> import torch
+        >>> from clustercam.models.autoencoder_module import AutoencoderModule
+        >>> from clustercam.models.components.resnet_cae import ResNetCAE
+        >>> module = AutoencoderModule(functools.partial(ResNetCAE, filters=(4,), embedding_dim=3),
+        ...                            input_shape=(1, 16))
+        >>> module.target_layer, tuple(module.encoder(torch.randn(2, 1, 16)).shape)
+        ('features', (2, 3))
     """
 
     def __init__(
@@ -56,6 +82,7 @@ class AutoencoderModule(LightningModule):
 
     @property
     def encoder(self) -> nn.Module:
+        """The net's encoder, x -> z (what the explanations explain)."""
         return self.net.encoder
 
     @property
@@ -64,9 +91,11 @@ class AutoencoderModule(LightningModule):
         return getattr(self.net, "target_layer", None)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The reconstruction of x (the input's shape)."""
         return self.net(x)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """The MSE between a batch and its reconstruction (eq. 11), logged as ``train/loss``."""
         x = batch[0]
         loss = F.mse_loss(self.net(x), x)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
@@ -81,15 +110,19 @@ class AutoencoderModule(LightningModule):
         return {"z": z.detach(), "y": y, "idx": idx}
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Log ``val/loss``; return the batch's embeddings, labels and dataset indices."""
         return self._eval_step(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Log ``test/loss``; return the batch's embeddings, labels and dataset indices."""
         return self._eval_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """The batch's embeddings, N x m."""
         return self.net.encoder(batch[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """The configured optimizer over the net's parameters (Adam at lr 1e-3 by default)."""
         if self.optimizer_factory is None:
             return torch.optim.Adam(self.parameters(), lr=1e-3)
         return self.optimizer_factory(params=self.parameters())

@@ -1,5 +1,7 @@
-"""timm models and their weights, resolved offline first: a local file, the Hugging Face cache,
-then the hub; only ``pretrained: false`` gives random weights.
+"""timm models and their weights, resolved offline first.
+
+A local file, the Hugging Face cache, then the hub; only ``pretrained: false`` gives random
+weights.
 
 Offline without weights a run ends at once with one message that says how to provide them (no
 download retry loop). A weights file is loaded strictly (every key, every shape), so a file
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from clustercam.exceptions import MissingFileError, ResourceUnavailableError, UserError
+from clustercam.runtime.checkpoints import state_dict_mismatch, torch_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +37,33 @@ class PretrainedWeightsError(ResourceUnavailableError, RuntimeError):
 
 
 def split_model_name(name: str, pretrained_tag: str | None = None) -> tuple[str, str | None]:
-    """``"nf_resnet50.ra2_in1k"`` -> (architecture, tag); an explicit tag wins."""
+    """Split a timm model name into its architecture and pretrained tag.
+
+    Args:
+        name: ``arch`` or ``arch.tag`` (e.g. ``nf_resnet50.ra2_in1k``).
+        pretrained_tag: a tag that wins over the name's.
+
+    Returns:
+        (architecture, tag or None).
+
+    Example:
+        >>> from clustercam.models.timm_weights import split_model_name
+        >>> split_model_name("nf_resnet50.ra2_in1k"), split_model_name("resnet18", "a1_in1k")
+        (('nf_resnet50', 'ra2_in1k'), ('resnet18', 'a1_in1k'))
+    """
     arch, _, tag = name.partition(".")
     return arch, pretrained_tag or (tag or None)
 
 
 def check_model_name(arch: str) -> None:
-    """A clear error (with close matches) for a name timm does not know."""
+    """Check that timm knows an architecture.
+
+    Args:
+        arch: the architecture's name, without a tag.
+
+    Raises:
+        UserError: an unknown name (with the close matches).
+    """
     import timm
 
     if arch in timm.list_models():
@@ -51,7 +74,14 @@ def check_model_name(arch: str) -> None:
 
 
 def pretrained_cfg(full_name: str) -> Any:
-    """timm's pretrained config for ``arch[.tag]``, or None (unknown tag / no weights)."""
+    """timm's pretrained config for a model.
+
+    Args:
+        full_name: ``arch`` or ``arch.tag``.
+
+    Returns:
+        timm's ``PretrainedCfg``, or None (an unknown tag, or no weights).
+    """
     from timm.models import get_pretrained_cfg
 
     try:
@@ -98,15 +128,33 @@ def _weights_help(full_name: str, reason: str) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a weights file: ``.safetensors``, or a torch file holding a state dict
-    (nested under ``state_dict``/``model`` as trainers save it; a Lightning checkpoint of a
-    module whose network is ``net`` works too: the ``module.``/``net.`` prefixes go)."""
+    """The tensors of a weights file.
+
+    Args:
+        path: a ``.safetensors`` file, or a torch file holding a state dict (nested under
+            ``state_dict`` / ``model`` as trainers save it; a Lightning checkpoint of a
+            module whose network is ``net`` works too: the ``module.`` / ``net.`` prefixes
+            go). Read with ``weights_only=True``.
+
+    Returns:
+        Parameter name -> tensor.
+
+    Raises:
+        PretrainedWeightsError: a file that cannot be read or holds no state dict.
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state: Any = load_file(str(path))
+        try:
+            state: Any = load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - safetensors' own error type, a damaged file
+            raise PretrainedWeightsError(
+                f"could not read {str(path)!r} as safetensors: {str(err).splitlines()[0][:200]}") from None
     else:
+        problem = torch_file_problem(path)
+        if problem:
+            raise PretrainedWeightsError(f"could not read {str(path)!r} as a state dict: {problem}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - pickles with objects, corrupt files
@@ -126,24 +174,23 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def load_weights_file(model: nn.Module, path: str | Path, arch: str) -> None:
-    """Load a weights file into ``model`` strictly; one message naming what does not fit."""
+    """Load a weights file into a model strictly: every key, every shape.
+
+    Args:
+        model: the timm model.
+        path: the weights file (:func:`read_state_dict`).
+        arch: the architecture's name, for the message.
+
+    Raises:
+        PretrainedWeightsError: the file cannot be read, or its keys or shapes do not fit
+            (one message listing the missing and unexpected keys and the shapes that differ).
+    """
     state = read_state_dict(path)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(v.shape)}"
-              for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} model keys missing from the file (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} file keys the model does not have (e.g. {unexpected[:3]})")
-        if shapes:
-            parts.append(f"{len(shapes)} shapes differ ({'; '.join(shapes[:3])})")
+    mismatch = state_dict_mismatch(state, model)
+    if mismatch:
         raise PretrainedWeightsError(
             f"could not load {str(path)!r} into {arch!r}: the checkpoint's keys do not fit the "
-            f"model: {', '.join(parts)}. Use the model.name, model.num_classes and "
+            f"model: {mismatch}. Use the model.name, model.num_classes and "
             "model.model_kwargs (e.g. output_stride, in_chans) the weights were trained with")
     model.load_state_dict(state, strict=True)
 
@@ -156,15 +203,34 @@ def build_timm_model(
     warn_random: bool = True,
     **model_kwargs: Any,
 ) -> tuple[nn.Module, str]:
-    """Create the timm model and load its weights; returns (model, where the weights came from).
+    """Create a timm model and load its weights, offline first.
 
-    Order: ``checkpoint_path`` if given (must exist; loaded strictly, even with
+    The weights come from ``checkpoint_path`` if given (loaded strictly, even with
     ``pretrained=False``), else the local Hugging Face cache, else the hub if it answers
-    within ~1.5 s (and ``HF_HUB_OFFLINE`` is not set), else one
-    :class:`PretrainedWeightsError`. ``pretrained=False``: random weights, a warning
-    (unless ``warn_random`` is off: a network about to be trained). ``model_kwargs`` (``num_classes``, ``in_chans``, ``output_stride``...) go to timm.
+    within ~1.5 s (and ``HF_HUB_OFFLINE`` is not set).
+
+    Args:
+        name: ``arch`` or ``arch.tag`` (e.g. ``nf_resnet50.ra2_in1k``).
+        pretrained: load pretrained weights; False: random weights, with a warning.
+        checkpoint_path: a weights file (must exist).
+        pretrained_tag: a tag that wins over the name's.
+        warn_random: warn about random weights (off for a network about to be trained).
+        **model_kwargs: for ``timm.create_model`` (``num_classes``, ``in_chans``,
+            ``output_stride``, ...; None values are dropped).
+
+    Returns:
+        The model and where its weights came from (``file:<path>``, ``hub:<id>`` or
+        ``random``).
+
+    Raises:
+        UserError: an unknown architecture, or ``model_kwargs`` it does not take.
+        MissingFileError: a ``checkpoint_path`` that does not exist.
+        PretrainedWeightsError: pretrained weights that cannot be found, downloaded or
+            loaded (one message saying how to provide them).
     """
     import timm
+
+    from clustercam.models.components import vit_classifier  # noqa: F401  (registers clustercam's timm models)
 
     arch, tag = split_model_name(name, pretrained_tag)
     check_model_name(arch)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clustercam.exceptions import UserError
+from clustercam.explain.layouts import LayoutSpec
 from clustercam.models.classifier_module import ClassifierModule
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class TrainableClassifierModule(ClassifierModule):
     weights are about to be learned); ``pretrained=True`` or ``checkpoint_path`` fine-tunes
     those weights. ``lr``: the one-cycle peak of AdamW; ``pct_start``: the share of steps
     spent warming up; ``hflip``: flip each training image left-right with probability 1/2.
+    ``layer`` / ``layout``: the concept layer, as for :class:`ClassifierModule`.
     """
 
     warn_random = False  # random initial weights are the starting point, not the result
@@ -53,6 +55,8 @@ class TrainableClassifierModule(ClassifierModule):
         pct_start: float = 0.25,
         hflip: bool = True,
         save_weights: str | None = None,
+        layer: str | None = None,
+        layout: LayoutSpec = "auto",
     ) -> None:
         if num_classes is None or int(num_classes) < 2:
             raise UserError(f"a trained classifier needs num_classes >= 2, got {num_classes}")
@@ -63,7 +67,7 @@ class TrainableClassifierModule(ClassifierModule):
         if input_shape is not None and "in_chans" not in kwargs:
             kwargs["in_chans"] = int(input_shape[0])
         super().__init__(name, pretrained, checkpoint_path, pretrained_tag, num_classes,
-                         kwargs, input_shape)
+                         kwargs, input_shape, layer, layout)
         self.save_hyperparameters()
         if self.weights_source == "random":
             self.weights_source = "untrained"

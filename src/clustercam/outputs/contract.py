@@ -22,6 +22,9 @@ from clustercam.explain.concepts.vocabulary import (
 CONFIG = "config.yaml"  # the resolved Hydra config
 METRICS = "metrics.json"  # run-level numbers, merged by every callback
 FIGURES = "figures"
+STATUS = "status.json"  # running / finished / failed / diverged / interrupted (runtime.status)
+SKIPPED_INPUTS = "skipped_inputs.csv"  # inputs left out as unreadable (data.on_bad_file=skip)
+SKIPPED_INPUT_COLUMNS = ("file", "reason")
 
 # -- Grad-CeAM runs (callbacks.cluster_explain) ---------------------------------------------------
 CARDINALITY = "cardinality.csv"
@@ -68,6 +71,9 @@ CLASS_CONCEPTS_TRUTH_COLUMNS = ("class", "method", "algorithm", "source", *CLASS
 CLASS_CONCEPT_CHANNELS = "class_concepts.npz"  # "classes" and one member per configuration and source
 CLASS_CONCEPT_FIGURES = f"{FIGURES}/class_concepts"  # <class>_<method>.png, <class>_nmf-<method>.png
 NMF_METHOD = "nmf"  # the method column of NMF rows; their algorithm column: <method>/<algorithm>
+# per-image results of finished batches, for resume=true (callbacks.concept_shards)
+SHARDS = "shards"  # rank<r>_i<first index>.pt: one batch's ConceptBatch tensors and figure maps
+SHARD_MANIFEST = "manifest_rank{rank}.json"  # in SHARDS: {"key": ..., "shards": {file: [indices]}}
 
 
 def concept_figure_path(image: str, config: ConceptConfig, sub: bool = False) -> str:
@@ -90,6 +96,24 @@ def class_channels_member(config: ConceptConfig, source: str) -> str:
     return f"{ConceptConfig(*config).name}_{source}"
 
 
+# -- what else a run folder holds: Hydra's record, the checkpoints, the loggers' own stores and
+# the run's web page (clustercam.reporting); NOT_RESULTS (these and the concept SHARDS, resume
+# plumbing) are what the report and MLflow leave out ---------------------------------------------
+HYDRA_OVERRIDES = ".hydra/overrides.yaml"  # the job's command-line overrides
+CHECKPOINTS = "checkpoints"  # callbacks.model_checkpoint
+CSV_LOGS = "csv"  # logger=csv: csv/version_<n>/metrics.csv
+WANDB = "wandb"  # logger=wandb: wandb/offline-run-*
+TENSORBOARD = "tensorboard"  # logger=tensorboard: tensorboard/<version>/
+MLFLOW = "mlflow"
+# logger=mlflow's default local store, under the outputs folder (paths.log_dir), not a run folder
+MLFLOW_STORE = f"{MLFLOW}/mlflow.db"
+MLRUNS = "mlruns"  # MLflow's plain file store, where a tracking_uri makes one
+REPORT = "report"  # the web page of a run or multirun folder (report=true, clustercam-report)
+REPORT_INDEX = f"{REPORT}/index.html"
+REPORT_FILES = f"{REPORT}/files"  # the figures the page shows, copied: <path in the run folder>
+NOT_RESULTS = frozenset({REPORT, CHECKPOINTS, WANDB, TENSORBOARD, MLFLOW, MLRUNS, CSV_LOGS, SHARDS})
+
+
 # -- studies (clustercam-reproduce / -compare / -concept-summary), under --out -------------------
 STUDY_RUNS = "runs"  # <out>/runs/<experiment>/seed<k>, <out>/runs/concepts
 CONCEPT_STUDY_RUN = f"{STUDY_RUNS}/concepts"
@@ -100,3 +124,7 @@ CAPTIONS = f"{STUDY_FIGURES}/captions.md"
 COMPARISON = "explanation_comparison.md"
 COMPARISON_TABLE = "explanation_comparison.csv"
 COMPARISON_COLUMNS = ("dataset", "method", "score", "mean", "std", "n")
+# clustercam.studies.deep_clustering: autoencoder + k-means against DCEC, per model family
+DEEP_CLUSTERING = "deep_clustering.md"
+DEEP_CLUSTERING_TABLE = "deep_clustering.csv"
+DEEP_CLUSTERING_COLUMNS = ("dataset", "family", "method", "score", "mean", "std", "n")

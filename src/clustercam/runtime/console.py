@@ -33,9 +33,14 @@ def print_summary(output_dir: Path, metrics: dict[str, Any]) -> None:
     if "test/nmi" in metrics:  # autoencoder runs (concept runs have no clustering of samples)
         scores = Table(title="Clustering (evaluated split)")
         keys = ("nmi", "ari", "acc", "recon_loss")
-        for key in keys:
+        pretrain = "test/pretrain_nmi" in metrics  # deep clustering: the k-means init beside it
+        for key in ("clusters", *keys) if pretrain else keys:
             scores.add_column(key)
-        scores.add_row(*(_fmt(metrics.get(f"test/{k}", float("nan"))) for k in keys))
+        final = [_fmt(metrics.get(f"test/{k}", float("nan"))) for k in keys]
+        scores.add_row(*(["model (final)", *final] if pretrain else final))
+        if pretrain:
+            scores.add_row("k-means init", *(_fmt(metrics.get(f"test/pretrain_{k}", float("nan")))
+                                             for k in keys[:3]), "")
         console.print(scores)
     rows = metrics.get("test/cardinality_rows")
     if rows:

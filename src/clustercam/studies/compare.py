@@ -28,6 +28,7 @@ from clustercam import outputs
 from clustercam.exceptions import UserError
 from clustercam.runtime.configs import experiment_names
 from clustercam.runtime.errors import exit_on_user_error
+from clustercam.runtime.status import unfinished_report
 from clustercam.studies.records import GRADCEAM_TARGETS, RunRecord, by_dataset, collect
 from clustercam.studies.reproduce import root, run_sweep
 
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         raise UserError(f"no finished scored runs under {runs_dir}")
     text = comparison_markdown(runs, settings_text(args.datasets, seeds, args.quick))
+    missing = unfinished_report(runs_dir)  # failed / diverged / unfinished jobs, named
+    text += f"\n{missing}" if missing else ""
     outputs.write_text(out / outputs.COMPARISON, text)
     outputs.write_csv(out / outputs.COMPARISON_TABLE, comparison_rows(runs), outputs.COMPARISON_COLUMNS)
     print(text)

@@ -18,16 +18,18 @@ from clustercam import outputs
 from clustercam.exceptions import UserError
 from clustercam.outputs.concept_markdown import summary_markdown
 from clustercam.runtime.errors import exit_on_user_error
+from clustercam.runtime.status import is_finished, unfinished_report
 
 
 def find_metric_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Every concept-metrics file at or under ``paths`` (run or multirun directories)."""
+    """Every concept-metrics file at or under ``paths`` (run or multirun directories) of a
+    run that finished (see :func:`clustercam.runtime.status.unfinished_report`)."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
             files.append(p)
         elif p.is_dir():
-            files += sorted(p.rglob(outputs.CONCEPT_METRICS))
+            files += [f for f in sorted(p.rglob(outputs.CONCEPT_METRICS)) if is_finished(f.parent)]
         else:
             raise UserError(f"{str(p)!r} does not exist")
     if not files:
@@ -52,7 +54,9 @@ def write_summary(paths: Sequence[str | Path], out: str | Path | None = None) ->
     first = Path(paths[0])
     out = Path(out) if out else (first if first.is_dir() else first.parent) / outputs.CONCEPT_SUMMARY
     runs = df["run"].nunique()
-    return outputs.write_text(out, summary_markdown(df, title=f"Concept clustering ({runs} runs)"))
+    text = summary_markdown(df, title=f"Concept clustering ({runs} runs)")
+    missing = unfinished_report([p for p in paths if Path(p).is_dir()])
+    return outputs.write_text(out, text + ("\n" + missing if missing else ""))
 
 
 @exit_on_user_error

@@ -16,6 +16,7 @@ import yaml
 
 from clustercam import outputs
 from clustercam.exceptions import UserError
+from clustercam.runtime.status import is_finished
 
 # the Grad-CeAM targets every study sweep compares (callbacks.cluster_explain.compare_modes)
 GRADCEAM_TARGETS = ("paper", "reference", "assignment")
@@ -51,11 +52,14 @@ def _float(v: str) -> float:
 
 def collect(runs_dir: str | Path) -> list[RunRecord]:
     """Every finished Grad-CeAM run under ``runs_dir`` (a folder with the contract's metrics,
-    config and cardinality summary), in folder order."""
+    config and cardinality summary, and no status file saying it failed or is unfinished: see
+    :func:`clustercam.runtime.status.unfinished_report`), in folder order."""
     records = []
     for metrics_path in sorted(Path(runs_dir).rglob(outputs.METRICS)):
         run = metrics_path.parent
         if not (run / outputs.CONFIG).is_file() or not (run / outputs.CARDINALITY_SUMMARY).is_file():
+            continue
+        if not is_finished(run):
             continue
         cfg = yaml.safe_load((run / outputs.CONFIG).read_text()) or {}
         modes = {}

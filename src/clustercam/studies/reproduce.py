@@ -27,6 +27,7 @@ from clustercam import outputs
 from clustercam.exceptions import UserError
 from clustercam.runtime.configs import experiment_names
 from clustercam.runtime.errors import exit_on_user_error
+from clustercam.runtime.status import unfinished_report
 from clustercam.studies import figures as paper_figures
 from clustercam.studies.records import GRADCEAM_TARGETS, RunRecord, by_dataset, collect, high_low
 from clustercam.studies.tables import modes_table, table1, table1_selected
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     concept_run = out / outputs.CONCEPT_STUDY_RUN
     concept_run = concept_run if (concept_run / outputs.CONCEPT_METRICS).is_file() else None
     text = report(records, timings, sum(timings.values()))
+    missing = unfinished_report(runs_dir)  # failed / diverged / unfinished jobs, named
+    text += f"\n{missing}" if missing else ""
     outputs.write_text(out / outputs.TABLE1, text)
     captions = draw_figures(records, concept_run, out / outputs.STUDY_FIGURES)
     outputs.write_text(out / outputs.CAPTIONS, "# Figures\n\n" + "\n".join(captions) + "\n")

@@ -1,7 +1,7 @@
 """Concepts by clustering a frozen classifier's channels (CGAP / CPHA): extraction, batched
 k-means, importance, maps, quality metrics, the Tables 1-2 means, fidelity curves,
 localisation against ground-truth parts and the batch pipeline (:func:`run_concepts`, which
-returns a :class:`ConceptBatch`). The names of methods, algorithms and metrics are in
+returns a :class:`ConceptBatch`), at any layer (:func:`rest_of_network`, a :class:`BatchHead`). The names of methods, algorithms and metrics are in
 :mod:`.vocabulary`."""
 
 import warnings
@@ -11,6 +11,7 @@ from clustercam.explain.concepts.checks import (
     DegenerateClusteringWarning,
     NegativeActivationWarning,
 )
+from clustercam.explain.concepts.image.ablation import BatchHead
 from clustercam.explain.concepts.image.batch import ConceptBatch, run_concepts
 from clustercam.explain.concepts.image.extract import (
     ConceptClustering,
@@ -30,6 +31,7 @@ from clustercam.explain.concepts.image.fidelity import (
 )
 from clustercam.explain.concepts.image.importance import concept_importance, importance_order
 from clustercam.explain.concepts.image.kmeans import batched_kmeans, batched_pca
+from clustercam.explain.concepts.image.layer import UnreachableLayerWarning, rest_of_network
 from clustercam.explain.concepts.image.maps import concept_maps, raw_concept_maps, sub_concept_maps
 from clustercam.explain.concepts.image.metrics import clustering_quality, concept_metrics
 from clustercam.explain.concepts.image.settings import ConceptSettings
@@ -46,12 +48,13 @@ from clustercam.explain.concepts.vocabulary import (
 
 __all__ = [
     "ALGORITHMS", "BACKENDS", "CONCEPT_METHODS", "CONCEPT_METRIC_NAMES", "IMPORTANCE_TARGETS",
-    "QUALITY_METRICS", "ConceptBatch", "ConceptClustering", "ConceptConfig", "ConceptFidelity",
+    "QUALITY_METRICS", "BatchHead", "ConceptBatch", "ConceptClustering", "ConceptConfig", "ConceptFidelity",
     "ConceptSettings", "DegenerateClusteringWarning", "NegativeActivationWarning", "PooledHead",
-    "SubConcepts", "batched_kmeans", "batched_pca", "cluster_channels", "clustering_quality",
+    "SubConcepts", "UnreachableLayerWarning", "batched_kmeans", "batched_pca", "cluster_channels", "clustering_quality",
     "concept_counts", "concept_fidelity", "concept_importance", "concept_maps", "concept_metrics",
     "concept_order", "concept_truth", "extract_concepts", "importance_order", "kept_channels",
-    "paint_out_drops", "random_partitions", "raw_concept_maps", "run_concepts", "sub_concept_maps",
+    "paint_out_drops", "random_partitions", "raw_concept_maps", "rest_of_network", "run_concepts",
+    "sub_concept_maps",
     "sub_concepts",
 ]
 

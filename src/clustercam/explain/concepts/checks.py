@@ -37,8 +37,9 @@ def _checked_min(activations: Tensor) -> float | None:
 def check_activations(activations: Tensor, warn_negative: bool = True) -> None:
     """B x C x H x W, floating point, finite; a warning if any value is negative.
 
-    "Dropped" channels are the all-zero ones and a concept map is a sum of channels, which
-    only mean what the paper says for non-negative (post-ReLU) features.
+    "Dropped" channels are the all-zero ones, which only happen in non-negative (post-ReLU)
+    features; signed activations keep every channel (CGAP's PCA and CPHA's argmax need no
+    sign) and their concept maps are clipped at 0.
     """
     if not isinstance(activations, Tensor):
         raise UserError(f"activations must be a torch.Tensor, got {type(activations).__name__}")
@@ -63,9 +64,9 @@ def check_activations(activations: Tensor, warn_negative: bool = True) -> None:
             _CHECKED[:] = [weakref.ref(activations), activations._version, lowest]
     if warn_negative and lowest < 0:
         warnings.warn(
-            f"activations have negative values (min {lowest:.3g}): CGAP/CPHA "
-            "assume post-ReLU features (the last layer of g should end with a ReLU); channels "
-            "that are never zero are all kept and concept maps can cancel out",
+            f"activations have negative values (min {lowest:.3g}): read as signed activations (a "
+            "transformer's tokens, a layer before its ReLU): every channel is kept (none is dropped as "
+            "all-zero) and a concept map is max(0, sum of its channels); the paper clusters post-ReLU features",
             NegativeActivationWarning,
             stacklevel=3,
         )

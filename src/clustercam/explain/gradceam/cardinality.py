@@ -19,7 +19,15 @@ from clustercam.exceptions import UserError
 from clustercam.explain.assignments import nearest
 from clustercam.explain.checks import check_embedding, check_inputs
 from clustercam.explain.deprecation import reordered_parameters
-from clustercam.explain.hooks import eval_mode, hooked, module_device, module_dtype, resolve_layer
+from clustercam.explain.hooks import (
+    eval_mode,
+    hooked,
+    layer_layout,
+    module_device,
+    module_dtype,
+    resolve_layer,
+)
+from clustercam.explain.layouts import LayoutSpec
 from clustercam.explain.maps import minmax_normalise
 
 Normalise = Literal["minmax", "raw"]
@@ -27,14 +35,36 @@ Normalise = Literal["minmax", "raw"]
 
 @dataclass
 class CardinalityResult:
-    """Per-cluster counts before and after amplification, and their ratio (NaN if empty before)."""
+    """The cardinality table (paper Table I): per cluster, members before and after eq. 12.
+
+    Attributes:
+        before: K (long), samples the original centroids assign to each cluster.
+        after: K (long), samples assigned to cluster c once their target-layer channels are
+            amplified by c's weights (eq. 12).
+        ratio: K (float), ``after / before``; NaN where ``before`` is 0.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import CardinalityResult
+        >>> table = CardinalityResult(before=torch.tensor([4, 2, 0]),
+        ...                           after=torch.tensor([6, 2, 1]),
+        ...                           ratio=torch.tensor([1.5, 1.0, float("nan")]))
+        >>> table.rows()[0]
+        {'cluster': 0, 'before': 4, 'after': 6, 'ratio': 1.5}
+        >>> table.summary()
+        {'median': 1.25, 'mean': 1.25, 'min': 1.0, 'max': 1.5, 'empty_clusters': 1}
+    """
 
     before: Tensor  # K, long
     after: Tensor  # K, long
     ratio: Tensor  # K, float (NaN where before == 0)
 
     def rows(self) -> list[dict[str, float | int]]:
-        """Rows ``cluster, before, after, ratio`` for a CSV or a W&B table."""
+        """One row per cluster, for a CSV or a W&B table.
+
+        Returns:
+            Dicts ``{"cluster", "before", "after", "ratio"}``, cluster 0 first.
+        """
         return [
             {"cluster": c, "before": int(b), "after": int(a), "ratio": float(r)}
             for c, (b, a, r) in enumerate(
@@ -43,7 +73,12 @@ class CardinalityResult:
         ]
 
     def summary(self) -> dict[str, float]:
-        """Median, mean, min, max of the ratio over clusters that were non-empty before."""
+        """Median, mean, min and max of the ratio over the clusters non-empty before.
+
+        Returns:
+            ``{"median", "mean", "min", "max", "empty_clusters"}``; the four statistics are
+            NaN (with a warning) when every cluster is empty.
+        """
         valid = self.ratio[torch.isfinite(self.ratio)]
         empty = int((self.before == 0).sum())
         if valid.numel() == 0:
@@ -62,10 +97,25 @@ class CardinalityResult:
 
 
 def amplification_weights(channel_weights: Tensor, normalise: Normalise = "minmax") -> Tensor:
-    """Eq. 12's per-sample channel multipliers ``||ReLU(W_c)||_[0, 2]`` from N x K x C weights.
+    """Eq. 12's per-sample channel multipliers ``||ReLU(W_c)||_[0, 2]``.
 
-    ``minmax``: ReLU, then min-max over the channels to [0, 2] (a constant row gives 1).
-    ``raw``: the weights as they are (what the authors' code did with reference-mode weights).
+    Args:
+        channel_weights: N x K x C, Grad-CeAM's weights (eq. 9).
+        normalise: ``minmax`` (ReLU, then min-max over the channels to [0, 2]; a constant
+            row gives 1) or ``raw`` (the weights as they are: what the authors' code did with
+            its reference-target weights).
+
+    Returns:
+        N x K x C multipliers.
+
+    Raises:
+        UserError: an unknown ``normalise``.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.gradceam import amplification_weights
+        >>> amplification_weights(torch.tensor([[[-1.0, 0.0, 2.0]]]))
+        tensor([[[0., 0., 2.]]])
     """
     if normalise == "raw":
         return channel_weights
@@ -85,8 +135,9 @@ def cardinality(
     *,
     normalise: Normalise = "minmax",
     batch_size: int | None = 256,
+    layout: LayoutSpec = "auto",
 ) -> CardinalityResult:
-    """The discrimination table: ``ratio_c = #{assigned to c after} / #{assigned to c before}``.
+    """The discrimination table (paper Table I): ``ratio_c = #{in c after} / #{in c before}``.
 
     Every sample is re-encoded once per cluster with its target-layer channels A_k multiplied
     by that cluster's amplification weights (eq. 12) and assigned to the nearest *original*
@@ -102,6 +153,8 @@ def cardinality(
         channel_weights: N x K x C, Grad-CeAM's ``channel_weights`` (any target).
         normalise: ``minmax`` (eq. 12: ReLU, then [0, 2] per sample) or ``raw``.
         batch_size: encoder inputs per chunk (samples x K); None: one chunk.
+        layout: how the target layer's output is read (as for :func:`grad_ceam`): the
+            channels of a token or channels-last layer are scaled at its grid positions.
 
     Returns:
         A :class:`CardinalityResult`: counts before / after and their ratio per cluster.
@@ -145,14 +198,17 @@ def cardinality(
 
     def scale(output: Tensor) -> Tensor:
         w = current["w"]  # b x K x C
-        if output.shape[1] != w.shape[-1]:
+        lay = layer_layout(encoder, layer, output, current["x"], layout)
+        a = output if lay is None else lay.read(output)  # channels first
+        if a.shape[1] != w.shape[-1]:
             raise UserError(
                 f"channel_weights have {w.shape[-1]} channels but the target layer outputs "
-                f"{output.shape[1]}"
+                f"{a.shape[1]}"
             )
-        b = output.shape[0]
-        view = (b, k, w.shape[-1]) + (1,) * (output.dim() - 2)
-        return (output[:, None] * w.reshape(view)).reshape(b * k, *output.shape[1:])
+        b = a.shape[0]
+        view = (b, k, w.shape[-1]) + (1,) * (a.dim() - 2)
+        scaled = (a[:, None] * w.reshape(view)).reshape(b * k, *a.shape[1:])
+        return scaled if lay is None else lay.write(scaled, output.repeat_interleave(k, 0))
 
     with eval_mode(encoder), torch.no_grad():
         for start in range(0, n, step):
@@ -161,6 +217,7 @@ def cardinality(
             check_embedding(z0, mu)
             before[start : start + len(xb)] = nearest(z0, mu).cpu()
             current["w"] = amp[start : start + step].to(device=device, dtype=dtype)
+            current["x"] = xb
             with hooked(layer, scale):
                 z1 = encoder(xb)
             if z1.shape[0] != len(xb) * k:

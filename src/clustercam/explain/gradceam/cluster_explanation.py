@@ -86,6 +86,7 @@ class ClusterExplainSettings:
 
     @property
     def resolved_compare_targets(self) -> list[GradCeAMTarget]:
+        """The compared targets as :class:`GradCeAMTarget` values (names at ``temperature``)."""
         return [resolve_target(t, self.temperature) for t in self.compare_targets]
 
 
@@ -93,12 +94,32 @@ class ClusterExplainSettings:
 class ClusterExplanation:
     """What :func:`explain_clusters` found.
 
-    ``weights``: grad_ceam of every sample (channel weights and embeddings, no maps).
-    ``table``: the cardinality table of ``mode`` (the target's name); ``summary``: its median /
-    mean / min / max with the target and normalisation. ``by_mode``: one summary row per
-    compared target. ``members``: per cluster, sample positions nearest the centroid first (at
-    most ``n_examples``); ``member_maps``: grad_ceam with maps of ``torch.cat(members)``, in
-    that order (None when no maps were asked for).
+    Attributes:
+        mode: the Grad-CeAM target's name.
+        weights: :func:`grad_ceam` of every sample: channel weights N x K x C (eq. 9) and
+            embeddings N x m, no maps.
+        table: the cardinality table of the target (eq. 12, paper Table I).
+        summary: the table's median / mean / min / max / empty_clusters, with ``mode`` and
+            ``normalise``.
+        by_mode: one summary row per compared target (``mode`` first), empty without
+            ``compare_targets``.
+        members: per cluster, at most ``n_examples`` sample positions in x, nearest the
+            centroid first.
+        member_maps: :func:`grad_ceam` with maps of ``x[member_index]``, rows in that order
+            (heatmaps n x K x input spatial size); None when no maps were asked for.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import explain_clusters
+        >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+        >>> x = torch.randn(12, 1, 16)
+        >>> mu = enc(x[:3]).detach()  # three samples as centroids
+        >>> ex = explain_clusters(enc, "1", x, mu, clusters=torch.arange(12) % 3, n_examples=2)
+        >>> ex.mode, int(ex.table.before.sum()), [len(m) for m in ex.members]
+        ('reference', 12, [2, 2, 2])
+        >>> tuple(ex.member_maps.heatmaps.shape), len(ex.member_index)
+        ((6, 3, 16), 6)
     """
 
     mode: str
@@ -111,13 +132,34 @@ class ClusterExplanation:
 
     @property
     def member_index(self) -> Tensor:
-        """Positions (in x) of every member, cluster by cluster: rows of ``member_maps``."""
+        """Positions in x of every member, cluster by cluster: the rows of ``member_maps``."""
         return torch.cat(self.members) if self.members else torch.zeros(0, dtype=torch.long)
 
 
 @renamed_parameters(labels="clusters")
 def select_members(z: Tensor, centroids: Tensor, clusters: Tensor, n: int) -> list[Tensor]:
-    """Per cluster, up to ``n`` member positions, nearest the centroid first (ties: lower position)."""
+    """Per cluster, up to ``n`` member positions, nearest the centroid first.
+
+    Args:
+        z: embeddings N x m.
+        centroids: K x m.
+        clusters: each sample's cluster (N). ``labels=`` is the old name.
+        n: members per cluster (>= 1).
+
+    Returns:
+        K long tensors of positions in z (ties: the lower position first; an empty cluster
+        gives an empty tensor).
+
+    Raises:
+        UserError: ``n`` < 1.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.gradceam import select_members
+        >>> z = torch.tensor([[0.0], [3.0], [1.0], [10.0]])
+        >>> select_members(z, torch.tensor([[0.0], [10.0]]), torch.tensor([0, 0, 0, 1]), 2)
+        [tensor([0, 2]), tensor([3])]
+    """
     if n < 1:
         raise UserError(f"n must be >= 1, got {n}")
     dist = squared_distances(z.double(), centroids.double())
@@ -138,7 +180,25 @@ def cardinality_summary(
     target: str | GradCeAMTarget = "reference", temperature: float = 1.0,
     normalise: Normalise = "minmax", batch_size: int | None = 512,
 ) -> tuple[GradCeAMResult, CardinalityResult]:
-    """grad_ceam's channel weights for all of x (no maps), then the cardinality table."""
+    """Grad-CeAM's channel weights for all of x (no maps), then the cardinality table (eq. 12).
+
+    Args:
+        encoder: maps x to embeddings N x m.
+        target_layer: the module of ``encoder`` (or its dotted name) that is explained.
+        x: N x C x L (series) or N x C x H x W (images).
+        centroids: K x m.
+        target: a :class:`GradCeAMTarget` or its name. ``mode=`` is the old name.
+        temperature: of the ``assignment`` target (> 0).
+        normalise: the amplification weights, ``minmax`` (eq. 12) or ``raw``.
+        batch_size: samples per chunk (None: one chunk).
+
+    Returns:
+        The :class:`GradCeAMResult` (channel weights N x K x C, embeddings N x m, no maps)
+        and the :class:`CardinalityResult`.
+
+    Raises:
+        UserError: see :func:`grad_ceam` and :func:`cardinality`.
+    """
     res = grad_ceam(encoder, target_layer, x, centroids, target=target, temperature=temperature,
                     batch_size=batch_size, return_maps=False)
     table = cardinality(encoder, target_layer, x, centroids, res.channel_weights,
@@ -160,7 +220,11 @@ def explain_clusters(
     settings: ClusterExplainSettings | Mapping[str, Any] | None = None,
     **options: Any,
 ) -> ClusterExplanation:
-    """Grad-CeAM + the cardinality table (eq. 12) for a clustered split, and the figure members.
+    """Grad-CeAM and the cardinality table (eq. 12) of a clustered split, and figure members.
+
+    Channel weights (eq. 9) for every sample and cluster, the cardinality table of the
+    target (and a summary for each compared target), and the members of each cluster
+    nearest its centroid with their maps (paper Fig. 7-9, 11).
 
     Args:
         encoder: maps x to embeddings N x m.

@@ -29,18 +29,37 @@ from clustercam.explain.hooks import (
     module_dtype,
     resolve_layer,
 )
+from clustercam.explain.layouts import LayoutSpec
 from clustercam.explain.maps import input_maps
 
 
 @dataclass
 class GradCeAMResult:
-    """Maps for N samples x K' clusters (K' = K, or 1 with ``clusters`` given).
+    """What :func:`grad_ceam` returns: maps for N samples x K' clusters.
 
-    ``heatmaps``: N x K' x input spatial size, min-max normalised per sample and cluster.
-    ``raw``: N x K' x target-layer spatial size, unnormalised (keeps which cluster's evidence
-    is weaker overall, paper Fig. 11). ``channel_weights``: N x K' x C, the weights of eq. 9
-    before any ReLU. ``embeddings``: N x m. ``heatmaps``/``raw`` are None when not requested.
-    ``mode``: the target's name. ``clusters``: the explained cluster of each map (N x K').
+    K' = K, or 1 when ``grad_ceam`` was given each sample's cluster (``clusters=``).
+
+    Attributes:
+        heatmaps: N x K' x input spatial size, the maps of eq. 10 resized to the input and
+            min-max normalised per sample and cluster (None with ``return_maps=False``).
+        raw: N x K' x target-layer spatial size, eq. 10 unnormalised: keeps which cluster's
+            evidence is weaker overall (paper Fig. 11); None with ``return_maps=False``.
+        channel_weights: N x K' x C, the weights of eq. 9 before any ReLU.
+        embeddings: N x m, the encoder's output.
+        mode: the target's name.
+        clusters: N x K', the cluster each map explains.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import grad_ceam
+        >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+        >>> res = grad_ceam(enc, "1", torch.randn(5, 1, 16), torch.randn(3, 4),
+        ...                 clusters=torch.tensor([0, 1, 2, 0, 1]))
+        >>> tuple(res.heatmaps.shape), tuple(res.raw.shape), tuple(res.channel_weights.shape)
+        ((5, 1, 16), (5, 1, 16), (5, 1, 4))
+        >>> res.clusters.flatten().tolist(), res.mode
+        ([0, 1, 2, 0, 1], 'reference')
     """
 
     heatmaps: Tensor | None
@@ -99,7 +118,7 @@ def _closed_form_head(encoder: nn.Module, layer: nn.Module) -> tuple[Tensor, str
 
 def _closed_form_weights(
     encoder: nn.Module, layer: nn.Module, x: Tensor, centroids: Tensor, target: GradCeAMTarget,
-    head: tuple[Tensor, str],
+    head: tuple[Tensor, str], layout: LayoutSpec = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Channel weights N x K x C, z and A for z = fc(pool(A)), without autograd through f.
 
@@ -107,7 +126,7 @@ def _closed_form_weights(
     (m x C·S): dL_c/dA_k,s = (g_c V)_k / S for pool = mean (the same at every position),
     (g_c V)_(k,s) for pool = flatten; eq. 9 then pools this over the S positions.
     """
-    z, acts = forward_with_layer(encoder, layer, x, with_grad=False)
+    z, acts = forward_with_layer(encoder, layer, x, with_grad=False, layout=layout)
     check_embedding(z, centroids)
     v = head[0].detach()
     z_leaf = z.detach().requires_grad_(True)
@@ -125,12 +144,13 @@ def _closed_form_weights(
 def _chunk(
     encoder: nn.Module, layer: nn.Module, x: Tensor, centroids: Tensor, target: GradCeAMTarget,
     maps: bool, smooth: bool, heat_out: Tensor | None = None, clusters: Tensor | None = None,
+    layout: LayoutSpec = "auto",
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     head = _closed_form_head(encoder, layer)
     if head is not None:
-        weights, z, acts = _closed_form_weights(encoder, layer, x, centroids, target, head)
+        weights, z, acts = _closed_form_weights(encoder, layer, x, centroids, target, head, layout)
     else:
-        z, acts = forward_with_layer(encoder, layer, x, with_grad=True)
+        z, acts = forward_with_layer(encoder, layer, x, with_grad=True, layout=layout)
         check_embedding(z, centroids)
         grads = _batched_grads(target.losses(z, centroids), acts)  # K x N x C x spatial
         weights = target.pool(grads, tuple(range(3, grads.dim()))).transpose(0, 1).detach()
@@ -161,15 +181,19 @@ def grad_ceam(
     batch_size: int | None = 512,
     return_maps: bool = True,
     smooth: bool = False,
+    layout: LayoutSpec = "auto",
 ) -> GradCeAMResult:
-    """Grad-CeAM maps M_c = sum_k ReLU(W_c,k) A_k (eq. 10) for every sample and centroid.
+    """Grad-CeAM maps ``M_c = sum_k ReLU(W_c,k) A_k`` (eq. 10) for every sample and centroid.
+
+    The channel weights W_c,k pool the gradient of the target's loss L_c(z) (eq. 5-8) at the
+    target layer's output A over the positions (eq. 9); the map weighs A's channels by them.
 
     Args:
         encoder: maps x to embeddings N x m.
-        target_layer: the module of ``encoder`` (or its dotted name) whose output A is
-            explained.
+        target_layer: the module of ``encoder`` (or its dotted name) whose output A
+            (N x C x target-layer spatial size) is explained.
         x: N x C x L (series) or N x C x H x W (images).
-        centroids: K x m.
+        centroids: K x m, e.g. the k-means centroids of the embeddings.
         clusters: N cluster ids: only each sample's given cluster (K' = 1); None: all K.
         target: a :class:`GradCeAMTarget` or its name: ``reference`` (the authors' code,
             default), ``paper`` (eq. 5-9 as printed) or ``assignment`` (log soft-assignment
@@ -179,10 +203,13 @@ def grad_ceam(
         return_maps: False keeps only the channel weights and embeddings, for tables over
             whole test sets.
         smooth: moving average of series maps.
+        layout: how the target layer's output is read as channels at positions
+            (:mod:`clustercam.explain.layouts`): ``auto`` (channels first as it is; tokens of a
+            ViT-style encoder and channels-last maps as their grid), a kind or a callable.
 
     Returns:
         A :class:`GradCeAMResult`: heatmaps N x K' x spatial in [0, 1], raw maps at the
-        target layer, channel weights N x K' x C (eq. 9), embeddings N x m.
+        target layer (its grid), channel weights N x K' x C (eq. 9), embeddings N x m.
 
     Raises:
         UserError: an unknown target, a layer not in the encoder, bad shapes or values.
@@ -222,7 +249,7 @@ def grad_ceam(
             dest = heat[start : start + step] if heat is not None and device.type == "cpu" else None
             sel = None if clusters is None else clusters[start : start + step]
             z, w, raw, hb = _chunk(encoder, layer, xb, mu, resolved, return_maps, smooth,
-                                   heat_out=dest, clusters=sel)
+                                   heat_out=dest, clusters=sel, layout=layout)
             if heat is not None and dest is None:
                 heat[start : start + step].copy_(hb)
             parts.append((z.cpu(), w.cpu(), None if raw is None else raw.cpu()))

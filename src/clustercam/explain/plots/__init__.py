@@ -1,5 +1,7 @@
-"""Figures from tensors (no trainer, no logger): Grad-CeAM (paper Fig. 7-11), concepts
-(concepts paper Fig. 3-6) and the scores' curves."""
+"""Figures from tensors, with no trainer and no logger.
+
+Grad-CeAM (paper Fig. 7-11), concepts (concepts paper Fig. 3-6) and the scores' curves.
+"""
 
 from clustercam.explain.plots.concepts import blend, concept_figure, grayscale, sub_concept_figure
 from clustercam.explain.plots.gradceam import (

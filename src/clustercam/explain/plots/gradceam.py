@@ -1,5 +1,8 @@
-"""Grad-CeAM figures: members of a cluster under its map (paper Fig. 7-9), one sample under
-every cluster's map (Fig. 11), for series and images alike."""
+"""Grad-CeAM figures, for series and images alike.
+
+Members of a cluster under its map (paper Fig. 7-9), one sample under every cluster's map
+(Fig. 11).
+"""
 
 from __future__ import annotations
 
@@ -20,9 +23,29 @@ def cluster_members_figure(
     x: Sequence, heatmaps: Sequence, cluster: int, size: int, labels: Sequence[int] | None = None,
     majority: int | None = None, mode: str = "",
 ) -> Figure:
-    """Fig. 7-9: members of one cluster (nearest the centroid first) under that cluster's map.
+    """Paper Fig. 7-9: members of one cluster (nearest the centroid first) under its map.
 
-    ``x``: n x C x L (series) or n x C x H x W (images); ``heatmaps``: n x L or n x H x W in [0, 1].
+    Args:
+        x: the members, n x C x L (series) or n x C x H x W (images).
+        heatmaps: their maps for this cluster, n x L or n x H x W in [0, 1].
+        cluster: the cluster's id, for the title.
+        size: the cluster's number of members, for the title.
+        labels: the members' class labels (n), for the panel titles.
+        majority: the cluster's majority class label, for the title.
+        mode: the Grad-CeAM target's name, for the title.
+
+    Returns:
+        The figure (close it with ``plt.close(fig)``).
+
+    Example:
+        >>> import matplotlib.pyplot as plt
+        >>> import torch
+        >>> from clustercam.explain.plots import cluster_members_figure
+        >>> fig = cluster_members_figure(torch.randn(2, 1, 32), torch.rand(2, 32), cluster=0,
+        ...                              size=7, labels=[1, 1], mode="reference")
+        >>> [ax.get_title() for ax in fig.axes[:2]]  # one panel per member, then the colour bar
+        ['#1 nearest, label 1', '#2 nearest, label 1']
+        >>> plt.close(fig)
     """
     x, heatmaps = to_numpy(x), to_numpy(heatmaps)
     title = f"Cluster {cluster} (size {size})"
@@ -39,10 +62,20 @@ def sample_all_clusters_figure(
     x: Sequence, heatmaps: Sequence, sizes: Sequence[int], assigned: int,
     label: int | None = None, raw_max: Sequence[float] | None = None, mode: str = "",
 ) -> Figure:
-    """Fig. 11: one sample under every cluster's map (its own cluster marked).
+    """Paper Fig. 11: one sample under every cluster's map (its own cluster marked).
 
-    ``x``: C x L or C x H x W; ``heatmaps``: K x L or K x H x W. ``raw_max`` (per cluster,
-    the unnormalised map's maximum) is shown because normalisation hides weak evidence.
+    Args:
+        x: the sample, C x L (series) or C x H x W (images).
+        heatmaps: its maps, K x L or K x H x W in [0, 1].
+        sizes: the K clusters' numbers of members.
+        assigned: the sample's own cluster.
+        label: its class label, for the title.
+        raw_max: per cluster, the unnormalised map's maximum, shown because the
+            normalisation hides weak evidence.
+        mode: the Grad-CeAM target's name, for the title.
+
+    Returns:
+        The figure.
     """
     x, heatmaps = to_numpy(x), to_numpy(heatmaps)
     head = "One sample under every cluster's map"
@@ -59,10 +92,20 @@ def sample_all_clusters_figure(
 def explanation_figures(
     x: Tensor, y: Tensor, clusters: Tensor, explanation: ClusterExplanation
 ) -> Iterator[tuple[str, Figure]]:
-    """``(name, figure)`` for each non-empty cluster (``cluster_<c>``) and one
-    ``sample_all_clusters`` (the member nearest its centroid in the first non-empty
-    cluster), from :func:`~clustercam.explain.gradceam.cluster_explanation.explain_clusters` output.
-    ``y``: the class labels (N), ``clusters``: each sample's cluster (N)."""
+    """The figures of :func:`~clustercam.explain.explain_clusters`' output, by name.
+
+    One ``cluster_<c>`` per non-empty cluster (Fig. 7-9) and one ``sample_all_clusters``
+    (Fig. 11: the member nearest its centroid in the first non-empty cluster).
+
+    Args:
+        x: the explained inputs, N x C x L or N x C x H x W.
+        y: the class labels, N.
+        clusters: each sample's cluster, N. ``labels=`` is the old name.
+        explanation: what :func:`~clustercam.explain.explain_clusters` returned for x.
+
+    Yields:
+        ``(name, figure)`` pairs; none when the explanation has no member maps.
+    """
     maps = explanation.member_maps
     if maps is None:
         return

@@ -1,5 +1,7 @@
-"""Image figures: the plain image above (or beside) the same image with a map blended over
-it (paper Fig. 7, 8, 11)."""
+"""Image figures: the plain image above (or beside) the same image with a map blended over it.
+
+Paper Fig. 7, 8 and 11.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +15,19 @@ from clustercam.explain.plots.common import CMAP, colour_bar
 
 
 def image_panel(ax, image: np.ndarray, heat: np.ndarray | None, alpha: float = 0.45):
-    """An image (C x H x W) in grey or colour with an optional map blended over it.
+    """An image in grey or colour with an optional map blended over it.
 
     The image is min-max scaled for display only; the map keeps its [0, 1] scale so
     colours mean the same in every panel.
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        image: C x H x W (C = 1 or 3).
+        heat: H x W in [0, 1], or None for the plain image.
+        alpha: the map's opacity.
+
+    Returns:
+        The map's ``AxesImage``, or None without a map.
     """
     img = image.transpose(1, 2, 0)
     lo, hi = img.min(), img.max()
@@ -31,8 +42,11 @@ def image_panel(ax, image: np.ndarray, heat: np.ndarray | None, alpha: float = 0
 
 
 def _image_grid(n: int, cols: int, with_inputs: bool, height: float) -> tuple[Figure, np.ndarray]:
-    """Axes for n image panels, ``cols`` a row; with ``with_inputs`` each row of maps sits
-    under a row of the plain images, so colour images stay readable under the map."""
+    """Axes for n image panels, ``cols`` a row.
+
+    With ``with_inputs`` each row of maps sits under a row of the plain images, so colour
+    images stay readable under the map.
+    """
     cols = max(1, min(n, cols))
     rows = int(np.ceil(n / cols))
     per = 2 if with_inputs else 1
@@ -46,7 +60,18 @@ def _image_grid(n: int, cols: int, with_inputs: bool, height: float) -> tuple[Fi
 def members_images(
     x: np.ndarray, heatmaps: np.ndarray, title: str, labels: Sequence[int] | None, cols: int = 5
 ) -> Figure:
-    """Members as columns: the plain image above the same image with the cluster's map."""
+    """A cluster's members as columns: the plain image above the same image with its map.
+
+    Args:
+        x: n x C x H x W.
+        heatmaps: n x H x W in [0, 1].
+        title: the figure's title.
+        labels: the members' class labels (n), for the panel titles.
+        cols: members per row.
+
+    Returns:
+        The figure.
+    """
     n = len(x)
     fig, axes = _image_grid(n, cols, with_inputs=True, height=1.9)
     cols = axes.shape[1]
@@ -72,7 +97,20 @@ def sample_images(
     x: np.ndarray, heatmaps: np.ndarray, sizes: Sequence[int], assigned: int,
     raw_max: Sequence[float] | None, head: str, cols: int = 6,
 ) -> Figure:
-    """The plain image first, then one panel per cluster with that cluster's map."""
+    """One image under every cluster's map: the plain image first, then one panel per cluster.
+
+    Args:
+        x: C x H x W.
+        heatmaps: K x H x W in [0, 1].
+        sizes: the K clusters' numbers of members.
+        assigned: the image's own cluster (its panel is framed).
+        raw_max: per cluster, the unnormalised map's maximum (None: not shown).
+        head: the figure's title.
+        cols: panels per row.
+
+    Returns:
+        The figure.
+    """
     k = len(heatmaps)
     fig, axes = _image_grid(k + 1, cols, with_inputs=False, height=2.4)
     panels = axes.ravel()

@@ -1,6 +1,8 @@
-"""The papers' figure layouts, from arrays: a grid of inputs under maps (Grad-CeAM Fig. 7-11),
-box plots of the clustering scores per class (concepts Fig. 2), and a tiling of concept
-figures already drawn (concepts Fig. 5-6)."""
+"""The papers' figure layouts, from arrays.
+
+A grid of inputs under maps (Grad-CeAM Fig. 7-11), box plots of the clustering scores per
+class (concepts Fig. 2), and a tiling of concept figures already drawn (concepts Fig. 5-6).
+"""
 
 from __future__ import annotations
 
@@ -31,9 +33,20 @@ def map_grid(
     col_titles: Sequence[str] = (),
     panel_titles: Sequence[Sequence[str]] | None = None,
 ) -> Figure:
-    """Rows x columns of panels: ``inputs[r][c]`` (a C x L series or a C x H x W image)
-    coloured by ``maps[r][c]`` (L or H x W, in [0, 1]); a None input leaves the panel empty.
-    One shared colour bar."""
+    """Rows x columns of inputs under their maps (Grad-CeAM Fig. 7-11), one shared colour bar.
+
+    Args:
+        inputs: ``inputs[r][c]``, a C x L series or a C x H x W image; None leaves the panel
+            empty.
+        maps: ``maps[r][c]``, L or H x W in [0, 1].
+        title: the figure's title.
+        row_titles: one per row, on the first column.
+        col_titles: one per column, on the first row.
+        panel_titles: one per panel (instead of ``col_titles``).
+
+    Returns:
+        The figure.
+    """
     rows, cols = len(inputs), max(len(r) for r in inputs)
     is_image = any(x is not None and to_numpy(x).ndim == 3 for r in inputs for x in r)
     w, h = (2.0, 2.1) if is_image else (3.6, 1.7)
@@ -71,8 +84,21 @@ def metric_boxplots(
     data: Mapping[tuple[str, str], Mapping[str, Mapping[str, Sequence[float]]]],
     methods: Sequence[str], metrics: Sequence[str], title: str = "",
 ) -> Figure:
-    """Concepts Fig. 2: one row per method, one column per metric; in each panel, per class
-    label, one box per algorithm. ``data[(method, metric)][class][algorithm]`` = per-image values."""
+    """Concepts paper Fig. 2: box plots of the clustering scores per class label.
+
+    One row per method, one column per metric; in each panel, per class label, one box per
+    algorithm.
+
+    Args:
+        data: ``data[(method, metric)][class][algorithm]``, the per-image values (NaNs
+            skipped).
+        methods: the rows (e.g. ``cgap``, ``cpha``).
+        metrics: the columns (e.g. ``silhouette``, ``calinski_harabasz``, ``davies_bouldin``).
+        title: the figure's title ("": a default).
+
+    Returns:
+        The figure.
+    """
     fig, axes = plt.subplots(len(methods), len(metrics), figsize=(5.2 * len(metrics), 3.4 * len(methods)),
                              squeeze=False)
     colours = plt.get_cmap("tab10").colors
@@ -112,6 +138,21 @@ def first_panel_row(image: np.ndarray, pad: int = 4) -> np.ndarray:
     A row of panels is where most of a pixel row is not white (titles and margins are mostly
     white); a sub-concept figure's rows go by decreasing importance, so its first row is the
     most important concept split into its sub-concepts (concepts paper Fig. 5).
+
+    Args:
+        image: H x W x 3 (or 4) pixels in [0, 1], as ``plt.imread`` reads a PNG.
+        pad: pixel rows kept below the first row of panels.
+
+    Returns:
+        The top rows of ``image`` (all of it when nothing is inked).
+
+    Example:
+        >>> import numpy as np
+        >>> from clustercam.explain.plots.papers import first_panel_row
+        >>> image = np.ones((20, 10, 3))
+        >>> image[2:6], image[10:15] = 0.0, 0.0  # two rows of panels
+        >>> first_panel_row(image, pad=1).shape
+        (7, 10, 3)
     """
     inked = (np.asarray(image)[..., :3] < 0.98).any(-1).mean(1) > 0.5
     rows = np.flatnonzero(inked)
@@ -124,8 +165,17 @@ def first_panel_row(image: np.ndarray, pad: int = 4) -> np.ndarray:
 
 def tile_figures(paths: Sequence[Sequence[str | Path | None]], title: str,
                  row_titles: Sequence[str] = (), first_rows: bool = False) -> Figure:
-    """Concepts Fig. 5-6: figures already drawn (PNG files) tiled rows x columns; with
-    ``first_rows``, only the top row of panels of each (see :func:`first_panel_row`)."""
+    """Concepts paper Fig. 5-6: figures already drawn (PNG files) tiled rows x columns.
+
+    Args:
+        paths: ``paths[r][c]``, a PNG file; None leaves the tile empty.
+        title: the figure's title.
+        row_titles: one per row, above its first tile.
+        first_rows: only the top row of panels of each figure (:func:`first_panel_row`).
+
+    Returns:
+        The figure.
+    """
     rows, cols = len(paths), max(len(r) for r in paths)
     crop = first_panel_row if first_rows else (lambda im: im)
     images = [[crop(plt.imread(str(p))) if p is not None else None for p in row] for row in paths]

@@ -8,12 +8,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from clustercam.explain.scores.curves import PerturbationCurves, mean_curves
+
 
 def curves_figure(
     means: Mapping[str, Mapping[str, np.ndarray]], assignment: str = "softmax", over: str = ""
 ) -> Figure:
-    """Mean deletion and insertion curves per method (soft assignment on top, hard below),
-    each labelled with its area; ``means`` from :func:`~clustercam.explain.scores.mean_curves`."""
+    """Mean deletion and insertion curves per method, each labelled with its area.
+
+    The soft assignment on top, the hard one below.
+
+    Args:
+        means: per method, the mean curves of :func:`~clustercam.explain.scores.mean_curves`.
+        assignment: the soft assignment's name, for the axis label.
+        over: which samples the means are over, for the title ("" : none).
+
+    Returns:
+        The figure (2 x 2 panels).
+    """
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, sharey="row")
     panels = [("deletion", 0, 0), ("insertion", 0, 1), ("deletion_hard", 1, 0), ("insertion_hard", 1, 1)]
     for key, row, col in panels:
@@ -34,3 +46,21 @@ def curves_figure(
                  fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def report_curves_figure(curves: Mapping[str, PerturbationCurves], assignment: str) -> Figure:
+    """The mean deletion / insertion curves of a score report, one panel per curve kind.
+
+    Averaged over the samples whose all-baseline input leaves their cluster where there are
+    any (the others cannot move on the curves), else over all samples.
+
+    Args:
+        curves: ``ScoreReport.curves``, one entry per map method.
+        assignment: the soft assignment the curves follow (for the axis label).
+
+    Returns:
+        The figure.
+    """
+    informative = any(bool(c.informative.any()) for c in curves.values())
+    return curves_figure(mean_curves(curves, informative_only=informative), assignment,
+                         "samples whose all-baseline input leaves their cluster" if informative else "all samples")

@@ -23,7 +23,17 @@ MAX_CHANNELS = 12
 
 
 def coloured_line(ax, series: np.ndarray, heat: np.ndarray, norm) -> LineCollection:
-    """One channel of a series, each segment coloured by the mean map value of its ends."""
+    """One channel of a series, each segment coloured by the mean map value of its ends.
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        series: L values.
+        heat: L map values in [0, 1].
+        norm: the colour normalisation (``plt.Normalize(0, 1)``).
+
+    Returns:
+        The ``LineCollection`` drawn.
+    """
     t = np.arange(len(series))
     points = np.stack([t, series], 1)[:, None, :]
     segments = np.concatenate([points[:-1], points[1:]], axis=1)
@@ -37,11 +47,29 @@ def coloured_line(ax, series: np.ndarray, heat: np.ndarray, norm) -> LineCollect
 
 
 def shown_channels(x: np.ndarray, max_channels: int = MAX_CHANNELS) -> tuple[np.ndarray, str]:
-    """The channels to draw of n x C x L series, in channel order, and a title note.
+    """The channels to draw of n series, in channel order, and a title note.
 
     All C when C <= ``max_channels``; else the ``max_channels`` whose mean over the n series
     has the largest variance over time (on z-normalised inputs every single channel has
     variance 1, so a single series keeps its first non-constant channels).
+
+    Args:
+        x: n x C x L.
+        max_channels: at most this many channels (>= 1).
+
+    Returns:
+        The channel indices and a note for the title ("" when all are drawn).
+
+    Raises:
+        UserError: ``max_channels`` < 1.
+
+    Example:
+        >>> import numpy as np
+        >>> from clustercam.explain.plots.series import shown_channels
+        >>> x = np.zeros((2, 3, 4))
+        >>> x[:, 2] = [0.0, 1.0, 0.0, 1.0]
+        >>> shown_channels(x, max_channels=1)
+        (array([2]), ' - 1 of 3 channels (largest variance of the mean series)')
     """
     c = x.shape[1]
     if max_channels < 1:
@@ -60,8 +88,11 @@ def _grid(rows: int, cols: int, multichannel: bool) -> tuple[Figure, np.ndarray]
 
 
 def _finish(fig: Figure, title: str, fixed: bool = False) -> Figure:
-    """Title, layout and colour bar; ``fixed`` margins (in inches) for the channel grids,
-    where ``tight_layout`` costs most of the figure's time."""
+    """Title, layout and colour bar.
+
+    ``fixed`` margins (in inches) for the channel grids, where ``tight_layout`` costs most
+    of the figure's time.
+    """
     fig.suptitle(title, fontsize=11)
     if fixed:
         w, h = fig.get_size_inches()
@@ -76,8 +107,11 @@ def _finish(fig: Figure, title: str, fixed: bool = False) -> Figure:
 
 def _series_figure(x: np.ndarray, heatmaps: np.ndarray, titles: Sequence[str], title: str,
                    max_channels: int) -> Figure:
-    """Series i (C x L) under map i (L): univariate ones stacked, one panel each;
-    multivariate ones side by side, one column each, one row per channel."""
+    """Series i (C x L) under map i (L).
+
+    Univariate ones stacked, one panel each; multivariate ones side by side, one column
+    each, one row per channel.
+    """
     norm = plt.Normalize(0, 1)
     n = len(x)
     if x.shape[1] == 1:
@@ -106,7 +140,18 @@ def members_series(
     x: np.ndarray, heatmaps: np.ndarray, title: str, labels: Sequence[int] | None,
     max_channels: int = MAX_CHANNELS,
 ) -> Figure:
-    """n series (n x C x L), nearest the centroid first, each under its map (n x L)."""
+    """A cluster's members, nearest the centroid first, each under its map.
+
+    Args:
+        x: n x C x L.
+        heatmaps: n x L in [0, 1].
+        title: the figure's title.
+        labels: the members' class labels (n), for the panel titles.
+        max_channels: at most this many channels drawn (:func:`shown_channels`).
+
+    Returns:
+        The figure.
+    """
     titles = [f"#{i + 1} nearest" + ("" if labels is None else f", label {int(labels[i])}")
               for i in range(len(x))]
     return _series_figure(x, heatmaps, titles, title, max_channels)
@@ -116,7 +161,20 @@ def sample_series(
     x: np.ndarray, heatmaps: np.ndarray, sizes: Sequence[int], assigned: int,
     raw_max: Sequence[float] | None, title: str, max_channels: int = MAX_CHANNELS,
 ) -> Figure:
-    """One series (C x L) under each of K maps (K x L), one panel (column) per cluster."""
+    """One series under each of K maps, one panel (column) per cluster.
+
+    Args:
+        x: C x L.
+        heatmaps: K x L in [0, 1].
+        sizes: the K clusters' numbers of members.
+        assigned: the series' own cluster.
+        raw_max: per cluster, the unnormalised map's maximum (None: not shown).
+        title: the figure's title.
+        max_channels: at most this many channels drawn (:func:`shown_channels`).
+
+    Returns:
+        The figure.
+    """
     k = len(heatmaps)
     titles = []
     for c in range(k):

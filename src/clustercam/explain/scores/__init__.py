@@ -1,5 +1,8 @@
-"""Scoring cluster maps: faithfulness (deletion / insertion) and localisation against masks,
-over a registry of map methods (baselines, Grad-CeAM targets, peers)."""
+"""Scoring cluster maps: faithfulness (deletion / insertion) and localisation against masks.
+
+The maps come from a registry of map methods (baselines, Grad-CeAM targets, peers);
+:func:`score_explanations` runs the whole comparison.
+"""
 
 from clustercam.explain.baselines import BASELINES, gaussian_blur, make_baseline
 from clustercam.explain.scores.curves import (

@@ -30,11 +30,27 @@ from clustercam.explain.hooks import eval_mode, module_device, module_dtype
 
 
 def position_ranks(maps: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Rank of each position (0 = highest map value) per sample, N x D; ties broken at random.
+    """Rank of each position per sample (0 = the highest map value), ties broken at random.
 
     Random tie-breaking matters: a constant map (e.g. a Grad-CeAM map whose channel
     weights are all negative, hence all zero after the ReLU) must score like a random
     map, not like "delete from left to right".
+
+    Args:
+        maps: N x spatial.
+        generator: the random tie-breaking (None: torch's global stream).
+
+    Returns:
+        N x D ranks (long), D the number of positions.
+
+    Raises:
+        UserError: maps with NaN or infinite values.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.scores import position_ranks
+        >>> position_ranks(torch.tensor([[0.1, 0.9, 0.5]]))
+        tensor([[2, 0, 1]])
     """
     flat = maps.flatten(1).double()
     if not torch.isfinite(flat).all():
@@ -50,16 +66,20 @@ def position_ranks(maps: Tensor, generator: torch.Generator | None = None) -> Te
 # -- deletion / insertion --------------------------------------------------------------------
 @dataclass
 class PerturbationCurves:
-    """Deletion and insertion curves for N samples over S + 1 steps.
+    """Deletion and insertion curves for N samples over S + 1 steps (:func:`deletion_insertion`).
 
-    ``fractions`` (S + 1): share of positions removed (deletion) or inserted (insertion).
-    ``deletion``/``insertion`` (N x S + 1): soft assignment to the explained cluster;
-    ``deletion_hard``/``insertion_hard``: 1 while the nearest centroid is that cluster.
-    ``clusters`` (N): the explained cluster; ``assigned`` (N): the unperturbed sample's
-    nearest centroid; ``baseline_assigned`` (N): the nearest centroid of the all-baseline
-    input. Where that is the explained cluster, deleting everything does not leave the
-    cluster, so the curves of these samples say little about the map (see
-    :func:`summarise_curves`).
+    Attributes:
+        fractions: S + 1, the share of positions removed (deletion) or inserted (insertion).
+        deletion: N x (S + 1), the soft assignment to the explained cluster as the most
+            relevant positions are removed.
+        insertion: N x (S + 1), the same as they are put back into the baseline.
+        deletion_hard: N x (S + 1), 1 while the nearest centroid is the explained cluster.
+        insertion_hard: N x (S + 1), the same for insertion.
+        clusters: N, the explained cluster.
+        assigned: N, the unperturbed sample's nearest centroid.
+        baseline_assigned: N, the nearest centroid of the all-baseline input. Where that is
+            the explained cluster, deleting everything does not leave the cluster, so the
+            curves of these samples say little about the map (see :func:`summarise_curves`).
     """
 
     fractions: Tensor
@@ -73,11 +93,16 @@ class PerturbationCurves:
 
     @property
     def informative(self) -> Tensor:
-        """Samples whose all-baseline input leaves the explained cluster (N, bool)."""
+        """N bools: the samples whose all-baseline input leaves the explained cluster."""
         return self.baseline_assigned != self.clusters
 
     def aucs(self) -> dict[str, Tensor]:
-        """Per-sample areas under each curve (trapezoid over the fraction, in [0, 1])."""
+        """Per-sample areas under each curve (trapezoid over the fraction).
+
+        Returns:
+            ``deletion_auc``, ``insertion_auc``, ``deletion_hard_auc``,
+            ``insertion_hard_auc``: N each, in [0, 1].
+        """
         return {
             "deletion_auc": curve_auc(self.deletion, self.fractions),
             "insertion_auc": curve_auc(self.insertion, self.fractions),
@@ -87,12 +112,42 @@ class PerturbationCurves:
 
 
 def curve_auc(curves: Tensor, fractions: Tensor) -> Tensor:
-    """Trapezoid area under each row of ``curves`` over ``fractions`` (0 to 1)."""
+    """Trapezoid area under each row of ``curves`` over ``fractions`` (0 to 1).
+
+    Args:
+        curves: ... x (S + 1).
+        fractions: S + 1, from 0 to 1.
+
+    Returns:
+        ... areas (float64).
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.scores import curve_auc
+        >>> curve_auc(torch.tensor([1.0, 0.5, 0.0]), torch.tensor([0.0, 0.5, 1.0]))
+        tensor(0.5000, dtype=torch.float64)
+    """
     return torch.trapezoid(curves.double(), fractions.double(), dim=-1)
 
 
 def step_counts(n_positions: int, steps: int) -> Tensor:
-    """How many positions are removed at each of the steps 0..S (rounded, 0 and D included)."""
+    """How many positions are removed at each of the steps 0..S.
+
+    Args:
+        n_positions: D, the positions of one sample.
+        steps: S (>= 1).
+
+    Returns:
+        S + 1 counts (long), rounded, from 0 to D.
+
+    Raises:
+        UserError: ``steps`` < 1.
+
+    Example:
+        >>> from clustercam.explain.scores import step_counts
+        >>> step_counts(10, 4).tolist()
+        [0, 2, 5, 8, 10]
+    """
     if steps < 1:
         raise UserError(f"steps must be >= 1, got {steps}")
     return torch.round(torch.linspace(0, n_positions, steps + 1, dtype=torch.float64)).long()
@@ -113,15 +168,46 @@ def deletion_insertion(
     batch_size: int = 512,
     seed: int = 0,
 ) -> PerturbationCurves:
-    """Deletion and insertion curves of ``maps`` (N x spatial) for the samples ``x``.
+    """Deletion and insertion curves of ``maps`` for the samples ``x`` (Petsiuk et al. 2018).
 
-    ``x``: N x C x L or N x C x H x W; a *position* is a time step or a pixel, all its
-    channels removed together. ``clusters`` (N): the cluster each map explains (default:
-    each sample's nearest centroid). ``steps``: S, the curve has S + 1 points from 0 to
-    all positions. ``baseline``: see :func:`make_baseline`. ``batch_size`` caps the
-    encoder batch; a chunk of samples contributes its 2 S distinct step inputs (deletion
-    0..S and insertion 1..S-1: insertion's ends are deletion's ends reversed). ``seed``
-    fixes the random tie-breaking of equal map values.
+    A *position* is a time step or a pixel, all its channels removed together. Every step
+    input goes through the encoder in eval mode without gradients.
+
+    Args:
+        encoder: maps x to embeddings N x m.
+        x: N x C x L or N x C x H x W.
+        maps: N x spatial (or N x 1 x spatial), one map per sample.
+        centroids: K x m.
+        clusters: the cluster each map explains, N (None: each sample's nearest centroid).
+        steps: S; each curve has S + 1 points, from none to all positions.
+        baseline: what a removed position becomes
+            (:func:`~clustercam.explain.baselines.make_baseline`).
+        blur_sigma: of the ``blur`` baseline.
+        assignment: the soft assignment followed, ``softmax`` or ``student_t``.
+        temperature: of ``softmax``.
+        alpha: of ``student_t``.
+        batch_size: caps the encoder batch; a chunk of samples contributes its 2 S distinct
+            step inputs (deletion 0..S and insertion 1..S-1: insertion's ends are
+            deletion's ends reversed).
+        seed: the random tie-breaking of equal map values.
+
+    Returns:
+        The :class:`PerturbationCurves` (N x (S + 1) each).
+
+    Raises:
+        UserError: shapes that do not fit, an unknown assignment, bad clusters, a
+            batch_size < 1.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.scores import deletion_insertion
+        >>> enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 2))
+        >>> x = torch.randn(4, 1, 8)
+        >>> curves = deletion_insertion(enc, x, torch.rand(4, 8), enc(x[:2]).detach(), steps=4)
+        >>> tuple(curves.deletion.shape), curves.fractions.tolist()
+        ((4, 5), [0.0, 0.25, 0.5, 0.75, 1.0])
+        >>> bool((curves.deletion[:, 0] == curves.insertion[:, -1]).all())  # both: x itself
+        True
     """
     if x.dim() not in (3, 4):
         raise UserError(f"x must be N x C x L or N x C x H x W, got shape {tuple(x.shape)}")
@@ -207,8 +293,7 @@ def deletion_insertion(
 def summarise_curves(
     method: str, curves: PerturbationCurves, n_clusters: int
 ) -> list[dict[str, float | int | str]]:
-    """Rows ``method, cluster, deletion_auc, insertion_auc, deletion_hard_auc,
-    insertion_hard_auc, n_samples, baseline_share`` (means over samples).
+    """The curves' mean areas per cluster, over all samples and over the informative ones.
 
     One row per explained cluster (empty ones skipped), one ``all`` row, and one
     ``excl_baseline`` row over the samples whose all-baseline input leaves their cluster.
@@ -217,6 +302,15 @@ def summarise_curves(
     map, so their areas say little and dilute the differences between methods (the zero
     series falls into one cluster of Trace that holds about half the test set);
     ``excl_baseline`` leaves them out.
+
+    Args:
+        method: the map method's name, for the rows.
+        curves: its :class:`PerturbationCurves`.
+        n_clusters: K.
+
+    Returns:
+        Rows ``method, cluster, deletion_auc, insertion_auc, deletion_hard_auc,
+        insertion_hard_auc, n_samples, baseline_share`` (means over the row's samples).
     """
     aucs = curves.aucs()
     stays = ~curves.informative
@@ -238,8 +332,18 @@ def summarise_curves(
 def mean_curves(
     curves: Mapping[str, PerturbationCurves], informative_only: bool = False
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Per method, the mean deletion / insertion curves (soft and hard) and the fractions;
-    ``informative_only``: over the samples whose all-baseline input leaves their cluster."""
+    """Per method, the mean deletion / insertion curves (soft and hard) and the fractions.
+
+    Args:
+        curves: method name -> :class:`PerturbationCurves`.
+        informative_only: average over the samples whose all-baseline input leaves their
+            cluster only.
+
+    Returns:
+        Method name -> ``{"fractions", "deletion", "insertion", "deletion_hard",
+        "insertion_hard"}``, arrays of S + 1 values (for
+        :func:`~clustercam.explain.plots.curves_figure`).
+    """
     out = {}
     for method, c in curves.items():
         sel = c.informative if informative_only else torch.ones_like(c.clusters, dtype=torch.bool)

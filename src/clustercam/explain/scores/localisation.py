@@ -31,11 +31,28 @@ def _flat(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> tuple[Tensor
 
 
 def pointing_game(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> Tensor:
-    """Is the map's maximum inside the mask? Per sample, 1.0 or 0.0 (Zhang et al. 2018).
+    """The pointing game (Zhang et al. 2018): is the map's maximum inside the mask?
 
     When several positions tie for the maximum, the score is the share of them inside the
     mask (the expected hit under random tie-breaking), so a constant map scores the mask's
-    coverage, i.e. chance. NaN for an empty mask.
+    coverage, i.e. chance.
+
+    Args:
+        maps: N x spatial.
+        masks: N x spatial, bool (or 0 / 1).
+
+    Returns:
+        N scores (float64): 1.0 or 0.0 without ties; NaN for an empty mask.
+
+    Raises:
+        UserError: maps and masks of different shapes, or maps that are not N x spatial.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.scores import pointing_game
+        >>> masks = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 0]])
+        >>> pointing_game(torch.tensor([[0.0, 0.9, 0.1, 0.0], [0.5, 0.5, 0.5, 0.5]]), masks)
+        tensor([1.0000, 0.5000], dtype=torch.float64)
     """
     m, s = _flat(maps, masks)
     top = m == m.max(1, keepdim=True).values
@@ -44,9 +61,25 @@ def pointing_game(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> Tens
 
 
 def relevance_mass(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> Tensor:
-    """Share of the (non-negative part of the) map inside the mask (Arras et al. 2022).
+    """Relevance mass (Arras et al. 2022): the share of the map inside the mask.
 
-    NaN for an empty mask or a map with no positive value.
+    Negative map values are clipped to 0 first.
+
+    Args:
+        maps: N x spatial.
+        masks: N x spatial, bool (or 0 / 1).
+
+    Returns:
+        N shares in [0, 1] (float64); NaN for an empty mask or a map with no positive value.
+
+    Raises:
+        UserError: maps and masks of different shapes, or maps that are not N x spatial.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain.scores import relevance_mass
+        >>> relevance_mass(torch.tensor([[0.0, 3.0, 1.0, -2.0]]), torch.tensor([[0, 1, 0, 0]]))
+        tensor([0.7500], dtype=torch.float64)
     """
     m, s = _flat(maps, masks)
     m = m.clamp_min(0)
@@ -57,9 +90,20 @@ def relevance_mass(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> Ten
 
 
 def mask_auroc(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> Tensor:
-    """AUROC of the map values as a detector of mask positions, per sample (0.5 = chance).
+    """AUROC of the map values as a detector of the mask's positions, per sample (0.5 = chance).
 
-    scikit-learn's ``roc_auc_score``; NaN (and one warning) for masks that are all 0 or all 1.
+    scikit-learn's ``roc_auc_score``.
+
+    Args:
+        maps: N x spatial.
+        masks: N x spatial, bool (or 0 / 1).
+
+    Returns:
+        N values in [0, 1] (float64); NaN (and one ``RuntimeWarning``) for masks that are all
+        0 or all 1.
+
+    Raises:
+        UserError: maps and masks of different shapes, or maps that are not N x spatial.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -85,8 +129,20 @@ def _nanmean(v: Tensor) -> float:
 
 
 def localisation_scores(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> dict[str, float]:
-    """Mean pointing game, relevance mass and AUROC over samples (NaNs skipped), with the
-    mean mask coverage: the chance level of the first two (a uniform map scores it)."""
+    """Mean pointing game, relevance mass and AUROC over the samples (NaNs skipped).
+
+    Args:
+        maps: N x spatial.
+        masks: N x spatial, bool (or 0 / 1).
+
+    Returns:
+        ``{"pointing_game", "relevance_mass", "auroc", "mask_fraction", "n_samples"}``;
+        ``mask_fraction``, the mean mask coverage, is the chance level of the first two (a
+        uniform map scores it).
+
+    Raises:
+        UserError: maps and masks of different shapes, or maps that are not N x spatial.
+    """
     _, s = _flat(maps, masks)
     return {
         "pointing_game": _nanmean(pointing_game(maps, masks)),
@@ -100,13 +156,21 @@ def localisation_scores(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -
 def quantus_localisation(
     maps: Tensor | np.ndarray, masks: Tensor | np.ndarray, model: nn.Module | None = None
 ) -> dict[str, np.ndarray]:
-    """The same three localisation scores from Quantus (``PointingGame``,
-    ``RelevanceMassAccuracy``, ``AUC``), per sample, for cross-checks.
+    """The same three localisation scores from Quantus, per sample, for cross-checks.
 
-    Maps are clipped at 0 and not renormalised (``normalise=False``, ``abs=False``).
-    Quantus's pointing game counts any tied maximum in the mask as a hit and gives
-    ``True`` for an empty mask. ``model`` is not used by these metrics (the maps are
-    given); pass a :class:`ClusterScoreModel` if a Quantus version insists on one.
+    Quantus's ``PointingGame``, ``RelevanceMassAccuracy`` and ``AUC``. Maps are clipped at 0
+    and not renormalised (``normalise=False``, ``abs=False``). Quantus's pointing game
+    counts any tied maximum in the mask as a hit and gives ``True`` for an empty mask.
+
+    Args:
+        maps: N x spatial.
+        masks: N x spatial, bool (or 0 / 1).
+        model: not used by these metrics (the maps are given); pass a
+            :class:`~clustercam.explain.cluster_scores.ClusterScoreModel` if a Quantus
+            version insists on one.
+
+    Returns:
+        ``{"pointing_game", "relevance_mass", "auroc"}``, N values each.
     """
     import quantus
 

@@ -1,5 +1,8 @@
-"""The scoring pipeline: every map method's deletion / insertion curves and, with masks, its
-localisation, for a clustered set of samples, as one function a notebook can call."""
+"""The scoring pipeline, as one function a notebook can call.
+
+For a clustered set of samples: every map method's deletion / insertion curves and, with
+masks, its localisation.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +32,10 @@ log = logging.getLogger(__name__)
 
 SCORES_COLUMNS = ("method", "cluster", "deletion_auc", "insertion_auc", "n_samples",
                   "deletion_hard_auc", "insertion_hard_auc", "baseline_share")
+"""The columns of :attr:`ScoreReport.rows` (``explanation_scores.csv``)."""
 LOCALISATION_COLUMNS = ("method", "pointing_game", "relevance_mass", "auroc", "n_samples",
                         "mask_fraction")
+"""The columns of :attr:`ScoreReport.localisation` (``localisation_scores.csv``)."""
 AUC_KEYS = ("deletion_auc", "insertion_auc", "deletion_hard_auc", "insertion_hard_auc")
 
 
@@ -38,10 +43,27 @@ AUC_KEYS = ("deletion_auc", "insertion_auc", "deletion_hard_auc", "insertion_har
 class ScoreReport:
     """What :func:`score_explanations` measured.
 
-    ``rows``: per method, one row per cluster, ``all`` and ``excl_baseline`` (columns
-    ``SCORES_COLUMNS``); ``localisation``: per method (``LOCALISATION_COLUMNS``, only with
-    masks); ``curves``: per method, the :class:`PerturbationCurves`; ``results``: flat
-    ``scores/<method>/<score>`` numbers; ``temperature`` and ``baseline`` as used.
+    Attributes:
+        rows: per method, one row per cluster, one ``all`` and one ``excl_baseline`` row
+            (the columns :data:`SCORES_COLUMNS`; :func:`summarise_curves`).
+        localisation: one row per method (the columns :data:`LOCALISATION_COLUMNS`); empty
+            without masks.
+        curves: per method, the :class:`PerturbationCurves` of every sample.
+        results: flat ``scores/<method>/<score>`` numbers (and the run's settings under
+            ``scores/``), for ``metrics.json`` and the loggers.
+        temperature: the softmax temperature the curves used.
+        baseline: the baseline the curves used (``auto`` resolved).
+        seconds: per method, the time of its maps.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.explain import score_explanations
+        >>> enc = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())
+        >>> x = torch.randn(6, 1, 16)
+        >>> rep = score_explanations(enc, "1", x, enc(x[:2]).detach(), methods=["random"], steps=4)
+        >>> [r["cluster"] for r in rep.rows][-2:], rep.baseline, tuple(rep.curves["random"].deletion.shape)
+        (['all', 'excl_baseline'], 'zero', (6, 5))
     """
 
     rows: list[dict[str, Any]]
@@ -54,7 +76,19 @@ class ScoreReport:
 
 
 def typical_temperature(encoder: nn.Module, x: Tensor, centroids: Tensor, batch_size: int = 512) -> float:
-    """:func:`spread_temperature` of ``x``'s embeddings (when no k-means inertia is at hand)."""
+    """:func:`~clustercam.explain.assignments.spread_temperature` of x's embeddings.
+
+    The softmax temperature of ``temperature="auto"`` when no k-means inertia is at hand.
+
+    Args:
+        encoder: maps x to embeddings N x m.
+        x: N x C x L or N x C x H x W.
+        centroids: K x m.
+        batch_size: samples per encoder call.
+
+    Returns:
+        The mean squared distance of the embeddings to their nearest centroid.
+    """
     return spread_temperature(embed(encoder, x, batch_size), centroids)
 
 
@@ -75,9 +109,10 @@ def score_explanations(
     settings: ScoreSettings | Mapping[str, Any] | None = None,
     **options: Any,
 ) -> ScoreReport:
-    """Deletion / insertion AUCs of every method's map of each sample's own cluster, and the
-    pointing game, relevance mass and AUROC against ``masks`` when given.
+    """Score every method's map of each sample's own cluster: deletion / insertion, localisation.
 
+    The deletion and insertion AUCs (:func:`deletion_insertion`), and the pointing game,
+    relevance mass and AUROC against ``masks`` when given (:func:`localisation_scores`).
     ``scores/<method>/map_seconds`` is the time of a method's maps (N samples x K clusters with
     ``all_clusters``, else each sample's own cluster), ``scores/<method>/score_seconds`` the
     time of its curves and localisation.
@@ -96,20 +131,22 @@ def score_explanations(
             ``temperature``, ``method_options``, ``all_clusters``, ...), on top of ``settings``.
 
     Returns:
-        A :class:`ScoreReport`.
+        A :class:`ScoreReport`: rows per method and cluster, localisation rows, the curves
+        and flat ``scores/<method>/<score>`` results.
 
     Raises:
         UserError: an unknown option, method or value (see :class:`ScoreSettings`).
 
     Example:
         >>> import torch
-        >>> from clustercam.explain import score_explanations
+        >>> from clustercam.explain import ScoreSettings, score_explanations
         >>> from clustercam.models.components.resnet_cae import ResNetCAE
         >>> enc = ResNetCAE((1, 32), filters=(4, 4), embedding_dim=3).encoder.eval()
         >>> x = torch.randn(8, 1, 32)
         >>> mu = enc(x[:2]).detach()
+        >>> settings = ScoreSettings(methods=["random", "gradceam_assignment"], steps=4)
         >>> rep = score_explanations(enc, "features", x, mu, clusters=torch.tensor([0, 1] * 4),
-        ...                          methods=["random", "gradceam_assignment"], steps=4)
+        ...                          settings=settings)
         >>> sorted({r["method"] for r in rep.rows}), "scores/random/deletion_auc" in rep.results
         (['gradceam_assignment', 'random'], True)
     """
@@ -171,7 +208,14 @@ def score_explanations(
 
 
 def scores_table(report: ScoreReport) -> str:
-    """Plain text: the ``all`` and ``excl_baseline`` rows, then localisation if any."""
+    """A report as plain text, for the log: the ``all`` and ``excl_baseline`` rows, then localisation.
+
+    Args:
+        report: what :func:`score_explanations` returned.
+
+    Returns:
+        A fixed-width table, one line per row.
+    """
     lines = [f"{'method':<22} {'samples':<14} {'del AUC':>8} {'ins AUC':>8} {'del hard':>9} "
              f"{'ins hard':>9} {'n':>5}"]
     for r in report.rows:

@@ -93,5 +93,9 @@ class ScoreSettings:
         resolve_methods(self.methods, self.method_options)  # unknown names and settings fail here
 
     def resolved_methods(self) -> dict[str, MapMethod]:
-        """Method name -> map method, with its settings."""
+        """The map methods by name, each with its settings.
+
+        Returns:
+            Method name -> map method (:func:`~clustercam.explain.scores.resolve_methods`).
+        """
         return resolve_methods(self.methods, self.method_options)

@@ -22,12 +22,43 @@ OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
 
 
 def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Spatial size after a Conv2d (dilation 1)."""
+    """The spatial size after a Conv2d (dilation 1).
+
+    Args:
+        size: the input's size along one axis.
+        kernel: the kernel size.
+        stride: the stride.
+        padding: the padding on each side.
+
+    Returns:
+        The output's size along that axis.
+    """
     return (size + 2 * padding - kernel) // stride + 1
 
 
 def transposed_output_padding(target: int, size: int, kernel: int, stride: int, padding: int) -> int:
-    """The ``output_padding`` that makes a ConvTranspose2d map ``size`` back to ``target``."""
+    """The ``output_padding`` that makes a ConvTranspose2d map ``size`` back to ``target``.
+
+    Args:
+        target: the size to restore (the matching convolution's input size).
+        size: the transposed convolution's input size.
+        kernel: the kernel size.
+        stride: the stride.
+        padding: the padding on each side.
+
+    Returns:
+        The output padding, in [0, stride).
+
+    Raises:
+        UserError: no output padding restores ``target``.
+
+    Example:
+        >>> from clustercam.models.components.cae import conv_out_size, transposed_output_padding
+        >>> conv_out_size(27, 3, 2, 1), transposed_output_padding(27, 14, 3, 2, 1)
+        (14, 0)
+        >>> conv_out_size(28, 3, 2, 1), transposed_output_padding(28, 14, 3, 2, 1)
+        (14, 1)
+    """
     op = target - ((size - 1) * stride - 2 * padding + kernel)
     if not 0 <= op < max(stride, 1):  # cannot happen for a size produced by the matching conv
         raise UserError(
@@ -38,12 +69,33 @@ def transposed_output_padding(target: int, size: int, kernel: int, stride: int, 
 
 
 class ConvAutoencoder(Autoencoder):
-    """Conv2d encoder -> GAP (or flatten) -> linear to ``embedding_dim``; mirrored decoder.
+    """The image autoencoder: Conv2d encoder -> GAP (or flatten) -> linear; a mirrored decoder.
 
-    ``input_shape`` is (channels, height, width). Layer i has ``filters[i]`` channels,
-    a ``kernels[i]`` square kernel, stride ``strides[i]`` and padding ``kernels[i] // 2``
-    ("same"-like: 28 -> 14 -> 7 for MNIST, 96 -> 48 -> 24 -> 12 for STL-10).
-    ``output_activation``: ``sigmoid`` for [0, 1] images, ``linear`` for standardised inputs.
+    Layer i has ``filters[i]`` channels, a ``kernels[i]`` square kernel, stride
+    ``strides[i]`` and padding ``kernels[i] // 2`` ("same"-like: 28 -> 14 -> 7 for MNIST,
+    96 -> 48 -> 24 -> 12 for STL-10). The encoder's ``features`` (the convolutions) is the
+    Grad-CeAM target layer.
+
+    Args:
+        input_shape: (channels, height, width).
+        filters: channels per convolution.
+        kernels: square kernel size per convolution.
+        strides: stride per convolution.
+        embedding_dim: m.
+        pooling: ``gap`` or ``flatten`` (:class:`~clustercam.models.components.encoder.Encoder`).
+        output_activation: ``sigmoid`` for [0, 1] images, ``linear`` for standardised inputs.
+
+    Raises:
+        UserError: an input shape that is not (channels, height, width), lists of different
+            lengths or values < 1, an input too small for the layers, an unknown activation.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.models.components.cae import ConvAutoencoder
+        >>> net = ConvAutoencoder((1, 27, 27), filters=(4, 8), embedding_dim=3)
+        >>> x = torch.rand(2, 1, 27, 27)
+        >>> tuple(net.encoder(x).shape), tuple(net(x).shape), net.feature_shape
+        ((2, 3), (2, 1, 27, 27), (8, 7, 7))
     """
 
     def __init__(
@@ -114,11 +166,11 @@ class ConvAutoencoder(Autoencoder):
         dec.append(nn.Conv2d(filters[0], c_in, 3, padding=1))
         if output_activation == "sigmoid":
             dec.append(nn.Sigmoid())
-        self.decoder = _ImageDecoder(embedding_dim, self.feature_shape, nn.Sequential(*dec))
+        self.decoder = ImageDecoder(embedding_dim, self.feature_shape, nn.Sequential(*dec))
 
 
 
-class _ImageDecoder(nn.Module):
+class ImageDecoder(nn.Module):
     """Linear to the encoder's feature shape, reshape, transposed convolutions.
 
     No activation after the linear layer: with a ReLU there, MNIST training sat on a

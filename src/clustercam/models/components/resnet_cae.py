@@ -15,7 +15,15 @@ warnings.filterwarnings("ignore", message="Using padding='same' with even kernel
 
 
 class ResidualBlock1d(nn.Module):
-    """Conv k=8 -> BN -> ReLU -> Conv k=5 -> BN -> ReLU -> Conv k=3 -> BN, + 1x1 conv shortcut."""
+    """Conv k=8 -> BN -> ReLU -> Conv k=5 -> BN -> ReLU -> Conv k=3 -> BN, + 1x1 conv shortcut.
+
+    The output is ``ReLU(body(x) + shortcut(x))``, the length kept (``same`` padding).
+
+    Args:
+        in_channels: of x.
+        out_channels: of every convolution.
+        kernels: the body's kernel sizes.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernels: Sequence[int] = (8, 5, 3)):
         super().__init__()
@@ -43,15 +51,33 @@ class ResidualBlock1d(nn.Module):
         return self.body, self.shortcut, self.act
 
     def forward(self, x: Tensor) -> Tensor:
+        """N x out_channels x L from N x in_channels x L."""
         return self.act(self.body(x) + self.shortcut(x))
 
 
 class ResNetCAE(Autoencoder):
-    """Encoder: residual blocks -> GAP -> linear (m = ``embedding_dim``); decoder mirrors it.
+    """The time-series ResNet autoencoder: residual blocks -> GAP -> linear; the decoder mirrors it.
 
-    ``input_shape`` is (channels, length). The decoder maps the embedding linearly to
-    length x last filters, runs the blocks in reverse and a final Conv1d to the input
-    channels with a linear output (the series are z-normalised).
+    The decoder maps the embedding linearly to length x last filters, runs the blocks in
+    reverse and a final Conv1d to the input channels with a linear output (the series are
+    z-normalised). The encoder's ``features`` (the blocks) is the Grad-CeAM target layer.
+
+    Args:
+        input_shape: (channels, length).
+        filters: the width of each residual block (:class:`ResidualBlock1d`).
+        embedding_dim: m.
+        pooling: ``gap`` or ``flatten`` (:class:`~clustercam.models.components.encoder.Encoder`).
+
+    Raises:
+        UserError: an input shape that is not (channels, length), no filters.
+
+    Example:
+        >>> import torch
+        >>> from clustercam.models.components.resnet_cae import ResNetCAE
+        >>> net = ResNetCAE((2, 24), filters=(4, 8), embedding_dim=3)
+        >>> x = torch.randn(5, 2, 24)
+        >>> tuple(net.encoder(x).shape), tuple(net(x).shape), net.target_layer
+        ((5, 3), (5, 2, 24), 'features')
     """
 
     def __init__(

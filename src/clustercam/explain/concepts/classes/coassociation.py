@@ -28,6 +28,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +64,10 @@ def group_name(group: int, class_names: Sequence[str] | Mapping[int, str] | None
     return str(class_names[group]) if 0 <= group < len(class_names) else str(group)
 
 
+# the flat config's names of the class-level options (callbacks.concepts.<name>)
+FLAT_OPTIONS = ("min_presence", "n_class", "gallery_size", "nmf_max_images", "scope", "class_random")
+
+
 @dataclass(kw_only=True)
 class ClassConceptSettings:
     """What the class level computes, for every concept configuration.
@@ -95,6 +100,44 @@ class ClassConceptSettings:
                 raise UserError(f"{name} must be an integer >= 0, got {value!r}")
         if self.scope not in SCOPES:
             raise UserError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+
+    @staticmethod
+    def pop_flat_options(options: dict[str, Any]) -> dict[str, Any]:
+        """Take the class-level keys out of a flat config's options (``callbacks.concepts.<name>``).
+
+        Args:
+            options: the callback's keyword options; the class-level keys are removed from it.
+
+        Returns:
+            Those keys by field name (the config's ``class_random`` is ``n_random``).
+        """
+        flat = {k: options.pop(k) for k in FLAT_OPTIONS if k in options}
+        if "class_random" in flat:
+            flat["n_random"] = flat.pop("class_random")
+        return flat
+
+    @classmethod
+    def from_flat(cls, settings: ClassConceptSettings | None, flat: dict[str, Any],
+                  seed: int) -> ClassConceptSettings | None:
+        """``settings`` as given, or one built from the flat options with the run's ``seed``.
+
+        Args:
+            settings: an explicit settings object, or None.
+            flat: what :meth:`pop_flat_options` took out.
+            seed: the concept settings' seed.
+
+        Returns:
+            The settings (None: neither given, the caller's default).
+
+        Raises:
+            UserError: for both at once.
+        """
+        if not flat:
+            return settings
+        if settings is not None:
+            raise UserError(f"give the class-concept settings either as class_settings= or as keyword "
+                            f"options, not both (got class_settings and {sorted(flat)})")
+        return cls(seed=seed, **flat)
 
     def n_for(self, n_concepts: int) -> int:
         """The number of class concepts of a configuration with ``n_concepts`` image concepts."""

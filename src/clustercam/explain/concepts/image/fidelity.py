@@ -130,7 +130,7 @@ def _full_curves(mid: Tensor, first: Tensor, last: Tensor, n_steps: Tensor) -> T
 
 def _masked_probs(head: Head, a: Tensor, labels: Tensor, targets: Tensor, order: Tensor,
                   random_order: Tensor, parts: Tensor, partition_importance: bool,
-                  max_rows: int) -> Tensor:
+                  max_rows: int, pooled_head: PooledHead | None = None) -> Tensor:
     """B x Q ``p_t`` of every curve point as a channel mask through the head: the original,
     nothing kept, then per order deletion and insertion ([R] x (n - 1) points each), then
     (``partition_importance``) each random group left out (R x n)."""
@@ -149,7 +149,7 @@ def _masked_probs(head: Head, a: Tensor, labels: Tensor, targets: Tensor, order:
         ids = torch.arange(n, device=dev).view(1, 1, n, 1)
         without = (parts.unsqueeze(2) != ids) & kept[None, :, None]  # R x B x n x C
         blocks.append(without.permute(1, 0, 2, 3).flatten(1, 2))
-    return masked_target_probs(head, a, torch.cat(blocks, 1), targets, None, max_rows)
+    return masked_target_probs(head, a, torch.cat(blocks, 1), targets, pooled_head, max_rows)
 
 
 def _grouped_probs(shares: tuple[Tensor, Tensor], targets: Tensor, order: Tensor,
@@ -247,7 +247,7 @@ def concept_fidelity(
         probs = _grouped_probs(shares, targets.long().to(dev), order, random_order, partition_importance)
     else:
         probs = _masked_probs(head, a, labels, targets, order, random_order, parts,
-                              partition_importance, max_rows)
+                              partition_importance, max_rows, pooled_head)
     p_t = probs[:, 0]
     y = probs / p_t.unsqueeze(1)
     one, zero = torch.ones(b, 1, 1, dtype=torch.float64, device=dev), y[:, 1:2].unsqueeze(1)

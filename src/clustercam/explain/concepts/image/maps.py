@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustercam.exceptions import UserError
 from clustercam.explain.concepts.checks import check_activations
 from clustercam.explain.concepts.image.extract import SubConcepts
 from clustercam.explain.deprecation import renamed_parameters
@@ -16,13 +17,14 @@ from clustercam.explain.maps import minmax_normalise, resize_maps
 
 @renamed_parameters(labels="concept_labels")
 def raw_concept_maps(activations: Tensor, concept_labels: Tensor, *, n_concepts: int | None = None) -> Tensor:
-    """B x n_concepts x H x W: ``M_l = sum_{c in l} A_c`` (activation resolution)."""
+    """B x n_concepts x H x W: ``M_l = max(0, sum_{c in l} A_c)`` (activation resolution; the
+    clip only changes the maps of signed activations, e.g. a transformer's tokens)."""
     check_activations(activations, warn_negative=False)
     labels = concept_labels
     n = int(labels.max()) + 1 if n_concepts is None else int(n_concepts)
     onehot = F.one_hot(labels.clamp_min(0).long(), max(n, 1)).to(activations.dtype)
     onehot = onehot * (labels >= 0).unsqueeze(-1).to(activations.dtype)
-    return torch.einsum("bchw,bcl->blhw", activations, onehot.to(activations.device))
+    return torch.einsum("bchw,bcl->blhw", activations, onehot.to(activations.device)).clamp_min(0)
 
 
 @renamed_parameters(labels="concept_labels")
@@ -39,6 +41,8 @@ def concept_maps(
     ``normalise=False`` keeps the resized sums (e.g. to normalise sub-concepts with their
     parent's bounds, see :func:`sub_concept_maps`).
     """
+    if any(int(s) < 1 for s in (size if isinstance(size, Sequence) else [size])):
+        raise UserError(f"concept_maps: size must be positive (pixels of the output), got {size!r}")
     maps = resize_maps(raw_concept_maps(activations, concept_labels, n_concepts=n_concepts), size)
     return minmax_normalise(maps, 2) if normalise else maps
 
