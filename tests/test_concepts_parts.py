@@ -153,6 +153,8 @@ def test_checkpoint_keys_that_do_not_fit_are_named(tmp_path) -> None:
 
 def test_pooled_head_is_declared_for_timm_pool_and_linear_heads() -> None:
     m = ClassifierModule("test_resnet", pretrained=False, num_classes=6)
+    x = torch.rand(1, 3, 64, 64)
+    m.layout_of(m.net.forward_features(x), x)  # the concept layer's layout is read at the first batch
     a = torch.rand(2, 96, 4, 4)
     ph = m.pooled_head
     assert ph is not None and torch.allclose(ph.linear(ph.pool(a)), m.head(a), atol=1e-6)

@@ -33,8 +33,8 @@ def test_experiments_instantiate(experiment, tmp_path):
         extra = {"input_shape": [3 if experiment == "stl10" else 1, 32, 32]}
     if "n_clusters" in cfg.model and cfg.model.n_clusters is None:  # deep clustering: K (train.py)
         extra["n_clusters"] = 3
-    if extra and experiment in ("concepts_parts", "concepts_mnist"):  # trained classifiers, 64 px
-        extra = {"input_shape": [3 if experiment == "concepts_parts" else 1, 64, 64]}
+    if extra and experiment in ("concepts_parts", "concepts_parts_vit", "concepts_mnist"):  # trained, 64 px
+        extra = {"input_shape": [1 if experiment == "concepts_mnist" else 3, 64, 64]}
     model = hydra.utils.instantiate(cfg.model, **extra)
     assert isinstance(model, LightningModule)
     callbacks = instantiate_callbacks(cfg.callbacks)
