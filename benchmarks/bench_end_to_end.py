@@ -17,7 +17,7 @@ concepts off, figures off; the default with its figures (the concept figures of 
 20 images and the class galleries): what the figures add is its wall time minus the
 figures-off run's at the same folder size.
 
-    python -m benchmarks.bench_end_to_end [--quick] [--repeats 1]
+    python -m benchmarks.bench_end_to_end [--quick] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def backbone_per_photo(n: int, device: str, repeats: int = 3) -> tuple[list[floa
 
 
 def run(args) -> Section:
-    args.repeats = args.repeats or 1
+    args.repeats = args.repeats or 2
     t_start, load0, meter = time.perf_counter(), load_average(), CpuMeter()
     small, large = SIZES_QUICK if args.quick else SIZES
     for n in (small, large):
