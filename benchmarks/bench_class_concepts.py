@@ -4,12 +4,16 @@ Synthetic post-ReLU activations (Gaussian, clipped at 0: ~half the values zero, 
 channel kept) and random per-image partitions into 5 concepts (10 % of the channels
 dropped); a GAP + linear head with 11 classes. What is timed (median of ``--repeats``):
 
-- pass 1 per batch: :meth:`CoAssociation.update` (one class, and the batch spread over 11
-  classes) and :meth:`NMFSample.update`;
+- pass 1 per batch: :meth:`CoAssociation.update` with its counting (one class; and the
+  batch spread over 11 classes, a class's images counted 64 at a time: per batch over 11
+  batches) and :meth:`NMFSample.update`; the pooled numbers the one pass keeps
+  (:meth:`PooledActivations.of`);
 - end of pass 1, per class: :func:`coassociation_concepts` (average linkage on 2048
   channels) and :func:`nmf_channel_groups` (``nmf_max_images`` x 64 rows x 2048);
-- pass 2 per batch: :meth:`ClassConceptScores.update` for the co-association concepts
-  (stability + importance + gallery) and the same with 64 x 64 part masks.
+- the scores per batch: from the pooled numbers (:meth:`ClassConceptScores.update_pooled`,
+  one pass) and from the activations (:meth:`ClassConceptScores.update`, the second pass of
+  a head that is not pooling + linear) for the co-association concepts (stability +
+  importance + gallery), and the latter with 64 x 64 part masks.
 
     python -m benchmarks.bench_class_concepts [--quick] [--repeats 3] [--threads 1]
 """
@@ -27,7 +31,9 @@ import torch
 from benchmarks.common import CpuMeter, Section, Table, load_average, main_single, parser
 from clustercam.explain.concepts.classes.coassociation import CoAssociation, coassociation_concepts
 from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_channel_groups
+from clustercam.explain.concepts.classes.pooled import PooledActivations
 from clustercam.explain.concepts.classes.scores import ClassConceptScores
+from clustercam.explain.concepts.image.ablation import PooledHead
 
 
 def _median_s(fn: Callable[[], object], repeats: int) -> float:
@@ -60,12 +66,18 @@ def rows(args: argparse.Namespace) -> list[tuple[str, str]]:
 
     out = []
     one = CoAssociation(c, 1)
-    out.append(("pass 1: co-association update, batch of one class",
-                f"{_median_s(lambda: one.update(labels, torch.zeros(b)), args.repeats) * 1e3:.0f} ms"))
+    out.append(("pass 1: co-association update and count, batch of one class",
+                f"{_median_s(lambda: (one.update(labels, torch.zeros(b)), one.co), args.repeats) * 1e3:.0f} ms"))
     many = CoAssociation(c, 11)
     spread = torch.arange(b) % 11
-    out.append(("pass 1: co-association update, batch over 11 classes",
-                f"{_median_s(lambda: many.update(labels, spread), args.repeats) * 1e3:.0f} ms"))
+
+    def eleven() -> None:
+        for _ in range(11):
+            many.update(labels, spread)
+        many.co  # noqa: B018 - the pending images counted
+
+    out.append(("pass 1: co-association update and count, batch over 11 classes (11 batches, per batch)",
+                f"{_median_s(eleven, args.repeats) / 11 * 1e3:.0f} ms"))
     out.append(("co-association memory per class (int32 C x C)", f"{one.co[0].nbytes / 2**20:.0f} MiB"))
     sample = NMFSample(n_nmf, seed=0)
     idx = iter(range(10**9))
@@ -86,6 +98,17 @@ def rows(args: argparse.Namespace) -> list[tuple[str, str]]:
     from clustercam.explain.concepts.classes.coassociation import ClassConcepts
 
     concepts = ClassConcepts([0], cc_labels[None], n, torch.tensor([n_img]))
+    linear = torch.nn.Linear(c, 11)
+    with torch.no_grad():
+        linear.weight.copy_(head_w.T)
+        linear.bias.zero_()
+    pooled_head = PooledHead(pool=lambda x: x.mean((2, 3)), linear=linear, checked=True)
+    out.append(("pass 1: the pooled numbers of a batch (one pass)",
+                f"{_median_s(lambda: PooledActivations.of(pooled_head, a, mean_pool=True), args.repeats) * 1e3:.1f} ms"))
+    pooled = PooledActivations.of(pooled_head, a, mean_pool=True)
+    one_pass = ClassConceptScores(concepts, gallery_size=6, map_size=(hw, hw))
+    out.append(("one pass: scores from the pooled numbers (stability, importance, gallery)",
+                f"{_median_s(lambda: one_pass.update_pooled(linear, pooled, labels, torch.zeros(b), torch.arange(b)), args.repeats) * 1e3:.0f} ms"))
     sc = ClassConceptScores(concepts, gallery_size=6)
     out.append(("pass 2: scores update (stability, importance, gallery)",
                 f"{_median_s(lambda: sc.update(head, a, labels, torch.zeros(b), torch.arange(b)), args.repeats) * 1e3:.0f} ms"))

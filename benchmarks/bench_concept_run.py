@@ -324,7 +324,8 @@ def trainer_run(folder: Path, device: str, *overrides: str, metrics: dict | None
                 env_extra: dict | None = None) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of ``python -m clustercam.train experiment=concepts_imagenet``
     over ``folder`` in a fresh process (no logger); ``metrics`` (a dict) receives the run's
-    ``metrics.json``; ``env_extra``: more environment variables for the run."""
+    ``metrics.json`` and its CPU seconds (``process/cpu_seconds``, user + system, every
+    thread); ``env_extra``: more environment variables for the run."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MPLBACKEND": "Agg",
            "PYTHONWARNINGS": "ignore", **(env_extra or {})}
     with tempfile.TemporaryDirectory() as out:
@@ -344,6 +345,7 @@ def trainer_run(folder: Path, device: str, *overrides: str, metrics: dict | None
             return math.nan, math.nan
         if metrics is not None and (Path(out) / "metrics.json").is_file():
             metrics.update(json.loads((Path(out) / "metrics.json").read_text()))
+            metrics["process/cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return wall, usage.ru_maxrss / 1024
 
 

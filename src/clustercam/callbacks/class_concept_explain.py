@@ -105,7 +105,7 @@ class ClassConceptOutputs:
         self.seconds["observe"] += time.perf_counter() - t0
 
     def finish(self, trainer: Trainer, pl_module: LightningModule) -> tuple[dict[str, float], str]:
-        """Every rank (collectives): class concepts, pass 2, files on rank zero; returns the
+        """Every rank (collectives): class concepts, their scores, files on rank zero; returns the
         ``metrics.json`` entries and a section of the concept summary (empty elsewhere)."""
         run, ddp, strategy = self.run, trainer.world_size > 1, trainer.strategy
         if not self.enabled or run is None:

@@ -18,8 +18,8 @@ each): one C x C product per 64 images of a class instead of one per batch and c
 whose C x C cost does not shrink with the few images a batch holds of each class. Counts
 of several accumulators (DDP ranks) add up exactly: :meth:`CoAssociation.state` gives the
 tensors to all-reduce, :meth:`CoAssociation.from_state` rebuilds one from them.
-Scoring the class concepts (stability, importance, gallery) is a second pass over the
-images: :mod:`.class_scores`.
+Scoring the class concepts (stability, importance, gallery): :mod:`.scores`, from the
+first pass's pooled numbers or a second pass over the images (:mod:`.passes`).
 """
 
 from __future__ import annotations

@@ -52,11 +52,11 @@ SOURCES_SCORED = ("coassociation", "nmf")  # the sources with rows and galleries
 def pooled_head_or_none(head: Head, pooled_head: PooledHead | None, activations: Tensor) -> PooledHead | None:
     """The head's pooling + linear form when the class concepts can be scored in one pass.
 
-    ``pooled_head``: what the model declares (e.g. ``ClassifierModule.pooled_head``: timm's
-    pool + fc after the last feature map), checked against ``head`` on these activations
-    (masking channels must commute with the pool; a warning when it does not). None: the
-    class concepts take a second pass over the images. The one place that decides it: a
-    layer-aware test (a layer that feeds more than a pool + linear) replaces this function.
+    ``pooled_head``: what the model declares (``ClassifierModule.pooled_head``: timm's pool
+    and the rest of its head after the final features; None for an intermediate layer),
+    checked against ``head`` on these activations (masking channels must commute with the
+    pool; a warning when it does not). None: the class concepts take a second pass over the
+    images. The one place that decides it.
     """
     return checked_pooled_head(head, pooled_head, activations.detach())
 
@@ -246,7 +246,7 @@ class ClassConceptRun:
             self._set_concepts(cfg, found)
 
     # -- scores: from pass 1 (pooled head) or a second pass ------------------------------------
-    def score_observed(self, chunk_images: int = 1024) -> None:
+    def score_observed(self, chunk_images: int = 256) -> None:
         """The one pass's scores: every observed batch from its pooled numbers (after
         :meth:`finalise`; random controls only with part masks, as in :meth:`score`),
         consecutive batches together up to ``chunk_images`` images (each class concept's
