@@ -30,6 +30,7 @@ from clustercam.explain.hooks import (
     module_dtype,
     resolve_layer,
 )
+from clustercam.explain.layouts import LayoutSpec
 from clustercam.explain.maps import input_maps, minmax_normalise, resize_maps
 
 
@@ -104,6 +105,7 @@ def clam(
     alpha: float = 1.0,
     batch_size: int = 128,
     smooth: bool = False,
+    layout: LayoutSpec = "auto",
 ) -> CLAMResult:
     """CLAM maps (Score-CAM on the Student-t soft assignment) for every sample and cluster.
 
@@ -121,6 +123,10 @@ def clam(
         batch_size: masked inputs per forward pass (bounds memory; >= 1). On a CPU small
             batches run faster per input (cache); on a GPU raise it.
         smooth: moving average of series maps (radius ceil(L / 20)).
+        layout: how the target layer's output is read as channels at positions
+            (:mod:`clustercam.explain.layouts`; ``auto``: a transformer's tokens and a
+            channels-last map as their grid, so each channel of a token layer masks the
+            input as a patch-grid map; a callable overrides the reading).
 
     Returns:
         A :class:`CLAMResult`.
@@ -156,11 +162,11 @@ def clam(
     mu = centroids.detach().to(device=device, dtype=dtype)
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
     with eval_mode(encoder), torch.no_grad():
-        _, probe = forward_with_layer(encoder, layer, x[:1].to(device=device, dtype=dtype))
+        _, probe = forward_with_layer(encoder, layer, x[:1].to(device=device, dtype=dtype), layout=layout)
         step = max(1, batch_size // probe.shape[1])  # samples per chunk: ~batch_size pairs
         for start in range(0, n, step):
             xb = x[start : start + step].to(device=device, dtype=dtype)
-            z, acts = forward_with_layer(encoder, layer, xb)
+            z, acts = forward_with_layer(encoder, layer, xb, layout=layout)
             check_embedding(z, mu)
             s = torch.empty((xb.shape[0], acts.shape[1], k), dtype=dtype, device=device)
             _scores(encoder, xb, acts, mu, alpha, batch_size, s)
