@@ -27,9 +27,9 @@ def test_killed_run_resumes_from_last(tmp_path):
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before it could be killed"
-    assert last.exists(), "no checkpoint after 900 s"
     os.killpg(proc.pid, signal.SIGKILL)  # killed part way through training
     proc.wait()
+    assert last.exists(), "no checkpoint after 900 s"
     assert not (out / "metrics.json").exists()
     done = torch.load(last, weights_only=False)["epoch"]
     assert done < 7
