@@ -110,6 +110,7 @@ def test_multivariate_series_draw_every_channel_in_its_own_strip() -> None:
     ax = fig.axes[0]
     lines = ax.collections[0].get_segments()  # the input: one polyline per channel
     assert len(lines) == 3 and all(len(seg) == L for seg in lines)
+    assert [t for t in titles(fig) if t.startswith("ch ")] == ["ch 0", "ch 1", "ch 2"]
     ranges = [(seg[:, 1].min(), seg[:, 1].max()) for seg in lines]
     assert ranges[0][0] > ranges[1][1] and ranges[1][0] > ranges[2][1]  # channel 0 on top, apart
     for panel in (1, 2, 3):  # C x (L - 1) segments, each channel coloured by the same map
@@ -124,6 +125,7 @@ def test_many_channels_are_capped_and_said_so() -> None:
     maps, channels, importance = planted()
     fig = series_concept_figure(x, maps, channels, importance, title="t", max_channels=4)
     assert len(fig.axes[0].collections[0].get_segments()) == 4
+    assert len([t for t in titles(fig) if t.startswith("ch ")]) == 4
     assert "4 of 15 channels" in fig._suptitle.get_text()
 
 

@@ -166,8 +166,12 @@ def series_concept_figure(
     p = _Panels((width, fh), 1, n + 1, None, left=0.01, right=right, bottom=0.35 / fh,
                 top=1 - top_margin / fh, wspace=0.06)
     _draw(p, 0, 0, strips, None, "input" + (f" ({len(keep)} of {x.shape[0]} ch.)" if note else ""), cmap, alpha)
-    x0, y0 = p.boxes[0, 0, :2]
+    x0, y0, _, y1 = p.boxes[0, 0]
     p.ax.text(x0, y0 - 0.05 / fh, f"time 0 - {x.shape[-1] - 1}", fontsize=7, ha="left", va="top")
+    if x.shape[0] > 1:  # which channel each strip is (channel order, top to bottom)
+        for r, ch in enumerate(keep):
+            p.ax.text(x0 + 0.03 / width, y1 - (y1 - y0) * r / len(keep), f"ch {ch}", fontsize=6,
+                      ha="left", va="top", color="0.4")
     for col, i in enumerate(importance_order(importance), start=1):
         label = f"{names[i]}  n={int(channels[i])}\nI={_fmt(float(importance[i]))}"
         _draw(p, 0, col, strips, heat[i] if channels[i] > 0 else None, label, cmap, alpha)
