@@ -12,9 +12,11 @@ panel, every channel coloured by the concept's one map (a concept map is over ti
 layer's channels, which mix the input's).
 
 Drawn the fast way of the image concept figures (one full-figure axes holds every panel's
-frame, title, band and one ``LineCollection`` per panel; no axes per panel), so a figure of
-many concepts or channels costs about as little as one image figure. The panel titles are the
-texts of ``fig.axes[0]`` in panel order, its collections the panels' lines in the same order.
+frame, title, band and one line collection per panel; no axes per panel), so a figure of
+many concepts or channels costs about as much as one image figure (~0.5 s for 10 concepts of
+a univariate series of length 500, ~1 s with 12 channels, on a loaded 2-core machine). The
+panel titles are the texts of ``fig.axes[0]`` in panel order, its collections the panels'
+lines in the same order.
 :func:`concept_drawers` picks these or the image figures for a display sample.
 """
 
@@ -98,7 +100,8 @@ def _coloured_segments(segments: np.ndarray, values: np.ndarray, cmap: str) -> P
     The colour map has ``N`` colours (256), so the segments are grouped by colour: one
     path of move-to / line-to pairs per colour drawn, each in its colour. Matplotlib builds
     a ``Path`` per segment of a ``LineCollection`` (~30 us each: ~2 s for a 12-channel
-    figure of length 500); this draws the same pixels up to the order of overlapping joins.
+    figure of length 500); this draws the same colours, with round caps so that the
+    separate segments join without gaps.
     """
     cm = plt.get_cmap(cmap)
     level = np.clip((values * cm.N).astype(np.intp), 0, cm.N - 1)  # Colormap.__call__'s index
