@@ -2,11 +2,10 @@
 
 Each finished test / predict batch of :class:`~clustercam.callbacks.concept_explain.ConceptExplainCallback`
 becomes one shard (``shards/rank<r>_i<first index>.pt``: the batch's
-:meth:`~clustercam.explain.concepts.ConceptBatch.tensors`, the figure maps it keeps and, with
-class concepts, what their first pass kept of it:
-:meth:`~clustercam.explain.concepts.classes.passes.ClassConceptRun.batch_state`), and
-the rank's manifest (``shards/manifest_rank<r>.json``) lists the shards with their dataset
-indices and a key of what produced them (the concept settings, the image list, the weights).
+:meth:`~clustercam.explain.concepts.ConceptBatch.tensors`, the figure maps it keeps and what
+the class concepts' pass 1 kept: ``ClassConceptRun.batch_state``), and the rank's manifest
+(``shards/manifest_rank<r>.json``) lists the shards with their dataset indices and a key of
+what produced them (the concept settings, the image list, the weights).
 Both are written atomically, shard first, so a run killed at any moment (SIGTERM, SIGKILL)
 leaves a manifest that names complete shards only. ``resume=true`` reads the manifests,
 evaluates only the images they do not list (:func:`subset_loader`, keeping the dataset
@@ -68,10 +67,14 @@ def merge_maps(parts: Sequence[dict[str, Tensor] | None], k: int | None) -> dict
     return {key: v[:k] for key, v in rows.items()}
 
 
+class ResumedSubset(Subset):
+    """The images a resumed run evaluates (a progress bar names the others: :mod:`.progress`)."""
+
+
 def subset_loader(loader: DataLoader, indices: Sequence[int]) -> DataLoader:
     """``loader`` over the dataset positions ``indices`` only (the dataset still returns its
     own index with every sample), with the same batch size, workers and collate function."""
-    return DataLoader(Subset(loader.dataset, list(indices)), batch_size=loader.batch_size, shuffle=False,
+    return DataLoader(ResumedSubset(loader.dataset, list(indices)), batch_size=loader.batch_size, shuffle=False,
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                       pin_memory=loader.pin_memory, persistent_workers=loader.num_workers > 0)
 
@@ -141,8 +144,7 @@ class ShardStore:
         return chunks, maps
 
     def class_states(self) -> list[dict[str, Tensor]]:
-        """The class concepts' states of the earlier run's batches, by first index (the order
-        one process observed them in)."""
+        """The class concepts' states of the earlier run's batches, by first index."""
         names = sorted(self.found, key=lambda name: min(self.found[name], default=-1))
         states = [torch.load(self.folder / name, weights_only=True).get("classes") for name in names]
         if any(st is None for st in states):
@@ -166,8 +168,7 @@ def open_shards(trainer: Any, pl_module: Any, stage: Any, output_dir: Path, key:
                 resume: bool) -> ShardStore | None:
     """The shard store of a test / predict loop (None for another stage); without ``resume``
     an earlier run's shards are dropped, with it the datamodule's loader of that stage is
-    replaced by one over the unfinished images only. ``key``: what the shards depend on
-    (``settings``: the concept settings; the class concepts' where they are on, ...).
+    replaced by one over the unfinished images only. ``key``: what the shards depend on.
 
     Raises:
         UserError: with ``resume``, for shards of other settings (class concepts' included),
