@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -28,7 +30,7 @@ from clustercam.explain.concepts.classes.coassociation import (
 from clustercam.explain.concepts.classes.passes import ClassConceptRun
 from clustercam.explain.concepts.image.ablation import PooledHead
 from clustercam.runtime.status import read_status
-from tests.helpers.run import train
+from tests.helpers.run import cli, train
 from tests.test_class_concepts_run import CLASS_TINY
 
 CONFIGS = [("cgap", "kmeans", 3), ("cpha", "kmeans", 2)]
@@ -160,3 +162,33 @@ def test_a_run_stopped_half_way_and_resumed_writes_the_class_concepts_of_one_run
     assert sorted(npz[0].files) == sorted(npz[1].files) and len(npz[0].files) > 1
     for name in npz[0].files:
         assert np.array_equal(npz[0][name], npz[1][name]), name
+
+
+@pytest.mark.slow
+def test_ddp_a_run_stopped_half_way_and_resumed_gives_the_one_process_class_concepts(tmp_path) -> None:
+    """2 CPU processes, 13 images in batches of 4: the first batch of each rank done, then
+    resumed (rank zero replays both ranks' shards, 5 images left over the 2 ranks, one
+    repeated by the sampler). Against one uninterrupted process: the per-image rows and the
+    class concepts' channel ids exactly, the float scores to 1e-5 (a rank's batches hold other
+    images than one process's: see tests/test_class_concepts_run.py)."""
+    common = [*RUN, "data.n_test=13", "data.eval_batch_size=4", "callbacks.concepts.figures=false",
+              "print_config=false"]
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"]
+    single, out = tmp_path / "single", tmp_path / "ddp"
+    cli(*common, f"paths.output_dir={single}", f"hydra.run.dir={tmp_path / 'h1'}", timeout=500)
+    cli(*common, *ddp, "+trainer.limit_test_batches=1", f"paths.output_dir={out}", f"hydra.run.dir={tmp_path / 'h2'}",
+        timeout=500)
+    cli(*common, *ddp, "resume=true", f"paths.output_dir={out}", f"hydra.run.dir={tmp_path / 'h3'}", timeout=500)
+    assert read_status(out)["resumed_images"] == 8
+    a, b = (pd.read_csv(d / outputs.CONCEPTS) for d in (single, out))
+    assert len(a) == 13 * 2 and a["image"].tolist() == b["image"].tolist()
+    for name in (outputs.CLASS_CONCEPTS, outputs.CLASS_CONCEPTS_TRUTH):
+        a, b = pd.read_csv(single / name), pd.read_csv(out / name)
+        assert a.shape == b.shape and len(a) > 0
+        floats = [c for c in a.columns if a[c].dtype == float]
+        pd.testing.assert_frame_equal(a.drop(columns=floats), b.drop(columns=floats))
+        for c in floats:
+            for x, y in zip(a[c], b[c]):
+                assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-5, abs=1e-6), (name, c)
+    na, nb = (np.load(d / outputs.CLASS_CONCEPT_CHANNELS) for d in (single, out))
+    assert sorted(na.files) == sorted(nb.files) and all(np.array_equal(na[k], nb[k]) for k in na.files)
