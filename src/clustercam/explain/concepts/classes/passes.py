@@ -182,9 +182,9 @@ class ClassConceptRun:
             warn_class("the NMF baseline needs non-negative activations and these are signed "
                        f"(min {low:.3g}): no NMF class concepts in this run")
             self.sample = None
-        if masked:
-            self.masked = True
-            self._linear_masses = self._linear_masses and low >= 0
+        self.masked = self.masked or masked
+        if masked and low < 0:
+            self._linear_masses = False
 
     def batch_state(self) -> dict[str, Tensor]:
         """What pass 1 kept of the last observed batch, as a flat dict of CPU tensors: its
