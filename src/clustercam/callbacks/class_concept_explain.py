@@ -150,8 +150,8 @@ class ClassConceptOutputs:
         """The scores where the head is not pooling + linear: the evaluated images again."""
         dm, s = getattr(trainer, "datamodule", None), self.settings
         masks = dm.eval_part_masks() if hasattr(dm, "eval_part_masks") else None
-        # the batches pass 1 saw, in order (fewer than the loader's under limit_test_batches / fast_dev_run),
-        again = (batches_again(trainer)(ob.index.tolist()) for ob in self.run.batches[: self._restored])  # replayed
+        # the batches pass 1 saw, in order (fewer than the loader's under limit_test_batches / fast_dev_run);
+        again = (batches_again(trainer)(ob.index.tolist()) for ob in self.run.batches[: self._restored])  # by index
         for seen, batch in zip(self.run.batches, itertools.chain(again, eval_loader(trainer))):
             x, y, idx = trainer.strategy.batch_to_device(batch)[:3]
             if not torch.equal(idx.long().cpu(), seen.index):
