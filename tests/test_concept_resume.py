@@ -1,5 +1,6 @@
 """Resumable concept runs: a run killed half way (SIGTERM, SIGKILL) and resumed with
-``resume=true`` writes the same files as an uninterrupted run; the shard merge on its own."""
+``resume=true`` writes the same files as an uninterrupted run, class concepts' included; the
+shard merge on its own."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -62,7 +64,8 @@ def test_shards_merge_to_the_rows_of_one_run_in_index_order(tmp_path):
 
 N_IMAGES = 30
 ARGS = ["print_config=false", "experiment=concepts_imagenet", "model.pretrained=false",
-        "model.name=test_resnet", "logger=none", "callbacks.concepts.class_concepts=false",
+        "model.name=test_resnet", "logger=none", "callbacks.concepts.class_concepts=true",
+        "callbacks.concepts.nmf_max_images=2", "callbacks.concepts.class_figures=1",
         "data.batch_size=2", "callbacks.concepts.max_figures=3", "callbacks.concepts.control_repeats=3"]
 
 
@@ -126,6 +129,11 @@ def test_a_killed_run_resumed_writes_the_files_of_an_uninterrupted_run(images_an
 
     want, got = _files(whole), _files(out)
     assert sorted(got) == sorted(want) and any(name.endswith(".png") for name in want)
+    assert outputs.CLASS_CONCEPTS in want and any("class_concepts/" in name for name in want)  # its galleries
+    npz = [np.load(d / outputs.CLASS_CONCEPT_CHANNELS) for d in (whole, out)]  # zip times differ: the arrays
+    assert sorted(npz[0].files) == sorted(npz[1].files)
+    for name in npz[0].files:
+        assert np.array_equal(npz[0][name], npz[1][name]), name
     for name in want:
         if name == outputs.CONCEPT_METRICS:  # its seconds column is a timing: every run differs
             a, b = (pd.read_csv(d / name, dtype=str).drop(columns="seconds") for d in (whole, out))

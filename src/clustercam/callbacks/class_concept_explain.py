@@ -9,11 +9,12 @@ finds the class concepts once and scores them from what pass 1 kept (one pass; a
 head: a second walk over the evaluated dataloader); the scores are gathered and rank
 zero writes the class-concept files of the outputs contract (rows, rows against the
 parts, channel ids, galleries: after one pass their maps are recomputed for the gallery
-images alone) and logs them.
+images alone) and logs them. ``resume=true``: rank zero first replays the finished batches.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,8 +26,9 @@ from lightning import LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
+from clustercam.callbacks import evaluated
 from clustercam.callbacks.concept_figures import class_gallery_figures
-from clustercam.callbacks.evaluated import concept_batch, eval_classes, eval_loader, images_again
+from clustercam.callbacks.evaluated import batches_again, concept_batch, eval_classes, eval_loader
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_images, log_table
 from clustercam.callbacks.memory import release_freed_memory
@@ -65,16 +67,16 @@ class ClassConceptOutputs:
             raise UserError(f"class_settings must be a ClassConceptSettings, got {type(class_settings).__name__}")
         if class_figures is not None and (isinstance(class_figures, bool) or int(class_figures) < 0):
             raise UserError(f"class_figures must be >= 0 or null (= every class), got {class_figures!r}")
-        self.class_settings = class_settings
+        self.class_settings, self.class_figures = class_settings, class_figures
         self.settings, self.output_dir, self.enabled = settings, Path(output_dir), bool(enabled)
-        self.class_figures = class_figures
         self.figures, self.style = figures, {"cmap": cmap, "alpha": alpha}
         self.configs = [ConceptConfig(m, settings.algorithms[0], settings.n_list[0]) for m in settings.methods]
+        self.store: Any = None  # the concept callback's ShardStore (resume=true: the batches done)
         self.reset()
 
     def reset(self) -> None:
         self.run: ClassConceptRun | None = None
-        self._seen, self.seconds = 0, {"observe": 0.0}  # wall time per step (metrics.json)
+        self._seen, self._restored, self.seconds = 0, 0, {"observe": 0.0}  # seconds: metrics.json
         self.recomputed = 0  # images whose activations the galleries' maps took again (one pass)
 
     def _groups(self, y: Tensor) -> Tensor:
@@ -98,11 +100,18 @@ class ClassConceptOutputs:
                 pl_module.head, getattr(pl_module, "pooled_head", None), a)
             self.run = ClassConceptRun(self.class_settings, self.configs, a.shape[1], len(self._classes),
                                        map_size=a.shape[-2:], pooled_head=pooled)
+            if self.store is not None and self.store.found and trainer.is_global_zero:  # a killed run's shards
+                self.run.replay(self.store.class_states())
+                self._restored = len(self.run.batches)
         keep = unpadded(trainer, self._seen, len(y), len(eval_loader(trainer).dataset))
         self._seen += len(y)
         parts, t = {c: concept_labels[c] for c in self.configs}, None if self.settings.target == "label" else pred
         self.run.observe(a, parts, self._groups(y), idx, keep, targets=(y if t is None else t).long(), masks=masks)
         self.seconds["observe"] += time.perf_counter() - t0
+
+    def batch_state(self) -> dict[str, Tensor] | None:
+        """What pass 1 kept of the last batch, for its shard (None when off)."""
+        return self.run.batch_state() if self.enabled and self.run is not None else None
 
     def finish(self, trainer: Trainer, pl_module: LightningModule) -> tuple[dict[str, float], str]:
         """Every rank (collectives): class concepts, their scores, files on rank zero; returns the
@@ -141,8 +150,9 @@ class ClassConceptOutputs:
         """The scores where the head is not pooling + linear: the evaluated images again."""
         dm, s = getattr(trainer, "datamodule", None), self.settings
         masks = dm.eval_part_masks() if hasattr(dm, "eval_part_masks") else None
-        # the batches pass 1 saw, in order: fewer than the loader's under limit_test_batches / fast_dev_run
-        for seen, batch in zip(self.run.batches, eval_loader(trainer)):
+        # the batches pass 1 saw, in order (fewer than the loader's under limit_test_batches / fast_dev_run);
+        again = (batches_again(trainer)(ob.index.tolist()) for ob in self.run.batches[: self._restored])  # by index
+        for seen, batch in zip(self.run.batches, itertools.chain(again, eval_loader(trainer))):
             x, y, idx = trainer.strategy.batch_to_device(batch)[:3]
             if not torch.equal(idx.long().cpu(), seen.index):
                 raise RuntimeError("class concepts: the second pass over the evaluated dataloader met "
@@ -182,7 +192,7 @@ class ClassConceptOutputs:
             if run.one_pass:  # the maps of the gallery images only
                 t0 = time.perf_counter()
                 batch = getattr(eval_loader(trainer), "batch_size", None) or 16
-                self.recomputed = run.fill_gallery_maps(images_again(trainer, pl_module), shown, batch)
+                self.recomputed = run.fill_gallery_maps(evaluated.images_again(trainer, pl_module), shown, batch)
                 self.seconds["gallery_maps"] = time.perf_counter() - t0
             galleries = [g for g in run.galleries(names) if g.group in set(shown)]
             paths = class_gallery_figures(galleries, dm, names, self.configs, out, **self.style)

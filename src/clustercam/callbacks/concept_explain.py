@@ -49,7 +49,7 @@ class ConceptExplainCallback(Callback):
             ``class_settings`` (default: :class:`ClassConceptSettings` with this ``seed``);
             ``class_figures``: galleries of the first classes only (None: all).
         resume: skip the images whose results a killed run in ``output_dir`` left in its shards
-            (:mod:`.concept_shards`, written by every run); not yet with class concepts.
+            (:mod:`.concept_shards`, written by every run), class concepts' included.
         layer: the classifier's module (dotted name; None: its final features) whose output is
             clustered; set on the model when the run starts (a bad name fails before training).
         layout: how that output is read (``auto``, ``nchw``, ``nhwc``, ``tokens``, ``ncl``).
@@ -102,9 +102,9 @@ class ConceptExplainCallback(Callback):
             if not hasattr(pl_module, "set_concept_layer"):
                 raise UserError(f"callbacks.concepts.layer needs a classifier_module model, not {type(pl_module).__name__}")
             pl_module.set_concept_layer(self.layer, self.layout)
-        key = {"settings": self.settings, "figures": self.figures, "max_figures": self.max_figures,
-               "layer": self.layer, "layout": self.layout}  # what the shards' rows depend on
-        self._store = open_shards(trainer, pl_module, stage, self.output_dir, key, self.resume, self.classes.enabled)
+        key = {"settings": self.settings, "figures": self.figures, "max_figures": self.max_figures, "layer": self.layer,
+               "layout": self.layout, "classes": self.classes.enabled and self.classes.class_settings}  # shards' key
+        self._store = self.classes.store = open_shards(trainer, pl_module, stage, self.output_dir, key, self.resume)
 
     # -- per batch (every rank) ---------------------------------------------------------------
     def _reset(self, *args: Any) -> None:
@@ -142,7 +142,7 @@ class ConceptExplainCallback(Callback):
         self._maps = keep_lowest(self._maps, kept, self.max_figures) if self.figures else None
         self._chunks.append(chunk.replace(maps=None, sub_maps=None, degenerate=None, concept_labels=None,
                                           idx=idx.cpu(), paint_out=paint_out))
-        _ = self._store and self._store.write(self._chunks[-1], kept)  # on disk, for resume=true
+        _ = self._store and self._store.write(self._chunks[-1], kept, self.classes.batch_state())  # resume=true
         release_freed_memory()  # else the heap grows ~0.75 MB per image (see callbacks.memory)
 
     # -- epoch end ---------------------------------------------------------------------------

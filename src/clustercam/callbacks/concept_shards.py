@@ -2,14 +2,16 @@
 
 Each finished test / predict batch of :class:`~clustercam.callbacks.concept_explain.ConceptExplainCallback`
 becomes one shard (``shards/rank<r>_i<first index>.pt``: the batch's
-:meth:`~clustercam.explain.concepts.ConceptBatch.tensors` and the figure maps it keeps), and
-the rank's manifest (``shards/manifest_rank<r>.json``) lists the shards with their dataset
-indices and a key of what produced them (the concept settings, the image list, the weights).
+:meth:`~clustercam.explain.concepts.ConceptBatch.tensors`, the figure maps it keeps and what
+the class concepts' pass 1 kept: ``ClassConceptRun.batch_state``), and the rank's manifest
+(``shards/manifest_rank<r>.json``) lists the shards with their dataset indices and a key of
+what produced them (the concept settings, the image list, the weights).
 Both are written atomically, shard first, so a run killed at any moment (SIGTERM, SIGKILL)
 leaves a manifest that names complete shards only. ``resume=true`` reads the manifests,
 evaluates only the images they do not list (:func:`subset_loader`, keeping the dataset
-indices) and merges old and new rows by index (:func:`by_index`): the same rows, in the same
-order, as one uninterrupted run.
+indices), merges old and new rows by index (:func:`by_index`) and gives the class concepts
+the old batches' states to replay (:meth:`ShardStore.class_states`): the same rows, in the
+same order, and the same class concepts as one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -65,10 +67,14 @@ def merge_maps(parts: Sequence[dict[str, Tensor] | None], k: int | None) -> dict
     return {key: v[:k] for key, v in rows.items()}
 
 
+class ResumedSubset(Subset):
+    """The images a resumed run evaluates (a progress bar names the others: :mod:`.progress`)."""
+
+
 def subset_loader(loader: DataLoader, indices: Sequence[int]) -> DataLoader:
     """``loader`` over the dataset positions ``indices`` only (the dataset still returns its
     own index with every sample), with the same batch size, workers and collate function."""
-    return DataLoader(Subset(loader.dataset, list(indices)), batch_size=loader.batch_size, shuffle=False,
+    return DataLoader(ResumedSubset(loader.dataset, list(indices)), batch_size=loader.batch_size, shuffle=False,
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                       pin_memory=loader.pin_memory, persistent_workers=loader.num_workers > 0)
 
@@ -113,11 +119,13 @@ class ShardStore:
                 self._mine = dict(entry["shards"])
         return {i for idx in self.found.values() for i in idx}
 
-    def write(self, chunk: ConceptBatch, maps: dict[str, Tensor] | None) -> Path:
-        """One finished batch: its shard, then this rank's manifest naming it."""
+    def write(self, chunk: ConceptBatch, maps: dict[str, Tensor] | None,
+              classes: dict[str, Tensor] | None = None) -> Path:
+        """One finished batch (``classes``: the class concepts' state of it, or None): its
+        shard, then this rank's manifest naming it."""
         idx = [int(i) for i in chunk.idx]
         name = f"rank{self.rank}_i{min(idx):08d}.pt"
-        payload = {"tensors": chunk.tensors(), "maps": maps}
+        payload = {"tensors": chunk.tensors(), "maps": maps, "classes": classes}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         path = outputs.atomic_write(self.folder / name, lambda fh: fh.write(buffer.getvalue()), mode="wb")
@@ -135,6 +143,14 @@ class ShardStore:
             maps.append(payload["maps"])
         return chunks, maps
 
+    def class_states(self) -> list[dict[str, Tensor]]:
+        """The class concepts' states of the earlier run's batches, by first index."""
+        names = sorted(self.found, key=lambda name: min(self.found[name], default=-1))
+        states = [torch.load(self.folder / name, weights_only=True).get("classes") for name in names]
+        if any(st is None for st in states):
+            raise UserError(f"resume=true: the shards in {self.folder} have no class concepts' state")
+        return states
+
     def merged(self, data: ConceptBatch, maps: dict[str, Tensor] | None, k: int | None) -> ConceptBatch:
         """``data`` (this run's gathered rows, ``maps`` its figure maps or None) with the rows
         and maps of the earlier run's shards, by index: one uninterrupted run's batch."""
@@ -149,14 +165,14 @@ class ShardStore:
 
 
 def open_shards(trainer: Any, pl_module: Any, stage: Any, output_dir: Path, key: dict[str, Any],
-                resume: bool, class_concepts: bool) -> ShardStore | None:
+                resume: bool) -> ShardStore | None:
     """The shard store of a test / predict loop (None for another stage); without ``resume``
     an earlier run's shards are dropped, with it the datamodule's loader of that stage is
-    replaced by one over the unfinished images only.
+    replaced by one over the unfinished images only. ``key``: what the shards depend on.
 
     Raises:
-        UserError: with ``resume``, for shards of other settings, images or weights, or
-            finished images when class concepts are on (they need every image's activations).
+        UserError: with ``resume``, for shards of other settings (class concepts' included),
+            images or weights.
     """
     stage = str(getattr(stage, "value", stage))  # Lightning passes a TrainerFn
     if stage not in ("test", "predict"):
@@ -171,9 +187,6 @@ def open_shards(trainer: Any, pl_module: Any, stage: Any, output_dir: Path, key:
         store.clear()
         return store
     done = store.read()
-    if done and class_concepts:
-        raise UserError("resume=true does not cover class concepts yet (callbacks.concepts.class_concepts="
-                        "true): run again with resume=false, or class_concepts=false")
     todo = [i for i in range(n) if i not in done]
     if not todo and n:  # all done (killed while writing the files): redo the last shard's
         todo = sorted(store.found.pop(max(store.found, key=lambda name: max(store.found[name]))))

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from lightning import LightningModule, Trainer
 from torch import Tensor
+from torch.utils.data import Subset
 
 
 def eval_loader(trainer: Trainer) -> Any:
@@ -18,9 +19,16 @@ def eval_loader(trainer: Trainer) -> Any:
     return loaders[0] if isinstance(loaders, list | tuple) else loaders
 
 
+def eval_dataset(trainer: Trainer) -> Any:
+    """The evaluated dataset, whole: a resumed run's loader covers the unfinished images only
+    (a ``Subset``), but the classes and the images again by index are the dataset's."""
+    ds = eval_loader(trainer).dataset
+    return ds.dataset if isinstance(ds, Subset) else ds
+
+
 def eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
     """The classes of the evaluated images (sorted) and a name for each."""
-    ds = eval_loader(trainer).dataset
+    ds = eval_dataset(trainer)
     y = getattr(ds, "y", getattr(ds, "targets", None))
     if y is None:
         raise RuntimeError(f"class concepts need the evaluated dataset's labels: {type(ds).__name__} "
@@ -33,19 +41,29 @@ def eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
     return classes, names
 
 
+def batches_again(trainer: Trainer) -> Callable[[list[int]], Any]:
+    """``indices -> batch`` (on the model's device) of evaluated images, read from the
+    evaluated dataset through its loader's collate function."""
+    loader, ds = eval_loader(trainer), eval_dataset(trainer)
+
+    def batch_of(index: list[int]) -> Any:
+        batch = trainer.strategy.batch_to_device(loader.collate_fn([ds[i] for i in index]))
+        if [int(i) for i in batch[2]] != list(index):
+            raise RuntimeError(f"class concepts: the evaluated dataset gave images {batch[2].tolist()} "
+                               f"for the indices {list(index)}")
+        return batch
+
+    return batch_of
+
+
 def images_again(trainer: Trainer, pl_module: LightningModule) -> Callable[[list[int]], Tensor]:
-    """``indices -> activations`` (``pl_module.features``) of evaluated images, read from the
-    evaluated dataset through its loader's collate function: a few images, not a pass."""
-    loader = eval_loader(trainer)
+    """``indices -> activations`` (``pl_module.features``) of evaluated images
+    (:func:`batches_again`): a few images, not a pass."""
+    batch_of = batches_again(trainer)
 
     @torch.no_grad()
     def activations_of(index: list[int]) -> Tensor:
-        batch = loader.collate_fn([loader.dataset[i] for i in index])
-        x, _, got = trainer.strategy.batch_to_device(batch)[:3]
-        if [int(i) for i in got] != list(index):
-            raise RuntimeError(f"class concepts: the evaluated dataset gave images {got.tolist()} "
-                               f"for the indices {list(index)}")
-        return pl_module.features(x)
+        return pl_module.features(batch_of(index)[0])
 
     return activations_of
 

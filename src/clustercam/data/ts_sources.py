@@ -138,9 +138,11 @@ def load_split_raw(
     source: str = "auto",
     seed: int = 0,
     download_timeout: float = 20.0,
+    on_bad_file: str = "error",
 ) -> SeriesSplit:
     """One split of a UCR / UEA dataset as it is stored (not yet normalised), resolved in
-    the order of the module docstring (``source`` restricts it to one kind)."""
+    the order of the module docstring (``source`` restricts it to one kind); from a file,
+    ``on_bad_file="skip"`` leaves its rows that cannot be read out."""
     if source not in SOURCES:
         raise UserError(f"unknown UCR source {source!r}; choose one of {SOURCES}")
     if split not in ("train", "test"):
@@ -149,7 +151,7 @@ def load_split_raw(
     if source in ("auto", "archive") and root is not None:
         path = split_file(root, name, split)
         if path is not None:
-            return read_split(path)
+            return read_split(path, on_bad_file)
         if source == "archive":
             raise DatasetUnavailableError(unavailable_message(name, root, "no archive file"))
     elif source == "archive":
@@ -179,6 +181,6 @@ def load_split_raw(
         raise DatasetUnavailableError(
             unavailable_message(name, root, "the downloaded archive has no split files")
         )
-    loaded = read_split(path)
+    loaded = read_split(path, on_bad_file)
     loaded.origin = "download"
     return loaded

@@ -17,9 +17,11 @@ import urllib.request  # noqa: F401 (tests patch clustercam.data.ucr.urllib.requ
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from clustercam.data.base import ClusterDataModule
+from clustercam.data.image_files import SkippedInput, check_on_bad_file
 from clustercam.data.ts_files import SeriesSplit
 from clustercam.data.ts_prepare import MISSING, VARIABLE_LENGTH, prepare_splits, znormalise
 from clustercam.data.ts_sources import (
@@ -68,13 +70,16 @@ class UCRDataModule(ClusterDataModule):
             longest), ``pad`` (zeros at the end), ``truncate`` (to the shortest) or ``error``.
         missing: missing values (NaN, ``?`` in ``.ts`` files): ``interpolate`` (linearly,
             per channel) or ``error`` (see :mod:`clustercam.data.ts_prepare`).
+        on_bad_file: a row of an archive file that cannot be read: ``error`` (the message
+            names the file and row) or ``skip`` (left out with one warning line each, listed
+            in :attr:`skipped_inputs`, so in the run's ``skipped_inputs.csv``).
         **kwargs (Any): the keys every clustercam datamodule takes
             (:class:`~clustercam.data.base.ClusterDataModule`: ``batch_size``,
             ``eval_batch_size``, ``num_workers``, ``eval_split``, ``max_samples``,
             ``pin_memory``).
 
     Raises:
-        UserError: an unknown source, variable_length or missing.
+        UserError: an unknown source, variable_length, missing or on_bad_file.
 
     Example:
         >>> from clustercam.data.ucr import UCRDataModule
@@ -96,6 +101,7 @@ class UCRDataModule(ClusterDataModule):
         download_timeout: float = 20.0,
         variable_length: str = "resample",
         missing: str = "interpolate",
+        on_bad_file: str = "error",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -114,18 +120,33 @@ class UCRDataModule(ClusterDataModule):
         self.download_timeout = download_timeout
         self.variable_length = variable_length
         self.missing = missing
+        self.on_bad_file = check_on_bad_file(on_bad_file)
         self.classes: np.ndarray | None = None
         self.sources: dict[str, str] = {}
         self._prepared: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self._skipped: list[SkippedInput] = []
+
+    @property
+    def skipped_inputs(self) -> list[SkippedInput]:
+        """The rows left out (``on_bad_file="skip"``): the archive is read here, before training."""
+        if self._prepared is None and self.on_bad_file == "skip":
+            self._prepared = self._read_all()
+        return self._skipped
 
     def _read_all(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raw: dict[str, SeriesSplit] = {}
+        warn, self._skipped = log.warning if rank_zero_only.rank == 0 else log.debug, []  # once, not per rank
         for split in ("train", "test"):
             raw[split] = load_split_raw(self.name, split, self.data_root, self.source, self.seed,
-                                        self.download_timeout)
+                                        self.download_timeout, self.on_bad_file)
+            for where, reason in raw[split].skipped:
+                warn("skipping %s: %s", where, reason)
+                self._skipped.append(SkippedInput(where, reason))
             origin, where = raw[split].origin, raw[split].where
             self.sources[split] = where if where == origin else f"{origin} {where}"
             log.info("%s %s split from %s", self.name, split, self.sources[split])
+        if self._skipped:
+            warn("%d rows of %s skipped: they cannot be read", len(self._skipped), self.name)
         x = prepare_splits(raw, self.variable_length, self.missing, name=self.name)
         self.classes = class_order(np.concatenate([raw[s].labels for s in raw]))
         index = {label: i for i, label in enumerate(self.classes.tolist())}

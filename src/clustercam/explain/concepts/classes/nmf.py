@@ -75,9 +75,11 @@ class NMFSample:
         self.max_images, self.seed, self.scope = int(max_images), int(seed), scope
         self._chunks: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {}
 
-    def _add(self, group: int, key: Tensor, idx: Tensor, acts: Tensor) -> None:
+    def _add(self, group: int, key: Tensor, idx: Tensor, acts: Tensor) -> Tensor:
+        """Offer a group's rows; returns which of them the sample took (bool)."""
         chunks = self._chunks.setdefault(group, [])
         stored = sum(len(c[0]) for c in chunks)
+        new = torch.ones(len(key), dtype=torch.bool)
         if stored >= self.max_images:  # only images that can still enter
             keys = torch.cat([c[0] for c in chunks])
             cut = torch.kthvalue(keys, self.max_images).values
@@ -87,6 +89,7 @@ class NMFSample:
             chunks.append((key, idx, acts))
         if stored + len(key) > 2 * self.max_images:
             self._compact(group)
+        return new
 
     def _compact(self, group: int) -> tuple[Tensor, Tensor, Tensor]:
         chunks = self._chunks.get(group, [])
@@ -98,24 +101,29 @@ class NMFSample:
         return self._chunks[group][0]
 
     @torch.no_grad()
-    def update(self, activations: Tensor, classes: Tensor, index: Tensor, keep: Tensor | None = None) -> None:
-        """Offer B images (``activations`` B x C x H x W, their classes and dataset indices)."""
+    def update(self, activations: Tensor, classes: Tensor, index: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Offer B images (``activations`` B x C x H x W, their classes and dataset indices);
+        returns which of them the sample took (B bool): the only rows a later sample can hold,
+        so a killed run's shards keep those alone (``resume=true``)."""
         if activations.ndim != 4:
             raise UserError(f"activations must be B x C x H x W, got {tuple(activations.shape)}")
         classes = torch.as_tensor(classes).view(-1).long().cpu()
         index = torch.as_tensor(index).view(-1).long().cpu()
         if not len(classes) == len(index) == len(activations):
             raise UserError(f"{len(activations)} images, {len(classes)} classes, {len(index)} indices")
+        taken = torch.zeros(len(index), dtype=torch.bool)
+        at = torch.arange(len(index))
         if keep is not None:
             keep = torch.as_tensor(keep, dtype=torch.bool).view(-1).cpu()
-            activations, classes, index = activations[keep.to(activations.device)], classes[keep], index[keep]
+            activations, classes, index, at = activations[keep.to(activations.device)], classes[keep], index[keep], at[keep]
         if self.scope == "dataset":
             classes = torch.full_like(classes, DATASET)
         key = sample_keys(index, self.seed)
         acts = activations.detach().float().cpu()
         for g in classes.unique().tolist():
             rows = classes == g
-            self._add(int(g), key[rows], index[rows], acts[rows])
+            taken[at[rows][self._add(int(g), key[rows], index[rows], acts[rows])]] = True
+        return taken
 
     def groups(self) -> list[int]:
         return sorted(self._chunks)

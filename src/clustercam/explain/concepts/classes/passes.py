@@ -25,7 +25,7 @@ process the reductions are skipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,19 +152,12 @@ class ClassConceptRun:
         for cfg, labels in partitions.items():
             self.co[tuple(cfg)].update(labels, classes, keep)
         a = activations.detach()
-        if self.sample is not None and a.numel() and bool(a.min() < 0):  # signed (transformer tokens)
-            warn_class("the NMF baseline needs non-negative activations and these are signed "
-                       f"(min {float(a.min()):.3g}): no NMF class concepts in this run")
-            self.sample = None
-        if self.sample is not None:
-            self.sample.update(activations, classes, index, keep)
+        low = float(a.min()) if a.numel() else 0.0
+        self._note(low, masks is not None)
+        taken = None if self.sample is None else self.sample.update(activations, classes, index, keep)
         if self.map_size is None:
             self.map_size = tuple(a.shape[-2:])
         pooled = None
-        if masks is not None:
-            self.masked = True
-            if a.numel() and bool(a.min() < 0):  # the clip of the relevance mass matters: two passes
-                self._linear_masses = False
         if self.pooled_head is not None and self._linear_masses:
             if self._mean_pool is None:
                 self._mean_pool = is_mean_pool(self.pooled_head.pool(a), a)
@@ -175,6 +168,59 @@ class ClassConceptRun:
             torch.as_tensor(classes).view(-1).long().cpu(),
             {ConceptConfig(*cfg): _small(labels) for cfg, labels in partitions.items()},
             None if targets is None else torch.as_tensor(targets).view(-1).long().cpu(), pooled))
+        sampled = {} if taken is None else {"idx": self.batches[-1].index[taken],
+                                            "classes": self.batches[-1].classes[taken],
+                                            "activations": a[taken.to(a.device)].float().cpu()}
+        self._last = {"min": torch.tensor(low), "masked": torch.tensor(masks is not None),
+                      **{f"sampled/{k}": v for k, v in sampled.items()}}
+
+    def _note(self, low: float, masked: bool) -> None:
+        """A batch's smallest activation ``low`` and whether it has part masks: signed
+        activations (transformer tokens) drop the NMF baseline and, with part masks, the
+        one pass (the clip of the relevance mass matters)."""
+        if self.sample is not None and low < 0:
+            warn_class("the NMF baseline needs non-negative activations and these are signed "
+                       f"(min {low:.3g}): no NMF class concepts in this run")
+            self.sample = None
+        self.masked = self.masked or masked
+        if masked and low < 0:
+            self._linear_masses = False
+
+    def batch_state(self) -> dict[str, Tensor]:
+        """What pass 1 kept of the last observed batch, as a flat dict of CPU tensors: its
+        :class:`ObservedBatch`, the rows the NMF sample took of it (the only ones a later
+        sample can hold) and what :meth:`_note` needs. :meth:`replay` adds it to another
+        run as :meth:`observe` added it to this one, without the images: a killed run's
+        shards (``resume=true``)."""
+        ob = self.batches[-1]
+        state = {"index": ob.index, "classes": ob.classes, **self._last,
+                 **{f"partition/{i}": ob.partitions[c] for i, c in enumerate(self.configs) if c in ob.partitions}}
+        state.update({k: v for k, v in (("keep", ob.keep), ("targets", ob.targets)) if v is not None})
+        if ob.pooled is not None:
+            state["pooled/positions"] = torch.tensor(ob.pooled.positions)
+            state.update({f"pooled/{k}": v for k, v in vars(ob.pooled).items() if isinstance(v, Tensor)})
+        return state
+
+    def replay(self, states: Iterable[Mapping[str, Tensor]]) -> None:
+        """Add the batches an earlier run observed, from their :meth:`batch_state` s, in
+        order: the same counts, NMF sample and observed batches as :meth:`observe` on
+        their images."""
+        for state in states:
+            self._replay(state)
+
+    def _replay(self, state: Mapping[str, Tensor]) -> None:
+        parts = {c: state[f"partition/{i}"] for i, c in enumerate(self.configs) if f"partition/{i}" in state}
+        ob = ObservedBatch(state["index"], state.get("keep"), state["classes"], parts, state.get("targets"))
+        if "pooled/pooled" in state:
+            ob.pooled = PooledActivations(state["pooled/pooled"], state.get("pooled/sums"),
+                                          int(state["pooled/positions"]), state.get("pooled/regions"),
+                                          state.get("pooled/present"))
+        for cfg, labels in parts.items():
+            self.co[cfg].update(labels, ob.classes, ob.keep)
+        self._note(float(state["min"]), bool(state["masked"]))
+        if self.sample is not None and "sampled/idx" in state:
+            self.sample.update(state["sampled/activations"], state["sampled/classes"], state["sampled/idx"])
+        self.batches.append(ob)
 
     @property
     def one_pass(self) -> bool:
