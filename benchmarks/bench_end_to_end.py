@@ -2,7 +2,7 @@
 
 Runs: ``python -m clustercam.train experiment=concepts_imagenet model.pretrained=false
 logger=none`` (random-weight ``nf_resnet50`` at 256 px, 2048 x 8 x 8 activations) in a
-fresh process over two folders of crops of the 11 shared photos
+fresh process over two folders of crops of the photos of ``--photos`` (the 11 shared photos)
 (``bench_concept_run.photo_folder``: 11 and 110 photos, 1 and 10 per class). The marginal
 cost of one photo is the difference of the two runs' wall times over the difference of
 their sizes: the interpreter, model and Lightning start-up, the clustering of each class's
@@ -17,12 +17,16 @@ concepts off, figures off; the default with its figures (the concept figures of 
 20 images and the class galleries): what the figures add is its wall time minus the
 figures-off run's at the same folder size.
 
-    python -m benchmarks.bench_end_to_end [--quick] [--repeats 2]
+    python -m benchmarks.bench_end_to_end [--quick] [--repeats 2] [--photos FOLDER]
+
+``--photos``: the folder of ``<synset>/*.JPEG`` photos to crop (default: the 11 shared
+photos, ``/work/shared/data/imagenet-11``); the package itself reads no fixed folder.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -51,10 +55,10 @@ DEFAULT, NO_CLASSES, FIGURES = CASES
 CLASS_STEPS = ("observe", "finalise", "score", "gallery_maps", "write")
 
 
-def backbone_per_photo(n: int, device: str, repeats: int = 3) -> tuple[list[float], list[float]]:
+def backbone_per_photo(folder: Path, n: int, device: str, repeats: int = 3) -> tuple[list[float], list[float]]:
     """Wall and CPU seconds (every thread of this process) per photo of ``forward_features``
-    over the ``n``-photo folder, ``repeats`` times each."""
-    batches, _ = load_photos(photo_folder(n), device)
+    over the ``n`` photos of ``folder``, ``repeats`` times each."""
+    batches, _ = load_photos(folder, device)
     model = make_model(device)
     wall, cpu = [], []
     with torch.no_grad():
@@ -73,10 +77,9 @@ def run(args) -> Section:
     args.repeats = args.repeats or 2
     t_start, load0, meter = time.perf_counter(), load_average(), CpuMeter()
     small, large = SIZES_QUICK if args.quick else SIZES
-    for n in (small, large):
-        photo_folder(n)
+    folders = {n: photo_folder(n, source=getattr(args, "photos", None)) for n in (small, large)}
     loads = [load_average()]
-    bb, bb_cpu = backbone_per_photo(large, args.device)
+    bb, bb_cpu = backbone_per_photo(folders[large], large, args.device)
     walls: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     rss: dict[tuple[str, int], float] = {}
@@ -87,13 +90,13 @@ def run(args) -> Section:
             shift = r % len(names)
             for name in names[shift:] + names[:shift]:  # interleaved, the first case rotating
                 m: dict = {}
-                wall, peak = trainer_run(photo_folder(n), args.device, *CASES[name], metrics=m)
+                wall, peak = trainer_run(folders[n], args.device, *CASES[name], metrics=m)
                 walls.setdefault((name, n), []).append(wall)
                 cpus.setdefault((name, n), []).append(m.get("process/cpu_seconds", float("nan")))
                 rss[(name, n)] = max(rss.get((name, n), 0.0), peak)
                 metrics[(name, n)] = m
                 loads.append(load_average())
-    more, more_cpu = backbone_per_photo(large, args.device)
+    more, more_cpu = backbone_per_photo(folders[large], large, args.device)
     bb, bb_cpu = bb + more, bb_cpu + more_cpu
     per_bb, per_bb_cpu = median(bb), median(bb_cpu)
 
