@@ -18,6 +18,7 @@ concepts off, figures off; the default with its figures (the concept figures of 
 figures-off run's at the same folder size.
 
     python -m benchmarks.bench_end_to_end [--quick] [--repeats 2] [--photos FOLDER]
+    python -m benchmarks.bench_end_to_end --memory 1000,2000,10000:test_resnet [--links /tmp/x]
 
 ``--photos``: the folder of ``<synset>/*.JPEG`` photos to crop (default: the 11 shared
 photos, ``/work/shared/data/imagenet-11``); the package itself reads no fixed folder.
@@ -30,7 +31,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_concept_run import load_photos, make_model, photo_folder, trainer_run
+from benchmarks.bench_concept_run import (
+    IMAGES,
+    MODEL,
+    load_photos,
+    make_model,
+    photo_folder,
+    trainer_run,
+)
 from benchmarks.common import (
     CpuMeter,
     Headline,
@@ -153,6 +161,48 @@ def run(args) -> Section:
                    load_average(), time.perf_counter() - t_start, args.device, args.quick, meter.others())
 
 
+def linked_folder(n: int, source: Path, root: Path) -> Path:
+    """``root/linked-n/<synset>/<name>_<j>.JPEG``: n symbolic links to the photos of
+    ``source``, repeated (no copies: 10,000 photos cost no disk)."""
+    files = sorted(source.glob("n*/*.JPEG"))
+    if not files:
+        raise FileNotFoundError(f"no images under {source}")
+    out = root / f"linked-{n}"
+    if out.is_dir() and sum(1 for _ in out.glob("*/*.JPEG")) == n:
+        return out
+    for j in range(n):
+        f = files[j % len(files)]
+        link = out / f.parent.name / f"{f.stem}_{j:05d}.JPEG"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(f.resolve())
+    return out
+
+
+def memory(plan: list[tuple[int, str]], source: Path, root: Path, device: str) -> None:
+    """Peak RSS of the default experiment (figures and class concepts on) over folders of
+    ``n`` links to the photos of ``source``, model by model; prints a markdown row a run."""
+    print("| photos | model | wall time | per photo | peak RSS | passes | load (1 min) |", flush=True)
+    for n, name in plan:
+        folder = linked_folder(n, source, root)
+        extra = [] if name == MODEL else [f"model.name={name}", f"data.model_name={MODEL}"]
+        m: dict = {}
+        load0 = load_average()
+        wall, rss = trainer_run(folder, device, *extra, metrics=m)
+        print(f"| {n:,} | `{name}` | {fmt_s(wall)} | {fmt_s(wall / n)} | {fmt_mib(rss)} | "
+              f"{m.get('class_concepts/passes', '–')} | {load0:.2f}–{load_average():.2f} |", flush=True)
+
+
 if __name__ == "__main__":
-    main_single("clustercam benchmark: the concepts experiment end to end", run,
-                parser(__doc__.splitlines()[0]).parse_args())
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--memory", default=None,
+                   help="instead of the timings: peak RSS runs, e.g. 1000,2000 or 10000:test_resnet "
+                        "(N[:model], default model nf_resnet50), over folders of links under --links")
+    p.add_argument("--links", default="/tmp/clustercam-linked", help="where the folders of links go")
+    args = p.parse_args()
+    if args.memory:
+        plan = [(int(item.split(":")[0]), item.split(":")[1] if ":" in item else MODEL)
+                for item in args.memory.split(",")]
+        memory(plan, Path(args.photos or IMAGES), Path(args.links), args.device)
+    else:
+        main_single("clustercam benchmark: the concepts experiment end to end", run, args)
