@@ -27,6 +27,7 @@ photos, ``/work/shared/data/imagenet-11``); the package itself reads no fixed fo
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -84,28 +85,43 @@ def backbone_per_photo(folder: Path, n: int, device: str, repeats: int = 3) -> t
 def run(args) -> Section:
     args.repeats = args.repeats or 2
     t_start, load0, meter = time.perf_counter(), load_average(), CpuMeter()
+    saved_threads = torch.get_num_threads()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     small, large = SIZES_QUICK if args.quick else SIZES
     folders = {n: photo_folder(n, source=getattr(args, "photos", None)) for n in (small, large)}
     loads = [load_average()]
-    bb, bb_cpu = backbone_per_photo(folders[large], large, args.device)
+    bb_repeats = 1 if (getattr(args, "jobs", 1) or 1) > 1 or getattr(args, "threads", None) else 3
+    bb, bb_cpu = backbone_per_photo(folders[large], large, args.device, bb_repeats)
     walls: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     rss: dict[tuple[str, int], float] = {}
     metrics: dict[tuple[str, int], dict] = {}
+    jobs, threads = max(1, getattr(args, "jobs", 1) or 1), getattr(args, "threads", None)
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
+    by_cpu = jobs > 1 or bool(threads)
+    plan = []
     for r in range(args.repeats):
         for n in (small, large):
             names = list(CASES)
             shift = r % len(names)
-            for name in names[shift:] + names[:shift]:  # interleaved, the first case rotating
-                m: dict = {}
-                wall, peak = trainer_run(folders[n], args.device, *CASES[name], metrics=m)
-                walls.setdefault((name, n), []).append(wall)
-                cpus.setdefault((name, n), []).append(m.get("process/cpu_seconds", float("nan")))
-                rss[(name, n)] = max(rss.get((name, n), 0.0), peak)
-                metrics[(name, n)] = m
-                loads.append(load_average())
-    more, more_cpu = backbone_per_photo(folders[large], large, args.device)
+            plan += [(name, n) for name in names[shift:] + names[:shift]]  # interleaved, the first rotating
+
+    def one(case: tuple[str, int]) -> tuple[str, int, float, float, dict]:
+        m: dict = {}
+        wall, peak = trainer_run(folders[case[1]], args.device, *CASES[case[0]], metrics=m, env_extra=env)
+        return case[0], case[1], wall, peak, m
+
+    with ThreadPoolExecutor(jobs) as pool:  # jobs > 1: runs side by side (CPU seconds only)
+        for name, n, wall, peak, m in pool.map(one, plan):
+            walls.setdefault((name, n), []).append(wall)
+            cpus.setdefault((name, n), []).append(m.get("process/cpu_seconds", float("nan")))
+            rss[(name, n)] = max(rss.get((name, n), 0.0), peak)
+            metrics[(name, n)] = m
+            loads.append(load_average())
+    more, more_cpu = backbone_per_photo(folders[large], large, args.device, bb_repeats)
     bb, bb_cpu = bb + more, bb_cpu + more_cpu
+    torch.set_num_threads(saved_threads)
     per_bb, per_bb_cpu = median(bb), median(bb_cpu)
 
     def wall(name: str, n: int) -> float:
@@ -129,12 +145,20 @@ def run(args) -> Section:
                      f"average during the runs: {min(loads):.2f}–{max(loads):.2f}. CPU seconds (user + "
                      "system of every thread: the runs' from `wait4`, the backbone's from "
                      "`time.process_time`) move less with other processes' load than wall times, "
-                     "but count a second core's work as more time: the wall-time ratio is the "
-                     "headline."])]
+                     "but count a second core's work as more time: "
+                     + (f"here the runs had {threads or 'default'} thread(s) and ran {jobs} side by side, "
+                        "so the CPU-second ratio is the headline." if by_cpu else
+                        "the wall-time ratio is the headline.")])]
+
+    def cpu(name: str, n: int) -> float:
+        return median(cpus[(name, n)])
+
     fig_rows = [[f"{n} photos", fmt_s(wall(FIGURES, n)), fmt_s(wall(DEFAULT, n)),
-                 fmt_s(wall(FIGURES, n) - wall(DEFAULT, n))] for n in (small, large)]
+                 fmt_s(wall(FIGURES, n) - wall(DEFAULT, n)), fmt_s(cpu(FIGURES, n) - cpu(DEFAULT, n))]
+                for n in (small, large)]
     tables.append(Table("What the default figures add (concept figures of the first 20 images, class "
-                        "galleries)", ["folder", "figures on", "figures off", "added"], fig_rows))
+                        "galleries)", ["folder", "figures on", "figures off", "added (wall)", "added (CPU s)"],
+                        fig_rows))
     steps = []
     for n in (small, large):
         m = metrics.get((DEFAULT, n), {})
@@ -146,14 +170,19 @@ def run(args) -> Section:
                          "finalise: the clustering of each class's co-association and the NMF; score: "
                          "from the pooled numbers (one pass) or the second pass; gallery_maps: the "
                          "gallery images' activations again (figures on only)."]))
-    ratio, ratio_off = marginal[DEFAULT] / per_bb, marginal[NO_CLASSES] / per_bb
-    added = max(wall(FIGURES, n) - wall(DEFAULT, n) for n in (small, large))
+    if by_cpu:
+        ratio, ratio_off = marginal_cpu[DEFAULT] / per_bb_cpu, marginal_cpu[NO_CLASSES] / per_bb_cpu
+        added = max(cpu(FIGURES, n) - cpu(DEFAULT, n) for n in (small, large))
+    else:
+        ratio, ratio_off = marginal[DEFAULT] / per_bb, marginal[NO_CLASSES] / per_bb
+        added = max(wall(FIGURES, n) - wall(DEFAULT, n) for n in (small, large))
+    what = f"CPU seconds ({threads or 'default'} thread(s))" if by_cpu else "seconds"
     headlines = [
         Headline(f"Default concepts experiment end to end (class concepts on, figures off), CLI, "
-                 f"{small} → {large} photos, nf_resnet50 256 px, {args.device}: marginal seconds per photo ÷ "
+                 f"{small} → {large} photos, nf_resnet50 256 px, {args.device}: marginal {what} per photo ÷ "
                  "the backbone's", fmt_x(ratio), "≤ 1.4×", ratio <= 1.4),
         Headline("… the same with class concepts off", fmt_x(ratio_off), "≤ 1.3×", ratio_off <= 1.3),
-        Headline("… what the default figures add to a run (the larger of the two folders)", fmt_s(added),
+        Headline(f"… what the default figures add to a run (the larger of the two folders; {what})", fmt_s(added),
                  "≤ 10 s", added <= 10),
     ]
     intro = [line for line in __doc__.split("\n\n")[1:3]]
@@ -179,17 +208,18 @@ def linked_folder(n: int, source: Path, root: Path) -> Path:
     return out
 
 
-def memory(plan: list[tuple[int, str]], source: Path, root: Path, device: str) -> None:
+def memory(plan: list[tuple[int, str, list[str]]], source: Path, root: Path, device: str) -> None:
     """Peak RSS of the default experiment (figures and class concepts on) over folders of
-    ``n`` links to the photos of ``source``, model by model; prints a markdown row a run."""
-    print("| photos | model | wall time | per photo | peak RSS | passes | load (1 min) |", flush=True)
-    for n, name in plan:
+    ``n`` links to the photos of ``source``, model by model, with more overrides; prints a
+    markdown row a run."""
+    print("| photos | model | overrides | wall time | per photo | peak RSS | passes | load (1 min) |", flush=True)
+    for n, name, more in plan:
         folder = linked_folder(n, source, root)
-        extra = [] if name == MODEL else [f"model.name={name}", f"data.model_name={MODEL}"]
+        extra = [*([] if name == MODEL else [f"model.name={name}", f"data.model_name={MODEL}"]), *more]
         m: dict = {}
         load0 = load_average()
         wall, rss = trainer_run(folder, device, *extra, metrics=m)
-        print(f"| {n:,} | `{name}` | {fmt_s(wall)} | {fmt_s(wall / n)} | {fmt_mib(rss)} | "
+        print(f"| {n:,} | `{name}` | {' '.join(more) or '–'} | {fmt_s(wall)} | {fmt_s(wall / n)} | {fmt_mib(rss)} | "
               f"{m.get('class_concepts/passes', '–')} | {load0:.2f}–{load_average():.2f} |", flush=True)
 
 
@@ -197,12 +227,18 @@ if __name__ == "__main__":
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--memory", default=None,
                    help="instead of the timings: peak RSS runs, e.g. 1000,2000 or 10000:test_resnet "
-                        "(N[:model], default model nf_resnet50), over folders of links under --links")
+                        "or 1000::callbacks.concepts.nmf_max_images=10 (N[:model[:override...]], "
+                        "default model nf_resnet50), over folders of links under --links")
     p.add_argument("--links", default="/tmp/clustercam-linked", help="where the folders of links go")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch / OpenMP threads of the backbone and of every run (e.g. 1 on a shared "
+                        "machine, where CPU seconds of one thread are what stays comparable)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side (> 1: their wall times mean nothing, read the CPU seconds)")
     args = p.parse_args()
     if args.memory:
-        plan = [(int(item.split(":")[0]), item.split(":")[1] if ":" in item else MODEL)
-                for item in args.memory.split(",")]
+        plan = [(int(f[0]), (f[1:2] or [""])[0] or MODEL, f[2:])
+                for f in (item.split(":") for item in args.memory.split(","))]
         memory(plan, Path(args.photos or IMAGES), Path(args.links), args.device)
     else:
         main_single("clustercam benchmark: the concepts experiment end to end", run, args)
