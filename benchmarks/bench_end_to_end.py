@@ -19,6 +19,7 @@ figures-off run's at the same folder size.
 
     python -m benchmarks.bench_end_to_end [--quick] [--repeats 2] [--photos FOLDER]
     python -m benchmarks.bench_end_to_end --memory 1000,2000,10000:test_resnet [--links /tmp/x]
+    python -m benchmarks.bench_end_to_end --kept
 
 ``--photos``: the folder of ``<synset>/*.JPEG`` photos to crop (default: the 11 shared
 photos, ``/work/shared/data/imagenet-11``); the package itself reads no fixed folder.
@@ -223,6 +224,39 @@ def memory(plan: list[tuple[int, str, list[str]]], source: Path, root: Path, dev
               f"{m.get('class_concepts/passes', '–')} | {load0:.2f}–{load_average():.2f} |", flush=True)
 
 
+def kept_per_image(n_channels: int = 2048, batches: int = 20, batch: int = 16) -> dict[str, float]:
+    """Bytes a ``ClassConceptRun`` keeps per observed image for the scores (the storages of
+    every tensor in its ``batches``: a view into a larger tensor counts in full), without and
+    with a pooled head: the two passes' labels, and the one pass's labels + pooled rows."""
+    from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
+    from clustercam.explain.concepts.classes.passes import ClassConceptRun
+    from clustercam.explain.concepts.image.ablation import PooledHead
+
+    torch.manual_seed(0)
+    configs, k = [("cgap", "kmeans", 5), ("cpha", "kmeans", 5)], 11
+    pool = PooledHead(pool=lambda a: torch.nn.functional.adaptive_avg_pool2d(a, 1).flatten(1),
+                      linear=torch.nn.Linear(n_channels, 1000), checked=True)
+    out = {}
+    for name, head in (("two passes", None), ("one pass", pool)):
+        run = ClassConceptRun(ClassConceptSettings(n_random=0, nmf_max_images=0), configs, n_channels, k,
+                              pooled_head=head)
+        for b in range(batches):
+            y = torch.randint(0, k, (batch,))
+            run.observe(torch.rand(batch, n_channels, 8, 8), {c: torch.randint(-1, 5, (batch, n_channels))
+                                                              for c in configs},
+                        y, torch.arange(b * batch, (b + 1) * batch), targets=y)
+        seen, total = set(), 0
+        for ob in run.batches:
+            pooled = ob.pooled
+            extra = [] if pooled is None else [pooled.pooled, pooled.sums, pooled.regions, pooled.present]
+            for t in [ob.index, ob.keep, ob.classes, ob.targets, *ob.partitions.values(), *extra]:
+                if t is not None and t.untyped_storage().data_ptr() not in seen:
+                    seen.add(t.untyped_storage().data_ptr())
+                    total += t.untyped_storage().nbytes()
+        out[name] = total / (batches * batch)
+    return out
+
+
 if __name__ == "__main__":
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--memory", default=None,
@@ -235,8 +269,12 @@ if __name__ == "__main__":
                         "machine, where CPU seconds of one thread are what stays comparable)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs side by side (> 1: their wall times mean nothing, read the CPU seconds)")
+    p.add_argument("--kept", action="store_true",
+                   help="instead of the timings: bytes the class concepts keep per image, one pass vs two")
     args = p.parse_args()
-    if args.memory:
+    if args.kept:
+        print(kept_per_image())
+    elif args.memory:
         plan = [(int(f[0]), (f[1:2] or [""])[0] or MODEL, f[2:])
                 for f in (item.split(":") for item in args.memory.split(","))]
         memory(plan, Path(args.photos or IMAGES), Path(args.links), args.device)
