@@ -81,16 +81,22 @@ STEPS = {  # pipeline function -> what it computes
 # ---------------------------------------------------------------------------------------
 # the photos
 # ---------------------------------------------------------------------------------------
-def photo_folder(n: int, root: Path = CACHE) -> Path:
-    """``root/photos-n/<synset>/<name>_<j>.JPEG``: n crops of the 11 shared photos (cached)."""
+def photo_folder(n: int, root: Path = CACHE, source: Path | str | None = None) -> Path:
+    """``root/photos-n/<synset>/<name>_<j>.JPEG``: n crops of the photos of ``source``
+    (``<synset>/*.JPEG``; default: the 11 shared photos), cached (another source: its own
+    ``photos-n-<hash>`` folder)."""
+    import hashlib
+
     from PIL import Image, ImageOps
 
-    out = root / f"photos-{n}"
+    source = IMAGES if source is None else Path(source)
+    tag = "" if source == IMAGES else "-" + hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:8]
+    out = root / f"photos-{n}{tag}"
     if out.is_dir() and sum(1 for _ in out.glob("*/*.JPEG")) == n:
         return out
-    files = sorted(IMAGES.glob("n*/*.JPEG"))
+    files = sorted(source.glob("n*/*.JPEG"))
     if not files:
-        raise FileNotFoundError(f"no images under {IMAGES}")
+        raise FileNotFoundError(f"no images under {source}")
     rng = np.random.default_rng(0)
     sources = []
     for f in files:

@@ -2,7 +2,7 @@
 
 Runs: ``python -m clustercam.train experiment=concepts_imagenet model.pretrained=false
 logger=none`` (random-weight ``nf_resnet50`` at 256 px, 2048 x 8 x 8 activations) in a
-fresh process over two folders of crops of the 11 shared photos
+fresh process over two folders of crops of the photos of ``--photos`` (the 11 shared photos)
 (``bench_concept_run.photo_folder``: 11 and 110 photos, 1 and 10 per class). The marginal
 cost of one photo is the difference of the two runs' wall times over the difference of
 their sizes: the interpreter, model and Lightning start-up, the clustering of each class's
@@ -17,16 +17,30 @@ concepts off, figures off; the default with its figures (the concept figures of 
 20 images and the class galleries): what the figures add is its wall time minus the
 figures-off run's at the same folder size.
 
-    python -m benchmarks.bench_end_to_end [--quick] [--repeats 2]
+    python -m benchmarks.bench_end_to_end [--quick] [--repeats 2] [--photos FOLDER]
+    python -m benchmarks.bench_end_to_end --memory 1000,2000,10000:test_resnet [--links /tmp/x]
+    python -m benchmarks.bench_end_to_end --kept
+
+``--photos``: the folder of ``<synset>/*.JPEG`` photos to crop (default: the 11 shared
+photos, ``/work/shared/data/imagenet-11``); the package itself reads no fixed folder.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 
-from benchmarks.bench_concept_run import load_photos, make_model, photo_folder, trainer_run
+from benchmarks.bench_concept_run import (
+    IMAGES,
+    MODEL,
+    load_photos,
+    make_model,
+    photo_folder,
+    trainer_run,
+)
 from benchmarks.common import (
     CpuMeter,
     Headline,
@@ -51,10 +65,10 @@ DEFAULT, NO_CLASSES, FIGURES = CASES
 CLASS_STEPS = ("observe", "finalise", "score", "gallery_maps", "write")
 
 
-def backbone_per_photo(n: int, device: str, repeats: int = 3) -> tuple[list[float], list[float]]:
+def backbone_per_photo(folder: Path, n: int, device: str, repeats: int = 3) -> tuple[list[float], list[float]]:
     """Wall and CPU seconds (every thread of this process) per photo of ``forward_features``
-    over the ``n``-photo folder, ``repeats`` times each."""
-    batches, _ = load_photos(photo_folder(n), device)
+    over the ``n`` photos of ``folder``, ``repeats`` times each."""
+    batches, _ = load_photos(folder, device)
     model = make_model(device)
     wall, cpu = [], []
     with torch.no_grad():
@@ -72,29 +86,43 @@ def backbone_per_photo(n: int, device: str, repeats: int = 3) -> tuple[list[floa
 def run(args) -> Section:
     args.repeats = args.repeats or 2
     t_start, load0, meter = time.perf_counter(), load_average(), CpuMeter()
+    saved_threads = torch.get_num_threads()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     small, large = SIZES_QUICK if args.quick else SIZES
-    for n in (small, large):
-        photo_folder(n)
+    folders = {n: photo_folder(n, source=getattr(args, "photos", None)) for n in (small, large)}
     loads = [load_average()]
-    bb, bb_cpu = backbone_per_photo(large, args.device)
+    bb_repeats = 1 if (getattr(args, "jobs", 1) or 1) > 1 or getattr(args, "threads", None) else 3
+    bb, bb_cpu = backbone_per_photo(folders[large], large, args.device, bb_repeats)
     walls: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     rss: dict[tuple[str, int], float] = {}
     metrics: dict[tuple[str, int], dict] = {}
+    jobs, threads = max(1, getattr(args, "jobs", 1) or 1), getattr(args, "threads", None)
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
+    by_cpu = jobs > 1 or bool(threads)
+    plan = []
     for r in range(args.repeats):
         for n in (small, large):
             names = list(CASES)
             shift = r % len(names)
-            for name in names[shift:] + names[:shift]:  # interleaved, the first case rotating
-                m: dict = {}
-                wall, peak = trainer_run(photo_folder(n), args.device, *CASES[name], metrics=m)
-                walls.setdefault((name, n), []).append(wall)
-                cpus.setdefault((name, n), []).append(m.get("process/cpu_seconds", float("nan")))
-                rss[(name, n)] = max(rss.get((name, n), 0.0), peak)
-                metrics[(name, n)] = m
-                loads.append(load_average())
-    more, more_cpu = backbone_per_photo(large, args.device)
+            plan += [(name, n) for name in names[shift:] + names[:shift]]  # interleaved, the first rotating
+
+    def one(case: tuple[str, int]) -> tuple[str, int, float, float, dict]:
+        m: dict = {}
+        wall, peak = trainer_run(folders[case[1]], args.device, *CASES[case[0]], metrics=m, env_extra=env)
+        return case[0], case[1], wall, peak, m
+
+    with ThreadPoolExecutor(jobs) as pool:  # jobs > 1: runs side by side (CPU seconds only)
+        for name, n, wall, peak, m in pool.map(one, plan):
+            walls.setdefault((name, n), []).append(wall)
+            cpus.setdefault((name, n), []).append(m.get("process/cpu_seconds", float("nan")))
+            rss[(name, n)] = max(rss.get((name, n), 0.0), peak)
+            metrics[(name, n)] = m
+            loads.append(load_average())
+    more, more_cpu = backbone_per_photo(folders[large], large, args.device, bb_repeats)
     bb, bb_cpu = bb + more, bb_cpu + more_cpu
+    torch.set_num_threads(saved_threads)
     per_bb, per_bb_cpu = median(bb), median(bb_cpu)
 
     def wall(name: str, n: int) -> float:
@@ -118,12 +146,20 @@ def run(args) -> Section:
                      f"average during the runs: {min(loads):.2f}–{max(loads):.2f}. CPU seconds (user + "
                      "system of every thread: the runs' from `wait4`, the backbone's from "
                      "`time.process_time`) move less with other processes' load than wall times, "
-                     "but count a second core's work as more time: the wall-time ratio is the "
-                     "headline."])]
+                     "but count a second core's work as more time: "
+                     + (f"here the runs had {threads or 'default'} thread(s) and ran {jobs} side by side, "
+                        "so the CPU-second ratio is the headline." if by_cpu else
+                        "the wall-time ratio is the headline.")])]
+
+    def cpu(name: str, n: int) -> float:
+        return median(cpus[(name, n)])
+
     fig_rows = [[f"{n} photos", fmt_s(wall(FIGURES, n)), fmt_s(wall(DEFAULT, n)),
-                 fmt_s(wall(FIGURES, n) - wall(DEFAULT, n))] for n in (small, large)]
+                 fmt_s(wall(FIGURES, n) - wall(DEFAULT, n)), fmt_s(cpu(FIGURES, n) - cpu(DEFAULT, n))]
+                for n in (small, large)]
     tables.append(Table("What the default figures add (concept figures of the first 20 images, class "
-                        "galleries)", ["folder", "figures on", "figures off", "added"], fig_rows))
+                        "galleries)", ["folder", "figures on", "figures off", "added (wall)", "added (CPU s)"],
+                        fig_rows))
     steps = []
     for n in (small, large):
         m = metrics.get((DEFAULT, n), {})
@@ -135,14 +171,19 @@ def run(args) -> Section:
                          "finalise: the clustering of each class's co-association and the NMF; score: "
                          "from the pooled numbers (one pass) or the second pass; gallery_maps: the "
                          "gallery images' activations again (figures on only)."]))
-    ratio, ratio_off = marginal[DEFAULT] / per_bb, marginal[NO_CLASSES] / per_bb
-    added = max(wall(FIGURES, n) - wall(DEFAULT, n) for n in (small, large))
+    if by_cpu:
+        ratio, ratio_off = marginal_cpu[DEFAULT] / per_bb_cpu, marginal_cpu[NO_CLASSES] / per_bb_cpu
+        added = max(cpu(FIGURES, n) - cpu(DEFAULT, n) for n in (small, large))
+    else:
+        ratio, ratio_off = marginal[DEFAULT] / per_bb, marginal[NO_CLASSES] / per_bb
+        added = max(wall(FIGURES, n) - wall(DEFAULT, n) for n in (small, large))
+    what = f"CPU seconds ({threads or 'default'} thread(s))" if by_cpu else "seconds"
     headlines = [
         Headline(f"Default concepts experiment end to end (class concepts on, figures off), CLI, "
-                 f"{small} → {large} photos, nf_resnet50 256 px, {args.device}: marginal seconds per photo ÷ "
+                 f"{small} → {large} photos, nf_resnet50 256 px, {args.device}: marginal {what} per photo ÷ "
                  "the backbone's", fmt_x(ratio), "≤ 1.4×", ratio <= 1.4),
         Headline("… the same with class concepts off", fmt_x(ratio_off), "≤ 1.3×", ratio_off <= 1.3),
-        Headline("… what the default figures add to a run (the larger of the two folders)", fmt_s(added),
+        Headline(f"… what the default figures add to a run (the larger of the two folders; {what})", fmt_s(added),
                  "≤ 10 s", added <= 10),
     ]
     intro = [line for line in __doc__.split("\n\n")[1:3]]
@@ -150,6 +191,92 @@ def run(args) -> Section:
                    load_average(), time.perf_counter() - t_start, args.device, args.quick, meter.others())
 
 
+def linked_folder(n: int, source: Path, root: Path) -> Path:
+    """``root/linked-n/<synset>/<name>_<j>.JPEG``: n symbolic links to the photos of
+    ``source``, repeated (no copies: 10,000 photos cost no disk)."""
+    files = sorted(source.glob("n*/*.JPEG"))
+    if not files:
+        raise FileNotFoundError(f"no images under {source}")
+    out = root / f"linked-{n}"
+    if out.is_dir() and sum(1 for _ in out.glob("*/*.JPEG")) == n:
+        return out
+    for j in range(n):
+        f = files[j % len(files)]
+        link = out / f.parent.name / f"{f.stem}_{j:05d}.JPEG"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(f.resolve())
+    return out
+
+
+def memory(plan: list[tuple[int, str, list[str]]], source: Path, root: Path, device: str) -> None:
+    """Peak RSS of the default experiment (figures and class concepts on) over folders of
+    ``n`` links to the photos of ``source``, model by model, with more overrides; prints a
+    markdown row a run."""
+    print("| photos | model | overrides | wall time | per photo | peak RSS | passes | load (1 min) |", flush=True)
+    for n, name, more in plan:
+        folder = linked_folder(n, source, root)
+        extra = [*([] if name == MODEL else [f"model.name={name}", f"data.model_name={MODEL}"]), *more]
+        m: dict = {}
+        load0 = load_average()
+        wall, rss = trainer_run(folder, device, *extra, metrics=m)
+        print(f"| {n:,} | `{name}` | {' '.join(more) or '–'} | {fmt_s(wall)} | {fmt_s(wall / n)} | {fmt_mib(rss)} | "
+              f"{m.get('class_concepts/passes', '–')} | {load0:.2f}–{load_average():.2f} |", flush=True)
+
+
+def kept_per_image(n_channels: int = 2048, batches: int = 20, batch: int = 16) -> dict[str, float]:
+    """Bytes a ``ClassConceptRun`` keeps per observed image for the scores (the storages of
+    every tensor in its ``batches``: a view into a larger tensor counts in full), without and
+    with a pooled head: the two passes' labels, and the one pass's labels + pooled rows."""
+    from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
+    from clustercam.explain.concepts.classes.passes import ClassConceptRun
+    from clustercam.explain.concepts.image.ablation import PooledHead
+
+    torch.manual_seed(0)
+    configs, k = [("cgap", "kmeans", 5), ("cpha", "kmeans", 5)], 11
+    pool = PooledHead(pool=lambda a: torch.nn.functional.adaptive_avg_pool2d(a, 1).flatten(1),
+                      linear=torch.nn.Linear(n_channels, 1000), checked=True)
+    out = {}
+    for name, head in (("two passes", None), ("one pass", pool)):
+        run = ClassConceptRun(ClassConceptSettings(n_random=0, nmf_max_images=0), configs, n_channels, k,
+                              pooled_head=head)
+        for b in range(batches):
+            y = torch.randint(0, k, (batch,))
+            run.observe(torch.rand(batch, n_channels, 8, 8), {c: torch.randint(-1, 5, (batch, n_channels))
+                                                              for c in configs},
+                        y, torch.arange(b * batch, (b + 1) * batch), targets=y)
+        seen, total = set(), 0
+        for ob in run.batches:
+            pooled = ob.pooled
+            extra = [] if pooled is None else [pooled.pooled, pooled.sums, pooled.regions, pooled.present]
+            for t in [ob.index, ob.keep, ob.classes, ob.targets, *ob.partitions.values(), *extra]:
+                if t is not None and t.untyped_storage().data_ptr() not in seen:
+                    seen.add(t.untyped_storage().data_ptr())
+                    total += t.untyped_storage().nbytes()
+        out[name] = total / (batches * batch)
+    return out
+
+
 if __name__ == "__main__":
-    main_single("clustercam benchmark: the concepts experiment end to end", run,
-                parser(__doc__.splitlines()[0]).parse_args())
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--memory", default=None,
+                   help="instead of the timings: peak RSS runs, e.g. 1000,2000 or 10000:test_resnet "
+                        "or 1000::callbacks.concepts.nmf_max_images=10 (N[:model[:override...]], "
+                        "default model nf_resnet50), over folders of links under --links")
+    p.add_argument("--links", default="/tmp/clustercam-linked", help="where the folders of links go")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch / OpenMP threads of the backbone and of every run (e.g. 1 on a shared "
+                        "machine, where CPU seconds of one thread are what stays comparable)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side (> 1: their wall times mean nothing, read the CPU seconds)")
+    p.add_argument("--kept", action="store_true",
+                   help="instead of the timings: bytes the class concepts keep per image, one pass vs two")
+    args = p.parse_args()
+    if args.kept:
+        print(kept_per_image())
+    elif args.memory:
+        plan = [(int(f[0]), (f[1:2] or [""])[0] or MODEL, f[2:])
+                for f in (item.split(":") for item in args.memory.split(","))]
+        memory(plan, Path(args.photos or IMAGES), Path(args.links), args.device)
+    else:
+        main_single("clustercam benchmark: the concepts experiment end to end", run, args)

@@ -59,6 +59,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per case")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--out", default=None, help="also write the markdown section to this file")
+    p.add_argument("--photos", default=None,
+                   help="folder of <synset>/*.JPEG photos the photo benchmarks crop (default: "
+                        "/work/shared/data/imagenet-11)")
     return p
 
 
