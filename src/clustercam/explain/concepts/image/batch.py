@@ -319,8 +319,9 @@ def figure_maps(
     batch: ConceptBatch, i: int, detail: int, n: int, size: Sequence[int]
 ) -> tuple[Tensor, Tensor]:
     """Image ``i``'s concept maps (n x H x W) and sub-concept maps (n x S x H x W, with the
-    parent's bounds) at the display ``size``, from the stored activation-resolution sums."""
+    parent's bounds) at the display ``size``, from the stored activation-resolution sums
+    (``size`` (L,) for a series: n x L and n x S x L)."""
     raw = batch.maps[i, detail, :n]
-    maps = minmax_normalise(resize_maps(raw, size), 2)
+    maps = minmax_normalise(resize_maps(raw, size), len(size))
     sub = sub_maps_with_parent_bounds(batch.sub_maps[i, detail, :n], raw, size)
     return maps, sub
