@@ -54,6 +54,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         extra["input_shape"] = list(datamodule.input_shape)
     if "n_clusters" in cfg.model and cfg.model.n_clusters is None and hasattr(datamodule, "num_classes"):
         extra["n_clusters"] = int(datamodule.num_classes)  # deep clustering: K = the classes
+    if (cfg.model.get("num_classes", "absent") is None and hasattr(datamodule, "num_classes")
+            and str(cfg.model.get("_target_", "")).endswith("TrainableClassifierModule")):
+        extra["num_classes"] = int(datamodule.num_classes)  # a classifier trained here: the data's classes
     log.info("Instantiating model <%s>", cfg.model._target_)
     model = hydra.utils.instantiate(cfg.model, **extra)
     check_checkpoint(cfg.get("ckpt_path"), model)  # fits this model, before any training

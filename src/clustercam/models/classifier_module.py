@@ -42,11 +42,12 @@ log = logging.getLogger(__name__)
 def check_feature_map(net: nn.Module, input_shape: Sequence[int], name: str, layer: str | None = None,
                       layout: LayoutSpec = "auto") -> tuple[int, ...]:
     """C x h x w of the concept layer (``net.forward_features`` for ``layer=None``) for one
-    input of ``input_shape`` (C x H x W), as the layout reads it; a clear error when it has
-    fewer than 2 positions (CGAP needs positions to cluster) or none at all."""
+    input of ``input_shape`` (C x H x W, or C x L for series: then C x 1 x l), as the layout
+    reads it; a clear error when it has fewer than 2 positions (CGAP needs positions to
+    cluster) or none at all."""
     shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3:
-        raise UserError(f"input_shape must be C x H x W, got {list(shape)}")
+    if len(shape) not in (2, 3):
+        raise UserError(f"input_shape must be C x H x W (images) or C x L (series), got {list(shape)}")
     module = resolve_layer(net, layer) if layer is not None else None
     was_training = net.training
     net.eval()
@@ -190,7 +191,7 @@ class ClassifierModule(LightningModule):
         ``autocast_dtype = None`` on the module for float32) in channels_last memory format,
         and both come back as float32. On CPU: plain float32.
         """
-        if x.device.type != "cuda":
+        if x.device.type != "cuda" or x.dim() != 4:  # series: no channels_last for 3-D inputs
             return _capture(self.net, self.layer, x)
         if not getattr(self, "_channels_last", False):
             self.net.to(memory_format=torch.channels_last)
@@ -225,6 +226,8 @@ class ClassifierModule(LightningModule):
             return None
         if lay is None or lay.kind == "nchw":
             return activations
+        if lay.kind == "ncl":
+            return activations.flatten(2)
         if lay.kind == "nhwc":
             return activations.permute(0, 2, 3, 1)
         if lay.kind == "tokens" and lay.prefix == 0:
@@ -250,7 +253,7 @@ class ClassifierModule(LightningModule):
         call warns if ablating the layer cannot change the logits (:meth:`check_reach`)."""
         raw = out["layer_output"]
         lay = self.layout_of(raw, x)
-        if self.layer is None and (lay.kind in ("nchw", "nhwc") or (lay.kind == "tokens" and not lay.prefix)):
+        if self.layer is None and (lay.kind in ("nchw", "nhwc", "ncl") or (lay.kind == "tokens" and not lay.prefix)):
             head = self.head
         elif self.layer is None:
             head = features_head(self.net.forward_head, lay, raw)

@@ -230,7 +230,7 @@ def build_timm_model(
     """
     import timm
 
-    from clustercam.models.components import vit_classifier  # noqa: F401  (registers clustercam's timm models)
+    from clustercam.models.components import ts_classifiers, vit_classifier  # noqa: F401  (registers clustercam's timm models)
 
     arch, tag = split_model_name(name, pretrained_tag)
     check_model_name(arch)
