@@ -1,6 +1,6 @@
 """Run every benchmark and write ``benchmarks/RESULTS.md`` (``make bench``).
 
-    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training,clam,dcec]
+    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training,clam,dcec,motifs]
 
 ``--quick`` writes ``benchmarks/.cache/RESULTS-quick.md`` instead (small sizes are a smoke
 run, not results), unless ``--out`` says otherwise.
@@ -28,6 +28,7 @@ from benchmarks import (
     bench_end_to_end,
     bench_fidelity,
     bench_gradceam,
+    bench_motifs,
     bench_peers,
     bench_training,
 )
@@ -57,6 +58,7 @@ BENCHES = {
     "clam": bench_clam.run,
     "dcec": bench_dcec.run,
     "concept_layers": bench_concept_layers.run,
+    "motifs": bench_motifs.run,
 }
 
 
