@@ -132,3 +132,34 @@ def test_bad_arguments_are_refused():
         SyntheticMotifsDataModule(length=100)
     with pytest.raises(UserError, match="gap"):
         make_motifs(3, gap=-1)
+
+
+TINY = ["experiment=concepts_motifs", "logger=csv", "data.n_train=60", "data.n_test=12", "data.batch_size=20",
+        "data.eval_batch_size=6", "trainer.max_epochs=1", "callbacks.concepts.sub_concepts=0",
+        "callbacks.concepts.max_figures=0", "callbacks.concepts.control_repeats=3", "callbacks.concepts.n_init=2",
+        "callbacks.concepts.class_figures=0", "model.model_kwargs={widths: [8, 16, 8]}"]
+
+
+def test_concepts_motifs_writes_the_truth_tables(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tests.helpers.run import train
+
+    out = tmp_path / "run"
+    train(TINY, out)
+    truth = pd.read_csv(out / "concept_truth.csv")
+    assert set(truth["partition"]) == {"concepts", "random"} and set(truth["method"]) == {"cgap", "cpha"}
+    assert (truth["n_images"] == 12).all()
+    # the area share of the class region is |A u B| / L of the test series
+    from omegaconf import OmegaConf
+
+    dm = SyntheticMotifsDataModule(n_train=60, n_test=12, seed=OmegaConf.load(out / "config.yaml").data.seed)
+    area = dm.eval_masks().double().mean().item()
+    assert truth["class_part_area"].tolist() == pytest.approx([area] * len(truth))
+    assert {"deletion_auc", "insertion_auc"} <= set(pd.read_csv(out / "concept_fidelity.csv").columns)
+    classes = pd.read_csv(out / "class_concepts_truth.csv")
+    assert {"coassociation", "random"} <= set(classes["source"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"paint_out/drop_part_a", "paint_out/drop_part_b", "paint_out/drop_distractor"} <= set(metrics)
