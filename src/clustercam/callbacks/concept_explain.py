@@ -42,14 +42,13 @@ class ConceptExplainCallback(Callback):
         output_dir: the run folder.
         settings: what to compute, a :class:`~clustercam.explain.concepts.ConceptSettings`
             (a notebook's); or give its fields as keyword ``options`` instead.
-        figures: draw the concept figures; ``max_figures``: of the first images only (None:
-            all); ``cmap``, ``alpha``: the heat-map overlay.
+        figures: draw the concept figures; ``max_figures``: of the first images only (None: all);
+            ``cmap``, ``alpha``: the heat-map overlay.
         class_concepts: also the class-level concepts
             (:class:`~clustercam.callbacks.class_concept_explain.ClassConceptOutputs`) with
             ``class_settings`` (default: :class:`ClassConceptSettings` with this ``seed``);
             ``class_figures``: galleries of the first classes only (None: all).
-        resume: skip the images whose results a killed run in ``output_dir`` left in its shards
-            (:mod:`.concept_shards`, written by every run); not yet with class concepts.
+        resume: skip the images a killed run left in its shards (:mod:`.concept_shards`); not with class concepts.
         layer: the classifier's module (dotted name; None: its final features) whose output is
             clustered; set on the model when the run starts (a bad name fails before training).
         layout: how that output is read (``auto``, ``nchw``, ``nhwc``, ``tokens``, ``ncl``).
@@ -96,12 +95,13 @@ class ConceptExplainCallback(Callback):
         self.results: dict[str, Any] = {}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Point the model at the concept layer (an unknown name fails here, before training);
-        open the shards a killed run left (``resume``)."""
+        """Set the concept layer, check n_concepts against its channels (before training), open the shards."""
         if self.layer is not None or self.layout != "auto":
             if not hasattr(pl_module, "set_concept_layer"):
                 raise UserError(f"callbacks.concepts.layer needs a classifier_module model, not {type(pl_module).__name__}")
             pl_module.set_concept_layer(self.layer, self.layout)
+        if getattr(pl_module, "feature_shape", None):  # C x h x w of the layer, where known
+            self.settings.check_channels(pl_module.feature_shape[0], pl_module.describe_layer())
         key = {"settings": self.settings, "figures": self.figures, "max_figures": self.max_figures,
                "layer": self.layer, "layout": self.layout}  # what the shards' rows depend on
         self._store = open_shards(trainer, pl_module, stage, self.output_dir, key, self.resume, self.classes.enabled)

@@ -48,6 +48,14 @@ def check_feature_map(net: nn.Module, input_shape: Sequence[int], name: str, lay
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in (2, 3):
         raise UserError(f"input_shape must be C x H x W (images) or C x L (series), got {list(shape)}")
+    dims = int(getattr(net, "input_dims", 2))  # 1: a series classifier (ts_classifiers)
+    if len(shape) - 1 != dims:
+        given = "series (C x L)" if len(shape) == 2 else "images (C x H x W)"
+        wants, fix = (("series (C x L)", "a series datamodule (data=ucr), or an image classifier "
+                       "(model=timm_classifier) for this data") if dims == 1 else
+                      ("images (C x H x W)", "an image datamodule, or a series classifier "
+                       "(model=fcn_classifier) for this data"))
+        raise UserError(f"{name!r} classifies {wants} but the data gives {given} of shape {list(shape)}: use {fix}")
     module = resolve_layer(net, layer) if layer is not None else None
     was_training = net.training
     net.eval()

@@ -67,6 +67,7 @@ class SeriesClassifier(nn.Module):
 
     def __init__(self, blocks: nn.Module, num_features: int, in_chans: int, num_classes: int) -> None:
         super().__init__()
+        self.input_dims = 1  # series: the classifier module rejects image data by it
         self.in_chans, self.num_features, self.num_classes = in_chans, num_features, num_classes
         self.features = blocks
         self.fc: nn.Module = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -116,6 +116,16 @@ class ConceptSettings:
             self.details = list(self.configs)
         self.l_max = max(self.n_list)
 
+    def check_channels(self, channels: int, where: str = "the concept layer") -> None:
+        """Raise when an ``n_concepts`` exceeds the layer's channels (every concept needs one).
+
+        Raises:
+            UserError: naming the largest ``n_concepts`` and the layer.
+        """
+        if self.l_max > int(channels):
+            raise UserError(f"n_concepts={self.l_max} is larger than the {int(channels)} channels of {where}: "
+                            f"choose n_concepts <= {int(channels)} (or a wider layer)")
+
     @classmethod
     def from_options(cls, settings: ConceptSettings | None = None, **options: Any) -> ConceptSettings:
         """``settings`` as given, else one built from keyword ``options`` (the callbacks'
