@@ -1,6 +1,6 @@
 """Run every benchmark and write ``benchmarks/RESULTS.md`` (``make bench``).
 
-    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training,clam,dcec,motifs]
+    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training,clam,dcec,concepts_series,motifs]
 
 ``--quick`` writes ``benchmarks/.cache/RESULTS-quick.md`` instead (small sizes are a smoke
 run, not results), unless ``--out`` says otherwise.
@@ -24,6 +24,7 @@ from benchmarks import (
     bench_concept_layers,
     bench_concept_run,
     bench_concepts,
+    bench_concepts_series,
     bench_dcec,
     bench_end_to_end,
     bench_fidelity,
@@ -58,6 +59,7 @@ BENCHES = {
     "clam": bench_clam.run,
     "dcec": bench_dcec.run,
     "concept_layers": bench_concept_layers.run,
+    "concepts_series": bench_concepts_series.run,
     "motifs": bench_motifs.run,
 }
 

@@ -35,6 +35,8 @@ def test_experiments_instantiate(experiment, tmp_path):
         extra["n_clusters"] = 3
     if extra and experiment in ("concepts_parts", "concepts_parts_vit", "concepts_mnist"):  # trained, 64 px
         extra = {"input_shape": [1 if experiment == "concepts_mnist" else 3, 64, 64]}
+    if cfg.model.get("num_classes", 0) is None and cfg.model._target_.endswith("TrainableClassifierModule"):
+        extra["num_classes"] = 3  # a classifier trained in the run: the data's classes (train.py)
     model = hydra.utils.instantiate(cfg.model, **extra)
     assert isinstance(model, LightningModule)
     callbacks = instantiate_callbacks(cfg.callbacks)

@@ -104,3 +104,28 @@ def test_fidelity_curves_of_a_hand_built_series_start_at_1_and_follow_the_defini
     assert torch.allclose(d[:, 1], (1 / 3) / p_t, atol=1e-6)
     # insertion step 0: nothing kept, p_t = 1/3; step 1 adds concept 0 back: the whole logit
     assert torch.allclose(ins[:, 0], (1 / 3) / p_t, atol=1e-6) and torch.allclose(ins[:, 1], ones, atol=1e-6)
+
+
+def test_pca_of_long_series_through_the_gram_matrix_equals_the_covariance_pca() -> None:
+    from clustercam.explain.concepts.image.kmeans import batched_pca
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 20, 60, dtype=torch.float64)  # 20 channels over 60 steps: the Gram path
+    mask = torch.ones(3, 20, dtype=torch.bool)
+    mask[1, :4] = False
+    scores = batched_pca(x, mask, 4)
+    m = mask.double().unsqueeze(-1)
+    xc = (x - (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)) * m
+    ref = xc @ torch.linalg.eigh(xc.mT @ xc)[1][..., -4:].flip(-1)  # D x D covariance, by hand
+    assert torch.allclose(scores.abs(), ref.abs(), atol=1e-10)  # equal up to each component's sign
+    assert bool((scores[1, :4] == 0).all())
+    assert batched_pca(x[:, :2], mask[:, :2], 4).shape == (3, 2, 4)  # more components than rows
+
+
+def test_cgap_of_long_series_matches_the_sklearn_reference() -> None:
+    a, groups = _planted("cgap")
+    a = a + 0.3 * torch.rand(a.shape, generator=torch.Generator().manual_seed(1))
+    fast = extract_concepts(a, method="cgap", n_concepts=3, seed=0, backend="torch")
+    ref = extract_concepts(a, method="cgap", n_concepts=3, seed=0, backend="sklearn")
+    for f, r in zip(fast, ref):
+        assert _same_partition(f, r) and _same_partition(f, groups)

@@ -25,7 +25,7 @@ def concept_figures(s: ConceptSettings, dm: Any, data: ConceptBatch, names: Sequ
                     **style: Any) -> list[Path]:
     """Draw and save the figures; ``data``: the gathered split, whose ``maps`` / ``sub_maps``
     may hold only the first ``max_figures`` images. Returns the paths written."""
-    from clustercam.explain.plots.concepts import concept_figure, sub_concept_figure
+    from clustercam.explain.plots.series_concepts import concept_drawers
 
     if not hasattr(dm, "display_image"):
         log.warning("no datamodule with display_image(): concept figures skipped")
@@ -33,17 +33,18 @@ def concept_figures(s: ConceptSettings, dm: Any, data: ConceptBatch, names: Sequ
     out, paths = Path(output_dir), []
     with outputs.FigureWriter() as writer:  # PNGs compressed while the next figure is drawn
         for i in range(len(names) if max_figures is None else min(len(names), max_figures)):
-            image = dm.display_image(int(data.idx[i]))
+            image = dm.display_image(int(data.idx[i]))  # C x H x W, or C x L for a series
+            draw = concept_drawers(image)
             for f, cfg in enumerate(s.details):
                 c, (method, algo, n) = s.configs.index(cfg), cfg
-                maps, sub_maps = figure_maps(data, i, f, n, tuple(image.shape[-2:]))
+                maps, sub_maps = figure_maps(data, i, f, n, tuple(image.shape[-draw.map_dims:]))
                 ch, imp = data.channels[i, c, :n].tolist(), data.importance[i, c, :n].tolist()
                 title = (f"{names[i]} ({class_names[i]}, p={float(data.p_target[i]):.3g}) - "
                          f"{method.upper()} {algo} n={n}")
-                fig = concept_figure(image, maps, ch, imp, title=title, **style)
+                fig = draw.concept(image, maps, ch, imp, title=title, **style)
                 paths.append(writer.save(fig, out / outputs.concept_figure_path(names[i], cfg), dpi=100))
                 if s.n_sub:
-                    fig = sub_concept_figure(image, maps, ch, imp, sub_maps, data.sub_channels[i, f, :n],
+                    fig = draw.sub_concept(image, maps, ch, imp, sub_maps, data.sub_channels[i, f, :n],
                                              data.sub_importance[i, f, :n],
                                              title=f"{title}: sub-concepts", **style)
                     if fig is not None:
@@ -57,7 +58,8 @@ def class_gallery_figures(galleries: Sequence[ClassGallery], dm: Any, class_name
     """Draw and save the class galleries at the contract's
     :func:`~clustercam.outputs.contract.class_gallery_path`, group by group: a group's
     display images are loaded once for all its galleries. Returns the paths written."""
-    from clustercam.explain.plots.class_concepts import class_concept_figure, gallery_indices
+    from clustercam.explain.plots.class_concepts import gallery_indices
+    from clustercam.explain.plots.series_concepts import concept_drawers
 
     out, paths = Path(output_dir), []
     groups = list(dict.fromkeys(g.group for g in galleries))
@@ -69,6 +71,9 @@ def class_gallery_figures(galleries: Sequence[ClassGallery], dm: Any, class_name
             for gal in mine:
                 path = out / outputs.class_gallery_path(group_name(group, class_names), gal.config, gal.source,
                                                         configs)
-                paths.append(writer.save(class_concept_figure(images=images, **style, **gal.figure), path,
-                                         dpi=100))
+                draw = concept_drawers(next(iter(images.values()), None))
+                figure = dict(gal.figure)
+                if draw.map_dims == 1 and figure["maps"].ndim == 4:  # a series' 1 x l grid read as l steps
+                    figure["maps"] = figure["maps"].reshape(*figure["maps"].shape[:2], -1)
+                paths.append(writer.save(draw.class_gallery(images=images, **style, **figure), path, dpi=100))
     return paths

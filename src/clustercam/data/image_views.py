@@ -1,6 +1,7 @@
 """What the concept callback asks of an in-memory image datamodule: pictures and names.
 
-:class:`ImageViews` gives any :class:`~clustercam.data.base.ClusterDataModule` of images
+:class:`ImageViews` gives any :class:`~clustercam.data.base.ClusterDataModule` of images (or
+of series: ``display_image`` is then the C x L series, which the figures draw as a series)
 ``display_image(i)``, ``image_name(i)`` and ``class_names`` (per evaluated image) for
 figures and CSV rows; a subclass sets ``classes`` (the class names, by label).
 """

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from clustercam.data.base import ClusterDataModule
+from clustercam.data.image_views import ImageViews
 from clustercam.data.ts_files import SeriesSplit
 from clustercam.data.ts_prepare import MISSING, VARIABLE_LENGTH, prepare_splits, znormalise
 from clustercam.data.ts_sources import (
@@ -50,10 +51,12 @@ def class_order(labels: np.ndarray) -> np.ndarray:
         return distinct
 
 
-class UCRDataModule(ClusterDataModule):
+class UCRDataModule(ImageViews, ClusterDataModule):
     """Any UCR / UEA dataset by name (``data=ucr``): N x C x L, each channel z-normalised.
 
     Labels are mapped to 0..K-1 (by value, or by name; ``classes`` holds the originals).
+    ``display_image(i)`` (the C x L series), ``image_name(i)`` and ``class_names`` serve the
+    concept figures and tables (:class:`~clustercam.data.image_views.ImageViews`).
     Both splits are read, checked and brought to one length at the first ``setup``: a bad
     file fails there, naming the file and row.
 

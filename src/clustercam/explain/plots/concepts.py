@@ -184,7 +184,7 @@ class _Panels:
     """Image panels laid out as ``plt.subplots`` + ``subplots_adjust`` would, drawn in one
     full-figure axes: ``show`` puts an image where panel (r, c)'s axes would show it."""
 
-    def __init__(self, figsize: tuple[float, float], rows: int, cols: int, aspect: float,
+    def __init__(self, figsize: tuple[float, float], rows: int, cols: int, aspect: float | None,
                  **adjust: float) -> None:
         self.fig = Figure(figsize=figsize)
         PanelCanvas(self.fig)
@@ -200,6 +200,9 @@ class _Panels:
         for r in range(rows):
             for c in range(cols):  # the aspect-equal shrink and centring of Axes.apply_aspect
                 w, h = rights[c] - lefts[c], tops[r] - bottoms[r]
+                if aspect is None:  # the whole cell (the series panels)
+                    self.boxes[r, c] = (lefts[c], bottoms[r], rights[c], tops[r])
+                    continue
                 hh = w * aspect / fig_aspect
                 ww = w if hh <= h else h * fig_aspect / aspect
                 hh = min(hh, h)
@@ -212,8 +215,12 @@ class _Panels:
              pad: float | None = None) -> None:
         """Panel (r, c): an H x W x 3 uint8 image, its frame and its title (``pad``: points
         above the panel, default the axes-title pad)."""
-        x0, y0, x1, y1 = self.boxes[r, c]
         self.images.panels.append((self.boxes[r, c], rgb))
+        self.frame(r, c, title, fontsize, pad)
+
+    def frame(self, r: int, c: int, title: str, fontsize: float = 9, pad: float | None = None) -> None:
+        """Panel (r, c)'s frame and title, without an image (see :meth:`show`)."""
+        x0, y0, x1, y1 = self.boxes[r, c]
         self.ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, zorder=2.5,
                                     linewidth=mpl.rcParams["axes.linewidth"],
                                     edgecolor=mpl.rcParams["axes.edgecolor"]))

@@ -319,8 +319,11 @@ def figure_maps(
     batch: ConceptBatch, i: int, detail: int, n: int, size: Sequence[int]
 ) -> tuple[Tensor, Tensor]:
     """Image ``i``'s concept maps (n x H x W) and sub-concept maps (n x S x H x W, with the
-    parent's bounds) at the display ``size``, from the stored activation-resolution sums."""
-    raw = batch.maps[i, detail, :n]
-    maps = minmax_normalise(resize_maps(raw, size), 2)
-    sub = sub_maps_with_parent_bounds(batch.sub_maps[i, detail, :n], raw, size)
+    parent's bounds) at the display ``size``, from the stored activation-resolution sums
+    (``size`` (L,) for a series: n x L and n x S x L)."""
+    raw, raw_sub = batch.maps[i, detail, :n], batch.sub_maps[i, detail, :n]
+    if len(size) == 1 and raw.dim() == 3:  # a series' 1 x l grid (grid_2d) read as l steps
+        raw, raw_sub = raw.flatten(-2), raw_sub.flatten(-2)
+    maps = minmax_normalise(resize_maps(raw, size), len(size))
+    sub = sub_maps_with_parent_bounds(raw_sub, raw, size)
     return maps, sub

@@ -37,14 +37,23 @@ def batched_pca(x: Tensor, mask: Tensor, n_components: int) -> Tensor:
 
     Each problem is centred on its own valid rows; the components are the top eigenvectors
     of its covariance (D x D, small for 8 x 8 maps), all problems in one ``eigh`` call.
+    Where D is more than twice N (long series: 128 channels over 500 time steps) the same
+    scores come from the N x N Gram matrix ``xc xc^T`` (its eigenvectors times the square
+    roots of the shared eigenvalues), a ~(D / N)^3 smaller eigenproblem.
     Signs are arbitrary, as in any PCA; clustering and the metrics do not depend on them.
     """
     m = mask.to(x.dtype).unsqueeze(-1)
     n = m.sum(1, keepdim=True).clamp_min(1)
     xc = (x - (x * m).sum(1, keepdim=True) / n) * m
+    k = min(n_components, x.shape[-1])
+    if x.shape[-1] > 2 * x.shape[1]:
+        gram = xc @ xc.transpose(1, 2)
+        u = _eigh_vectors(gram)[..., -min(k, x.shape[1]):].flip(-1)  # B x N x k, masked rows 0
+        vals = (u * (gram @ u)).sum(1, keepdim=True)
+        scores = u * vals.clamp_min(0).sqrt()
+        return torch.nn.functional.pad(scores, (0, k - scores.shape[-1]))  # k > N: zero scores, as eigh's
     cov = xc.transpose(1, 2) @ xc
     vecs = _eigh_vectors(cov)  # ascending eigenvalues
-    k = min(n_components, x.shape[-1])
     comps = vecs[..., -k:].flip(-1)
     return xc @ comps
 

@@ -12,7 +12,7 @@ from clustercam.exceptions import UserError
 from clustercam.explain.concepts.checks import check_activations
 from clustercam.explain.concepts.image.extract import SubConcepts
 from clustercam.explain.deprecation import renamed_parameters
-from clustercam.explain.maps import minmax_normalise, resize_maps
+from clustercam.explain.maps import as_size, minmax_normalise, resize_maps
 
 
 @renamed_parameters(labels="concept_labels")
@@ -64,9 +64,11 @@ def sub_concept_maps(
 
 def sub_maps_with_parent_bounds(raw_sub: Tensor, raw_parent: Tensor, size: int | Sequence[int]) -> Tensor:
     """Resize ... x L x S x h x w sub-concept sums and normalise each with its parent's
-    (... x L x h x w, resized the same way) min and max, clamped to [0, 1]."""
+    (... x L x h x w, resized the same way) min and max, clamped to [0, 1]. A series'
+    ``size`` (L,) takes ... x L x S x l sums and gives ... x L x S x L."""
+    d = len(as_size(size))
     parent = resize_maps(raw_parent, size)
     maps = resize_maps(raw_sub, size)
-    lo = parent.flatten(-2).amin(-1).unsqueeze(-1).expand(*maps.shape[:-2])
-    hi = parent.flatten(-2).amax(-1).unsqueeze(-1).expand(*maps.shape[:-2])
-    return minmax_normalise(maps, 2, lo=lo, hi=hi)
+    lo = parent.flatten(-d).amin(-1).unsqueeze(-1).expand(*maps.shape[:-d])
+    hi = parent.flatten(-d).amax(-1).unsqueeze(-1).expand(*maps.shape[:-d])
+    return minmax_normalise(maps, d, lo=lo, hi=hi)
