@@ -1,6 +1,6 @@
 """Run every benchmark and write ``benchmarks/RESULTS.md`` (``make bench``).
 
-    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training,clam,dcec,concepts_series]
+    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training,clam,dcec,concepts_series,motifs]
 
 ``--quick`` writes ``benchmarks/.cache/RESULTS-quick.md`` instead (small sizes are a smoke
 run, not results), unless ``--out`` says otherwise.
@@ -29,6 +29,7 @@ from benchmarks import (
     bench_end_to_end,
     bench_fidelity,
     bench_gradceam,
+    bench_motifs,
     bench_peers,
     bench_training,
 )
@@ -59,6 +60,7 @@ BENCHES = {
     "dcec": bench_dcec.run,
     "concept_layers": bench_concept_layers.run,
     "concepts_series": bench_concepts_series.run,
+    "motifs": bench_motifs.run,
 }
 
 

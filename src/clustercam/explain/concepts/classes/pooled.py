@@ -34,6 +34,7 @@ from torch import Tensor
 from clustercam.explain.concepts.image.ablation import PooledHead
 from clustercam.explain.concepts.image.importance import concept_importance
 from clustercam.explain.concepts.image.truth import region_kernels, region_shares
+from clustercam.explain.layouts import grid_2d
 
 
 def is_mean_pool(pooled: Tensor, activations: Tensor) -> bool:
@@ -76,8 +77,8 @@ class PooledActivations:
             mean_pool = is_mean_pool(pooled, a)
         sums = None if mean_pool else a.sum((2, 3)).float().cpu()
         regions = present = None
-        if part_masks is not None:
-            masks = part_masks.bool().to(a.device)
+        if part_masks is not None:  # series: B x 3 x L masks on the 1 x l grid
+            masks = grid_2d(part_masks).bool().to(a.device)
             kernels = region_kernels(masks, tuple(a.shape[-2:]), torch.float64)
             regions = torch.einsum("bchw,brhw->bcr", a.double(), kernels).cpu()
             present = masks.flatten(2).any(2).cpu()

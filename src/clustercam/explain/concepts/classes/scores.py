@@ -41,6 +41,7 @@ from clustercam.explain.concepts.image.ablation import BatchHead
 from clustercam.explain.concepts.image.importance import concept_importance, importance_order
 from clustercam.explain.concepts.image.maps import raw_concept_maps
 from clustercam.explain.concepts.vocabulary import CLASS_TRUTH_SCORES
+from clustercam.explain.layouts import grid_2d
 from clustercam.explain.maps import resize_maps
 from clustercam.explain.scores.localisation import relevance_mass
 
@@ -204,13 +205,14 @@ class ClassConceptScores:
         """Add B images: activations B x C x h x w, their own ``partitions`` B x C (``-1``
         dropped; needed for stability), ``classes`` and dataset ``index`` (B), importance
         ``targets`` (default: the classes), part ``masks`` B x 3 x H x W bool (part A, part
-        B, distractor; optional), ``keep`` B bool (False: not counted).
+        B, distractor; optional; series: B x 3 x L), ``keep`` B bool (False: not counted).
 
         Any head: the ablations go through ``head`` and the concept maps are drawn (the
         second pass); :meth:`update_pooled` is the same from a pooling + linear head's
         per-image numbers."""
         a = activations.detach()
         b, n = a.shape[0], self.concepts.n_concepts
+        masks = None if masks is None else grid_2d(masks)  # series: B x 3 x L on the 1 x l grid
         classes, index, targets, keep = self._batch(b, classes, index, targets, keep, partitions, masks)
         if self.gallery_maps is None:
             self.gallery_maps = torch.zeros(len(self.concepts.groups), n, self.k, *a.shape[-2:])

@@ -18,7 +18,15 @@ region (Arras et al. 2022) and its pointing game (Zhang et al. 2018), both from
 
 The control (:func:`concept_truth` with partitions): random partitions of the kept
 channels with the found concept sizes, scored the same way (with their own importances),
-averaged. Resizing is linear and, for non-negative (post-ReLU) activations, clipping is a
+averaged.
+
+Series (``clustercam.data.motifs``: motif A, motif B, a spike train) are scored by the same
+functions: the concept code holds a 1-D layer as a ``1 x l`` grid
+(:func:`~clustercam.explain.layouts.grid_2d`), and their masks ``B x 3 x L`` are read as
+``B x 3 x 1 x L`` the same way, so positions are time steps, the bilinear resize is linear
+over time and the area share is ``|A u B| / L``.
+
+Resizing is linear and, for non-negative (post-ReLU) activations, clipping is a
 no-op, so a concept's mass on a region is the sum of its channels' masses: each channel's
 mass on each region is computed once (through the adjoint of the resize) and every
 partition costs a scatter-add; only the top concept's map is drawn, for the pointing game. :func:`paint_out_drops` is the input-space check that the classifier uses both
@@ -40,6 +48,7 @@ from clustercam.explain.concepts.image.fidelity import concept_order
 from clustercam.explain.concepts.image.maps import raw_concept_maps
 from clustercam.explain.concepts.vocabulary import PAINT_COLUMNS, TRUTH_SCORES
 from clustercam.explain.deprecation import renamed_parameters
+from clustercam.explain.layouts import grid_2d
 from clustercam.explain.maps import interpolation_matrix, resize_maps
 from clustercam.explain.scores.localisation import pointing_game, relevance_mass
 
@@ -51,7 +60,9 @@ SEPARATED = 0.8
 
 def part_shares(maps: Tensor, part_masks: Tensor) -> dict[str, Tensor]:
     """Relevance mass of B x n maps (H x W, input resolution) on part A, part B and the
-    distractor (``part_masks`` B x 3 x H x W), and whether each map's maximum is on A or B."""
+    distractor (``part_masks`` B x 3 x H x W), and whether each map's maximum is on A or B.
+    Series: maps B x n x L (or 1 x L) and masks B x 3 x L."""
+    maps, part_masks = grid_2d(maps), grid_2d(part_masks)
     b, n = maps.shape[:2]
     if part_masks.dim() != 4 or part_masks.shape[1] != 3 or part_masks.shape[0] != b:
         raise UserError(f"part_masks must be B x 3 x H x W for B = {b}, got {tuple(part_masks.shape)}")
@@ -121,7 +132,9 @@ def truth_scores(shares: Mapping[str, Tensor], importance: Tensor, sizes: Tensor
 
 def region_kernels(part_masks: Tensor, shape: tuple[int, int], dtype: torch.dtype) -> Tensor:
     """B x 4 x h x w weights ``K_r`` with ``sum_r resize(M) = sum(M * K_r)`` for any h x w map
-    ``M`` (bilinear resize to the masks' size): regions part A, part B, distractor, all."""
+    ``M`` (bilinear resize to the masks' size): regions part A, part B, distractor, all.
+    Series: masks B x 3 x L and ``shape`` (1, l)."""
+    part_masks = grid_2d(part_masks)
     big_h, big_w = part_masks.shape[-2:]
     h, w = shape
     rows = interpolation_matrix(h, big_h, dtype, part_masks.device)  # H x h
@@ -175,7 +188,9 @@ def concept_truth(
     """Per-image localisation scores of the found concepts (``"concepts"``) and, given R
     random partitions (R x B x C, with their importances R x B x n), their mean
     (``"random"``). ``concept_labels``: B x C (-1 dropped); ``importance``: B x n (eq. 3);
-    ``part_masks``: B x 3 x H x W (part A, part B, distractor) at input resolution.
+    ``part_masks``: B x 3 x H x W (part A, part B, distractor) at input resolution. Series:
+    activations B x C x 1 x l (or B x C x l) and masks B x 3 x L (motif A, motif B,
+    distractor); the scores are then over time steps.
 
     Example:
         >>> import torch
@@ -189,6 +204,7 @@ def concept_truth(
          'parts_separated': 1.0, 'part_purity': 1.0, 'importance_spearman': nan}
     """
     n = importance.shape[1]
+    activations, part_masks = grid_2d(activations), grid_2d(part_masks)
     size = tuple(part_masks.shape[-2:])
     part_masks = part_masks.bool().to(activations.device)
     if partitions is not None and (partition_importance is None
@@ -223,7 +239,9 @@ def paint_out_drops(
 ) -> Tensor:
     """Input-space check: B x 4, per image ``p_t`` of ``model(x)`` and its drops when part
     A, part B or the distractor is replaced by the object-free background (columns
-    :data:`PAINT_COLUMNS`), all in one forward call."""
+    :data:`PAINT_COLUMNS`), all in one forward call. ``x``, ``backgrounds``: B x C x H x W
+    with masks B x 3 x H x W, or series B x C x L with masks B x 3 x L (every channel of a
+    series painted over the masked time steps)."""
     b = x.shape[0]
     region = part_masks.bool().to(x.device)
     bg = backgrounds.to(x.device, x.dtype)
