@@ -2,7 +2,7 @@
 training and explaining.
 
 Runs ``python -m clustercam.train experiment=concepts_motifs`` (the FCN trained on 6,000
-motif series for 20 epochs, then concepts of the 600 test series scored against the motif
+motif series for 6 epochs, then concepts of the 600 test series scored against the motif
 masks, class concepts on, figures off) in a fresh process, and splits its wall time by the
 timestamps of the run's own log: set-up (interpreter, data generation, model) until the
 evaluated split is loaded; training (fit, its validation epochs included) until the trained
@@ -90,7 +90,7 @@ def run(args) -> Section:
     rows.append(["whole run", fmt_s(wall), "100 %"])
     notes = [f"Test accuracy {100 * acc:.1f} %; 1-minute load average {load0:.2f} before, {load1:.2f} after."]
     headlines = [
-        Headline("Motifs run (FCN, 6,000 series × 20 epochs, concepts of 600): training", fmt_s(phases["training"]),
+        Headline("Motifs run (FCN, 6,000 series × 6 epochs, concepts of 600): training", fmt_s(phases["training"]),
                  "–", None),
         Headline("… explaining (concepts, fidelity, truth, painting out, class concepts)",
                  fmt_s(phases["explaining"]), "–", None),
