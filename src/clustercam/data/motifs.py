@@ -34,11 +34,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from clustercam.data.image_views import ImageViews
-from clustercam.data.synthetic import MaskedDataModule
+from clustercam.data.planted import PlantedPartsDataModule
 from clustercam.exceptions import UserError
 
 MOTIFS = ("bump", "plateau", "sawtooth", "chirp")
@@ -147,7 +145,7 @@ def make_motifs(
     return x, y.astype(np.int64), masks, backgrounds
 
 
-class SyntheticMotifsDataModule(ImageViews, MaskedDataModule):
+class SyntheticMotifsDataModule(ImageViews, PlantedPartsDataModule):
     """The motifs dataset (``data=synthetic_motifs``): the class is a pair of motifs.
 
     Univariate series 1 x length; the class is the unordered pair of two motifs out of bump,
@@ -196,34 +194,8 @@ class SyntheticMotifsDataModule(ImageViews, MaskedDataModule):
         self.name = "SyntheticMotifs"
         self.sizes = {"train": n_train, "test": n_test}
         self.length, self.seed, self.gap = length, seed, gap
-        self._parts: dict[str, Tensor] = {}
-        self._backgrounds: dict[str, Tensor] = {}
 
-    def _make(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def make(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Series N x 1 x L, labels, motif masks and motif-free backgrounds."""
         streams = np.random.SeedSequence(self.seed).spawn(2)
         return make_motifs(self.sizes[split], self.length, streams[split == "test"], self.gap)
-
-    def generate(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Series N x 1 x L, labels and class-region masks (N x L) of one split."""
-        x, y, masks, bg = self._make(split)
-        self._parts[split] = torch.from_numpy(masks)
-        self._backgrounds[split] = torch.from_numpy(bg)
-        return x, y, masks[:, 0] | masks[:, 1]
-
-    def part_masks(self, split: str) -> Tensor:
-        """N x 3 x L bool (motif A, motif B, distractor), aligned with ``split(split).x``."""
-        n = len(self.split(split))  # generates (and caps) the split first
-        return self._parts[split][:n]
-
-    def backgrounds(self, split: str) -> Tensor:
-        """N x 1 x L: the series of the split without motifs and distractor."""
-        n = len(self.split(split))
-        return self._backgrounds[split][:n]
-
-    def eval_part_masks(self) -> Tensor:
-        """Motif masks of the evaluated split (order of ``eval_tensors()``)."""
-        return self.part_masks(self.eval_split)
-
-    def eval_backgrounds(self) -> Tensor:
-        """Motif-free backgrounds of the evaluated split (order of ``eval_tensors()``)."""
-        return self.backgrounds(self.eval_split)

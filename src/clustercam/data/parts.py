@@ -30,11 +30,9 @@ import itertools
 import math
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from clustercam.data.image_views import ImageViews
-from clustercam.data.synthetic import MaskedDataModule
+from clustercam.data.planted import PlantedPartsDataModule
 from clustercam.exceptions import UserError
 
 PARTS = ("disc", "square", "triangle", "cross")
@@ -176,7 +174,7 @@ def make_parts(
     return x, y.astype(np.int64), masks, backgrounds
 
 
-class SyntheticPartsDataModule(ImageViews, MaskedDataModule):
+class SyntheticPartsDataModule(ImageViews, PlantedPartsDataModule):
     """The parts dataset (``data=synthetic_parts``): the class is a pair of parts.
 
     RGB size x size images in [0, 1]; the class is the unordered pair of two parts out of
@@ -231,38 +229,9 @@ class SyntheticPartsDataModule(ImageViews, MaskedDataModule):
         self.sizes = {"train": n_train, "test": n_test}
         self.size, self.seed, self.noise = size, seed, noise
         self.min_contrast, self.gap = min_contrast, gap
-        self._parts: dict[str, Tensor] = {}
-        self._backgrounds: dict[str, Tensor] = {}
 
-    def generate(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Images N x 3 x size x size, labels and class-region masks of one split."""
+    def make(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Images N x 3 x size x size, labels, part masks and object-free backgrounds."""
         streams = np.random.SeedSequence(self.seed).spawn(2)
-        x, y, masks, bg = make_parts(self.sizes[split], self.size, streams[split == "test"],
-                                     self.noise, self.min_contrast, self.gap)
-        self._parts[split] = torch.from_numpy(masks)
-        if split == self.eval_split:  # painting out happens on the evaluated split only
-            self._backgrounds[split] = torch.from_numpy(bg)
-        return x, y, masks[:, 0] | masks[:, 1]
-
-    def part_masks(self, split: str) -> Tensor:
-        """N x 3 x H x W bool (part A, part B, distractor), aligned with ``split(split).x``."""
-        n = len(self.split(split))
-        return self._parts[split][:n]
-
-    def backgrounds(self, split: str) -> Tensor:
-        """N x 3 x H x W: the images of the split without parts and distractor."""
-        n = len(self.split(split))
-        if split not in self._backgrounds:
-            streams = np.random.SeedSequence(self.seed).spawn(2)
-            bg = make_parts(self.sizes[split], self.size, streams[split == "test"], self.noise,
-                            self.min_contrast, self.gap)[3]
-            self._backgrounds[split] = torch.from_numpy(bg)
-        return self._backgrounds[split][:n]
-
-    def eval_part_masks(self) -> Tensor:
-        """Part masks of the evaluated split (order of ``eval_tensors()``)."""
-        return self.part_masks(self.eval_split)
-
-    def eval_backgrounds(self) -> Tensor:
-        """Object-free backgrounds of the evaluated split (order of ``eval_tensors()``)."""
-        return self.backgrounds(self.eval_split)
+        return make_parts(self.sizes[split], self.size, streams[split == "test"], self.noise,
+                          self.min_contrast, self.gap)
