@@ -170,6 +170,10 @@ def test_class_gallery_rows_by_importance_each_series_coloured_by_its_map() -> N
     strong = {int(t) for t, c in zip(steps, colours) if np.allclose(c, top, atol=0.1)}
     assert strong and strong <= set(range(14, 26)) and {18, 19, 20} <= strong
     assert np.allclose(colours[steps == 2][0], JET(0.0))  # far from the concept: the bottom colour
+    # the maps as the concept code keeps them for a series layer (n x k x 1 x l): the same colours
+    grid = series_class_concept_figure(index, maps[:, :, None], images, [3, 4], [0.8, 0.5], [10.0, 30.0],
+                                       [1.0, 2.0], title="class a")
+    assert np.array_equal(segment_colours(grid, 0)[1], colours)
 
 
 def test_the_drawers_follow_the_display_samples_rank() -> None:

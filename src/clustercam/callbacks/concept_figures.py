@@ -68,12 +68,9 @@ def class_gallery_figures(galleries: Sequence[ClassGallery], dm: Any, class_name
             mine = [g for g in galleries if g.group == group]
             shown = sorted({i for g in mine for i in gallery_indices(g.figure["index"])})
             images = {i: dm.display_image(i) for i in shown}
+            draw = concept_drawers(next(iter(images.values()), None))  # series or images, as the group's samples
             for gal in mine:
                 path = out / outputs.class_gallery_path(group_name(group, class_names), gal.config, gal.source,
                                                         configs)
-                draw = concept_drawers(next(iter(images.values()), None))
-                figure = dict(gal.figure)
-                if draw.map_dims == 1 and figure["maps"].ndim == 4:  # a series' 1 x l grid read as l steps
-                    figure["maps"] = figure["maps"].reshape(*figure["maps"].shape[:2], -1)
-                paths.append(writer.save(draw.class_gallery(images=images, **style, **figure), path, dpi=100))
+                paths.append(writer.save(draw.class_gallery(images=images, **style, **gal.figure), path, dpi=100))
     return paths

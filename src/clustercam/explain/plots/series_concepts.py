@@ -271,8 +271,9 @@ def series_class_concept_figure(
 
     Args:
         index: n x k dataset indices of each concept's top series (``-1``: an empty slot).
-        maps: n x k x l, the concept's summed channels on those series (layer resolution;
-            resized linearly to each series' length, min-max normalised per series).
+        maps: n x k x l (or n x k x 1 x l, the concept code's grid of a series layer), the
+            concept's summed channels on those series (layer resolution; resized linearly to
+            each series' length, min-max normalised per series).
         images: dataset index -> C x L series.
         channels: per concept, its number of channels.
         stability: per concept, its stability.
@@ -289,6 +290,8 @@ def series_class_concept_figure(
         rows in order; ``fig.axes[1]`` is the colour bar.
     """
     index, maps = torch.as_tensor(to_numpy(index)).long(), torch.as_tensor(to_numpy(maps)).float()
+    if maps.dim() == 4:  # the 1 x l grid the concept code keeps a series layer on
+        maps = maps.flatten(-2)
     n, k = index.shape
     shown = {int(i): to_numpy(images[int(i)]).astype(float) for i in index.flatten().tolist()
              if int(i) >= 0 and int(i) in images}
