@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from lightning import LightningModule, Trainer
 from torch import Tensor
-from torch.utils.data import Subset
+
+from clustercam.callbacks.concept_shards import ResumedSubset
 
 
 def eval_loader(trainer: Trainer) -> Any:
@@ -21,9 +22,10 @@ def eval_loader(trainer: Trainer) -> Any:
 
 def eval_dataset(trainer: Trainer) -> Any:
     """The evaluated dataset, whole: a resumed run's loader covers the unfinished images only
-    (a ``Subset``), but the classes and the images again by index are the dataset's."""
+    (a :class:`ResumedSubset`), but the classes and the images again by index are the
+    dataset's. A datamodule's own ``Subset`` is its dataset and stays as it is."""
     ds = eval_loader(trainer).dataset
-    return ds.dataset if isinstance(ds, Subset) else ds
+    return ds.dataset if isinstance(ds, ResumedSubset) else ds
 
 
 def eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
