@@ -93,6 +93,18 @@ def map_single_threaded(fn: Callable[[Any], T], items: Sequence[Any], workers: i
         return [f.result() for f in futures]
 
 
+def call_all(tasks: Sequence[Callable[[], T]], workers: int, cost: Sequence[float] | None = None) -> list[T]:
+    """``[t() for t in tasks]``; with ``workers`` >= 2 over that many threads of one
+    intra-op thread each, the tasks of largest ``cost`` started first (a long task
+    started last would run alone at the end). Results in the order of ``tasks``."""
+    if workers < 2 or len(tasks) < 2:
+        return [t() for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: -cost[i]) if cost is not None else range(len(tasks))
+    with _tasks(workers) as submit:
+        futures = {i: submit(tasks[i]) for i in order}
+        return [futures[i].result() for i in range(len(tasks))]
+
+
 def cpu_workers(device: torch.device) -> int:
     """How many threads :func:`run_stages` should use on ``device``: torch's CPU threads
     on a CPU, 0 (run serially in the caller) on an accelerator, with one thread, or under

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -225,15 +226,44 @@ def coassociation_concepts(
     if k == 1:
         groups = torch.zeros(m, dtype=torch.long)
     else:
-        from sklearn.cluster import AgglomerativeClustering
-
-        s = co.cpu()[sel][:, sel].double() / n_images
-        d = (1.0 - s).numpy()
-        np.fill_diagonal(d, 0.0)
-        fit = AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit(d)
-        groups = torch.as_tensor(fit.labels_, dtype=torch.long)
+        groups = torch.as_tensor(average_linkage_groups(_distances(co, sel, n_images), k), dtype=torch.long)
     labels[sel] = number_by_size(groups, k)
     return labels
+
+
+def _distances(co: Tensor, sel: Tensor, n_images: int) -> np.ndarray:
+    """``1 - S`` of the channels ``sel`` (float64, zero diagonal): one gather and in-place
+    arithmetic, the same values as ``1.0 - co[sel][:, sel].double() / n_images``."""
+    d = co.cpu()[sel[:, None], sel].double().div_(n_images).numpy()
+    np.subtract(1.0, d, out=d)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def average_linkage_groups(d: np.ndarray, n_clusters: int) -> np.ndarray:
+    """The ``n_clusters`` groups of average linkage on the square distances ``d``: the
+    partition and tree of scikit-learn's ``AgglomerativeClustering(metric="precomputed",
+    linkage="average")`` (the same SciPy ``linkage`` on the same condensed distances,
+    cut by undoing its last ``n_clusters - 1`` merges), without its validation copies.
+    Group ids are arbitrary (callers renumber them with :func:`number_by_size`).
+
+    Example:
+        >>> import numpy as np
+        >>> d = np.array([[0, 1, 5, 6], [1, 0, 5, 6], [5, 5, 0, 2], [6, 6, 2, 0]], dtype=float)
+        >>> average_linkage_groups(d, 2).tolist()
+        [0, 0, 1, 1]
+    """
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    n = len(d)
+    merges = linkage(squareform(d, checks=False), method="average")[:, :2].astype(np.intp)
+    parent = np.arange(2 * n - 1)
+    for i, (a, b) in enumerate(merges[: n - int(n_clusters)]):  # the first n - k merges
+        parent[a] = parent[b] = n + i
+    for node in range(2 * n - 2, -1, -1):  # children have smaller ids than their parents
+        parent[node] = parent[parent[node]]
+    return np.unique(parent[:n], return_inverse=True)[1]
 
 
 class CoAssociation:
@@ -371,23 +401,36 @@ class CoAssociation:
                 return co.double().cpu() / n
         return torch.full((self.n_channels,) * 2, math.nan, dtype=torch.float64)
 
+    def clusterings(self, n_class: int, min_presence: float = 0.5) -> list[tuple[int, int, Callable[[], Tensor]]]:
+        """The clusterings :meth:`finalise` runs, as (group, images, task -> C labels) per
+        group with images: independent, so a caller may run them side by side (threads:
+        they only read the counts) and hand the labels to :meth:`concepts_from`."""
+        if int(n_class) < 1:
+            raise UserError(f"n_class must be >= 1, got {n_class}")
+        return [(g, n, partial(coassociation_concepts, co, pres, n, int(n_class), min_presence))
+                for g, co, pres, n in self._groups()]
+
     def finalise(self, n_class: int, min_presence: float = 0.5,
                  class_names: Sequence[str] | None = None) -> ClassConcepts:
         """Cluster every group with images; warns (:class:`ClassConceptWarning`) for groups
         with one image, no kept channel, or fewer clustered channels than ``n_class``."""
-        if int(n_class) < 1:
-            raise UserError(f"n_class must be >= 1, got {n_class}")
+        found = [(g, n, task()) for g, n, task in self.clusterings(n_class, min_presence)]
+        return self.concepts_from(found, n_class, min_presence, class_names)
+
+    def concepts_from(self, found: Sequence[tuple[int, int, Tensor]], n_class: int, min_presence: float = 0.5,
+                      class_names: Sequence[str] | None = None) -> ClassConcepts:
+        """The :class:`ClassConcepts` of the (group, images, labels) of :meth:`clusterings`,
+        with :meth:`finalise`'s warnings (in the caller's thread)."""
         groups, rows, sizes = [], [], []
-        for g, co, pres, n in self._groups():
-            labels = coassociation_concepts(co, pres, n, n_class, min_presence)
+        for g, n, labels in found:
             name = group_name(g, class_names)
-            found = int(labels.max()) + 1
-            if found == 0:
+            got = int(labels.max()) + 1
+            if got == 0:
                 warn_class(f"class {name}: no channel is kept in {min_presence:.0%} of its "
                            f"{n} images: no class concept, NaN scores")
-            elif found < n_class:
-                warn_class(f"class {name}: {found} channels pass min_presence for {n_class} "
-                           f"class concepts; concepts {found}..{n_class - 1} are empty (NaN)")
+            elif got < n_class:
+                warn_class(f"class {name}: {got} channels pass min_presence for {n_class} "
+                           f"class concepts; concepts {got}..{n_class - 1} are empty (NaN)")
             if n == 1:
                 warn_class(f"class {name} has one image: its class concepts are that image's "
                            "concepts; stability and importance_std are NaN")

@@ -18,7 +18,8 @@ samples merge exactly. Memory: ``max_images x C x H x W`` floats per class (105 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from clustercam.explain.concepts.classes.coassociation import (
     number_by_size,
     warn_class,
 )
+from clustercam.explain.concepts.parallel import call_all
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -74,6 +76,7 @@ class NMFSample:
             raise UserError(f"scope must be one of {SCOPES}, got {scope!r}")
         self.max_images, self.seed, self.scope = int(max_images), int(seed), scope
         self._chunks: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {}
+        self._compacted: set[int] = set()  # groups stored as their bottom-k, one chunk
 
     def _add(self, group: int, key: Tensor, idx: Tensor, acts: Tensor) -> Tensor:
         """Offer a group's rows; returns which of them the sample took (bool)."""
@@ -87,18 +90,31 @@ class NMFSample:
             key, idx, acts = key[new], idx[new], acts[new]
         if len(key):
             chunks.append((key, idx, acts))
+            self._compacted.discard(group)
         if stored + len(key) > 2 * self.max_images:
             self._compact(group)
         return new
 
     def _compact(self, group: int) -> tuple[Tensor, Tensor, Tensor]:
+        """A group's bottom-k as one chunk (key, idx, activations), selected once: read
+        again, it is the stored chunk itself (no copy, no change)."""
         chunks = self._chunks.get(group, [])
         if not chunks:
             return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0)
+        if group in self._compacted:
+            return chunks[0]
         key, idx, acts = (torch.cat([c[j] for c in chunks]) for j in range(3))
         sel = _bottom(key, idx, self.max_images)
         self._chunks[group] = [(key[sel], idx[sel], acts[sel])]
+        self._compacted.add(group)
         return self._chunks[group][0]
+
+    def compact(self) -> NMFSample:
+        """Select every group's bottom-k now: afterwards :meth:`activations` only reads,
+        so threads may call it side by side."""
+        for g in self.groups():
+            self._compact(g)
+        return self
 
     @torch.no_grad()
     def update(self, activations: Tensor, classes: Tensor, index: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -201,8 +217,23 @@ def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
         >>> nmf_channel_groups(w @ h, 2).tolist()                   # channel 3: no loading
         [0, 0, 1, -1]
     """
-    from sklearn.decomposition import NMF
     from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: the solver's products have k columns, too thin to share; measured
+    # 6x faster than OpenBLAS's two threads on 2 busy cores (the same factors)
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+        warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
+        return _nmf_labels(x, n_components, seed, max_iter)
+
+
+NMF_ITERATIONS = ".*Maximum number of iterations.*"  # scikit-learn's warning at max_iter: expected, ignored
+
+
+def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: int) -> Tensor:
+    """:func:`nmf_channel_groups` under the caller's BLAS threads and warning filters
+    (neither is thread-safe to change, so threads running it side by side leave both to
+    the thread that started them)."""
+    from sklearn.decomposition import NMF
 
     x = torch.as_tensor(x).detach().cpu()
     x = x.float() if x.dtype != torch.float64 else x
@@ -217,11 +248,7 @@ def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
         return labels
     xs = x[:, cols].numpy()
     model = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter)
-    # one BLAS thread: the solver's products have k columns, too thin to share; measured
-    # 6x faster than OpenBLAS's two threads on 2 busy cores (the same factors)
-    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
-        warnings.filterwarnings("ignore", message=".*Maximum number of iterations.*")
-        w = model.fit_transform(xs)
+    w = model.fit_transform(xs)
     contribution = model.components_ * np.linalg.norm(w, axis=0)[:, None]  # k x C'
     best = torch.as_tensor(contribution.argmax(0), dtype=torch.long)
     loaded = torch.as_tensor(contribution.max(0) > 0)
@@ -230,21 +257,48 @@ def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
     return labels
 
 
-def nmf_concepts(sample: NMFSample, like: ClassConcepts, seed: int = 0, max_iter: int = 200,
-                 class_names=None) -> ClassConcepts:
-    """NMF class concepts for the groups of ``like`` (the co-association concepts of the
-    same configuration: same groups, ``n_concepts`` and ``n_images``)."""
-    rows = []
-    for g in like.groups:
-        acts = sample.activations(g)
-        c = like.labels.shape[1]
-        x = acts.permute(0, 2, 3, 1).reshape(-1, c) if acts.ndim == 4 and acts.shape[1] == c \
-            else torch.zeros(0, c)
-        labels = nmf_channel_groups(x, like.n_concepts, seed, max_iter)
-        found = int(labels.max()) + 1
-        if found < like.n_concepts:
-            warn_class(f"class {group_name(g, class_names)}: NMF found {found} of "
-                       f"{like.n_concepts} concepts ({len(acts)} sampled images); the rest are empty")
-        rows.append(labels)
-    labels = torch.stack(rows) if rows else like.labels.clone()
+def _group_labels(acts: Tensor, c: int, n_concepts: int, seed: int, max_iter: int) -> Tensor:
+    """:func:`_nmf_labels` of a group's sampled activations (m x C x H x W) as the
+    (images x positions) x C matrix."""
+    x = acts.permute(0, 2, 3, 1).reshape(-1, c) if acts.ndim == 4 and acts.shape[1] == c else torch.zeros(0, c)
+    return _nmf_labels(x, n_concepts, seed, max_iter)
+
+
+def nmf_tasks(sample: NMFSample, groups: Sequence[int], n_concepts: int, n_channels: int, seed: int = 0,
+              max_iter: int = 200) -> list[tuple[int, Callable[[], Tensor]]]:
+    """The NMFs of :func:`nmf_concepts`, one per group: (sampled images, task -> C labels).
+
+    Independent and, once the sample is compacted here, reading nothing the others write:
+    a caller may run them side by side in threads, with one BLAS thread and the iteration
+    warning (:data:`NMF_ITERATIONS`) ignored around all of them (:func:`nmf_concepts` does).
+    """
+    sample.compact()
+    acts = [sample.activations(g) for g in groups]
+    return [(len(a), partial(_group_labels, a, n_channels, n_concepts, seed, max_iter)) for a in acts]
+
+
+def nmf_result(like: ClassConcepts, found: Sequence[tuple[int, Tensor]], class_names=None) -> ClassConcepts:
+    """The NMF :class:`ClassConcepts` of the (sampled images, labels) of :func:`nmf_tasks`
+    on ``like``'s groups, warning (in the caller's thread) for concepts NMF left empty."""
+    for g, (m, labels) in zip(like.groups, found):
+        got = int(labels.max()) + 1
+        if got < like.n_concepts:
+            warn_class(f"class {group_name(g, class_names)}: NMF found {got} of "
+                       f"{like.n_concepts} concepts ({m} sampled images); the rest are empty")
+    labels = torch.stack([f[1] for f in found]) if found else like.labels.clone()
     return ClassConcepts(list(like.groups), labels, like.n_concepts, like.n_images.clone(), source="nmf")
+
+
+def nmf_concepts(sample: NMFSample, like: ClassConcepts, seed: int = 0, max_iter: int = 200,
+                 class_names=None, workers: int = 0) -> ClassConcepts:
+    """NMF class concepts for the groups of ``like`` (the co-association concepts of the
+    same configuration: same groups, ``n_concepts`` and ``n_images``); with ``workers``
+    >= 2 the groups' NMFs run side by side in that many threads (the same labels: each
+    is the same one-BLAS-thread fit), the largest first."""
+    from threadpoolctl import threadpool_limits
+
+    tasks = nmf_tasks(sample, like.groups, like.n_concepts, like.labels.shape[1], seed, max_iter)
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+        warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
+        labels = call_all([t for _, t in tasks], workers, [m for m, _ in tasks])
+    return nmf_result(like, [(m, lab) for (m, _), lab in zip(tasks, labels)], class_names)

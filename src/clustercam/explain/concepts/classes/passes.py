@@ -25,6 +25,7 @@ process the reductions are skipped.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,10 +41,11 @@ from clustercam.explain.concepts.classes.coassociation import (
     random_groups,
     warn_class,
 )
-from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_concepts
+from clustercam.explain.concepts.classes.nmf import NMF_ITERATIONS, NMFSample, nmf_result, nmf_tasks
 from clustercam.explain.concepts.classes.pooled import PooledActivations, cat_pooled, is_mean_pool
 from clustercam.explain.concepts.classes.scores import ClassConceptScores, truth_by_group
 from clustercam.explain.concepts.image.ablation import Head, PooledHead, checked_pooled_head
+from clustercam.explain.concepts.parallel import call_all, cpu_workers
 from clustercam.explain.concepts.vocabulary import ConceptConfig
 
 SOURCES_SCORED = ("coassociation", "nmf")  # the sources with rows and galleries (random: a control)
@@ -113,7 +115,8 @@ class ClassConceptRun:
 
         One pass, with the head's pooling + linear form:
 
-        >>> from clustercam.explain.concepts.image.ablation import PooledHead
+        >>> from clustercam.explain.concepts.parallel import call_all, cpu_workers
+from clustercam.explain.concepts.image.ablation import PooledHead
         >>> ph = PooledHead(pool=lambda x: x.mean((2, 3)), linear=lambda p: p[:, :2], checked=True)
         >>> one = ClassConceptRun(settings, [("cgap", "kmeans", 2)], 8, 2, pooled_head=ph)
         >>> one.observe(a, labels, y, idx, targets=y)           # the only pass
@@ -253,16 +256,39 @@ class ClassConceptRun:
             self.sample = NMFSample.from_state(state, s.nmf_max_images, s.seed, s.scope)
 
     def finalise(self, class_names: Sequence[str] | None = None) -> None:
-        """Class concepts of every configuration (co-association, NMF, random controls)."""
+        """Class concepts of every configuration (co-association, NMF, random controls).
+
+        Every group's clustering and NMF is independent of the others: on a CPU with two
+        or more torch threads they run side by side (:func:`~.parallel.call_all`, the
+        largest NMF first, each with one BLAS thread as when run alone: the same labels).
+        """
+        from threadpoolctl import threadpool_limits
+
         s = self.settings
-        nmf: dict[tuple, ClassConcepts] = {}  # NMF sees the sample, not the partitions: once per shape
-        for cfg in self.configs:
-            cc = self.co[cfg].finalise(s.n_for(cfg[2]), s.min_presence, class_names)
+        clusterings = {cfg: self.co[cfg].clusterings(s.n_for(cfg[2]), s.min_presence) for cfg in self.configs}
+        nmf_keys: dict[ConceptConfig, tuple] = {}
+        nmf_jobs: dict[tuple, list[tuple[int, Callable[[], Tensor]]]] = {}  # NMF sees the sample: once per shape
+        if self.sample is not None:
+            for cfg, jobs in clusterings.items():
+                key = nmf_keys[cfg] = (tuple(g for g, _, _ in jobs), s.n_for(cfg[2]), tuple(n for _, n, _ in jobs))
+                if key not in nmf_jobs:
+                    nmf_jobs[key] = nmf_tasks(self.sample, key[0], key[1], self.n_channels, s.seed)
+        nmfs = sorted(((m, key, r, task) for key, jobs in nmf_jobs.items() for r, (m, task) in enumerate(jobs)),
+                      key=lambda job: -job[0])  # the largest NMF first: it alone may take as long as the rest
+        tasks = [job[3] for job in nmfs] + [task for jobs in clusterings.values() for _, _, task in jobs]
+        with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+            warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
+            done = iter(call_all(tasks, cpu_workers(torch.device("cpu"))))
+        nmf_labels = {(key, r): (m, next(done)) for m, key, r, _ in nmfs}
+        nmf: dict[tuple, ClassConcepts] = {}
+        for cfg, jobs in clusterings.items():
+            cc = self.co[cfg].concepts_from([(g, n, next(done)) for g, n, _ in jobs], s.n_for(cfg[2]),
+                                            s.min_presence, class_names)
             found = {"coassociation": [cc]}
             if self.sample is not None:
-                key = (tuple(cc.groups), cc.n_concepts, tuple(cc.n_images.tolist()))
+                key = nmf_keys[cfg]
                 if key not in nmf:
-                    nmf[key] = nmf_concepts(self.sample, cc, s.seed, class_names=class_names)
+                    nmf[key] = nmf_result(cc, [nmf_labels[key, r] for r in range(len(key[0]))], class_names)
                 n = nmf[key]
                 found["nmf"] = [ClassConcepts(list(n.groups), n.labels.clone(), n.n_concepts,
                                               n.n_images.clone(), source="nmf")]
