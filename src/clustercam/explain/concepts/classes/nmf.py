@@ -37,6 +37,7 @@ from clustercam.explain.concepts.classes.coassociation import (
 from clustercam.explain.concepts.parallel import call_all
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+NMF_ITERATIONS = ".*Maximum number of iterations.*"  # scikit-learn's warning at max_iter: expected, ignored
 
 
 def sample_keys(index: Tensor, seed: int = 0) -> Tensor:
@@ -226,14 +227,13 @@ def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
         return _nmf_labels(x, n_components, seed, max_iter)
 
 
-NMF_ITERATIONS = ".*Maximum number of iterations.*"  # scikit-learn's warning at max_iter: expected, ignored
-
 
 def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: int) -> Tensor:
     """:func:`nmf_channel_groups` under the caller's BLAS threads and warning filters
     (neither is thread-safe to change, so threads running it side by side leave both to
     the thread that started them)."""
     from sklearn.decomposition import NMF
+    from threadpoolctl import threadpool_limits
 
     x = torch.as_tensor(x).detach().cpu()
     x = x.float() if x.dtype != torch.float64 else x
@@ -248,7 +248,10 @@ def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: 
         return labels
     xs = x[:, cols].numpy()
     model = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter)
-    w = model.fit_transform(xs)
+    # one OpenMP thread (a per-thread setting, safe in threads): the solver's stopping test
+    # sums its violation over OpenMP threads, so its iterations would depend on their number
+    with threadpool_limits(1, user_api="openmp"):
+        w = model.fit_transform(xs)
     contribution = model.components_ * np.linalg.norm(w, axis=0)[:, None]  # k x C'
     best = torch.as_tensor(contribution.argmax(0), dtype=torch.long)
     loaded = torch.as_tensor(contribution.max(0) > 0)
