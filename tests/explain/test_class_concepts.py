@@ -24,7 +24,9 @@ from clustercam.explain.concepts.classes.coassociation import (
     ClassConceptSettings,
     ClassConceptWarning,
     CoAssociation,
+    average_linkage_groups,
     coassociation_concepts,
+    number_by_size,
     random_groups,
 )
 from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_channel_groups, nmf_concepts
@@ -83,6 +85,23 @@ def test_average_linkage_differs_from_single_linkage_on_a_chain():
     co = torch.tensor([[10, 9, 2, 0], [9, 10, 8, 0], [2, 8, 10, 7], [0, 0, 7, 10]])
     # distances: d01 .1, d12 .2, d23 .3, d02 .8; average: {0,1}, then d(2,3)=.3 < d({0,1},2)=.5
     assert coassociation_concepts(co, co.diagonal(), 10, 2).tolist() == [0, 0, 1, 1]
+
+
+def test_average_linkage_groups_are_scikit_learns_partition_also_with_tied_counts():
+    from sklearn.cluster import AgglomerativeClustering
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):  # few images and few concepts: co-association counts tie often
+        c, n = int(torch.randint(6, 40, (1,), generator=gen)), int(torch.randint(2, 8, (1,), generator=gen))
+        labels = torch.randint(-1, 3, (n, c), generator=gen)
+        co = ((labels[:, :, None] == labels[:, None, :]) & (labels[:, :, None] >= 0)).sum(0)
+        d = (1.0 - co.double() / n).numpy()
+        np.fill_diagonal(d, 0.0)
+        for k in (2, 3, 5):
+            ref = AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit(d).labels_
+            got = average_linkage_groups(d, k)
+            assert len(np.unique(got)) == k
+            assert torch.equal(number_by_size(torch.as_tensor(got), k), number_by_size(torch.as_tensor(ref), k))
 
 
 def test_concepts_numbered_by_decreasing_size_and_scope_both_adds_the_dataset_group():
@@ -270,6 +289,66 @@ def test_nmf_sample_does_not_depend_on_batch_order_or_ranks():
     only = NMFSample(7, 3, scope="dataset")
     only.update(a, y, torch.arange(50))
     assert torch.equal(both.activations(DATASET), only.activations(DATASET))
+
+
+def test_nmf_sample_compacted_is_read_without_copies_until_new_images_come():
+    a, y = torch.rand(30, 3, 2, 2), torch.arange(30) % 2
+    sample, ref = NMFSample(6, 1, scope="both"), NMFSample(6, 1, scope="both")
+    sample.update(a[:20], y[:20], torch.arange(20))
+    first = sample.compact().activations(0)
+    assert sample.activations(0) is first  # compacted: what threads read side by side
+    sample.update(a[20:], y[20:], torch.arange(20, 30))
+    ref.update(a, y, torch.arange(30))
+    for g in (0, 1, DATASET):
+        assert torch.equal(sample.activations(g), ref.activations(g))
+    assert not torch.equal(sample.activations(0), first)  # the later images entered the bottom-k
+
+
+def test_finalise_in_threads_gives_the_serial_class_concepts_bit_for_bit(monkeypatch):
+    from clustercam.explain.concepts.classes import passes
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.relu(torch.randn(36, 48, 3, 3, generator=gen))
+    y = torch.arange(36) % 3
+    cfgs = [("cgap", "kmeans", 3), ("cpha", "kmeans", 4)]
+    parts = {c: torch.randint(-1, c[2], (36, 48), generator=gen) for c in cfgs}
+    workers: list[int] = []
+    real = passes.call_all
+    monkeypatch.setattr(passes, "call_all", lambda t, n: (workers.append(n), real(t, n))[1])
+    found = []
+    before = torch.get_num_threads()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            run = ClassConceptRun(ClassConceptSettings(scope="both", n_random=2, nmf_max_images=8), cfgs, 48, 3)
+            for s in range(0, 36, 10):
+                run.observe(a[s:s + 10], {c: p[s:s + 10] for c, p in parts.items()}, y[s:s + 10],
+                            torch.arange(s, min(s + 10, 36)))
+            run.finalise()
+        finally:
+            torch.set_num_threads(before)
+        found.append({(c, src, r): m.labels for c, f in run.concepts.items() for src, ms in f.items()
+                      for r, m in enumerate(ms)})
+    assert workers == [0, 2]  # serial, then two threads
+    serial, threaded = found
+    assert serial.keys() == threaded.keys() and len(serial) == 2 * (1 + 1 + 2)
+    assert all(torch.equal(serial[k], threaded[k]) for k in serial)
+    assert all(serial[k].shape == (4, 48) for k in serial)  # 3 classes + all images
+    for c in run.configs:  # the one-group-after-the-other computation, from the public pieces
+        cc = run.co[c].finalise(c.n_concepts)
+        assert torch.equal(threaded[c, "coassociation", 0], cc.labels)
+        assert torch.equal(threaded[c, "nmf", 0], nmf_concepts(run.sample, cc).labels)
+        assert torch.equal(threaded[c, "random", 1], random_groups(cc, 2)[1].labels)
+
+
+def test_nmf_concepts_in_threads_equal_one_after_the_other():
+    a = torch.relu(torch.randn(24, 20, 2, 2, generator=torch.Generator().manual_seed(4)))
+    sample = NMFSample(10, 0, scope="both")
+    sample.update(a, torch.arange(24) % 3, torch.arange(24))
+    like = ClassConcepts([0, 1, 2, DATASET], torch.zeros(4, 20, dtype=torch.long), 3, torch.tensor([8, 8, 8, 24]))
+    one, two = nmf_concepts(sample, like, workers=0), nmf_concepts(sample, like, workers=2)
+    assert torch.equal(one.labels, two.labels) and one.labels.shape == (4, 20)
+    assert torch.equal(one.labels[0], nmf_channel_groups(sample.activations(0).permute(0, 2, 3, 1).reshape(-1, 20), 3))
 
 
 # ---------------------------------------------------------------------------------------

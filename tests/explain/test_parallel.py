@@ -119,3 +119,32 @@ def test_no_threads_under_cpu_autocast() -> None:
         assert parallel.cpu_workers(torch.device("meta")) == 0
     finally:
         torch.set_num_threads(before)
+
+
+def test_call_all_returns_results_in_task_order_and_submits_the_costliest_first(monkeypatch) -> None:
+    before, real = torch.get_num_threads(), parallel.pool
+    submitted: list[int] = []
+
+    class Recording:  # the real pool, noting the order in which tasks reach its queue
+        def __init__(self, workers: int) -> None:
+            self.pool = real(workers)
+
+        def submit(self, fn, modes, task):
+            submitted.append(task.index)
+            return self.pool.submit(fn, modes, task)
+
+    def task(i: int):
+        def run() -> int:
+            assert torch.get_num_threads() == 1  # one intra-op thread per task
+            return i * i
+        run.index = i
+        return run
+
+    monkeypatch.setattr(parallel, "pool", Recording)
+    tasks = [task(i) for i in range(5)]
+    assert parallel.call_all(tasks, workers=2, cost=[1, 1, 9, 1, 8]) == [0, 1, 4, 9, 16]
+    assert submitted == [2, 4, 0, 1, 3]  # by decreasing cost, ties in order
+    submitted.clear()
+    assert parallel.call_all(tasks, workers=0, cost=[1, 1, 9, 1, 8]) == [0, 1, 4, 9, 16]
+    assert submitted == []  # serial: no pool
+    assert torch.get_num_threads() == before
