@@ -227,7 +227,6 @@ def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
         return _nmf_labels(x, n_components, seed, max_iter)
 
 
-
 def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: int) -> Tensor:
     """:func:`nmf_channel_groups` under the caller's BLAS threads and warning filters
     (neither is thread-safe to change, so threads running it side by side leave both to

@@ -115,8 +115,7 @@ class ClassConceptRun:
 
         One pass, with the head's pooling + linear form:
 
-        >>> from clustercam.explain.concepts.parallel import call_all, cpu_workers
-from clustercam.explain.concepts.image.ablation import PooledHead
+        >>> from clustercam.explain.concepts.image.ablation import PooledHead
         >>> ph = PooledHead(pool=lambda x: x.mean((2, 3)), linear=lambda p: p[:, :2], checked=True)
         >>> one = ClassConceptRun(settings, [("cgap", "kmeans", 2)], 8, 2, pooled_head=ph)
         >>> one.observe(a, labels, y, idx, targets=y)           # the only pass
