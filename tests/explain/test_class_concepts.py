@@ -24,11 +24,11 @@ from clustercam.explain.concepts.classes.coassociation import (
     ClassConceptSettings,
     ClassConceptWarning,
     CoAssociation,
-    average_linkage_groups,
     coassociation_concepts,
     number_by_size,
     random_groups,
 )
+from clustercam.explain.concepts.classes.linkage import average_linkage_groups
 from clustercam.explain.concepts.classes.nmf import NMFSample, nmf_channel_groups, nmf_concepts
 from clustercam.explain.concepts.classes.passes import ClassConceptRun, pooled_head_or_none
 from clustercam.explain.concepts.classes.scores import ClassConceptScores, max_jaccard
@@ -314,7 +314,7 @@ def test_finalise_in_threads_gives_the_serial_class_concepts_bit_for_bit(monkeyp
     parts = {c: torch.randint(-1, c[2], (36, 48), generator=gen) for c in cfgs}
     workers: list[int] = []
     real = passes.call_all
-    monkeypatch.setattr(passes, "call_all", lambda t, n: (workers.append(n), real(t, n))[1])
+    monkeypatch.setattr(passes, "call_all", lambda t, n, cost: (workers.append(n), real(t, n, cost))[1])
     found = []
     before = torch.get_num_threads()
     for threads in (1, 2):

@@ -37,6 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clustercam.exceptions import UserError
+from clustercam.explain.concepts.classes.linkage import (
+    average_linkage_groups,
+    coassociation_distances,
+)
 from clustercam.explain.concepts.image.extract import _relabel_by_size, concept_counts
 from clustercam.explain.deprecation import renamed_parameters
 
@@ -226,44 +230,9 @@ def coassociation_concepts(
     if k == 1:
         groups = torch.zeros(m, dtype=torch.long)
     else:
-        groups = torch.as_tensor(average_linkage_groups(_distances(co, sel, n_images), k), dtype=torch.long)
+        groups = torch.as_tensor(average_linkage_groups(coassociation_distances(co, sel, n_images), k), dtype=torch.long)
     labels[sel] = number_by_size(groups, k)
     return labels
-
-
-def _distances(co: Tensor, sel: Tensor, n_images: int) -> np.ndarray:
-    """``1 - S`` of the channels ``sel`` (float64, zero diagonal): one gather and in-place
-    arithmetic, the same values as ``1.0 - co[sel][:, sel].double() / n_images``."""
-    d = co.cpu()[sel[:, None], sel].double().div_(n_images).numpy()
-    np.subtract(1.0, d, out=d)
-    np.fill_diagonal(d, 0.0)
-    return d
-
-
-def average_linkage_groups(d: np.ndarray, n_clusters: int) -> np.ndarray:
-    """The ``n_clusters`` groups of average linkage on the square distances ``d``: the
-    partition and tree of scikit-learn's ``AgglomerativeClustering(metric="precomputed",
-    linkage="average")`` (the same SciPy ``linkage`` on the same condensed distances,
-    cut by undoing its last ``n_clusters - 1`` merges), without its validation copies.
-    Group ids are arbitrary (callers renumber them with :func:`number_by_size`).
-
-    Example:
-        >>> import numpy as np
-        >>> d = np.array([[0, 1, 5, 6], [1, 0, 5, 6], [5, 5, 0, 2], [6, 6, 2, 0]], dtype=float)
-        >>> average_linkage_groups(d, 2).tolist()
-        [0, 0, 1, 1]
-    """
-    from scipy.cluster.hierarchy import linkage
-    from scipy.spatial.distance import squareform
-
-    n = len(d)
-    merges = linkage(squareform(d, checks=False), method="average")[:, :2].astype(np.intp)
-    parent = np.arange(2 * n - 1)
-    for i, (a, b) in enumerate(merges[: n - int(n_clusters)]):  # the first n - k merges
-        parent[a] = parent[b] = n + i
-    for node in range(2 * n - 2, -1, -1):  # children have smaller ids than their parents
-        parent[node] = parent[parent[node]]
-    return np.unique(parent[:n], return_inverse=True)[1]
 
 
 class CoAssociation:

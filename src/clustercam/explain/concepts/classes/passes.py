@@ -264,31 +264,25 @@ class ClassConceptRun:
         from threadpoolctl import threadpool_limits
 
         s = self.settings
-        clusterings = {cfg: self.co[cfg].clusterings(s.n_for(cfg[2]), s.min_presence) for cfg in self.configs}
-        nmf_keys: dict[ConceptConfig, tuple] = {}
-        nmf_jobs: dict[tuple, list[tuple[int, Callable[[], Tensor]]]] = {}  # NMF sees the sample: once per shape
-        if self.sample is not None:
-            for cfg, jobs in clusterings.items():
-                key = nmf_keys[cfg] = (tuple(g for g, _, _ in jobs), s.n_for(cfg[2]), tuple(n for _, n, _ in jobs))
-                if key not in nmf_jobs:
-                    nmf_jobs[key] = nmf_tasks(self.sample, key[0], key[1], self.n_channels, s.seed)
-        nmfs = sorted(((m, key, r, task) for key, jobs in nmf_jobs.items() for r, (m, task) in enumerate(jobs)),
-                      key=lambda job: -job[0])  # the largest NMF first: it alone may take as long as the rest
-        tasks = [job[3] for job in nmfs] + [task for jobs in clusterings.values() for _, _, task in jobs]
+        jobs = {cfg: self.co[cfg].clusterings(s.n_for(cfg[2]), s.min_presence) for cfg in self.configs}
+        keys = {cfg: (tuple(g for g, _, _ in j), s.n_for(cfg[2]), tuple(n for _, n, _ in j)) for cfg, j in jobs.items()}
+        nmf_jobs = {} if self.sample is None else {  # NMF sees the sample, not the partitions: once per shape
+            k: nmf_tasks(self.sample, k[0], k[1], self.n_channels, s.seed) for k in dict.fromkeys(keys.values())}
+        tasks = [t for j in nmf_jobs.values() for _, t in j] + [t for j in jobs.values() for _, _, t in j]
+        cost = [m for j in nmf_jobs.values() for m, _ in j] + [0] * sum(map(len, jobs.values()))  # NMFs first
         with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
             warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
-            done = iter(call_all(tasks, cpu_workers(torch.device("cpu"))))
-        nmf_labels = {(key, r): (m, next(done)) for m, key, r, _ in nmfs}
+            done = iter(call_all(tasks, cpu_workers(torch.device("cpu")), cost))
+        nmf_found = {k: [(m, next(done)) for m, _ in j] for k, j in nmf_jobs.items()}
         nmf: dict[tuple, ClassConcepts] = {}
-        for cfg, jobs in clusterings.items():
-            cc = self.co[cfg].concepts_from([(g, n, next(done)) for g, n, _ in jobs], s.n_for(cfg[2]),
+        for cfg, j in jobs.items():
+            cc = self.co[cfg].concepts_from([(g, n, next(done)) for g, n, _ in j], s.n_for(cfg[2]),
                                             s.min_presence, class_names)
             found = {"coassociation": [cc]}
-            if self.sample is not None:
-                key = nmf_keys[cfg]
-                if key not in nmf:
-                    nmf[key] = nmf_result(cc, [nmf_labels[key, r] for r in range(len(key[0]))], class_names)
-                n = nmf[key]
+            if keys[cfg] in nmf_found:
+                if keys[cfg] not in nmf:
+                    nmf[keys[cfg]] = nmf_result(cc, nmf_found[keys[cfg]], class_names)
+                n = nmf[keys[cfg]]
                 found["nmf"] = [ClassConcepts(list(n.groups), n.labels.clone(), n.n_concepts,
                                               n.n_images.clone(), source="nmf")]
             if s.n_random:
