@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from clustercam.exceptions import UserError
+from clustercam.explain.concepts.checks import checked_once
 from clustercam.explain.concepts.image.ablation import PooledHead, checked_pooled_head
 from clustercam.explain.concepts.image.extract import (
     ConceptClustering,
@@ -272,8 +273,9 @@ def run_concepts(
     # the configurations' steps side by side in CPU threads where every step is torch's own
     # (scikit-learn's estimators set warning filters, which threads would share)
     threaded = s.backend == "torch" and all(algo == "kmeans" for algo in s.algorithms)
-    found = run_stages([partial(cluster, c) for c in range(k)], then,
-                       cpu_workers(a.device) if threaded else 0)
+    with checked_once(a):  # one pass over A for the dozen functions that check it
+        found = run_stages([partial(cluster, c) for c in range(k)], then,
+                           cpu_workers(a.device) if threaded else 0)
     out.degenerate = [res.degenerate for res in found]
     out.concept_labels = {cfg: res.labels.cpu() for cfg, res in zip(s.configs, found)}  # class concepts
     return out

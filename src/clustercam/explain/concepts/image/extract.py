@@ -127,7 +127,11 @@ def _row_keys(raw: Tensor, method: str) -> Tensor:
 def _distinct_lower_bound(keys: Tensor, mask: Tensor) -> Tensor:
     """... : the distinct keys among the rows where ``mask`` (all problems at once, one
     sort): a lower bound of the distinct channels, exact for CPHA."""
-    v = keys.masked_fill(~mask, math.inf).sort(-1).values
+    v = keys.masked_fill(~mask, math.inf)
+    if v.device.type == "cpu" and v.dtype == torch.float64:  # the same values, numpy's vectorised sort: ~8x
+        v = torch.from_numpy(np.sort(v.numpy(), axis=-1))
+    else:
+        v = v.sort(-1).values
     new = torch.ones_like(mask)
     new[..., 1:] = v[..., 1:] != v[..., :-1]
     return (new & (v < math.inf)).sum(-1)
