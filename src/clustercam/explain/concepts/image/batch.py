@@ -29,6 +29,7 @@ from clustercam.explain.concepts.image.ablation import PooledHead, checked_poole
 from clustercam.explain.concepts.image.extract import (
     ConceptClustering,
     cluster_channels,
+    kept_channels,
     sub_concepts,
 )
 from clustercam.explain.concepts.image.fidelity import concept_fidelity
@@ -231,10 +232,12 @@ def run_concepts(
     if part_masks is not None:
         out.truth = {t: torch.full((b, k, len(PARTITIONS)), math.nan, dtype=torch.float64) for t in TRUTH_SCORES}
 
+    kept = kept_channels(a)  # the same for every configuration and the sub-concepts
+
     def cluster(c: int) -> ConceptClustering:
         method, algo, n = s.configs[c]
         res = cluster_channels(a, method=method, n_concepts=n, algorithm=algo, warn=False,
-                               **_opts(s, algo))
+                               kept=kept, **_opts(s, algo))
         counts = res.counts().cpu()
         out.channels[:, c, :n] = counts
         out.kept[:, c] = counts.sum(1)
@@ -259,7 +262,8 @@ def run_concepts(
         if not s.n_sub:
             return
         sub = sub_concepts(a, res.labels, method=method, n_sub=s.n_sub, algorithm=algo,
-                           n_concepts=n, min_channels=s.min_sub_channels, **_opts(s, algo))
+                           n_concepts=n, min_channels=s.min_sub_channels, kept=kept, rows=res.rows,
+                           **_opts(s, algo))
         out.sub_channels[:, f, :n] = sub.counts().cpu()
         si = concept_importance(head, a, sub.labels, targets, n_concepts=n * s.n_sub, pooled_head=pooled_head)
         out.sub_importance[:, f, :n] = si.view(b, n, s.n_sub).cpu()
