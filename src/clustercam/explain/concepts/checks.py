@@ -51,14 +51,17 @@ def _finite_min(activations: Tensor) -> float:
     Raises:
         UserError: for NaN or infinite values, naming the first images that hold them.
     """
-    finite = torch.isfinite(activations).flatten(1).all(1)
-    if not bool(finite.all()):
+    if not activations.numel():
+        return 0.0
+    lowest, highest = torch.aminmax(activations)  # NaN propagates: both finite iff all are
+    if not bool(torch.isfinite(lowest) & torch.isfinite(highest)):
+        finite = torch.isfinite(activations).flatten(1).all(1)
         bad = (~finite).nonzero().flatten()
         raise UserError(
             f"activations contain NaN or infinite values in {len(bad)} images "
             f"(first indices {bad[:5].tolist()})"
         )
-    return float(activations.min()) if activations.numel() else 0.0
+    return float(lowest)
 
 
 @contextmanager
