@@ -243,10 +243,10 @@ def run_concepts(
         out.kept[:, c] = counts.sum(1)
         return res
 
-    def metrics(c: int, res: ConceptClustering) -> None:
-        rows = concept_metrics(res, warn=False)
+    def metrics(c: int, res: ConceptClustering, images: slice) -> None:
+        rows = concept_metrics(_images(res, images), warn=False)
         for m in CONCEPT_METRIC_NAMES:
-            out.metrics[m][:, c] = torch.tensor([r[m] for r in rows], dtype=torch.float64)
+            out.metrics[m][images, c] = torch.tensor([r[m] for r in rows], dtype=torch.float64)
 
     def ablations(c: int, res: ConceptClustering) -> None:
         n = s.configs[c].n_concepts
@@ -270,19 +270,41 @@ def run_concepts(
         sm = raw_concept_maps(a, sub.labels, n_concepts=n * s.n_sub).float().cpu()
         out.sub_maps[:, f, :n] = sm.view(b, n, s.n_sub, h, w)
 
-    def then(c: int, res: ConceptClustering) -> list[Callable[[], None]]:
-        steps = [details] if s.configs[c] in s.details else []  # the longest first
-        return [partial(step, c, res) for step in (*steps, metrics, ablations)]
-
     # the configurations' steps side by side in CPU threads where every step is torch's own
     # (scikit-learn's estimators set warning filters, which threads would share)
     threaded = s.backend == "torch" and all(algo == "kmeans" for algo in s.algorithms)
+    workers = cpu_workers(a.device) if threaded else 0
+
+    def then(c: int, res: ConceptClustering) -> list[Callable[[], None]]:
+        steps = [partial(details, c, res)] if s.configs[c] in s.details else []  # the longest first
+        steps.append(partial(ablations, c, res))
+        # CGAP's silhouette (all pairs of channels) is the longest step after the clustering:
+        # in image chunks the threads end together (each image's scores are the same bits)
+        chunks = 2 * workers if res.method == "cgap" and workers > 1 else 1
+        return steps + [partial(metrics, c, res, rows) for rows in _chunks(b, chunks)]
+
     with checked_once(a):  # one pass over A for the dozen functions that check it
-        found = run_stages([partial(cluster, c) for c in range(k)], then,
-                           cpu_workers(a.device) if threaded else 0)
+        found = run_stages([partial(cluster, c) for c in range(k)], then, workers)
     out.degenerate = [res.degenerate for res in found]
     out.concept_labels = {cfg: res.labels.cpu() for cfg, res in zip(s.configs, found)}  # class concepts
     return out
+
+
+def _chunks(n: int, parts: int) -> list[slice]:
+    """``range(n)`` in at most ``parts`` contiguous slices of nearly equal length."""
+    bounds = torch.linspace(0, n, max(1, min(parts, n)) + 1).round().long().tolist()
+    return [slice(s, e) for s, e in zip(bounds, bounds[1:]) if e > s] or [slice(0, n)]
+
+
+def _images(res: ConceptClustering, images: slice) -> ConceptClustering:
+    """The clustering of some images of a batch (for its metrics)."""
+    if images == slice(0, len(res.labels)):
+        return res
+    return dataclasses.replace(
+        res, labels=res.labels[images], features=res.features[images], seconds=res.seconds[images],
+        degenerate=res.degenerate[images], clustered=res.clustered[images],
+        space=None if res.space is None else res.space[images],
+        rows=None if res.rows is None else res.rows[images])
 
 
 def _opts(s: ConceptSettings, algorithm: str) -> dict[str, Any]:
