@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -38,7 +39,7 @@ from clustercam.explain.concepts.image.maps import raw_concept_maps, sub_maps_wi
 from clustercam.explain.concepts.image.metrics import concept_metrics
 from clustercam.explain.concepts.image.settings import ConceptSettings
 from clustercam.explain.concepts.image.truth import concept_truth
-from clustercam.explain.concepts.parallel import cpu_workers, run_stages
+from clustercam.explain.concepts.parallel import cpu_workers, one_thread, run_stages
 from clustercam.explain.concepts.vocabulary import (
     CONCEPT_METRIC_NAMES,
     FIDELITY_AUCS,
@@ -232,7 +233,6 @@ def run_concepts(
     if part_masks is not None:
         out.truth = {t: torch.full((b, k, len(PARTITIONS)), math.nan, dtype=torch.float64) for t in TRUTH_SCORES}
 
-    kept = kept_channels(a)  # the same for every configuration and the sub-concepts
 
     def cluster(c: int) -> ConceptClustering:
         method, algo, n = s.configs[c]
@@ -283,7 +283,12 @@ def run_concepts(
         chunks = 2 * workers if res.method == "cgap" and workers > 1 else 1
         return steps + [partial(metrics, c, res, rows) for rows in _chunks(b, chunks)]
 
-    with checked_once(a):  # one pass over A for the dozen functions that check it
+    with ExitStack() as held:
+        # in this thread with one intra-op thread: a second OpenMP thread would go on
+        # spinning beside the tasks for a while (two reductions over A, ~1 ms a batch)
+        with one_thread(a.device):
+            kept = kept_channels(a)  # the same for every configuration and the sub-concepts
+            held.enter_context(checked_once(a))  # one check of A for the dozen functions that check it
         found = run_stages([partial(cluster, c) for c in range(k)], then, workers)
     out.degenerate = [res.degenerate for res in found]
     out.concept_labels = {cfg: res.labels.cpu() for cfg, res in zip(s.configs, found)}  # class concepts
