@@ -630,3 +630,36 @@ def test_a_checked_tensor_modified_in_place_is_checked_again() -> None:
         c[0, 0, 0, 0] = float("inf")
         with pytest.raises(ValueError, match="NaN or infinite"):
             check_activations(c)
+
+
+def test_kept_channels_are_the_channels_with_a_non_zero_value_signed_or_not() -> None:
+    from clustercam.explain.concepts.image.extract import kept_channels
+
+    a = torch.zeros(1, 5, 2, 2)
+    a[0, 1, 0, 1] = 3.0
+    a[0, 2, 1, 1] = -0.5  # signed activations: kept
+    a[0, 3] = -0.0  # a negative zero is zero: dropped
+    a[0, 4, 0, 0] = float("nan")  # as != 0 says (the pipeline rejects it before)
+    assert kept_channels(a).tolist() == [[False, True, True, False, True]]
+    assert kept_channels(torch.zeros(2, 3, 0, 4)).tolist() == [[False] * 3] * 2
+
+
+def test_checked_once_checks_an_inference_tensor_once_and_still_rejects_nan(monkeypatch) -> None:
+    from clustercam.explain.concepts import checks
+
+    calls: list[int] = []
+    real = checks._finite_min
+    monkeypatch.setattr(checks, "_finite_min", lambda a: (calls.append(1), real(a))[1])
+    with torch.inference_mode():
+        a = torch.rand(2, 3, 4, 4) - 0.5
+        with checks.checked_once(a):
+            for _ in range(3):
+                with pytest.warns(checks.NegativeActivationWarning):  # its minimum is kept
+                    checks.check_activations(a)
+        assert len(calls) == 1
+        checks.check_activations(a, warn_negative=False)  # outside the block: checked again
+        assert len(calls) == 2
+        a[1, 2, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match=r"NaN or infinite values in 1 images \(first indices \[1\]\)"):
+            with checks.checked_once(a):
+                pass

@@ -189,9 +189,25 @@ def group_shares(
     if pooled_head is None or not pooled_head.affine or not _usable(head, pooled_head, a):
         return None
     s, b, c = groups.shape
+    groups = groups.to(a.device)
+    pooled = pooled_head.pool(a).unsqueeze(1)  # B x 1 x C
+    outside = groups < 0
+    if s > 1 and bool((outside == outside[:1]).all()):
+        # the same channels in no group in every grouping (the random groups deal the kept
+        # channels): that row once per image. A row's logits do not depend on the other
+        # rows of the linear call, so the shares are the same bits as with S copies
+        ids = torch.arange(n_groups, device=a.device).view(-1, 1)
+        rows = pooled * (groups.unsqueeze(-2) == ids).to(a.dtype)  # S x B x G x C
+        rest = pooled[:, 0] * outside[0].to(a.dtype)  # B x C
+        z = pooled_head.linear(torch.cat([rows.flatten(0, 2), rest, rest.new_zeros(1, c)])).double()
+        bias = z[-1]
+        shares = torch.empty(s, b, n_groups + 1, z.shape[-1], dtype=z.dtype, device=z.device)
+        shares[:, :, :n_groups] = (z[: s * b * n_groups] - bias).view(s, b, n_groups, -1)
+        shares[:, :, n_groups] = z[s * b * n_groups: -1] - bias
+        return bias, shares
     ids = torch.arange(n_groups + 1, device=a.device).view(-1, 1)
-    g = torch.where(groups >= 0, groups, n_groups).to(a.device)
-    rows = pooled_head.pool(a).unsqueeze(1) * (g.unsqueeze(-2) == ids).to(a.dtype)  # S x B x G+1 x C
+    g = torch.where(groups >= 0, groups, n_groups)
+    rows = pooled * (g.unsqueeze(-2) == ids).to(a.dtype)  # S x B x G+1 x C
     z = pooled_head.linear(torch.cat([rows.flatten(0, 2), rows.new_zeros(1, c)])).double()
     bias = z[-1]
     return bias, (z[:-1] - bias).view(s, b, n_groups + 1, -1)

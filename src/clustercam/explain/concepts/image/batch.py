@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -24,10 +25,12 @@ import torch
 from torch import Tensor
 
 from clustercam.exceptions import UserError
+from clustercam.explain.concepts.checks import checked_once
 from clustercam.explain.concepts.image.ablation import PooledHead, checked_pooled_head
 from clustercam.explain.concepts.image.extract import (
     ConceptClustering,
     cluster_channels,
+    kept_channels,
     sub_concepts,
 )
 from clustercam.explain.concepts.image.fidelity import concept_fidelity
@@ -36,7 +39,7 @@ from clustercam.explain.concepts.image.maps import raw_concept_maps, sub_maps_wi
 from clustercam.explain.concepts.image.metrics import concept_metrics
 from clustercam.explain.concepts.image.settings import ConceptSettings
 from clustercam.explain.concepts.image.truth import concept_truth
-from clustercam.explain.concepts.parallel import cpu_workers, run_stages
+from clustercam.explain.concepts.parallel import cpu_workers, one_thread, run_stages
 from clustercam.explain.concepts.vocabulary import (
     CONCEPT_METRIC_NAMES,
     FIDELITY_AUCS,
@@ -230,19 +233,20 @@ def run_concepts(
     if part_masks is not None:
         out.truth = {t: torch.full((b, k, len(PARTITIONS)), math.nan, dtype=torch.float64) for t in TRUTH_SCORES}
 
+
     def cluster(c: int) -> ConceptClustering:
         method, algo, n = s.configs[c]
         res = cluster_channels(a, method=method, n_concepts=n, algorithm=algo, warn=False,
-                               **_opts(s, algo))
+                               kept=kept, **_opts(s, algo))
         counts = res.counts().cpu()
         out.channels[:, c, :n] = counts
         out.kept[:, c] = counts.sum(1)
         return res
 
-    def metrics(c: int, res: ConceptClustering) -> None:
-        rows = concept_metrics(res, warn=False)
+    def metrics(c: int, res: ConceptClustering, images: slice) -> None:
+        rows = concept_metrics(_images(res, images), warn=False)
         for m in CONCEPT_METRIC_NAMES:
-            out.metrics[m][:, c] = torch.tensor([r[m] for r in rows], dtype=torch.float64)
+            out.metrics[m][images, c] = torch.tensor([r[m] for r in rows], dtype=torch.float64)
 
     def ablations(c: int, res: ConceptClustering) -> None:
         n = s.configs[c].n_concepts
@@ -258,25 +262,54 @@ def run_concepts(
         if not s.n_sub:
             return
         sub = sub_concepts(a, res.labels, method=method, n_sub=s.n_sub, algorithm=algo,
-                           n_concepts=n, min_channels=s.min_sub_channels, **_opts(s, algo))
+                           n_concepts=n, min_channels=s.min_sub_channels, kept=kept, rows=res.rows,
+                           **_opts(s, algo))
         out.sub_channels[:, f, :n] = sub.counts().cpu()
         si = concept_importance(head, a, sub.labels, targets, n_concepts=n * s.n_sub, pooled_head=pooled_head)
         out.sub_importance[:, f, :n] = si.view(b, n, s.n_sub).cpu()
         sm = raw_concept_maps(a, sub.labels, n_concepts=n * s.n_sub).float().cpu()
         out.sub_maps[:, f, :n] = sm.view(b, n, s.n_sub, h, w)
 
-    def then(c: int, res: ConceptClustering) -> list[Callable[[], None]]:
-        steps = [details] if s.configs[c] in s.details else []  # the longest first
-        return [partial(step, c, res) for step in (*steps, metrics, ablations)]
-
     # the configurations' steps side by side in CPU threads where every step is torch's own
     # (scikit-learn's estimators set warning filters, which threads would share)
     threaded = s.backend == "torch" and all(algo == "kmeans" for algo in s.algorithms)
-    found = run_stages([partial(cluster, c) for c in range(k)], then,
-                       cpu_workers(a.device) if threaded else 0)
+    workers = cpu_workers(a.device) if threaded else 0
+
+    def then(c: int, res: ConceptClustering) -> list[Callable[[], None]]:
+        steps = [partial(details, c, res)] if s.configs[c] in s.details else []  # the longest first
+        steps.append(partial(ablations, c, res))
+        # CGAP's silhouette (all pairs of channels) is the longest step after the clustering:
+        # in image chunks the threads end together (each image's scores are the same bits)
+        chunks = 2 * workers if res.method == "cgap" and workers > 1 else 1
+        return steps + [partial(metrics, c, res, rows) for rows in _chunks(b, chunks)]
+
+    with ExitStack() as held:
+        # in this thread with one intra-op thread: a second OpenMP thread would go on
+        # spinning beside the tasks for a while (two reductions over A, ~1 ms a batch)
+        with one_thread(a.device):
+            kept = kept_channels(a)  # the same for every configuration and the sub-concepts
+            held.enter_context(checked_once(a))  # one check of A for the dozen functions that check it
+        found = run_stages([partial(cluster, c) for c in range(k)], then, workers)
     out.degenerate = [res.degenerate for res in found]
     out.concept_labels = {cfg: res.labels.cpu() for cfg, res in zip(s.configs, found)}  # class concepts
     return out
+
+
+def _chunks(n: int, parts: int) -> list[slice]:
+    """``range(n)`` in at most ``parts`` contiguous slices of nearly equal length."""
+    bounds = torch.linspace(0, n, max(1, min(parts, n)) + 1).round().long().tolist()
+    return [slice(s, e) for s, e in zip(bounds, bounds[1:]) if e > s] or [slice(0, n)]
+
+
+def _images(res: ConceptClustering, images: slice) -> ConceptClustering:
+    """The clustering of some images of a batch (for its metrics)."""
+    if images == slice(0, len(res.labels)):
+        return res
+    return dataclasses.replace(
+        res, labels=res.labels[images], features=res.features[images], seconds=res.seconds[images],
+        degenerate=res.degenerate[images], clustered=res.clustered[images],
+        space=None if res.space is None else res.space[images],
+        rows=None if res.rows is None else res.rows[images])
 
 
 def _opts(s: ConceptSettings, algorithm: str) -> dict[str, Any]:

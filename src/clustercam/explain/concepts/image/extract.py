@@ -49,7 +49,9 @@ class ConceptClustering:
     ``space``: the same clustered space as one tensor on the activations' device,
     B x C x dims aligned with the channels (zero rows for dropped channels), so the metrics
     of the whole batch are a few tensor operations; ``grid``: (H, W) of the activation maps
-    for CPHA, whose (row, col) points lie on that grid.
+    for CPHA, whose (row, col) points lie on that grid. ``rows``: the B x C x F float64
+    rows before any PCA (flattened maps for CGAP, (row, col) for CPHA), which
+    :func:`sub_concepts` can take instead of making them again.
     """
 
     labels: Tensor
@@ -63,6 +65,7 @@ class ConceptClustering:
     backend: str
     space: Tensor | None = field(default=None, repr=False)
     grid: tuple[int, int] | None = None
+    rows: Tensor | None = field(default=None, repr=False)
 
     def counts(self) -> Tensor:
         """B x n_concepts: the number of channels in each concept."""
@@ -94,7 +97,12 @@ class SubConcepts:
 
 def kept_channels(activations: Tensor) -> Tensor:
     """B x C bool: channels with at least one non-zero value (the others play no role)."""
-    return (activations != 0).flatten(2).any(2)
+    flat = activations.flatten(2)
+    if flat.shape[-1] == 0:
+        return torch.zeros(flat.shape[:2], dtype=torch.bool, device=flat.device)
+    # two vectorised reductions, no B x C x HW mask: ~10x faster on a CPU (NaN kept, as != 0)
+    top = flat.amax(2)
+    return (top > 0) | (flat.amin(2) < 0) | top.isnan()
 
 
 def _raw_features(activations: Tensor, method: str, dtype: torch.dtype) -> Tensor:
@@ -127,7 +135,11 @@ def _row_keys(raw: Tensor, method: str) -> Tensor:
 def _distinct_lower_bound(keys: Tensor, mask: Tensor) -> Tensor:
     """... : the distinct keys among the rows where ``mask`` (all problems at once, one
     sort): a lower bound of the distinct channels, exact for CPHA."""
-    v = keys.masked_fill(~mask, math.inf).sort(-1).values
+    v = keys.masked_fill(~mask, math.inf)
+    if v.device.type == "cpu" and v.dtype == torch.float64:  # the same values, numpy's vectorised sort: ~8x
+        v = torch.from_numpy(np.sort(v.numpy(), axis=-1))
+    else:
+        v = v.sort(-1).values
     new = torch.ones_like(mask)
     new[..., 1:] = v[..., 1:] != v[..., :-1]
     return (new & (v < math.inf)).sum(-1)
@@ -207,6 +219,7 @@ def cluster_channels(
     algorithm_kwargs: Mapping[str, Any] | None = None,
     dtype: torch.dtype | None = None,
     warn: bool = True,
+    kept: Tensor | None = None,
 ) -> ConceptClustering:
     """Cluster the kept channels of each image into concepts; labels + the clustered space.
 
@@ -218,6 +231,8 @@ def cluster_channels(
     in our parity tests); PCA and the returned features are float64.
     Images that cannot be clustered (no non-zero channel, fewer distinct channels than
     concepts) get one concept per distinct channel and a warning, never an error.
+    ``kept``: :func:`kept_channels` of the activations if already computed (the pipeline
+    makes it once for every configuration).
     """
     check_args(method, n_concepts, algorithm, n_init, backend)
     check_activations(activations, warn_negative=warn)
@@ -225,7 +240,7 @@ def cluster_channels(
     dev = activations.device
     dtype = torch.float32 if dtype is None else dtype
     b, c = activations.shape[:2]
-    mask = kept_channels(activations)
+    mask = kept_channels(activations) if kept is None else kept.to(dev)
     raw = _raw_features(activations, method, torch.float64)
     k = n_concepts - 1
     labels = torch.full((b, c), -1, dtype=torch.long, device=dev)
@@ -308,6 +323,7 @@ def cluster_channels(
         backend=backend if algorithm == "kmeans" else "sklearn",
         space=space,
         grid=tuple(activations.shape[-2:]) if method == "cpha" else None,
+        rows=raw,
     )
 
 
@@ -352,6 +368,8 @@ def sub_concepts(
     n_init: int = 10,
     n_concepts: int | None = None,
     min_channels: int | None = None,
+    kept: Tensor | None = None,
+    rows: Tensor | None = None,
     **kwargs: Any,
 ) -> SubConcepts:
     """Split every concept again with the same method into up to ``n_sub`` sub-concepts.
@@ -362,6 +380,8 @@ def sub_concepts(
     concept of every image is one problem of ONE batched k-means (problems with the same
     number of sub-concepts share a PCA and a Lloyd loop); other algorithms cluster each
     parent for all images at once by zeroing the other channels.
+    ``kept`` (:func:`kept_channels`) and ``rows`` (:attr:`ConceptClustering.rows` of the
+    same activations and method), if given, are not made again.
     """
     check_activations(activations)
     labels = concept_labels
@@ -372,7 +392,7 @@ def sub_concepts(
     n = int(labels.max()) + 1 if n_concepts is None else int(n_concepts)
     n = max(n, 1)
     min_channels = 2 * n_sub if min_channels is None else min_channels
-    raw = _raw_features(activations, method, torch.float64)
+    raw = _raw_features(activations, method, torch.float64) if rows is None else rows
     b, c = activations.shape[:2]
     labels = labels.to(activations.device)
     member = labels.unsqueeze(1) == torch.arange(n, device=labels.device)[None, :, None]  # B x n x C
@@ -387,7 +407,8 @@ def sub_concepts(
     if batched and bool(split.any()):
         img, par = split.nonzero().unbind(1)
         ks = eff[img, par]
-        sub_mask = member[img, par] & kept_channels(activations)[img]
+        kept = kept_channels(activations) if kept is None else kept.to(labels.device)
+        sub_mask = member[img, par] & kept[img]
         sub = _sub_rows(raw, img, sub_mask, ks, keys[img, par], method, seed, n_init, kwargs)
         vals = torch.where(sub >= 0, par[:, None] * n_sub + sub, -1)  # parents: disjoint channels
         out.scatter_reduce_(0, img.unsqueeze(1).expand_as(vals), vals, "amax")

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -66,7 +67,10 @@ def random_partitions(concept_labels: Tensor, n_concepts: int, repeats: int,
     b, c = lab.shape
     keys = torch.rand(repeats, b, c, generator=generator, dtype=torch.float64)
     keys = keys.masked_fill((lab < 0).expand_as(keys), math.inf)
-    slots = torch.argsort(keys, dim=-1)  # kept channels first, in random order
+    # kept channels first, in random order: numpy's sort (vectorised: ~2x torch's) gives
+    # the same order, the keys being distinct (the dropped channels' infinite keys, which may
+    # come in any order, fill the slots past the kept ones: no group either way)
+    slots = torch.from_numpy(np.argsort(keys.numpy(), axis=-1))
     # slot j -> the group whose size range holds j (n past the kept): the sorted labels
     cum = concept_counts(lab, n_concepts).cumsum(-1)
     values = torch.searchsorted(cum, torch.arange(c).expand(b, c).contiguous(), right=True)

@@ -44,7 +44,10 @@ def batched_pca(x: Tensor, mask: Tensor, n_components: int) -> Tensor:
     """
     m = mask.to(x.dtype).unsqueeze(-1)
     n = m.sum(1, keepdim=True).clamp_min(1)
-    xc = (x - (x * m).sum(1, keepdim=True) / n) * m
+    xm = x * m
+    mean = xm.sum(1, keepdim=True) / n
+    # the centred rows in x * m's buffer (one B x N x D buffer, not three: the same values)
+    xc = (x - mean) * m if xm.requires_grad else torch.sub(x, mean, out=xm).mul_(m)
     k = min(n_components, x.shape[-1])
     if x.shape[-1] > 2 * x.shape[1]:
         gram = xc @ xc.transpose(1, 2)
