@@ -256,6 +256,29 @@ def test_nmf_recovers_planted_factors():
     assert labels.min() >= 0 and torch.bincount(labels).tolist() == [10, 10, 10]
 
 
+def test_nmf_tolerance_of_the_settings_reaches_scikit_learn(monkeypatch):
+    import sklearn.decomposition
+
+    seen = []
+
+    class Recording(sklearn.decomposition.NMF):
+        def fit_transform(self, x, y=None, W=None, H=None):
+            seen.append(self.tol)
+            return super().fit_transform(x, y, W=W, H=H)
+
+    monkeypatch.setattr(sklearn.decomposition, "NMF", Recording)
+    x, _ = planted(n_rows=8 * 4)
+    a = torch.tensor(x, dtype=torch.float32).view(8, 2, 2, 30).permute(0, 3, 1, 2)
+    labels = {("cgap", "kmeans", 3): torch.randint(0, 3, (8, 30))}
+    run = ClassConceptRun(ClassConceptSettings(n_random=0, nmf_tol=2e-3), list(labels), 30, 1)
+    run.observe(a, labels, torch.zeros(8), torch.arange(8))
+    run.finalise()
+    assert seen == [2e-3]
+    got = run.concepts[("cgap", "kmeans", 3)]["nmf"][0].labels[0]
+    seen.clear()
+    assert torch.equal(got, nmf_channel_groups(a.permute(0, 2, 3, 1).reshape(-1, 30), 3, tol=2e-3)) and seen == [2e-3]
+
+
 def test_nmf_concepts_from_a_sample_of_image_activations():
     x, truth = planted(n_rows=40 * 4)
     a = torch.tensor(x, dtype=torch.float32).view(40, 2, 2, 30).permute(0, 3, 1, 2)  # B x C x h x w
@@ -577,7 +600,8 @@ def test_gallery_figure_one_row_per_concept(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [{"min_presence": 0}, {"min_presence": 1.5}, {"n_class": 0},
-                                 {"gallery_size": -1}, {"nmf_max_images": 2.5}, {"scope": "image"}])
+                                 {"gallery_size": -1}, {"nmf_max_images": 2.5}, {"scope": "image"},
+                                 {"nmf_tol": 0}])
 def test_bad_settings_are_refused_by_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ClassConceptSettings(**bad)

@@ -70,7 +70,7 @@ def group_name(group: int, class_names: Sequence[str] | Mapping[int, str] | None
 
 
 # the flat config's names of the class-level options (callbacks.concepts.<name>)
-FLAT_OPTIONS = ("min_presence", "n_class", "gallery_size", "nmf_max_images", "scope", "class_random")
+FLAT_OPTIONS = ("min_presence", "n_class", "gallery_size", "nmf_max_images", "nmf_tol", "scope", "class_random")
 
 
 @dataclass(kw_only=True)
@@ -80,7 +80,8 @@ class ClassConceptSettings:
     ``min_presence``: share of a class's images in which a channel must be kept to be
     clustered; ``n_class``: class concepts (None: the configuration's ``n_concepts``);
     ``gallery_size``: top images per class concept; ``nmf_max_images``: images per class
-    in the NMF baseline's sample (0: no NMF); ``scope``: ``class`` (per class),
+    in the NMF baseline's sample (0: no NMF); ``nmf_tol``: scikit-learn NMF's stopping
+    tolerance (its default 1e-4; 1e-3 halves the cost of a large class's fit); ``scope``: ``class`` (per class),
     ``dataset`` (once over all images) or ``both``; ``n_random``: random channel groups
     (same sizes) as the chance level of the truth table; ``seed`` (NMF, sampling, random
     groups).
@@ -90,6 +91,7 @@ class ClassConceptSettings:
     n_class: int | None = None
     gallery_size: int = 6
     nmf_max_images: int = 200
+    nmf_tol: float = 1e-4
     scope: str = "class"
     n_random: int = 10
     seed: int = 0
@@ -105,6 +107,8 @@ class ClassConceptSettings:
                 raise UserError(f"{name} must be an integer >= 0, got {value!r}")
         if self.scope not in SCOPES:
             raise UserError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if isinstance(self.nmf_tol, bool) or not float(self.nmf_tol) > 0:
+            raise UserError(f"nmf_tol must be > 0, got {self.nmf_tol!r}")
 
     @staticmethod
     def pop_flat_options(options: dict[str, Any]) -> dict[str, Any]:

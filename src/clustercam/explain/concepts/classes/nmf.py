@@ -206,7 +206,7 @@ class NMFSample:
 
 
 def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
-                       max_iter: int = 200) -> Tensor:
+                       max_iter: int = 200, tol: float = 1e-4) -> Tensor:
     """C labels from the NMF of a non-negative rows x C matrix: channel c -> the component
     with the largest ``||W_k|| H_kc``; ``-1`` for channels with no loading (all-zero
     columns included). Components numbered by decreasing size.
@@ -224,10 +224,10 @@ def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
     # 6x faster than OpenBLAS's two threads on 2 busy cores (the same factors)
     with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
-        return _nmf_labels(x, n_components, seed, max_iter)
+        return _nmf_labels(x, n_components, seed, max_iter, tol)
 
 
-def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: int) -> Tensor:
+def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: int, tol: float = 1e-4) -> Tensor:
     """:func:`nmf_channel_groups` under the caller's BLAS threads and warning filters
     (neither is thread-safe to change, so threads running it side by side leave both to
     the thread that started them)."""
@@ -246,7 +246,7 @@ def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: 
     if k == 0:
         return labels
     xs = x[:, cols].numpy()
-    model = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter)
+    model = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter, tol=tol)
     # one OpenMP thread (a per-thread setting, safe in threads): the solver's stopping test
     # sums its violation over OpenMP threads, so its iterations would depend on their number
     with threadpool_limits(1, user_api="openmp"):
@@ -259,15 +259,15 @@ def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: 
     return labels
 
 
-def _group_labels(acts: Tensor, c: int, n_concepts: int, seed: int, max_iter: int) -> Tensor:
+def _group_labels(acts: Tensor, c: int, n_concepts: int, seed: int, max_iter: int, tol: float) -> Tensor:
     """:func:`_nmf_labels` of a group's sampled activations (m x C x H x W) as the
     (images x positions) x C matrix."""
     x = acts.permute(0, 2, 3, 1).reshape(-1, c) if acts.ndim == 4 and acts.shape[1] == c else torch.zeros(0, c)
-    return _nmf_labels(x, n_concepts, seed, max_iter)
+    return _nmf_labels(x, n_concepts, seed, max_iter, tol)
 
 
 def nmf_tasks(sample: NMFSample, groups: Sequence[int], n_concepts: int, n_channels: int, seed: int = 0,
-              max_iter: int = 200) -> list[tuple[int, Callable[[], Tensor]]]:
+              max_iter: int = 200, tol: float = 1e-4) -> list[tuple[int, Callable[[], Tensor]]]:
     """The NMFs of :func:`nmf_concepts`, one per group: (sampled images, task -> C labels).
 
     Independent and, once the sample is compacted here, reading nothing the others write:
@@ -276,7 +276,7 @@ def nmf_tasks(sample: NMFSample, groups: Sequence[int], n_concepts: int, n_chann
     """
     sample.compact()
     acts = [sample.activations(g) for g in groups]
-    return [(len(a), partial(_group_labels, a, n_channels, n_concepts, seed, max_iter)) for a in acts]
+    return [(len(a), partial(_group_labels, a, n_channels, n_concepts, seed, max_iter, tol)) for a in acts]
 
 
 def nmf_result(like: ClassConcepts, found: Sequence[tuple[int, Tensor]], class_names=None) -> ClassConcepts:
@@ -292,14 +292,14 @@ def nmf_result(like: ClassConcepts, found: Sequence[tuple[int, Tensor]], class_n
 
 
 def nmf_concepts(sample: NMFSample, like: ClassConcepts, seed: int = 0, max_iter: int = 200,
-                 class_names=None, workers: int = 0) -> ClassConcepts:
+                 class_names=None, workers: int = 0, tol: float = 1e-4) -> ClassConcepts:
     """NMF class concepts for the groups of ``like`` (the co-association concepts of the
     same configuration: same groups, ``n_concepts`` and ``n_images``); with ``workers``
     >= 2 the groups' NMFs run side by side in that many threads (the same labels: each
     is the same one-BLAS-thread fit), the largest first."""
     from threadpoolctl import threadpool_limits
 
-    tasks = nmf_tasks(sample, like.groups, like.n_concepts, like.labels.shape[1], seed, max_iter)
+    tasks = nmf_tasks(sample, like.groups, like.n_concepts, like.labels.shape[1], seed, max_iter, tol)
     with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
         labels = call_all([t for _, t in tasks], workers, [m for m, _ in tasks])

@@ -267,7 +267,8 @@ class ClassConceptRun:
         jobs = {cfg: self.co[cfg].clusterings(s.n_for(cfg[2]), s.min_presence) for cfg in self.configs}
         keys = {cfg: (tuple(g for g, _, _ in j), s.n_for(cfg[2]), tuple(n for _, n, _ in j)) for cfg, j in jobs.items()}
         nmf_jobs = {} if self.sample is None else {  # NMF sees the sample, not the partitions: once per shape
-            k: nmf_tasks(self.sample, k[0], k[1], self.n_channels, s.seed) for k in dict.fromkeys(keys.values())}
+            k: nmf_tasks(self.sample, k[0], k[1], self.n_channels, s.seed, tol=s.nmf_tol)
+            for k in dict.fromkeys(keys.values())}
         tasks = [t for j in nmf_jobs.values() for _, t in j] + [t for j in jobs.values() for _, _, t in j]
         cost = [m for j in nmf_jobs.values() for m, _ in j] + [0] * sum(map(len, jobs.values()))  # NMFs first
         with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
