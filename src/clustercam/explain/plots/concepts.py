@@ -221,9 +221,11 @@ class _Panels:
     def frame(self, r: int, c: int, title: str, fontsize: float = 9, pad: float | None = None) -> None:
         """Panel (r, c)'s frame and title, without an image (see :meth:`show`)."""
         x0, y0, x1, y1 = self.boxes[r, c]
-        self.ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, zorder=2.5,
-                                    linewidth=mpl.rcParams["axes.linewidth"],
-                                    edgecolor=mpl.rcParams["axes.edgecolor"]))
+        # add_artist, not add_patch: the limits are fixed by done(), and add_patch's update of
+        # the data limits cost more than the rest of a panel (same pixels)
+        self.ax.add_artist(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, zorder=2.5,
+                                     linewidth=mpl.rcParams["axes.linewidth"],
+                                     edgecolor=mpl.rcParams["axes.edgecolor"]))
         offset = self._title if pad is None else offset_copy(self.ax.transData, fig=self.fig, y=pad,
                                                               units="points")
         self.ax.text((x0 + x1) / 2, y1, title, fontsize=fontsize, ha="center", va="baseline",
