@@ -35,7 +35,8 @@ def concept_figures(s: ConceptSettings, dm: Any, data: ConceptBatch, names: Sequ
     out, jobs = Path(output_dir), []
     if hasattr(dm, "display_image"):
         n = len(names) if max_figures is None else min(len(names), max_figures)
-        data = data.replace(maps=_cpu(data.maps), sub_maps=_cpu(data.sub_maps))  # no CUDA in a forked worker
+        if data.maps.device.type != "cpu":  # no CUDA in a forked worker
+            data = data.replace(maps=data.maps.cpu(), sub_maps=data.sub_maps.cpu())
 
         def image_job(i: int, save: Any) -> list[Path]:
             paths = []
@@ -59,8 +60,7 @@ def concept_figures(s: ConceptSettings, dm: Any, data: ConceptBatch, names: Sequ
         jobs = [partial(image_job, i) for i in range(n)]
     else:
         log.warning("no datamodule with display_image(): concept figures skipped")
-    if data.fidelity_curves is not None:
-        curves = data.fidelity_curves
+    if (curves := getattr(data, "fidelity_curves", None)) is not None:
         jobs.append(lambda save: [save(fidelity_figure(s.configs, curves), out / outputs.CONCEPT_FIDELITY_FIGURE,
                                        120)])
     return outputs.run_figure_jobs(jobs)
