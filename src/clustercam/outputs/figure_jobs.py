@@ -32,12 +32,16 @@ FigureJob = Callable[[Callable[..., Path]], list[Path]]
 _JOBS: Sequence[FigureJob] = ()  # the jobs a forked worker inherits
 
 
+MAX_WORKERS = 8  # each worker's own memory (images, figure buffers) is ~100 MB
+
+
 def figure_workers() -> int:
-    """The number of cores this process may run on (its CPU affinity where known)."""
+    """The cores this process may run on (its CPU affinity where known), at most ``MAX_WORKERS``."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
 
 
 @contextmanager
