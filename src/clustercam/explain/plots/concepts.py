@@ -15,6 +15,7 @@ level 1 (same pixels, several times faster to encode than Agg's; :func:`encode_p
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -51,13 +52,21 @@ def grayscale(image) -> np.ndarray:
     return np.clip(gray, 0, 1)
 
 
+def _table(cmap: Any, dtype: Any) -> np.ndarray:
+    cm = plt.get_cmap(cmap)
+    return cm(np.arange(cm.N))[:, :3].astype(dtype)
+
+
+_named_table = functools.lru_cache(maxsize=16)(_table)  # a registered map's table, once a figure run
+
+
 def _colours(heat: np.ndarray, cmap: str, dtype: Any = np.float64) -> np.ndarray:
     """``plt.get_cmap(cmap)(heat)[..., :3]`` for maps in [0, 1], by one lookup in the
     colour map's table (the same index arithmetic as ``Colormap.__call__``)."""
-    cm = plt.get_cmap(cmap)
-    lut = cm(np.arange(cm.N))[:, :3].astype(dtype)
-    idx = heat * cm.N
-    idx[idx == cm.N] = cm.N - 1
+    lut = _named_table(cmap, np.dtype(dtype)) if isinstance(cmap, str) else _table(cmap, dtype)
+    n = len(lut)
+    idx = heat * n
+    idx[idx == n] = n - 1
     return lut.take(idx.astype(np.intp), axis=0, mode="clip")
 
 
