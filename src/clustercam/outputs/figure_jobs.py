@@ -32,7 +32,7 @@ FigureJob = Callable[[Callable[..., Path]], list[Path]]
 _JOBS: Sequence[FigureJob] = ()  # the jobs a forked worker inherits
 
 
-MAX_WORKERS = 8  # each worker's own memory (images, figure buffers) is ~100 MB
+MAX_WORKERS = 8  # bounds the memory the workers add (their images and figure buffers) on many cores
 
 
 def figure_workers() -> int:
