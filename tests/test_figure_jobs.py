@@ -106,3 +106,10 @@ def test_the_callback_figures_are_the_same_forked_or_not(tmp_path, monkeypatch) 
     assert len(written[1]) == 2 * 2 + 1 + 2  # figures, fidelity, galleries
     assert written[1] == written[2]
     assert outputs.CONCEPT_FIDELITY_FIGURE in {name for name, _ in written[1]}
+
+
+def test_without_fork_the_jobs_run_in_this_process(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(figure_jobs.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    paths = outputs.run_figure_jobs([drawing_job(tmp_path, i) for i in range(2)], workers=2)
+    assert paths == [tmp_path / "0.png", tmp_path / "1.png"]
+    assert {int(v) for v in files(tmp_path, ".pid").values()} == {os.getpid()}
