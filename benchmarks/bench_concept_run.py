@@ -276,7 +276,8 @@ def sklearn_parity(batches, model) -> tuple[float, int]:
     return worst, count
 
 
-WRITER = "all, as the callback writes them (`callbacks.concept_figures`, `outputs.FigureWriter`), total ÷ figures"
+WRITER = ("all, as the callback writes them (`callbacks.concept_figures`: one forked process per core, "
+          "each through an `outputs.FigureWriter`), total ÷ figures")
 
 
 def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]]:
@@ -311,8 +312,8 @@ def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]
                         times["concept"].append(t1 - t0)
                         if fig is not None:
                             times["sub-concept"].append(t2 - t1)
-        # the callback's way: its own figure function (every figure through one FigureWriter,
-        # PNG compression in a worker thread while the next figure is drawn)
+        # the callback's way: its own figure function (one job per image on every core, each
+        # process's PNG encoding in a worker thread while its next figure is drawn)
         from clustercam.callbacks.concept_figures import concept_figures
 
         k = min(n_images, len(x))
@@ -453,8 +454,8 @@ def run(args) -> Section:
                               fmt_s(worst), "≤ 0.2 s", worst <= 0.2))
     if figs.get(WRITER):
         per = figs[WRITER][0]
-        headlines.append(Headline("Concept figures as the callback writes them (PNG compression "
-                                  "beside the drawing): seconds per figure", fmt_s(per), "≤ 0.2 s",
+        headlines.append(Headline("Concept figures as the callback writes them (every core, PNG "
+                                  "encoding beside the drawing): seconds per figure", fmt_s(per), "≤ 0.2 s",
                                   per <= 0.2))
 
     rows, mem_rows, slope = trainer_rows(device, args.quick, not args.no_memory)

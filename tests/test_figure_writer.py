@@ -50,3 +50,24 @@ def test_a_failed_write_is_raised_on_leaving_and_leaves_no_file(tmp_path) -> Non
             writer.save(figure(1), tmp_path / "taken" / "bad.png", dpi=50)
     assert (tmp_path / "ok.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png", "taken"]
+
+
+def test_encode_png_decodes_to_pillows_pixels_and_info(tmp_path) -> None:
+    """The concept figures' own PNG encoder (Up filter): a strided RGB view of an RGBA
+    buffer, with wrapping row differences, reads back as Pillow's PNG of the same pixels."""
+    import io
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from clustercam.explain.plots.concepts import encode_png
+
+    rgba = np.random.default_rng(0).integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    rgba[5:9] = 255  # flat rows beside noisy ones
+    info = PngInfo()
+    info.add_text("Software", "test")
+    ref = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(ref, format="png", dpi=(100, 100), pnginfo=info)
+    got = Image.open(io.BytesIO(encode_png(rgba[..., :3], 100.0, {"Software": "test"})))
+    want = Image.open(ref)
+    assert got.mode == want.mode == "RGB" and got.info == want.info
+    assert np.array_equal(np.asarray(got), rgba[..., :3])

@@ -191,10 +191,6 @@ class ConceptExplainCallback(Callback):
             log_table(trainer, f"{stage}/{Path(name).stem}", rows)
         if self.figures:
             paths = concept_figures(self.settings, dm, data, names, class_names, self.output_dir,
-                                    self.max_figures, cmap=self.cmap, alpha=self.alpha)
-            if data.fidelity_curves is not None:
-                from clustercam.explain.plots.fidelity import fidelity_figure  # matplotlib: late
-                paths.append(outputs.save_figure(fidelity_figure(configs, data.fidelity_curves),
-                                                 out / outputs.CONCEPT_FIDELITY_FIGURE))
+                                    self.max_figures, cmap=self.cmap, alpha=self.alpha)  # and fidelity's
             log_images(trainer, "figures/concepts", paths, [p.stem for p in paths])
         log.info("Concepts of %d images x %d configurations written to %s", len(names), len(configs), out)

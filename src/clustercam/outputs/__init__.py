@@ -5,6 +5,7 @@
 - :mod:`.files`: atomic writers (:func:`write_json`, :func:`write_csv`, :func:`write_text`,
   :func:`write_npz`, :func:`save_figure`) and :func:`start_run`;
 - :mod:`.figure_writer`: :class:`FigureWriter`, PNGs compressed in a worker thread;
+- :mod:`.figure_jobs`: :func:`run_figure_jobs`, figures drawn in one forked process per core;
 - the concept run's rendering of :class:`~clustercam.explain.concepts.ConceptBatch` results:
   :mod:`.concept_tables` (CSV rows), :mod:`.concept_results` (``metrics.json`` entries) and
   :mod:`.concept_markdown` (``concept_summary.md``).
@@ -81,6 +82,7 @@ from clustercam.outputs.contract import (
     class_gallery_path,
     concept_figure_path,
 )
+from clustercam.outputs.figure_jobs import figure_workers, run_figure_jobs
 from clustercam.outputs.figure_writer import FigureWriter
 from clustercam.outputs.files import (
     atomic_write,
@@ -134,6 +136,8 @@ __all__ = [
     "EXPLANATION_SCORES_FIGURE",
     "FIGURES",
     "FigureWriter",
+    "figure_workers",
+    "run_figure_jobs",
     "HEATMAPS",
     "HEATMAP_MEMBERS",
     "HYDRA_OVERRIDES",

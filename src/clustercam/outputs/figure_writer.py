@@ -10,8 +10,8 @@ from clustercam.outputs.files import atomic_write, save_figure
 
 class FigureWriter:
     """Saves matplotlib figures as PNG like :func:`save_figure`; for a canvas that hands
-    out its drawn image (``png_image()``, the concept figures' ``PanelCanvas``) the PNG
-    encoding and the write run in a worker thread: drawing (Agg) holds the GIL, zlib does
+    out a writer of its drawn image (``png_image()``, the concept figures' ``PanelCanvas``)
+    the PNG encoding and the write run in a worker thread: drawing (Agg) holds the GIL, zlib does
     not, so the next figure is drawn while the last one is compressed (same bytes). Other
     figures are saved at once by :func:`save_figure`. Use as a context manager; leaving it
     waits for every file and raises the first error of the worker."""
@@ -36,8 +36,7 @@ class FigureWriter:
             plt.close(fig)
         if job is None:  # a transparent figure: Agg's own path
             return save_figure(fig, path, dpi)
-        image, kwargs = job
-        self._pending.append(self._pool.submit(atomic_write, path, lambda fh: image.save(fh, **kwargs), "wb"))
+        self._pending.append(self._pool.submit(atomic_write, path, job, "wb"))
         return path
 
     def __enter__(self) -> FigureWriter:
