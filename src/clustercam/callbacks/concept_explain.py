@@ -54,7 +54,7 @@ class ConceptExplainCallback(Callback):
         layout: how that output is read (``auto``, ``nchw``, ``nhwc``, ``tokens``, ``ncl``).
         **options: the fields of :class:`ConceptSettings` when ``settings`` is not given, and
             the class-level ones (``min_presence``, ``n_class``, ``gallery_size``,
-            ``nmf_max_images``, ``scope``, ``class_random``: :class:`ClassConceptSettings`'
+            ``nmf_max_images``, ``nmf_tol``, ``scope``, ``class_random``: :class:`ClassConceptSettings`'
             ``n_random``) when ``class_settings`` is not given; the config passes them flat
             (``callbacks.concepts.n_concepts=7``).
 

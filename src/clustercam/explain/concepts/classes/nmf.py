@@ -2,7 +2,11 @@
 feature factorisation (Collins et al., 2018) and CRAFT (Fel et al., 2023).
 
 A class's activations form the non-negative matrix ``X`` of (images x positions) rows and
-C columns; ``X ~ W H`` with rank ``n_class`` (scikit-learn NMF, init ``nndsvda``, seeded).
+C columns; ``X ~ W H`` with rank ``n_class`` (scikit-learn NMF, init ``nndsvda``, seeded, stopping
+tolerance :data:`NMF_TOL` = 1e-3: on random-weight nf_resnet50 activations of the 110
+benchmark photos of 11 classes it stopped the
+all-images fit after 53 iterations instead of 135 at scikit-learn's 1e-4, with 98.3 % of the
+channels in the same concept, 99.3 % on average over the classes).
 Channel c goes to the component that explains most of it, ``argmax_k ||W_k|| H_kc`` (the
 norm removes NMF's scale ambiguity between W and H); channels with no loading are dropped.
 The result is a :class:`~clustercam.explain.concepts.classes.coassociation.ClassConcepts`, so it is
@@ -28,6 +32,7 @@ from torch import Tensor
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import (
     DATASET,
+    NMF_TOL,
     SCOPES,
     ClassConcepts,
     group_name,
@@ -206,7 +211,7 @@ class NMFSample:
 
 
 def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
-                       max_iter: int = 200, tol: float = 1e-4) -> Tensor:
+                       max_iter: int = 200, tol: float = NMF_TOL) -> Tensor:
     """C labels from the NMF of a non-negative rows x C matrix: channel c -> the component
     with the largest ``||W_k|| H_kc``; ``-1`` for channels with no loading (all-zero
     columns included). Components numbered by decreasing size.
@@ -227,7 +232,7 @@ def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
         return _nmf_labels(x, n_components, seed, max_iter, tol)
 
 
-def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: int, tol: float = 1e-4) -> Tensor:
+def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: int, tol: float = NMF_TOL) -> Tensor:
     """:func:`nmf_channel_groups` under the caller's BLAS threads and warning filters
     (neither is thread-safe to change, so threads running it side by side leave both to
     the thread that started them)."""
@@ -267,7 +272,7 @@ def _group_labels(acts: Tensor, c: int, n_concepts: int, seed: int, max_iter: in
 
 
 def nmf_tasks(sample: NMFSample, groups: Sequence[int], n_concepts: int, n_channels: int, seed: int = 0,
-              max_iter: int = 200, tol: float = 1e-4) -> list[tuple[int, Callable[[], Tensor]]]:
+              max_iter: int = 200, tol: float = NMF_TOL) -> list[tuple[int, Callable[[], Tensor]]]:
     """The NMFs of :func:`nmf_concepts`, one per group: (sampled images, task -> C labels).
 
     Independent and, once the sample is compacted here, reading nothing the others write:
@@ -292,7 +297,7 @@ def nmf_result(like: ClassConcepts, found: Sequence[tuple[int, Tensor]], class_n
 
 
 def nmf_concepts(sample: NMFSample, like: ClassConcepts, seed: int = 0, max_iter: int = 200,
-                 class_names=None, workers: int = 0, tol: float = 1e-4) -> ClassConcepts:
+                 class_names=None, workers: int = 0, tol: float = NMF_TOL) -> ClassConcepts:
     """NMF class concepts for the groups of ``like`` (the co-association concepts of the
     same configuration: same groups, ``n_concepts`` and ``n_images``); with ``workers``
     >= 2 the groups' NMFs run side by side in that many threads (the same labels: each
