@@ -37,6 +37,7 @@ import numpy as np
 
 from clustercam.data.image_views import ImageViews
 from clustercam.data.planted import PlantedPartsDataModule
+from clustercam.data.synthetic import split_sizes
 from clustercam.exceptions import UserError
 
 MOTIFS = ("bump", "plateau", "sawtooth", "chirp")
@@ -188,11 +189,9 @@ class SyntheticMotifsDataModule(ImageViews, PlantedPartsDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if n_train < 1 or n_test < 1:
-            raise UserError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+        self.sizes = split_sizes(n_train, n_test)
         make_motifs(1, length, 0, gap)  # checks the arguments now
         self.name = "SyntheticMotifs"
-        self.sizes = {"train": n_train, "test": n_test}
         self.length, self.seed, self.gap = length, seed, gap
 
     def make(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -33,6 +33,7 @@ import numpy as np
 
 from clustercam.data.image_views import ImageViews
 from clustercam.data.planted import PlantedPartsDataModule
+from clustercam.data.synthetic import split_sizes
 from clustercam.exceptions import UserError
 
 PARTS = ("disc", "square", "triangle", "cross")
@@ -222,11 +223,9 @@ class SyntheticPartsDataModule(ImageViews, PlantedPartsDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if n_train < 1 or n_test < 1:
-            raise UserError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+        self.sizes = split_sizes(n_train, n_test)
         make_parts(1, size, 0, noise, min_contrast, gap)  # checks the arguments now
         self.name = "SyntheticParts"
-        self.sizes = {"train": n_train, "test": n_test}
         self.size, self.seed, self.noise = size, seed, noise
         self.min_contrast, self.gap = min_contrast, gap
 

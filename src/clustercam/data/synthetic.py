@@ -155,6 +155,17 @@ def make_shapes(
     return x, y.astype(np.int64), masks
 
 
+def split_sizes(n_train: int, n_test: int) -> dict[str, int]:
+    """The sizes of a generated dataset's splits, checked (both >= 1) before anything runs.
+
+    Raises:
+        UserError: n_train or n_test < 1.
+    """
+    if n_train < 1 or n_test < 1:
+        raise UserError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+    return {"train": n_train, "test": n_test}
+
+
 class MaskedDataModule(ClusterDataModule):
     """A ``ClusterDataModule`` whose samples carry a ground-truth mask over their positions.
 
@@ -229,12 +240,10 @@ class SyntheticCBFDataModule(MaskedDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if n_train < 1 or n_test < 1:
-            raise UserError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+        self.sizes = split_sizes(n_train, n_test)
         if name is not None and "cbf" not in name.lower():
             log.warning("data.name=%s is ignored: the synthetic datamodule always generates CBF", name)
         self.name = "SyntheticCBF"
-        self.sizes = {"train": n_train, "test": n_test}
         self.seed = seed
         self.normalise = normalise
 
@@ -286,10 +295,8 @@ class SyntheticShapesDataModule(MaskedDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if n_train < 1 or n_test < 1:
-            raise UserError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+        self.sizes = split_sizes(n_train, n_test)
         self.name = "SyntheticShapes"
-        self.sizes = {"train": n_train, "test": n_test}
         self.size = size
         self.seed = seed
         self.noise = noise
