@@ -22,7 +22,8 @@ samples merge exactly. Memory: ``max_images x C x H x W`` floats per class (105 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
@@ -43,6 +44,20 @@ from clustercam.explain.concepts.parallel import call_all
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 NMF_ITERATIONS = ".*Maximum number of iterations.*"  # scikit-learn's warning at max_iter: expected, ignored
+
+
+@contextmanager
+def nmf_environment() -> Iterator[None]:
+    """What every NMF fit runs under: one BLAS thread (the solver's products have k columns,
+    too thin to share; measured 6x faster than OpenBLAS's two threads on 2 busy cores, the
+    same factors) and scikit-learn's max_iter warning (:data:`NMF_ITERATIONS`) ignored.
+    Neither setting is thread-safe to change: threads running fits side by side leave both
+    to the thread that started them."""
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+        warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
+        yield
 
 
 def sample_keys(index: Tensor, seed: int = 0) -> Tensor:
@@ -223,19 +238,12 @@ def nmf_channel_groups(x: Tensor | np.ndarray, n_components: int, seed: int = 0,
         >>> nmf_channel_groups(w @ h, 2).tolist()                   # channel 3: no loading
         [0, 0, 1, -1]
     """
-    from threadpoolctl import threadpool_limits
-
-    # one BLAS thread: the solver's products have k columns, too thin to share; measured
-    # 6x faster than OpenBLAS's two threads on 2 busy cores (the same factors)
-    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
-        warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
+    with nmf_environment():
         return _nmf_labels(x, n_components, seed, max_iter, tol)
 
 
 def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: int, tol: float = NMF_TOL) -> Tensor:
-    """:func:`nmf_channel_groups` under the caller's BLAS threads and warning filters
-    (neither is thread-safe to change, so threads running it side by side leave both to
-    the thread that started them)."""
+    """:func:`nmf_channel_groups` under the caller's :func:`nmf_environment`."""
     from sklearn.decomposition import NMF
     from threadpoolctl import threadpool_limits
 
@@ -276,8 +284,8 @@ def nmf_tasks(sample: NMFSample, groups: Sequence[int], n_concepts: int, n_chann
     """The NMFs of :func:`nmf_concepts`, one per group: (sampled images, task -> C labels).
 
     Independent and, once the sample is compacted here, reading nothing the others write:
-    a caller may run them side by side in threads, with one BLAS thread and the iteration
-    warning (:data:`NMF_ITERATIONS`) ignored around all of them (:func:`nmf_concepts` does).
+    a caller may run them side by side in threads, inside one :func:`nmf_environment`
+    around all of them (:func:`nmf_concepts` does).
     """
     sample.compact()
     acts = [sample.activations(g) for g in groups]
@@ -302,10 +310,7 @@ def nmf_concepts(sample: NMFSample, like: ClassConcepts, seed: int = 0, max_iter
     same configuration: same groups, ``n_concepts`` and ``n_images``); with ``workers``
     >= 2 the groups' NMFs run side by side in that many threads (the same labels: each
     is the same one-BLAS-thread fit), the largest first."""
-    from threadpoolctl import threadpool_limits
-
     tasks = nmf_tasks(sample, like.groups, like.n_concepts, like.labels.shape[1], seed, max_iter, tol)
-    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
-        warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
+    with nmf_environment():
         labels = call_all([t for _, t in tasks], workers, [m for m, _ in tasks])
     return nmf_result(like, [(m, lab) for (m, _), lab in zip(tasks, labels)], class_names)

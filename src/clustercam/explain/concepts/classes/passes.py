@@ -25,7 +25,6 @@ process the reductions are skipped.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,12 @@ from clustercam.explain.concepts.classes.coassociation import (
     random_groups,
     warn_class,
 )
-from clustercam.explain.concepts.classes.nmf import NMF_ITERATIONS, NMFSample, nmf_result, nmf_tasks
+from clustercam.explain.concepts.classes.nmf import (
+    NMFSample,
+    nmf_environment,
+    nmf_result,
+    nmf_tasks,
+)
 from clustercam.explain.concepts.classes.pooled import PooledActivations, cat_pooled, is_mean_pool
 from clustercam.explain.concepts.classes.scores import ClassConceptScores, truth_by_group
 from clustercam.explain.concepts.image.ablation import Head, PooledHead, checked_pooled_head
@@ -261,8 +265,6 @@ class ClassConceptRun:
         or more torch threads they run side by side (:func:`~.parallel.call_all`, the
         largest NMF first, each with one BLAS thread as when run alone: the same labels).
         """
-        from threadpoolctl import threadpool_limits
-
         s = self.settings
         jobs = {cfg: self.co[cfg].clusterings(s.n_for(cfg[2]), s.min_presence) for cfg in self.configs}
         keys = {cfg: (tuple(g for g, _, _ in j), s.n_for(cfg[2]), tuple(n for _, n, _ in j)) for cfg, j in jobs.items()}
@@ -271,8 +273,7 @@ class ClassConceptRun:
             for k in dict.fromkeys(keys.values())}
         tasks = [t for j in nmf_jobs.values() for _, t in j] + [t for j in jobs.values() for _, _, t in j]
         cost = [m for j in nmf_jobs.values() for m, _ in j] + [0] * sum(map(len, jobs.values()))  # NMFs first
-        with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
-            warnings.filterwarnings("ignore", message=NMF_ITERATIONS)
+        with nmf_environment():
             done = iter(call_all(tasks, cpu_workers(torch.device("cpu")), cost))
         nmf_found = {k: [(m, next(done)) for m, _ in j] for k, j in nmf_jobs.items()}
         nmf: dict[tuple, ClassConcepts] = {}
@@ -284,8 +285,7 @@ class ClassConceptRun:
                 if keys[cfg] not in nmf:
                     nmf[keys[cfg]] = nmf_result(cc, nmf_found[keys[cfg]], class_names)
                 n = nmf[keys[cfg]]
-                found["nmf"] = [ClassConcepts(list(n.groups), n.labels.clone(), n.n_concepts,
-                                              n.n_images.clone(), source="nmf")]
+                found["nmf"] = [ClassConcepts(list(n.groups), n.labels.clone(), n.n_concepts, n.n_images.clone(), source="nmf")]
             if s.n_random:
                 found["random"] = random_groups(cc, s.n_random, s.seed)
             self._set_concepts(cfg, found)
