@@ -86,13 +86,6 @@ def _tasks(workers: int) -> Iterator[Callable[..., Future]]:
         torch.set_num_threads(before)
 
 
-def map_single_threaded(fn: Callable[[Any], T], items: Sequence[Any], workers: int) -> list[T]:
-    """``[fn(x) for x in items]`` over ``workers`` threads of one intra-op thread each."""
-    with _tasks(workers) as submit:
-        futures = [submit(fn, x) for x in items]
-        return [f.result() for f in futures]
-
-
 def call_all(tasks: Sequence[Callable[[], T]], workers: int, cost: Sequence[float] | None = None) -> list[T]:
     """``[t() for t in tasks]``; with ``workers`` >= 2 over that many threads of one
     intra-op thread each, the tasks of largest ``cost`` started first (a long task

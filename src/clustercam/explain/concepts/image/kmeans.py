@@ -9,12 +9,13 @@ other images share the batch, on the DDP rank, or on the device.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from clustercam.exceptions import UserError
-from clustercam.explain.concepts.parallel import cpu_workers, map_single_threaded, one_thread
+from clustercam.explain.concepts.parallel import call_all, cpu_workers, one_thread
 
 
 def _eigh_vectors(cov: Tensor) -> Tensor:
@@ -28,7 +29,7 @@ def _eigh_vectors(cov: Tensor) -> Tensor:
     if workers < 2:
         with one_thread(cov.device):
             return torch.linalg.eigh(cov)[1]
-    parts = map_single_threaded(lambda m: torch.linalg.eigh(m)[1], cov.tensor_split(workers), workers)
+    parts = [r.eigenvectors for r in call_all([partial(torch.linalg.eigh, m) for m in cov.tensor_split(workers)], workers)]
     return torch.cat([v.mT for v in parts]).mT  # LAPACK's column-major layout, as eigh's
 
 
