@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
+from clustercam.explain.concepts.parallel import one_thread
 from clustercam.outputs.figure_writer import FigureWriter
 
 log = logging.getLogger(__name__)
@@ -44,26 +45,11 @@ def figure_workers() -> int:
     return max(1, min(cores, MAX_WORKERS))
 
 
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """torch on one thread while figures are drawn: their small tensor operations (resizing
-    a few maps, ``ToTensor``) cost several times more CPU on a thread pool, far more where
-    other processes hold the cores, and the cores are the figure workers' to use."""
-    torch = sys.modules.get("torch")  # not imported: nothing to set
-    threads = torch.get_num_threads() if torch is not None else 1
-    if torch is not None:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if torch is not None:
-            torch.set_num_threads(threads)
-
-
 def _start_worker() -> None:
-    """A forked worker draws on one torch thread (:func:`_one_torch_thread`), for good."""
-    if (torch := sys.modules.get("torch")) is not None:
-        torch.set_num_threads(1)
+    """A forked worker draws on one torch thread, for good: the figures' small tensor
+    operations (resizing a few maps, ``ToTensor``) cost several times more CPU on a thread
+    pool, and the cores are the figure workers' to use."""
+    torch.set_num_threads(1)
 
 
 def _run(i: int) -> list[Path]:
@@ -98,7 +84,7 @@ def run_figure_jobs(jobs: Sequence[FigureJob], workers: int | None = None) -> li
         finally:
             _JOBS = ()
     paths: list[Path] = []
-    with _one_torch_thread(), FigureWriter() as writer:
+    with one_thread(torch.device("cpu")), FigureWriter() as writer:
         for job in jobs:
             paths += job(writer.save)
     return paths
