@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clustercam import outputs  # noqa: E402
-from clustercam.explain.plots.concepts import PanelCanvas  # noqa: E402
+from clustercam.explain.plots.canvas import PanelCanvas  # noqa: E402
 
 
 def figure(seed: int) -> plt.Figure:
@@ -59,7 +59,7 @@ def test_encode_png_decodes_to_pillows_pixels_and_info(tmp_path) -> None:
 
     from PIL.PngImagePlugin import PngInfo
 
-    from clustercam.explain.plots.concepts import encode_png
+    from clustercam.explain.plots.canvas import encode_png
 
     rgba = np.random.default_rng(0).integers(0, 256, (37, 53, 4), dtype=np.uint8)
     rgba[5:9] = 255  # flat rows beside noisy ones

@@ -40,17 +40,29 @@ def series(c: int = 1, length: int = L) -> np.ndarray:
     return np.stack([np.sin(t / (3 + ch)) + ch for ch in range(c)])
 
 
+def panel_artists(artists) -> list:
+    """The panels' own artists (figure-level, in panel order): the colour bar's left out."""
+    return [a for a in artists if not (a.get_gid() or "").startswith("colourbar")]
+
+
 def titles(fig) -> list[str]:
-    return [t.get_text() for t in fig.axes[0].texts]
+    return [t.get_text() for t in panel_artists(fig.texts) if t is not fig._suptitle]
+
+
+def frames(fig) -> list:
+    return panel_artists(fig.patches)
+
+
+def lines(fig) -> list:
+    return [a for a in panel_artists(fig.artists) if isinstance(a, (LineCollection, PathCollection))]
 
 
 def segment_colours(fig, panel: int, length: int = L) -> tuple[np.ndarray, np.ndarray]:
     """Panel ``panel``'s segments as (left time step, RGBA), read back from its collection:
     the x of a segment's midpoint, mapped through the panel's frame, is t + 0.5 of t -> t+1."""
-    ax = fig.axes[0]
-    frame = ax.patches[panel]
+    frame = frames(fig)[panel]
     x0, width = frame.get_x(), frame.get_width()
-    coll = ax.collections[panel]
+    coll = lines(fig)[panel]
     steps, colours = [], []
     for path, rgba in zip(coll.get_paths(), coll.get_edgecolor()):
         seg = path.vertices.reshape(-1, 2, 2)
@@ -74,10 +86,11 @@ def test_panels_are_the_concepts_in_importance_order_with_the_image_figures_titl
     fig = series_concept_figure(series(), maps, channels, importance, title="s")
     panel_titles = [t for t in titles(fig) if "I=" in t]
     assert panel_titles == ["C1  n=5\nI=40.00%", "C0  n=3\nI=12.00%", "C3  n=2\nI=3.50%", "C2  n=0\nI=nan"]
-    assert titles(fig)[0] == "input" and len(fig.axes[0].patches) == 5  # input + 4 frames
-    frames = [p.get_x() for p in fig.axes[0].patches]
-    assert frames == sorted(frames)  # side by side, left to right
-    assert fig.axes[1].get_ylabel() == "concept map (min-max)"  # the colour bar
+    assert titles(fig)[0] == "input" and len(frames(fig)) == 5  # input + 4 frames
+    xs = [p.get_x() for p in frames(fig)]
+    assert xs == sorted(xs)  # side by side, left to right
+    assert [t.get_text() for t in fig.texts if t.get_gid() == "colourbar-label"] == ["concept map (min-max)"]
+    assert not fig.axes  # no axes: every panel and the colour bar are figure-level artists
 
 
 def test_line_colours_follow_each_concepts_map() -> None:
@@ -86,7 +99,7 @@ def test_line_colours_follow_each_concepts_map() -> None:
     edge the middle one; the ramp's segments run through the colour map in time order."""
     maps, channels, importance = planted()
     fig = series_concept_figure(series(), maps, channels, importance)
-    assert isinstance(fig.axes[0].collections[1], PathCollection)
+    assert isinstance(lines(fig)[1], PathCollection)
     steps, colours = segment_colours(fig, 1)
     assert sorted(steps) == list(range(L - 1))  # every segment once
     for t, rgba in zip(steps, colours):
@@ -96,9 +109,9 @@ def test_line_colours_follow_each_concepts_map() -> None:
     expected = JET(np.linspace(0, 1, L)[:-1] + 0.5 / (L - 1))
     np.testing.assert_allclose(colours[np.argsort(steps)], expected)
     # the empty concept: a plain line, no band; every other panel has its band
-    assert isinstance(fig.axes[0].collections[4], LineCollection)
-    np.testing.assert_allclose(fig.axes[0].collections[4].get_color()[0][:3], [float(PLAIN)] * 3)
-    bands = fig.axes[0].artists[0].panels
+    assert isinstance(lines(fig)[4], LineCollection)
+    np.testing.assert_allclose(lines(fig)[4].get_color()[0][:3], [float(PLAIN)] * 3)
+    bands = fig.artists[0].panels
     assert len(bands) == 3 and bands[0][1].shape == (1, L, 3)
     band = bands[0][1][0].astype(int)  # concept 1 over white: white outside, coloured inside
     assert (band[:20] == 255).all() and (band[27:33] < 200).any(-1).all()
@@ -107,11 +120,10 @@ def test_line_colours_follow_each_concepts_map() -> None:
 def test_multivariate_series_draw_every_channel_in_its_own_strip() -> None:
     maps, channels, importance = planted()
     fig = series_concept_figure(series(3), maps, channels, importance)
-    ax = fig.axes[0]
-    lines = ax.collections[0].get_segments()  # the input: one polyline per channel
-    assert len(lines) == 3 and all(len(seg) == L for seg in lines)
+    strips = lines(fig)[0].get_segments()  # the input: one polyline per channel
+    assert len(strips) == 3 and all(len(seg) == L for seg in strips)
     assert [t for t in titles(fig) if t.startswith("ch ")] == ["ch 0", "ch 1", "ch 2"]
-    ranges = [(seg[:, 1].min(), seg[:, 1].max()) for seg in lines]
+    ranges = [(seg[:, 1].min(), seg[:, 1].max()) for seg in strips]
     assert ranges[0][0] > ranges[1][1] and ranges[1][0] > ranges[2][1]  # channel 0 on top, apart
     for panel in (1, 2, 3):  # C x (L - 1) segments, each channel coloured by the same map
         steps, colours = segment_colours(fig, panel)
@@ -124,7 +136,7 @@ def test_many_channels_are_capped_and_said_so() -> None:
     x = np.random.default_rng(0).standard_normal((15, L))
     maps, channels, importance = planted()
     fig = series_concept_figure(x, maps, channels, importance, title="t", max_channels=4)
-    assert len(fig.axes[0].collections[0].get_segments()) == 4
+    assert len(lines(fig)[0].get_segments()) == 4
     assert len([t for t in titles(fig) if t.startswith("ch ")]) == 4
     assert "4 of 15 channels" in fig._suptitle.get_text()
 
@@ -164,7 +176,7 @@ def test_class_gallery_rows_by_importance_each_series_coloured_by_its_map() -> N
     texts = titles(fig)
     assert texts[0].startswith("G1  n=4") and texts[1] == "#2" and texts[2].startswith("G0") \
         and texts[3:] == ["#0", "#1"]
-    assert len(fig.axes[0].patches) == 3  # the empty slot has no frame
+    assert len(frames(fig)) == 3  # the empty slot has no frame
     steps, colours = segment_colours(fig, 0)
     top = np.asarray(JET(1.0))
     strong = {int(t) for t, c in zip(steps, colours) if np.allclose(c, top, atol=0.1)}

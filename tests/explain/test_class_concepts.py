@@ -591,8 +591,9 @@ def test_gallery_figure_one_row_per_concept(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fig = class_concept_figure(images=images, **kw)
-    assert isinstance(fig, Figure) and len(fig.axes) == 2  # the panels' axes, the colour bar
-    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert isinstance(fig, Figure) and not fig.axes  # figure-level panels and colour bar
+    assert [t.get_text() for t in fig.texts if t.get_gid() == "colourbar-label"] == ["class concept map (min-max)"]
+    texts = [t.get_text() for t in fig.texts if not t.get_gid() and t is not fig._suptitle]
     labels = [t for t in texts if t.startswith("G")]
     assert len(labels) == 3 and len([t for t in texts if t.startswith("#")]) == int((kw["index"] >= 0).sum())
     fig.savefig(tmp_path / f"{stem}.png")

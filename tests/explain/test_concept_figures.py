@@ -1,8 +1,8 @@
 """The fast concept figures look like the reference way of drawing them (one axes per panel).
 
 The reference below is the previous implementation, kept here as the yardstick: a grid of
-``plt.subplots`` axes, one ``imshow`` each. The fast figures (one full-figure axes holding
-every panel) must render pixel-close to it at the dpi the callback saves with.
+``plt.subplots`` axes, one ``imshow`` each. The fast figures (no axes: figure-level panels,
+text drawn by Pillow) must render pixel-close to it at the dpi the callback saves with.
 """
 
 from __future__ import annotations
@@ -108,8 +108,11 @@ def fixture():
 def assert_pixel_close(fast: np.ndarray, ref: np.ndarray) -> None:
     assert fast.shape == ref.shape
     diff = np.abs(fast - ref)
-    assert diff.mean() < 1.0, diff.mean()  # grey levels of 255, all channels
-    assert (diff > 16).mean() < 1e-3, (diff > 16).mean()  # a few frame-corner pixels at most
+    # the fast figures' text is Pillow's FreeType, hinted its own way (tests/test_panel_canvas.py):
+    # the glyphs' antialiased edges differ (~1 % of these figures' pixels, ~0.8 of the mean
+    # below); elsewhere a few frame-corner pixels at most
+    assert diff.mean() < 1.5, diff.mean()  # grey levels of 255, all channels
+    assert (diff > 16).mean() < 2e-2, (diff > 16).mean()
 
 
 def test_fast_concept_figure_is_pixel_close_to_the_reference(fixture) -> None:

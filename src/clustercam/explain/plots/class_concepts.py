@@ -5,8 +5,8 @@ concept's id, channel count, stability and importance (mean +- std over the clas
 images), and shows the images with the largest activation mass of the concept, the
 concept's map (its channels summed, resized bilinearly, min-max normalised per image)
 blended over each. Drawn the fast way of the concept figures
-(:mod:`clustercam.explain.plots.concepts`: one axes holds every panel, each panel image
-resampled once), a fraction of a grid of axes' cost. Pure matplotlib on tensors; no
+(:mod:`clustercam.explain.plots.panels`: no axes, each panel image resampled once), a
+fraction of a grid of axes' cost. Pure matplotlib on tensors; no
 trainer, no logger.
 """
 
@@ -20,8 +20,9 @@ from torch import Tensor
 
 from clustercam.explain.concepts.image.importance import importance_order
 from clustercam.explain.maps import minmax_normalise, resize_maps
-from clustercam.explain.plots.common import CMAP, colour_bar, to_numpy
-from clustercam.explain.plots.concepts import _blend_bytes, _gray_bytes, _Panels, grayscale
+from clustercam.explain.plots.common import CMAP, to_numpy
+from clustercam.explain.plots.concepts import grayscale
+from clustercam.explain.plots.panels import Panels, blend_bytes, gray_bytes
 
 
 def _num(v: float, digits: int = 2) -> str:
@@ -47,17 +48,17 @@ def class_concept_figure(
     ``maps``: n x k x h x w the concept's summed channels on those images (activation
     resolution); ``images``: dataset index -> C x H x W display image in [0, 1];
     ``channels``/``stability``/``importance``/``importance_std``: per concept. The row
-    labels and the panel titles (``#index``) are the texts of ``fig.axes[0]``, rows in
-    order; ``fig.axes[1]`` is the colour bar.
+    labels and the panel titles (``#index``) are ``fig.texts``, rows in order, then the
+    colour bar's.
     """
     index, maps = index.long().cpu(), maps.float().cpu()
     n, k = index.shape
     rows = importance_order(importance)
-    width = panel_size * max(k, 1) + 1.9
+    width = panel_size * max(k, 1) + 2.2  # row labels left, the colour bar and its label right
     height = (panel_size + 0.35) * n + (0.6 if title else 0.2)
     shown = [images[int(i)] for i in index.flatten().tolist() if int(i) >= 0 and int(i) in images]
     aspect = shown[0].shape[-2] / shown[0].shape[-1] if shown else 1.0
-    p = _Panels((width, height), n, max(k, 1), aspect, left=1.3 / width, right=1 - 0.6 / width,
+    p = Panels((width, height), n, max(k, 1), aspect, left=1.3 / width, right=1 - 0.9 / width,
                 bottom=0.1 / height, top=1 - (0.6 if title else 0.2) / height, wspace=0.05, hspace=0.3)
     gray_of: dict[int, object] = {}
     heat_of: dict[tuple[int, ...], Tensor] = {}  # every map resized at once, per display size
@@ -67,7 +68,7 @@ def class_concept_figure(
         label = (f"G{j}  n={int(channels[j])}\nstab {_num(float(stability[j]))}\n"
                  f"I {_num(float(importance[j]), 1)}±{_num(float(importance_std[j]), 1)}%")
         x0, y0, _, y1 = p.boxes[r, 0]
-        p.ax.text(x0 - 0.08 / width, (y0 + y1) / 2, label, fontsize=8, ha="right", va="center")
+        p.text(x0 - 0.08 / width, (y0 + y1) / 2, label, fontsize=8, ha="right", va="center")
         for s in range(k):
             i = int(index[j, s])
             if i < 0 or i not in images:
@@ -77,11 +78,10 @@ def class_concept_figure(
             gray = gray_of[i]
             if int(channels[j]) > 0:
                 heat = to_numpy(heat_of[tuple(gray.shape)][j, s])
-                p.show(r, s, _blend_bytes(gray, heat, cmap, alpha), f"#{i}", fontsize=7, pad=2)
+                p.show(r, s, blend_bytes(gray, heat, cmap, alpha), f"#{i}", fontsize=7, pad=2)
             else:
-                p.show(r, s, _gray_bytes(gray), f"#{i}", fontsize=7, pad=2)
-    colour_bar(p.fig, label="class concept map (min-max)", cmap=cmap,
-               rect=(1 - 0.45 / width, 0.2, 0.12 / width, 0.6))
+                p.show(r, s, gray_bytes(gray), f"#{i}", fontsize=7, pad=2)
+    p.colour_bar((1 - 0.75 / width, 0.2, 0.12 / width, 0.6), "class concept map (min-max)", cmap)
     return p.done(title)
 
 

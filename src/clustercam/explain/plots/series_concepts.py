@@ -11,12 +11,12 @@ multivariate series draws each channel (up to ``MAX_CHANNELS``,
 panel, every channel coloured by the concept's one map (a concept map is over time: it sums the
 layer's channels, which mix the input's).
 
-Drawn the fast way of the image concept figures (one full-figure axes holds every panel's
-frame, title, band and one line collection per panel; no axes per panel), so a figure of
+Drawn the fast way of the image concept figures (:mod:`clustercam.explain.plots.panels`: no
+axes; every panel's frame, title, band and one line collection per panel are figure-level artists), so a figure of
 many concepts or channels costs about as much as one image figure (~0.5 s for 10 concepts of
 a univariate series of length 500, ~1 s with 12 channels, on a loaded 2-core machine). The
-panel titles are the texts of ``fig.axes[0]`` in panel order, its collections the panels'
-lines in the same order.
+panel titles are ``fig.texts`` in panel order, the line collections in ``fig.artists``
+the panels' lines in the same order.
 :func:`concept_drawers` picks these or the image figures for a display sample.
 """
 
@@ -35,8 +35,9 @@ from matplotlib.path import Path
 from clustercam.explain.concepts.image.importance import importance_order
 from clustercam.explain.maps import minmax_normalise, resize_maps
 from clustercam.explain.plots.class_concepts import _num
-from clustercam.explain.plots.common import CMAP, colour_bar, to_numpy
-from clustercam.explain.plots.concepts import _blend_bytes, _fmt, _Panels
+from clustercam.explain.plots.common import CMAP, to_numpy
+from clustercam.explain.plots.concepts import _fmt
+from clustercam.explain.plots.panels import Panels, blend_bytes
 from clustercam.explain.plots.series import MAX_CHANNELS, shown_channels
 
 PLAIN = "0.2"  # the colour of a series drawn without a map (the input, an empty concept)
@@ -74,7 +75,7 @@ def _strips(series: np.ndarray) -> np.ndarray:
     return ((c - 1 - np.arange(c))[:, None] + 0.1 + 0.8 * unit) / c
 
 
-def _draw(p: _Panels, r: int, c: int, strips: np.ndarray, heat: np.ndarray | None, title: str,
+def _draw(p: Panels, r: int, c: int, strips: np.ndarray, heat: np.ndarray | None, title: str,
           cmap: str, alpha: float, fontsize: float = 9, pad: float | None = None) -> None:
     """Panel (r, c): the strips' lines, coloured by ``heat`` (L in [0, 1]) over its band.
 
@@ -88,9 +89,9 @@ def _draw(p: _Panels, r: int, c: int, strips: np.ndarray, heat: np.ndarray | Non
     if heat is None:
         lines: Collection = LineCollection(list(points), colors=PLAIN, linewidths=1.2, zorder=2)
     else:
-        p.images.panels.append((p.boxes[r, c], _blend_bytes(np.ones((1, length)), heat[None], cmap, alpha / 2)))
+        p.images.panels.append((p.boxes[r, c], blend_bytes(np.ones((1, length)), heat[None], cmap, alpha / 2)))
         lines = _coloured_segments(segments, np.tile((heat[:-1] + heat[1:]) / 2, n_ch), cmap)
-    p.ax.add_collection(lines, autolim=False)
+    p.add(lines)
     p.frame(r, c, title, fontsize, pad)
 
 
@@ -151,8 +152,8 @@ def series_concept_figure(
         max_channels: at most this many channels drawn (:func:`~.series.shown_channels`).
 
     Returns:
-        The figure; ``fig.axes[0]`` holds the panels (titles: its texts, lines: its
-        collections, both in panel order), ``fig.axes[1]`` the colour bar.
+        The figure (no axes): the panel titles are ``fig.texts`` and the panels' line
+        collections are in ``fig.artists``, both in panel order; then the colour bar's.
     """
     x = to_numpy(series).astype(float)
     x = x.reshape(1, -1) if x.ndim == 1 else x
@@ -166,20 +167,19 @@ def series_concept_figure(
     right = 1 - 1.1 / width
     top_margin = 1.0 if title else 0.75
     fh = height + top_margin + 0.35
-    p = _Panels((width, fh), 1, n + 1, None, left=0.01, right=right, bottom=0.35 / fh,
+    p = Panels((width, fh), 1, n + 1, None, left=0.01, right=right, bottom=0.35 / fh,
                 top=1 - top_margin / fh, wspace=0.06)
     _draw(p, 0, 0, strips, None, "input" + (f" ({len(keep)} of {x.shape[0]} ch.)" if note else ""), cmap, alpha)
     x0, y0, _, y1 = p.boxes[0, 0]
-    p.ax.text(x0, y0 - 0.05 / fh, f"time 0 - {x.shape[-1] - 1}", fontsize=7, ha="left", va="top")
+    p.text(x0, y0 - 0.05 / fh, f"time 0 - {x.shape[-1] - 1}", fontsize=7, ha="left", va="top")
     if x.shape[0] > 1:  # which channel each strip is (channel order, top to bottom)
         for r, ch in enumerate(keep):
-            p.ax.text(x0 + 0.03 / width, y1 - (y1 - y0) * r / len(keep), f"ch {ch}", fontsize=6,
+            p.text(x0 + 0.03 / width, y1 - (y1 - y0) * r / len(keep), f"ch {ch}", fontsize=6,
                       ha="left", va="top", color="0.4")
     for col, i in enumerate(importance_order(importance), start=1):
         label = f"{names[i]}  n={int(channels[i])}\nI={_fmt(float(importance[i]))}"
         _draw(p, 0, col, strips, heat[i] if channels[i] > 0 else None, label, cmap, alpha)
-    colour_bar(p.fig, label="concept map (min-max)", cmap=cmap,
-               rect=(right + 0.1 / width, 0.35 / fh, 0.15 / width, height / fh))
+    p.colour_bar((right + 0.1 / width, 0.35 / fh, 0.15 / width, height / fh), "concept map (min-max)", cmap)
     return p.done(title + note)
 
 
@@ -234,7 +234,7 @@ def series_sub_concept_figure(
     strips = _strips(x[keep])
     row_h = _height(len(keep), panel_size) + 0.6
     height = row_h * len(rows) + (0.5 if title else 0.1)
-    p = _Panels((panel_size * (s + 1), height), len(rows), s + 1, None, left=0.01, right=0.99,
+    p = Panels((panel_size * (s + 1), height), len(rows), s + 1, None, left=0.01, right=0.99,
                 bottom=0.1 / height, top=1 - (0.5 if title else 0.1) / height - 0.45 / height,
                 wspace=0.06, hspace=0.6 / (row_h - 0.6))
     for r, i in enumerate(rows):
@@ -286,8 +286,8 @@ def series_class_concept_figure(
         max_channels: at most this many channels drawn (chosen over all the shown series).
 
     Returns:
-        The figure; row labels and panel titles (``#index``) are the texts of ``fig.axes[0]``,
-        rows in order; ``fig.axes[1]`` is the colour bar.
+        The figure; row labels and panel titles (``#index``) are ``fig.texts``, rows in
+        order, then the colour bar's.
     """
     index, maps = torch.as_tensor(to_numpy(index)).long(), torch.as_tensor(to_numpy(maps)).float()
     if maps.dim() == 4:  # the 1 x l grid the concept code keeps a series layer on
@@ -300,16 +300,16 @@ def series_class_concept_figure(
     same = len({x.shape for x in shown.values()}) <= 1
     keep, note = shown_channels(np.stack(list(shown.values())) if shown and same else first[None], max_channels)
     row_h = _height(len(keep), panel_size)
-    width = panel_size * max(k, 1) + 1.9
+    width = panel_size * max(k, 1) + 2.2  # row labels left, the colour bar and its label right
     height = (row_h + 0.35) * n + (0.6 if title else 0.2)
-    p = _Panels((width, height), n, max(k, 1), None, left=1.3 / width, right=1 - 0.6 / width,
+    p = Panels((width, height), n, max(k, 1), None, left=1.3 / width, right=1 - 0.9 / width,
                 bottom=0.1 / height, top=1 - (0.6 if title else 0.2) / height, wspace=0.05,
                 hspace=0.35 / row_h)
     for r, j in enumerate(importance_order(importance)):
         label = (f"G{j}  n={int(channels[j])}\nstab {_num(float(stability[j]))}\n"
                  f"I {_num(float(importance[j]), 1)}±{_num(float(importance_std[j]), 1)}%")
         x0, y0, _, y1 = p.boxes[r, 0]
-        p.ax.text(x0 - 0.08 / width, (y0 + y1) / 2, label, fontsize=8, ha="right", va="center")
+        p.text(x0 - 0.08 / width, (y0 + y1) / 2, label, fontsize=8, ha="right", va="center")
         for s in range(k):
             i = int(index[j, s])
             if i not in shown:
@@ -318,8 +318,7 @@ def series_class_concept_figure(
             heat = minmax_normalise(resize_maps(maps[j, s], (x.shape[-1],)), 1).numpy() \
                 if int(channels[j]) > 0 else None
             _draw(p, r, s, _strips(x[keep]), heat, f"#{i}", cmap, alpha, fontsize=7, pad=2)
-    colour_bar(p.fig, label="class concept map (min-max)", cmap=cmap,
-               rect=(1 - 0.45 / width, 0.2, 0.12 / width, 0.6))
+    p.colour_bar((1 - 0.75 / width, 0.2, 0.12 / width, 0.6), "class concept map (min-max)", cmap)
     return p.done(title + note)
 
 
