@@ -49,8 +49,10 @@ def titles(fig) -> list[str]:
     return [t.get_text() for t in panel_artists(fig.texts) if t is not fig._suptitle]
 
 
-def frames(fig) -> list:
-    return panel_artists(fig.patches)
+def frames(fig) -> list[tuple[float, float, float, float]]:
+    """The panels' frames, (x0, y0, x1, y1) in figure fraction, in panel order."""
+    paths = [a for a in fig.artists if a.get_gid() == "frames"][0].get_paths()
+    return [(*p.vertices.min(0), *p.vertices.max(0)) for p in paths]
 
 
 def lines(fig) -> list:
@@ -60,8 +62,8 @@ def lines(fig) -> list:
 def segment_colours(fig, panel: int, length: int = L) -> tuple[np.ndarray, np.ndarray]:
     """Panel ``panel``'s segments as (left time step, RGBA), read back from its collection:
     the x of a segment's midpoint, mapped through the panel's frame, is t + 0.5 of t -> t+1."""
-    frame = frames(fig)[panel]
-    x0, width = frame.get_x(), frame.get_width()
+    x0, _, x1, _ = frames(fig)[panel]
+    width = x1 - x0
     coll = lines(fig)[panel]
     steps, colours = [], []
     for path, rgba in zip(coll.get_paths(), coll.get_edgecolor()):
@@ -87,7 +89,7 @@ def test_panels_are_the_concepts_in_importance_order_with_the_image_figures_titl
     panel_titles = [t for t in titles(fig) if "I=" in t]
     assert panel_titles == ["C1  n=5\nI=40.00%", "C0  n=3\nI=12.00%", "C3  n=2\nI=3.50%", "C2  n=0\nI=nan"]
     assert titles(fig)[0] == "input" and len(frames(fig)) == 5  # input + 4 frames
-    xs = [p.get_x() for p in frames(fig)]
+    xs = [box[0] for box in frames(fig)]
     assert xs == sorted(xs)  # side by side, left to right
     assert [t.get_text() for t in fig.texts if t.get_gid() == "colourbar-label"] == ["concept map (min-max)"]
     assert not fig.axes  # no axes: every panel and the colour bar are figure-level artists

@@ -5,8 +5,9 @@ artists on one :class:`~clustercam.explain.plots.canvas.PanelCanvas`.
 
 A panel figure has no axes at all: one artist (:class:`PanelImages`) draws every panel image
 at the place an axes per panel would give it, each resampled once by Pillow to its box in
-pixels (Hamming, close to matplotlib's Hanning antialiasing); the frames are the figure's
-``patches``, the titles its ``texts`` (in panel order), other artists (a series panel's
+pixels (Hamming, close to matplotlib's Hanning antialiasing); one collection draws the
+frames (``Panels.frames``, gid ``frames``: one closed path a panel), the titles are the
+figure's ``texts`` (in panel order), other artists (a series panel's
 lines) its ``artists``; the colour bar (:meth:`Panels.colour_bar`) is a gradient panel with
 its frame, ticks and labels. Matplotlib spends ~15-20 ms creating an axes (its axis, ticks,
 grid) and clips every artist added to one to its patch (~1 ms a text): a figure of 30
@@ -22,10 +23,11 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.artist import Artist
-from matplotlib.collections import LineCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 from matplotlib.patches import Rectangle
+from matplotlib.path import Path
 from matplotlib.transforms import Affine2D, offset_copy
 
 from clustercam.exceptions import UserError
@@ -188,6 +190,11 @@ class Panels:
                 x0, y0 = lefts[c] + (w - ww) / 2, bottoms[r] + (h - hh) / 2
                 self.boxes[r, c] = (x0, y0, x0 + ww, y0 + hh)
         self._offsets: dict[float, Any] = {}
+        # the panels' frames, one path each in panel order: one collection draws them all
+        # (a Rectangle each costs ~0.6 ms to build and draw)
+        self.frames = self.add(PolyCollection([], facecolors="none", zorder=2.5, gid="frames",
+                                              linewidths=mpl.rcParams["axes.linewidth"],
+                                              edgecolors=mpl.rcParams["axes.edgecolor"]))
 
     def above(self, points: float) -> Any:
         """The figure-fraction transform shifted up by ``points`` (a title's pad)."""
@@ -211,10 +218,7 @@ class Panels:
         ``pad``: the title's points above the panel (default the axes-title pad).
         """
         x0, y0, x1, y1 = self.boxes[r, c]
-        rect = Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, zorder=2.5, transform=self.fig.transFigure,
-                         linewidth=mpl.rcParams["axes.linewidth"], edgecolor=mpl.rcParams["axes.edgecolor"])
-        rect.set_figure(self.fig)
-        self.fig.patches.append(rect)
+        self.frames.get_paths().append(Path([(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)], closed=True))
         self.text((x0 + x1) / 2, y1, title, fontsize=fontsize, ha="center", va="baseline",
                   transform=self.above(mpl.rcParams["axes.titlepad"] if pad is None else pad))
 
