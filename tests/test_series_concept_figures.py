@@ -114,8 +114,8 @@ def test_line_colours_follow_each_concepts_map() -> None:
     assert isinstance(lines(fig)[4], LineCollection)
     np.testing.assert_allclose(lines(fig)[4].get_color()[0][:3], [float(PLAIN)] * 3)
     bands = fig.artists[0].panels
-    assert len(bands) == 3 and bands[0][1].shape == (1, L, 3)
-    band = bands[0][1][0].astype(int)  # concept 1 over white: white outside, coloured inside
+    assert len(bands) == 3 and bands[0][1].pixels().shape == (1, L, 3)
+    band = bands[0][1].pixels()[0].astype(int)  # concept 1 over white: white outside, coloured inside
     assert (band[:20] == 255).all() and (band[27:33] < 200).any(-1).all()
 
 

@@ -192,3 +192,19 @@ def test_the_callbacks_figure_writer_writes_the_same_files(fixture, tmp_path) ->
         got = [writer.save(f, tmp_path / f"got{i}.png", dpi=100) for i, f in enumerate(figures())]
     for r, g in zip(ref, got):
         assert g.read_bytes() == r.read_bytes() and Image.open(g).mode == "RGB"
+
+
+def test_a_blend_tile_is_the_float_blend_within_three_levels() -> None:
+    """The panels blend by table lookup on 256 levels of map and image: every pixel within
+    3 of the float blend's bytes, the map's shape checked."""
+    from clustercam.exceptions import UserError
+    from clustercam.explain.plots.panels import blend_tile
+
+    g = torch.Generator().manual_seed(1)
+    image, heat = torch.rand(3, 40, 50, generator=g), torch.rand(40, 50, generator=g)
+    want = (np.clip(blend(image, heat, "jet", 0.6), 0, 1) * 255).astype(int)
+    got = blend_tile(grayscale(image), heat, "jet", 0.6).pixels().astype(int)
+    assert got.shape == want.shape == (40, 50, 3)
+    assert np.abs(got - want).max() <= 3 and np.abs(got - want).mean() < 0.5
+    with pytest.raises(UserError, match="differs"):
+        blend_tile(grayscale(image), heat[:, :10], "jet", 0.6)

@@ -535,9 +535,9 @@ def test_concept_figures_are_sorted_by_importance() -> None:
     assert titles[2].startswith("C0  n=10") and titles[3].startswith("C1  n=0")
     panels = [a.panels for a in fig.artists if hasattr(a, "panels")][0]  # (box, RGB bytes)
     assert len(panels) == 4 and fig._suptitle.get_text() == "t"
-    empty = panels[3][1].astype(int)  # C1 has no channel: the grey image, no colour
+    empty = panels[3][1].astype(int)  # RGB bytes; a concept's panel is a Blend of levels  # C1 has no channel: the grey image, no colour
     assert (empty[..., 0] == empty[..., 1]).all() and (empty[..., 1] == empty[..., 2]).all()
-    assert np.abs(panels[1][1].astype(int) - panels[2][1]).max() > 0  # C2 and C0 differ
+    assert np.abs(panels[1][1].pixels().astype(int) - panels[2][1].pixels()).max() > 0  # C2 and C0 differ
     assert [box[0] for box, _ in panels] == sorted(box[0] for box, _ in panels)  # left to right
     sub = sub_concept_figure(image, maps, [10, 0, 5], [1.5, float("nan"), 20.0],
                              torch.rand(3, 2, 32, 32), torch.tensor([[6, 4], [0, 0], [0, 0]]),

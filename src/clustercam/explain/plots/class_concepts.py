@@ -22,7 +22,7 @@ from clustercam.explain.concepts.image.importance import importance_order
 from clustercam.explain.maps import minmax_normalise, resize_maps
 from clustercam.explain.plots.common import CMAP, to_numpy
 from clustercam.explain.plots.concepts import grayscale
-from clustercam.explain.plots.panels import Panels, blend_bytes, gray_bytes
+from clustercam.explain.plots.panels import Panels, blend_tile, gray_bytes, levels
 
 
 def _num(v: float, digits: int = 2) -> str:
@@ -61,6 +61,7 @@ def class_concept_figure(
     p = Panels((width, height), n, max(k, 1), aspect, left=1.3 / width, right=1 - 0.9 / width,
                 bottom=0.1 / height, top=1 - (0.6 if title else 0.2) / height, wspace=0.05, hspace=0.3)
     gray_of: dict[int, object] = {}
+    level_of: dict[int, object] = {}
     heat_of: dict[tuple[int, ...], Tensor] = {}  # every map resized at once, per display size
     for size in {tuple(im.shape[-2:]) for im in shown}:
         heat_of[size] = minmax_normalise(resize_maps(maps, size), 2)
@@ -73,12 +74,13 @@ def class_concept_figure(
             i = int(index[j, s])
             if i < 0 or i not in images:
                 continue  # an empty slot: no frame, no image
-            if i not in gray_of:
+            if i not in gray_of:  # an image may top several concepts
                 gray_of[i] = grayscale(images[i])
+                level_of[i] = levels(gray_of[i])
             gray = gray_of[i]
             if int(channels[j]) > 0:
                 heat = to_numpy(heat_of[tuple(gray.shape)][j, s])
-                p.show(r, s, blend_bytes(gray, heat, cmap, alpha), f"#{i}", fontsize=7, pad=2)
+                p.show(r, s, blend_tile(level_of[i], heat, cmap, alpha), f"#{i}", fontsize=7, pad=2)
             else:
                 p.show(r, s, gray_bytes(gray), f"#{i}", fontsize=7, pad=2)
     p.colour_bar((1 - 0.75 / width, 0.2, 0.12 / width, 0.6), "class concept map (min-max)", cmap)

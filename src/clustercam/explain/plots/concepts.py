@@ -21,7 +21,14 @@ from clustercam.exceptions import UserError
 from clustercam.explain.concepts.image.importance import importance_order
 from clustercam.explain.deprecation import renamed_parameters
 from clustercam.explain.plots.common import CMAP
-from clustercam.explain.plots.panels import Panels, blend_bytes, colours, gray_bytes, rgb_bytes
+from clustercam.explain.plots.panels import (
+    Panels,
+    blend_tile,
+    colours,
+    gray_bytes,
+    levels,
+    rgb_bytes,
+)
 
 
 def _np(a) -> np.ndarray:
@@ -90,11 +97,11 @@ def concept_figure(
     p = Panels((width, panel_size + 0.9), 1, n + 1, gray.shape[0] / gray.shape[1], left=0.01,
                 right=right, bottom=0.03, top=0.72 if title else 0.8, wspace=0.06)
     p.show(0, 0, rgb_bytes(img.transpose(1, 2, 0)) if img.shape[0] == 3 else gray_bytes(gray), "input")
-    blends = blend_bytes(gray, maps, cmap, alpha)
+    gray_levels = levels(gray)  # one grey image under every map
     for col, i in enumerate(order, start=1):
         label = f"{names[i]}  n={int(channels[i])}\nI={_fmt(float(importance[i]))}"
         if channels[i] > 0:
-            p.show(0, col, blends[i], label)
+            p.show(0, col, blend_tile(gray_levels, maps[i], cmap, alpha), label)
         else:
             p.show(0, col, gray_bytes(gray), label)
     p.colour_bar((right + 0.1 / width, 0.1, 0.15 / width, 0.6), "concept map (min-max)", cmap)
@@ -133,12 +140,11 @@ def sub_concept_figure(
                 left=0.01, right=0.99, bottom=0.01,
                 top=1 - (0.5 if title else 0.1) / height - 0.45 / height, wspace=0.06,
                 hspace=0.45 * (panel_size + 0.6) / panel_size / 2)
-    parents = blend_bytes(gray, _np(parent_maps)[rows], cmap, alpha)
-    subs = blend_bytes(gray, _np(sub_maps)[rows], cmap, alpha)
+    parents, subs, gray_levels = _np(parent_maps)[rows], _np(sub_maps)[rows], levels(gray)
     for r, i in enumerate(rows):
-        p.show(r, 0, parents[r], f"C{i}  n={int(parent_channels[i])}\nI={_fmt(float(parent_importance[i]))}")
+        p.show(r, 0, blend_tile(gray_levels, parents[r], cmap, alpha), f"C{i}  n={int(parent_channels[i])}\nI={_fmt(float(parent_importance[i]))}")
         sub_order = [j for j in importance_order(sub_importance[i]) if sub_channels[i, j] > 0]
         for col, j in enumerate(sub_order, start=1):
-            p.show(r, col, subs[r, j],
+            p.show(r, col, blend_tile(gray_levels, subs[r, j], cmap, alpha),
                    f"C{i}{j}  n={int(sub_channels[i, j])}\nI={_fmt(float(sub_importance[i, j]))}")
     return p.done(title)

@@ -17,7 +17,7 @@ panels costs a fraction of a grid of axes, or of one full-figure axes holding th
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -55,51 +55,64 @@ def colours(heat: np.ndarray, cmap: Any, dtype: Any = np.float64) -> np.ndarray:
 
 
 def _blend_table(cmap: Any, alpha: float) -> np.ndarray:
-    """65536 x 3 uint8: grey level g under map level m (0..255 each) at row ``m * 256 + g``.
+    """65536 x 4 uint8 RGBA: grey level g under map level m (0..255 each) at row ``m * 256 + g``.
 
-    The colour map's colour at opacity ``alpha * m / 255``, truncated to bytes.
+    The colour map's colour at opacity ``alpha * m / 255``, truncated to bytes; opaque.
     """
     level = np.arange(256, dtype=np.float64) / 255
     colour = colours(level.copy(), cmap)  # 256 x 3
     grey = level[None, :, None]
-    out = grey + (alpha * level)[:, None, None] * (colour[:, None, :] - grey)
-    return (out * 255 + 1e-9).astype(np.uint8).reshape(-1, 3)
+    out = np.full((256, 256, 4), 255, np.uint8)
+    out[..., :3] = (grey + (alpha * level)[:, None, None] * (colour[:, None, :] - grey)) * 255 + 1e-9
+    return out.reshape(-1, 4)
 
 
 _named_blend_table = functools.lru_cache(maxsize=16)(_blend_table)
 
 
-def blend_bytes(gray: np.ndarray, heat: Any, cmap: Any, alpha: float) -> np.ndarray:
-    """... x H x W x 3 uint8 blends of many maps over one H x W grey image in [0, 1].
+def levels(x: Any) -> np.ndarray:
+    """Values in [0, 1] (clipped) as 256 uint8 levels, rounded."""
+    x = np.asarray(x.detach().cpu().float() if hasattr(x, "detach") else x, dtype=np.float32)
+    out = np.clip(x, 0, 1)
+    out *= 255
+    out += 0.5
+    return out.astype(np.uint8)
 
-    The colour map's colour at opacity ``alpha * heat`` (as
-    :func:`~clustercam.explain.plots.concepts.blend`) for the map and the image rounded to
-    256 levels each, by one lookup in a table of every pair of levels: within 3 levels of
-    the float blend, several times faster.
 
-    Args:
-        gray: H x W in [0, 1].
-        heat: ... x H x W maps in [0, 1] (values outside are clipped).
-        cmap: the colour map (a name or a ``Colormap``).
-        alpha: the opacity of a map at 1.
+class Blend(NamedTuple):
+    """A panel image: the map ``heat`` over the grey image ``gray`` (H x W levels each).
 
-    Returns:
-        ... x H x W x 3 uint8.
+    Blended by ``table`` (one lookup a pixel). Kept as levels until it is drawn, so a raster
+    panel resizes two one-byte images (the grey one once per figure and size) and blends
+    at its box's size.
+    """
+
+    gray: np.ndarray
+    heat: np.ndarray
+    table: np.ndarray
+
+    def pixels(self) -> np.ndarray:
+        """H x W x 3 uint8 at the image's own resolution."""
+        index = self.heat.astype(np.uint16) << 8
+        index |= self.gray
+        return self.table.take(index, axis=0)[..., :3]
+
+
+def blend_tile(gray: np.ndarray, heat: Any, cmap: Any, alpha: float) -> Blend:
+    """The :class:`Blend` of a map in [0, 1] over a grey image in [0, 1] (or its levels).
+
+    The colour map's colour at opacity ``alpha * heat``, within 3 levels of the float blend
+    (:func:`~clustercam.explain.plots.concepts.blend`).
 
     Raises:
-        UserError: the maps' size differs from the image's.
+        UserError: the map's size differs from the image's.
     """
-    h = np.asarray(heat.detach().cpu().float() if hasattr(heat, "detach") else heat, dtype=np.float32)
-    if h.shape[-2:] != gray.shape:
-        raise UserError(f"map shape {h.shape[-2:]} differs from the image's {gray.shape}")
+    gray = gray if gray.dtype == np.uint8 else levels(gray)
+    heat = levels(heat)
+    if heat.shape != gray.shape:
+        raise UserError(f"map shape {heat.shape} differs from the image's {gray.shape}")
     table = _named_blend_table(cmap, float(alpha)) if isinstance(cmap, str) else _blend_table(cmap, alpha)
-    level = np.clip(h, 0, 1)
-    level *= 255
-    level += 0.5
-    index = level.astype(np.uint16)
-    index <<= 8
-    index |= (np.clip(gray, 0, 1) * 255 + 0.5).astype(np.uint16)
-    return table.take(index, axis=0)
+    return Blend(gray, heat, table)
 
 
 def gray_bytes(gray: np.ndarray) -> np.ndarray:
@@ -129,9 +142,10 @@ class PanelImages(Artist):
     zorder = 1  # below the series' lines (2), the frames (2.5) and the titles (3)
 
     def __init__(self) -> None:
-        """No panels yet: append (box in figure fraction, H x W x 3 uint8) to ``panels``."""
+        """No panels yet: append (box in figure fraction, RGB bytes or a Blend) to ``panels``."""
         super().__init__()
-        self.panels: list[tuple[np.ndarray, np.ndarray]] = []  # (box in figure fraction, uint8 RGB)
+        # (box in figure fraction, H x W x 3 uint8 RGB or a Blend)
+        self.panels: list[tuple[np.ndarray, np.ndarray | Blend]] = []
 
     def draw(self, renderer: Any) -> None:
         """Draw every panel in its box."""
@@ -141,17 +155,28 @@ class PanelImages(Artist):
             return
         width, height = renderer.get_canvas_width_height()
         gc = renderer.new_gc()
-        for (x0, y0, x1, y1), rgb in self.panels:
+        resized: dict[tuple[int, int, int], np.ndarray] = {}  # a grey image shared by panels, once a size
+        for (x0, y0, x1, y1), tile in self.panels:
             left, right = round(x0 * width), round(x1 * width)
             bottom, top = round(y0 * height), round(y1 * height)
-            if right <= left or top <= bottom:
+            size = (right - left, top - bottom)
+            if size[0] <= 0 or size[1] <= 0:
                 continue
-            tile = Image.fromarray(rgb)
+            rgb = tile.pixels() if isinstance(tile, Blend) else tile
             if renderer.option_scale_image():  # vector: the panel at its own resolution
-                scale = Affine2D().scale((right - left) / rgb.shape[1], (top - bottom) / rgb.shape[0])
-                renderer.draw_image(gc, left, bottom, np.asarray(tile.convert("RGBA"))[::-1], scale)
+                scale = Affine2D().scale(size[0] / rgb.shape[1], size[1] / rgb.shape[0])
+                renderer.draw_image(gc, left, bottom, np.asarray(Image.fromarray(rgb).convert("RGBA"))[::-1], scale)
+            elif isinstance(tile, Blend):  # the two levels resized, then blended at the box's size
+                key = (id(tile.gray), *size)
+                if key not in resized:
+                    resized[key] = np.asarray(Image.fromarray(np.ascontiguousarray(tile.gray))
+                                              .resize(size, Image.Resampling.HAMMING), np.uint16)
+                index = np.asarray(Image.fromarray(tile.heat).resize(size, Image.Resampling.HAMMING), np.uint16)
+                index <<= 8
+                index |= resized[key]
+                renderer.draw_image(gc, left, bottom, tile.table.take(index[::-1], axis=0))
             else:
-                tile = tile.resize((right - left, top - bottom), Image.Resampling.HAMMING)
+                tile = Image.fromarray(rgb).resize(size, Image.Resampling.HAMMING)
                 renderer.draw_image(gc, left, bottom, np.asarray(tile.convert("RGBA"))[::-1])
         gc.restore()
 
@@ -222,9 +247,9 @@ class Panels:
         self.text((x0 + x1) / 2, y1, title, fontsize=fontsize, ha="center", va="baseline",
                   transform=self.above(mpl.rcParams["axes.titlepad"] if pad is None else pad))
 
-    def show(self, r: int, c: int, rgb: np.ndarray, title: str, fontsize: float = 9,
+    def show(self, r: int, c: int, rgb: np.ndarray | Blend, title: str, fontsize: float = 9,
              pad: float | None = None) -> None:
-        """Panel (r, c): an H x W x 3 uint8 image, its frame and its title."""
+        """Panel (r, c): an H x W x 3 uint8 image (or a :class:`Blend`), its frame and its title."""
         self.images.panels.append((self.boxes[r, c], rgb))
         self.frame(r, c, title, fontsize, pad)
 

@@ -37,7 +37,7 @@ from clustercam.explain.maps import minmax_normalise, resize_maps
 from clustercam.explain.plots.class_concepts import _num
 from clustercam.explain.plots.common import CMAP, to_numpy
 from clustercam.explain.plots.concepts import _fmt
-from clustercam.explain.plots.panels import Panels, blend_bytes
+from clustercam.explain.plots.panels import Panels, blend_tile
 from clustercam.explain.plots.series import MAX_CHANNELS, shown_channels
 
 PLAIN = "0.2"  # the colour of a series drawn without a map (the input, an empty concept)
@@ -89,7 +89,8 @@ def _draw(p: Panels, r: int, c: int, strips: np.ndarray, heat: np.ndarray | None
     if heat is None:
         lines: Collection = LineCollection(list(points), colors=PLAIN, linewidths=1.2, zorder=2)
     else:
-        p.images.panels.append((p.boxes[r, c], blend_bytes(np.ones((1, length)), heat[None], cmap, alpha / 2)))
+        white = np.full((1, length), 255, np.uint8)
+        p.images.panels.append((p.boxes[r, c], blend_tile(white, heat[None], cmap, alpha / 2)))
         lines = _coloured_segments(segments, np.tile((heat[:-1] + heat[1:]) / 2, n_ch), cmap)
     p.add(lines)
     p.frame(r, c, title, fontsize, pad)
