@@ -162,8 +162,8 @@ class PanelImages(Artist):
             size = (right - left, top - bottom)
             if size[0] <= 0 or size[1] <= 0:
                 continue
-            rgb = tile.pixels() if isinstance(tile, Blend) else tile
             if renderer.option_scale_image():  # vector: the panel at its own resolution
+                rgb = tile.pixels() if isinstance(tile, Blend) else tile
                 scale = Affine2D().scale(size[0] / rgb.shape[1], size[1] / rgb.shape[0])
                 renderer.draw_image(gc, left, bottom, np.asarray(Image.fromarray(rgb).convert("RGBA"))[::-1], scale)
             elif isinstance(tile, Blend):  # the two levels resized, then blended at the box's size
@@ -176,7 +176,7 @@ class PanelImages(Artist):
                 index |= resized[key]
                 renderer.draw_image(gc, left, bottom, tile.table.take(index[::-1], axis=0))
             else:
-                tile = Image.fromarray(rgb).resize(size, Image.Resampling.HAMMING)
+                tile = Image.fromarray(tile).resize(size, Image.Resampling.HAMMING)
                 renderer.draw_image(gc, left, bottom, np.asarray(tile.convert("RGBA"))[::-1])
         gc.restore()
 
