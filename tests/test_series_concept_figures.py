@@ -51,8 +51,9 @@ def titles(fig) -> list[str]:
 
 def frames(fig) -> list[tuple[float, float, float, float]]:
     """The panels' frames, (x0, y0, x1, y1) in figure fraction, in panel order."""
-    paths = [a for a in fig.artists if a.get_gid() == "frames"][0].get_paths()
-    return [(*p.vertices.min(0), *p.vertices.max(0)) for p in paths]
+    line = [a for a in fig.lines if a.get_gid() == "frames"][0]
+    xy = np.stack(line.get_data(), 1).reshape(-1, 6, 2)[:, :5]  # 5 points a frame, then NaN
+    return [(*p.min(0), *p.max(0)) for p in xy]
 
 
 def lines(fig) -> list:

@@ -208,3 +208,13 @@ def test_a_blend_tile_is_the_float_blend_within_three_levels() -> None:
     assert np.abs(got - want).max() <= 3 and np.abs(got - want).mean() < 0.5
     with pytest.raises(UserError, match="differs"):
         blend_tile(grayscale(image), heat[:, :10], "jet", 0.6)
+
+
+def test_a_panel_figure_shows_inline_in_a_notebook(fixture) -> None:
+    """A panel figure has no axes: IPython's inline display skips a figure without axes or
+    lines, so its frames are one of the figure's lines and it is drawn."""
+    from IPython.core.pylabtools import print_figure
+
+    image, maps, channels, importance, *_ = fixture
+    png = print_figure(concept_figure(image, maps, channels, importance, title="t"), "png")
+    assert png is not None and Image.open(io.BytesIO(png)).size[0] > 500
