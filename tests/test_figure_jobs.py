@@ -10,6 +10,7 @@ import math
 import multiprocessing
 import os
 import time
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,16 +134,38 @@ def test_a_failing_job_raises_in_the_caller(tmp_path, workers) -> None:
 @pytest.mark.skipif(not FORK, reason="no fork")
 def test_the_parent_objects_are_frozen_across_the_fork_only(tmp_path) -> None:
     """The workers inherit the parent's objects frozen out of their collections (the count
-    they see); the parent's are unfrozen again when the pool is done."""
+    they see) and draw with the collector off; the parent's objects are unfrozen again when
+    the pool is done, its collector still on."""
     def job(save):
-        (tmp_path / f"{os.getpid()}.frozen").write_text(str(gc.get_freeze_count()))
+        (tmp_path / f"{os.getpid()}.frozen").write_text(f"{gc.get_freeze_count()} {gc.isenabled():d}")
         time.sleep(0.1)
         return []
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
     outputs.run_figure_jobs([job, job, job], workers=2)
-    frozen = [int(p.read_text()) for p in tmp_path.glob("*.frozen")]
-    assert frozen and min(frozen) > 1000  # torch, pytest, ... of this process
-    assert gc.get_freeze_count() == 0
+    seen = [p.read_text().split() for p in tmp_path.glob("*.frozen")]
+    assert seen and min(int(n) for n, _ in seen) > 1000  # torch, pytest, ... of this process
+    assert {on for _, on in seen} == {"0"}
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_a_worker_collects_the_cycles_of_each_job_when_it_ends(monkeypatch) -> None:
+    """With the collector off (as in a worker), the reference cycles a job left (a
+    matplotlib figure's) are freed when the job ends."""
+    class Node:
+        pass
+    left: list[weakref.ref] = []
+
+    def job(save):
+        a, b = Node(), Node()
+        a.b, b.a = b, a  # a cycle: refcounts alone never free it
+        left.append(weakref.ref(a))
+        return []
+    monkeypatch.setattr(figure_jobs, "_JOBS", [job])
+    gc.disable()
+    try:
+        assert figure_jobs._run(0) == [] and len(left) == 1 and left[0]() is None
+    finally:
+        gc.enable()
 
 
 def test_torch_runs_on_one_thread_while_drawing_and_gets_its_threads_back() -> None:

@@ -14,7 +14,12 @@ other in this process; if a worker dies (killed for memory), they all run here a
 The parent's objects are frozen out of the garbage collector across the fork
 (:func:`gc.freeze`, as Python's docs advise before ``fork()``), so that the workers'
 collections neither scan the run's whole heap (torch, Lightning, its data) nor touch its
-pages (copy on write).
+pages (copy on write); a worker collects only between jobs (a full collection after each,
+none while drawing): matplotlib's figures hold reference cycles (a gallery's canvas is
+~6 MB), so collecting never would let each job's figures pile up. Measured on a 110-photo
+run's 33 jobs, 2 workers: the workers' collections took 3.0 s of CPU without the freeze,
+2.0 s with it, 0.8 s with it and one collection a job; each worker's private memory
+peaked at ~530, ~245 and ~150 MB.
 """
 
 from __future__ import annotations
@@ -56,13 +61,18 @@ def figure_workers() -> int:
 def _start_worker() -> None:
     """A forked worker draws on one torch thread, for good: the figures' small tensor
     operations (resizing a few maps, ``ToTensor``) cost several times more CPU on a thread
-    pool, and the cores are the figure workers' to use."""
+    pool, and the cores are the figure workers' to use. Its garbage collector runs between
+    jobs only (:func:`_run`)."""
     torch.set_num_threads(1)
+    gc.disable()
 
 
 def _run(i: int) -> list[Path]:
-    with FigureWriter() as writer:
-        return _JOBS[i](writer.save)
+    try:
+        with FigureWriter() as writer:
+            return _JOBS[i](writer.save)
+    finally:  # the cycles of the job's figures (gc is off in a worker)
+        gc.collect()
 
 
 def dispatch_order(costs: Sequence[float] | None, n: int) -> list[int]:
