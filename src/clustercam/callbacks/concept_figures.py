@@ -5,8 +5,8 @@ concepts' galleries (:func:`class_gallery_figures`).
 
 Both are built as :class:`FigureSet` s (jobs, their rough costs, the logger key of their
 paths) so that a run draws them all in ONE pool of forked workers
-(:func:`draw_figure_sets`): one start-up of the workers, and the class galleries (the
-largest jobs) start first instead of after the last image's figures."""
+(:func:`draw_figure_sets`): the workers start once, and no core idles at the end of a
+first pool while the other finishes its last gallery."""
 
 from __future__ import annotations
 

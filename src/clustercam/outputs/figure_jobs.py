@@ -16,10 +16,8 @@ The parent's objects are frozen out of the garbage collector across the fork
 collections neither scan the run's whole heap (torch, Lightning, its data) nor touch its
 pages (copy on write); a worker collects only between jobs (a full collection after each,
 none while drawing): matplotlib's figures hold reference cycles (a gallery's canvas is
-~6 MB), so collecting never would let each job's figures pile up. Measured on a 110-photo
-run's 33 jobs, 2 workers: the workers' collections took 3.0 s of CPU without the freeze,
-2.0 s with it, 0.8 s with it and one collection a job; each worker's private memory
-peaked at ~530, ~245 and ~150 MB.
+~6 MB), so collecting never would let each job's figures pile up (the CPU and memory
+measured: docs/design/decisions.md, "Figures").
 """
 
 from __future__ import annotations
@@ -91,7 +89,19 @@ def dispatch_order(costs: Sequence[float] | None, n: int) -> list[int]:
 def figure_job_paths(jobs: Sequence[FigureJob], workers: int | None = None,
                      costs: Sequence[float] | None = None) -> list[list[Path]]:
     """As :func:`run_figure_jobs`, but each job's paths in a list of their own (to log the
-    paths of several kinds of jobs drawn in one pool apart)."""
+    paths of several kinds of jobs drawn in one pool apart).
+
+    Args:
+        jobs: each draws and saves its figures with the ``save`` function it is given.
+        workers: processes to draw in (None: :func:`figure_workers`).
+        costs: a rough cost of each job; the costliest start first (None: in job order).
+
+    Returns:
+        Per job, in the order of ``jobs``, the paths it wrote.
+
+    Raises:
+        ValueError: when ``costs`` does not give one number per job.
+    """
     global _JOBS
     order, done = dispatch_order(costs, len(jobs)), [[] for _ in jobs]  # done[i]: job i's paths
     n = min(figure_workers() if workers is None else int(workers), len(jobs))
