@@ -35,6 +35,7 @@ N_CHANNELS = 96  # timm test_resnet
 
 
 POOLS: list[dict] = []  # each figure pool of the fixture's run: its jobs' costs and paths
+LOGGED: dict[str, list[Path]] = {}  # the figures handed to the loggers, by key
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,15 @@ def class_run(tmp_path_factory) -> Path:
         return POOLS[-1]["paths"]
     with pytest.warns(ClassConceptWarning, match="has one image"), pytest.MonkeyPatch.context() as mp:
         mp.setattr(concept_figures, "figure_job_paths", pool)
+        mp.setattr(concept_figures, "log_images", lambda trainer, key, paths, captions: LOGGED.update({key: paths}))
         train(CLASS_TINY, out)
     return out
 
 
 def test_the_figures_and_the_galleries_are_drawn_in_one_pool(class_run) -> None:
     """max_figures=0 and class_figures=1: the fidelity figure (2 configurations x 20) and one
-    class's galleries (2 methods x 2 sources x 5 concepts x gallery_size 2 panels), in one pool."""
+    class's galleries (2 methods x 2 sources x 5 concepts x gallery_size 2 panels), in one pool;
+    each kind logged under its own key."""
     [drawn] = POOLS
     assert drawn["costs"] == [40.0, 40.0]
     fidelity, galleries = drawn["paths"]
@@ -60,6 +63,7 @@ def test_the_figures_and_the_galleries_are_drawn_in_one_pool(class_run) -> None:
     assert sorted(p.relative_to(class_run).as_posix() for p in galleries) == [
         f"figures/class_concepts/disc+square_{name}.png" for name in ("cgap", "cpha", "nmf-cgap", "nmf-cpha")]
     assert all(p.is_file() for p in fidelity + galleries)
+    assert LOGGED == {"figures/concepts": fidelity, "figures/class_concepts": galleries}
 
 
 def test_class_concepts_csv_and_channel_ids(class_run) -> None:
