@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
+from clustercam.callbacks import concept_figures
 from clustercam.callbacks.gather import unpadded
 from clustercam.data.parts import CLASSES
 from clustercam.explain.concepts.classes.coassociation import ClassConceptWarning
-from clustercam.outputs import CLASS_CONCEPT_COLUMNS
+from clustercam.outputs import CLASS_CONCEPT_COLUMNS, CONCEPT_FIDELITY_FIGURE, figure_jobs
 from clustercam.outputs import CLASS_CONCEPTS_TRUTH_COLUMNS as TRUTH_COLUMNS
 from tests.helpers import require_imagenet11
 from tests.helpers.run import cli, train
@@ -33,12 +34,36 @@ CLASS_TINY = [*TINY, "data.n_test=8", "data.eval_batch_size=3", "callbacks.conce
 N_CHANNELS = 96  # timm test_resnet
 
 
+POOLS: list[dict] = []  # each figure pool of the fixture's run: its jobs' costs and paths
+LOGGED: dict[str, list[Path]] = {}  # the figures handed to the loggers, by key
+
+
 @pytest.fixture(scope="module")
 def class_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("classes") / "run"
-    with pytest.warns(ClassConceptWarning, match="has one image"):
+
+    def pool(jobs, workers=None, costs=None):
+        POOLS.append({"costs": list(costs), "paths": figure_jobs.figure_job_paths(jobs, workers, costs)})
+        return POOLS[-1]["paths"]
+    with pytest.warns(ClassConceptWarning, match="has one image"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(concept_figures, "figure_job_paths", pool)
+        mp.setattr(concept_figures, "log_images", lambda trainer, key, paths, captions: LOGGED.update({key: paths}))
         train(CLASS_TINY, out)
     return out
+
+
+def test_the_figures_and_the_galleries_are_drawn_in_one_pool(class_run) -> None:
+    """max_figures=0 and class_figures=1: the fidelity figure (2 configurations x 20) and one
+    class's galleries (2 methods x 2 sources x 5 concepts x gallery_size 2 panels), in one pool;
+    each kind logged under its own key."""
+    [drawn] = POOLS
+    assert drawn["costs"] == [40.0, 40.0]
+    fidelity, galleries = drawn["paths"]
+    assert fidelity == [class_run / CONCEPT_FIDELITY_FIGURE]
+    assert sorted(p.relative_to(class_run).as_posix() for p in galleries) == [
+        f"figures/class_concepts/disc+square_{name}.png" for name in ("cgap", "cpha", "nmf-cgap", "nmf-cpha")]
+    assert all(p.is_file() for p in fidelity + galleries)
+    assert LOGGED == {"figures/concepts": fidelity, "figures/class_concepts": galleries}
 
 
 def test_class_concepts_csv_and_channel_ids(class_run) -> None:

@@ -1,12 +1,16 @@
 """outputs.run_figure_jobs: figures drawn in forked workers are the files one process writes
-(same bytes, same order), a job's error reaches the caller, torch's threads come back; and
-the concept callback's figures and galleries through it, forked or not, byte for byte."""
+(same bytes, same order), the costliest jobs start first, a job's error reaches the caller,
+torch's threads and the garbage collector come back as they were; and the concept
+callback's figures and galleries through it, forked or not, byte for byte."""
 
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing
 import os
+import time
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,12 +62,110 @@ def test_forked_workers_write_the_files_of_one_process(tmp_path) -> None:
         assert os.getpid() not in {int(v) for v in files(forked, ".pid").values()}
 
 
+def test_dispatch_order_is_costliest_first_ties_in_job_order() -> None:
+    assert figure_jobs.dispatch_order([1, 5, 2, 5, 9], 5) == [4, 1, 3, 2, 0]
+    assert figure_jobs.dispatch_order(None, 3) == [0, 1, 2]
+    with pytest.raises(ValueError, match="2 costs for 3 jobs"):
+        figure_jobs.dispatch_order([1, 2], 3)
+
+
+def test_jobs_run_costliest_first_and_their_paths_come_back_in_job_order(tmp_path) -> None:
+    ran: list[int] = []
+
+    def job(i: int):
+        return lambda save: ran.append(i) or [tmp_path / f"{i}a", tmp_path / f"{i}b"]
+    paths = outputs.run_figure_jobs([job(i) for i in range(4)], workers=1, costs=[3, 10, 0.5, 7])
+    assert ran == [1, 3, 0, 2]
+    assert paths == [tmp_path / f"{i}{s}" for i in range(4) for s in "ab"]
+    per_job = figure_jobs.figure_job_paths([job(i) for i in range(3)], workers=1, costs=[1, 2, 3])
+    assert per_job == [[tmp_path / f"{i}a", tmp_path / f"{i}b"] for i in range(3)]
+
+
+def test_the_pool_is_handed_the_jobs_costliest_first(tmp_path, monkeypatch) -> None:
+    """pool.map (chunksize 1) hands the workers the jobs in the order it is given them."""
+    mapped: list[list[int]] = []
+
+    class Pool:  # records what the pool is asked to run, runs it here
+        def __init__(self, n, **kwargs):
+            assert n == 2 and kwargs["mp_context"].get_start_method() == "fork"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, items):
+            mapped.append(list(items))
+            return [fn(i) for i in mapped[-1]]
+    if not FORK:
+        pytest.skip("no fork")
+    monkeypatch.setattr(figure_jobs, "ProcessPoolExecutor", Pool)
+    paths = outputs.run_figure_jobs([lambda save, i=i: [tmp_path / str(i)] for i in range(4)], workers=2,
+                                    costs=[1, 4, 2, 3])
+    assert mapped == [[1, 3, 2, 0]] and paths == [tmp_path / str(i) for i in range(4)]
+
+
+@pytest.mark.skipif(not FORK, reason="no fork")
+def test_forked_workers_start_the_costliest_job_first(tmp_path) -> None:
+    """Two workers, five jobs of 0.25 s: the costliest starts at once, the cheapest only
+    after two jobs ended; the paths come back in job order all the same."""
+    def job(i: int):
+        def draw(save):
+            (tmp_path / f"{i}.start").write_text(repr(time.monotonic()))
+            time.sleep(0.25)
+            return [tmp_path / f"{i}.png"]
+        return draw
+    paths = outputs.run_figure_jobs([job(i) for i in range(5)], workers=2, costs=[0, 1, 2, 3, 4])
+    assert paths == [tmp_path / f"{i}.png" for i in range(5)]
+    start = [float((tmp_path / f"{i}.start").read_text()) for i in range(5)]
+    assert start[4] < start[0] and start[3] < start[0]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_job_raises_in_the_caller(tmp_path, workers) -> None:
     def bad(save):
         raise ValueError("job 1 could not draw")
     with pytest.raises(ValueError, match="job 1 could not draw"):
         outputs.run_figure_jobs([drawing_job(tmp_path, 0), bad], workers=workers)
+    assert gc.get_freeze_count() == 0  # the parent's objects are collectable again
+
+
+@pytest.mark.skipif(not FORK, reason="no fork")
+def test_the_parent_objects_are_frozen_across_the_fork_only(tmp_path) -> None:
+    """The workers inherit the parent's objects frozen out of their collections (the count
+    they see) and draw with the collector off; the parent's objects are unfrozen again when
+    the pool is done, its collector still on."""
+    def job(save):
+        (tmp_path / f"{os.getpid()}.frozen").write_text(f"{gc.get_freeze_count()} {gc.isenabled():d}")
+        time.sleep(0.1)
+        return []
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    outputs.run_figure_jobs([job, job, job], workers=2)
+    seen = [p.read_text().split() for p in tmp_path.glob("*.frozen")]
+    assert seen and min(int(n) for n, _ in seen) > 1000  # torch, pytest, ... of this process
+    assert {on for _, on in seen} == {"0"}
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_a_worker_collects_the_cycles_of_each_job_when_it_ends(monkeypatch) -> None:
+    """With the collector off (as in a worker), the reference cycles a job left (a
+    matplotlib figure's) are freed when the job ends."""
+    class Node:
+        pass
+    left: list[weakref.ref] = []
+
+    def job(save):
+        a, b = Node(), Node()
+        a.b, b.a = b, a  # a cycle: refcounts alone never free it
+        left.append(weakref.ref(a))
+        return []
+    monkeypatch.setattr(figure_jobs, "_JOBS", [job])
+    gc.disable()
+    try:
+        assert figure_jobs._run(0) == [] and len(left) == 1 and left[0]() is None
+    finally:
+        gc.enable()
 
 
 def test_torch_runs_on_one_thread_while_drawing_and_gets_its_threads_back() -> None:

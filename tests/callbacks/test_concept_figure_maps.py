@@ -44,7 +44,7 @@ def test_the_callback_keeps_and_draws_the_maps_of_the_first_images_only(tmp_path
         expected.update({int(i): (alone.maps[j], alone.sub_maps[j]) for j, i in enumerate(order)})
     assert cb._chunks[0].maps is None and cb._maps["idx"].tolist() == [0, 1, 2]
     drawn = {}
-    monkeypatch.setattr(concept_explain, "concept_figures", lambda s, dm, data, *a, **k: drawn.update(vars(data)) or [])
+    monkeypatch.setattr(concept_explain, "concept_figure_set", lambda s, dm, data, *a, **k: drawn.update(vars(data)))
     with torch.no_grad():
         cb._finish(trainer, module, "test")
     assert drawn["idx"].tolist() == list(range(8)) and len(drawn["maps"]) == 3

@@ -9,7 +9,7 @@ finds the class concepts once and scores them from what pass 1 kept (one pass; a
 head: a second walk over the evaluated dataloader); the scores are gathered and rank
 zero writes the class-concept files of the outputs contract (rows, rows against the
 parts, channel ids, galleries: after one pass their maps are recomputed for the gallery
-images alone) and logs them. ``resume=true``: rank zero first replays the finished batches.
+images alone, drawn by the concept callback) and logs them. ``resume=true``: replays the done batches.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from torch import Tensor
 
 from clustercam import outputs
 from clustercam.callbacks import evaluated
-from clustercam.callbacks.concept_figures import class_gallery_figures
+from clustercam.callbacks.concept_figures import FigureSet, class_gallery_set
 from clustercam.callbacks.evaluated import batches_again, concept_batch, eval_classes, eval_loader
 from clustercam.callbacks.gather import gather_split, unpadded
-from clustercam.callbacks.loggers import log_images, log_table
+from clustercam.callbacks.loggers import log_table
 from clustercam.callbacks.memory import release_freed_memory
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
@@ -78,6 +78,7 @@ class ClassConceptOutputs:
         self.run: ClassConceptRun | None = None
         self._seen, self._restored, self.seconds = 0, 0, {"observe": 0.0}  # seconds: metrics.json
         self.recomputed = 0  # images whose activations the galleries' maps took again (one pass)
+        self.gallery_figures: FigureSet | None = None  # their figure jobs, drawn in the concept callback's pool
 
     def _groups(self, y: Tensor) -> Tensor:
         return self._lookup[y.long().cpu()]
@@ -195,6 +196,5 @@ class ClassConceptOutputs:
                 self.recomputed = run.fill_gallery_maps(evaluated.images_again(trainer, pl_module), shown, batch)
                 self.seconds["gallery_maps"] = time.perf_counter() - t0
             galleries = [g for g in run.galleries(names) if g.group in set(shown)]
-            paths = class_gallery_figures(galleries, dm, names, self.configs, out, **self.style)
-            log_images(trainer, "figures/class_concepts", paths, [p.stem for p in paths])
+            self.gallery_figures = class_gallery_set(galleries, dm, names, self.configs, out, **self.style)
         return class_results(rows, truth), class_markdown(rows, truth)

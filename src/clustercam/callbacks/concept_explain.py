@@ -17,10 +17,10 @@ from lightning import Callback, LightningModule, Trainer
 
 from clustercam import outputs
 from clustercam.callbacks.class_concept_explain import ClassConceptOutputs
-from clustercam.callbacks.concept_figures import concept_figures
+from clustercam.callbacks.concept_figures import concept_figure_set, draw_figure_sets
 from clustercam.callbacks.concept_shards import open_shards
 from clustercam.callbacks.gather import gather_split, keep_lowest
-from clustercam.callbacks.loggers import log_images, log_scalars, log_table
+from clustercam.callbacks.loggers import log_scalars, log_table
 from clustercam.callbacks.memory import release_freed_memory
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts import ConceptBatch, ConceptSettings, run_concepts
@@ -189,8 +189,9 @@ class ConceptExplainCallback(Callback):
         log_table(trainer, f"{stage}/concept_metrics", tables.metrics)
         for name, (rows, _) in checks.items():
             log_table(trainer, f"{stage}/{Path(name).stem}", rows)
-        if self.figures:
-            paths = concept_figures(self.settings, dm, data, names, class_names, self.output_dir,
-                                    self.max_figures, cmap=self.cmap, alpha=self.alpha)  # and fidelity's
-            log_images(trainer, "figures/concepts", paths, [p.stem for p in paths])
+        if self.figures:  # the images' (and fidelity's) figures and the class galleries, in one pool
+            figures = concept_figure_set(self.settings, dm, data, names, class_names, self.output_dir,
+                                         self.max_figures, cmap=self.cmap, alpha=self.alpha)
+            galleries, self.classes.gallery_figures = self.classes.gallery_figures, None
+            draw_figure_sets(trainer, [figures, galleries])
         log.info("Concepts of %d images x %d configurations written to %s", len(names), len(configs), out)

@@ -1,38 +1,81 @@
 """The figures of a concept run: for each of the first ``max_figures`` images and each
 detail configuration, its concepts (CGAP / CPHA) and their sub-concepts, as PNGs at the
 contract's :func:`~clustercam.outputs.contract.concept_figure_path`; and the class
-concepts' galleries (:func:`class_gallery_figures`)."""
+concepts' galleries (:func:`class_gallery_figures`).
+
+Both are built as :class:`FigureSet` s (jobs, their rough costs, the logger key of their
+paths) so that a run draws them all in ONE pool of forked workers
+(:func:`draw_figure_sets`): the workers start once, and no core idles at the end of a
+first pool while the other finishes its last gallery."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from lightning import Trainer
+
 from clustercam import outputs
+from clustercam.callbacks.loggers import log_images
 from clustercam.explain.concepts.classes.coassociation import group_name
 from clustercam.explain.concepts.classes.passes import ClassGallery
 from clustercam.explain.concepts.image.batch import ConceptBatch, figure_maps
 from clustercam.explain.concepts.image.settings import ConceptSettings
 from clustercam.explain.concepts.vocabulary import ConceptConfig
+from clustercam.outputs.figure_jobs import FigureJob, figure_job_paths, run_figure_jobs
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FigureSet:
+    """Figure jobs of one kind, the rough cost of each (the panels it draws: the pool starts
+    the costliest first) and the logger key their paths are logged under."""
+
+    key: str
+    jobs: list[FigureJob] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
+
+    def draw(self) -> list[Path]:
+        """Draw this set alone, on every core (:func:`run_figure_jobs`); the paths written."""
+        return run_figure_jobs(self.jobs, costs=self.costs)
+
+
+def draw_figure_sets(trainer: Trainer, sets: Sequence[FigureSet | None]) -> list[list[Path]]:
+    """Draw the jobs of every set (None: none) in one pool of workers, costliest first, and
+    log each set's paths under its key. Returns each set's paths (None: none), in job order."""
+    kept = [fs for fs in sets if fs is not None]
+    per_job = figure_job_paths([j for fs in kept for j in fs.jobs], costs=[c for fs in kept for c in fs.costs])
+    drawn, start = [], 0
+    for fs in kept:
+        paths = [p for job_paths in per_job[start: start + len(fs.jobs)] for p in job_paths]
+        start += len(fs.jobs)
+        log_images(trainer, fs.key, paths, [p.stem for p in paths])
+        drawn.append(paths)
+    return drawn
 
 
 def concept_figures(s: ConceptSettings, dm: Any, data: ConceptBatch, names: Sequence[str],
                     class_names: Sequence[str], output_dir: Path, max_figures: int | None,
                     **style: Any) -> list[Path]:
-    """Draw and save the figures, and the fidelity figure where ``data`` has its curves;
-    ``data``: the gathered split, whose ``maps`` / ``sub_maps`` may hold only the first
-    ``max_figures`` images. One job per image, on every core (:func:`outputs.run_figure_jobs`).
-    Returns the paths written."""
+    """Draw and save the figures of :func:`concept_figure_set` on every core; the paths written."""
+    return concept_figure_set(s, dm, data, names, class_names, output_dir, max_figures, **style).draw()
+
+
+def concept_figure_set(s: ConceptSettings, dm: Any, data: ConceptBatch, names: Sequence[str],
+                       class_names: Sequence[str], output_dir: Path, max_figures: int | None,
+                       **style: Any) -> FigureSet:
+    """The jobs that draw and save the figures, and the fidelity figure where ``data`` has
+    its curves; ``data``: the gathered split, whose ``maps`` / ``sub_maps`` may hold only the
+    first ``max_figures`` images. One job per image, logged as ``figures/concepts``."""
     from clustercam.explain.plots.fidelity import fidelity_figure
     from clustercam.explain.plots.series_concepts import concept_drawers
 
-    out, jobs = Path(output_dir), []
+    out, figures = Path(output_dir), FigureSet("figures/concepts")
     if hasattr(dm, "display_image"):
         n = len(names) if max_figures is None else min(len(names), max_figures)
         if data.maps.device.type != "cpu":  # no CUDA in a forked worker
@@ -57,13 +100,17 @@ def concept_figures(s: ConceptSettings, dm: Any, data: ConceptBatch, names: Sequ
                         paths.append(save(fig, out / outputs.concept_figure_path(names[i], cfg, sub=True), 100))
             return paths
 
-        jobs = [partial(image_job, i) for i in range(n)]
+        figures.jobs = [partial(image_job, i) for i in range(n)]
+        # panels: the image and its k maps, and k rows of the map and its sub-concepts' maps
+        per_image = sum(k + 1 + (k * (s.n_sub + 1) if s.n_sub else 0) for _, _, k in s.details)
+        figures.costs = [float(per_image)] * n
     else:
         log.warning("no datamodule with display_image(): concept figures skipped")
     if (curves := getattr(data, "fidelity_curves", None)) is not None:
-        jobs.append(lambda save: [save(fidelity_figure(s.configs, curves), out / outputs.CONCEPT_FIDELITY_FIGURE,
-                                       120)])
-    return outputs.run_figure_jobs(jobs)
+        figures.jobs.append(lambda save: [save(fidelity_figure(s.configs, curves),
+                                               out / outputs.CONCEPT_FIDELITY_FIGURE, 120)])
+        figures.costs.append(20.0 * len(s.configs))  # 2 axes of curves a configuration, ~10 panels' time each
+    return figures
 
 
 def _cpu(t: Any) -> Any:
@@ -72,10 +119,15 @@ def _cpu(t: Any) -> Any:
 
 def class_gallery_figures(galleries: Sequence[ClassGallery], dm: Any, class_names: Sequence[str],
                           configs: Sequence[ConceptConfig], output_dir: Path, **style: Any) -> list[Path]:
-    """Draw and save the class galleries at the contract's
-    :func:`~clustercam.outputs.contract.class_gallery_path`, one job per group, on every
-    core (:func:`outputs.run_figure_jobs`): a group's display images are loaded once for
-    all its galleries. Returns the paths written."""
+    """Draw and save the galleries of :func:`class_gallery_set` on every core; the paths written."""
+    return class_gallery_set(galleries, dm, class_names, configs, output_dir, **style).draw()
+
+
+def class_gallery_set(galleries: Sequence[ClassGallery], dm: Any, class_names: Sequence[str],
+                      configs: Sequence[ConceptConfig], output_dir: Path, **style: Any) -> FigureSet:
+    """The jobs that draw and save the class galleries at the contract's
+    :func:`~clustercam.outputs.contract.class_gallery_path`, one per group (a group's display
+    images are loaded once for all its galleries), logged as ``figures/class_concepts``."""
     from clustercam.explain.plots.class_concepts import gallery_indices
     from clustercam.explain.plots.series_concepts import concept_drawers
 
@@ -92,4 +144,6 @@ def class_gallery_figures(galleries: Sequence[ClassGallery], dm: Any, class_name
                                                       configs), 100)
                 for gal in mine]
 
-    return outputs.run_figure_jobs([partial(group_job, g) for g in dict.fromkeys(g.group for g in galleries)])
+    groups = list(dict.fromkeys(g.group for g in galleries))
+    cells = [sum(g.figure["index"].numel() for g in galleries if g.group == group) for group in groups]
+    return FigureSet("figures/class_concepts", [partial(group_job, g) for g in groups], [float(c) for c in cells])
