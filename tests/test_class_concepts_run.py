@@ -53,11 +53,11 @@ def class_run(tmp_path_factory) -> Path:
 
 
 def test_the_figures_and_the_galleries_are_drawn_in_one_pool(class_run) -> None:
-    """max_figures=0 and class_figures=1: the fidelity figure (2 configurations x 20) and one
+    """max_figures=0 and class_figures=1: the fidelity figure (2 configurations x 50) and one
     class's galleries (2 methods x 2 sources x 5 concepts x gallery_size 2 panels), in one pool;
     each kind logged under its own key."""
     [drawn] = POOLS
-    assert drawn["costs"] == [40.0, 40.0]
+    assert drawn["costs"] == [100.0, 40.0]
     fidelity, galleries = drawn["paths"]
     assert fidelity == [class_run / CONCEPT_FIDELITY_FIGURE]
     assert sorted(p.relative_to(class_run).as_posix() for p in galleries) == [
@@ -200,17 +200,27 @@ def test_a_run_limited_to_some_test_batches_scores_those_batches(tmp_path) -> No
     assert len(rows) > 0 and pd.read_csv(out / "concepts_per_image.csv")["image"].nunique() == 3
 
 
-def _same_class_concepts(one: Path, two: Path) -> None:
-    """The class-concept files of two runs: class_concepts.csv byte for byte, the truth
-    table to float rounding, the channel ids and the gallery figures."""
+def _same_table(one: Path, two: Path, atol: float) -> None:
+    """Two runs' CSVs: every column but the floats equal, the floats to ``atol``."""
+    a, b = pd.read_csv(one), pd.read_csv(two)
+    floats = [c for c in a.columns if a[c].dtype == float]
+    pd.testing.assert_frame_equal(a.drop(columns=floats), b.drop(columns=floats))
+    np.testing.assert_allclose(a[floats].to_numpy(), b[floats].to_numpy(), rtol=1e-6, atol=atol)
+
+
+def _same_class_concepts(one: Path, two: Path, exact: bool) -> None:
+    """The class-concept files of two runs: class_concepts.csv byte for byte (``exact``), or
+    the concepts, channels and stability exactly and the importances (percent) to 1e-5 (the
+    pooled closed form and the ablated forward may round float32 in their own order: 1.6e-6
+    apart at most on the shared photos, 2026-12-07); the truth table to float rounding, the
+    channel ids and the gallery figures."""
     from PIL import Image
 
-    assert (one / "class_concepts.csv").read_bytes() == (two / "class_concepts.csv").read_bytes()
+    if exact:
+        assert (one / "class_concepts.csv").read_bytes() == (two / "class_concepts.csv").read_bytes()
+    _same_table(one / "class_concepts.csv", two / "class_concepts.csv", atol=1e-5)
     if (two / "class_concepts_truth.csv").is_file():
-        a, b = pd.read_csv(one / "class_concepts_truth.csv"), pd.read_csv(two / "class_concepts_truth.csv")
-        floats = [c for c in a.columns if a[c].dtype == float]
-        pd.testing.assert_frame_equal(a.drop(columns=floats), b.drop(columns=floats))
-        np.testing.assert_allclose(a[floats].to_numpy(), b[floats].to_numpy(), rtol=1e-6, atol=1e-9)
+        _same_table(one / "class_concepts_truth.csv", two / "class_concepts_truth.csv", atol=1e-9)
     na, nb = np.load(one / "class_concepts.npz"), np.load(two / "class_concepts.npz")
     assert sorted(na) == sorted(nb) and all(np.array_equal(na[k], nb[k]) for k in na)
     figures = sorted(p.name for p in (two / "figures" / "class_concepts").glob("*.png"))
@@ -236,7 +246,7 @@ def test_one_pass_gives_the_two_pass_class_concepts(class_run, tmp_path, monkeyp
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (one, two)]
     assert [m["class_concepts/passes"] for m in metrics] == [1, 2]
     assert metrics[0]["class_concepts/gallery_images_recomputed"] == 0  # all in the NMF sample (4 a class)
-    _same_class_concepts(one, two)
+    _same_class_concepts(one, two, exact=True)
 
 
 @pytest.mark.slow
@@ -271,4 +281,4 @@ def test_one_pass_gives_the_two_pass_class_concepts_on_the_shared_photos(tmp_pat
     assert [m["class_concepts/passes"] for m in metrics] == [1, 2]
     assert metrics[0]["class_concepts/gallery_images_recomputed"] > 0  # not in the NMF sample of 1 a class
     assert pd.read_csv(one / "class_concepts.csv")["stability"].notna().any()
-    _same_class_concepts(one, two)
+    _same_class_concepts(one, two, exact=False)

@@ -109,7 +109,7 @@ def concept_figure_set(s: ConceptSettings, dm: Any, data: ConceptBatch, names: S
     if (curves := getattr(data, "fidelity_curves", None)) is not None:
         figures.jobs.append(lambda save: [save(fidelity_figure(s.configs, curves),
                                                out / outputs.CONCEPT_FIDELITY_FIGURE, 120)])
-        figures.costs.append(20.0 * len(s.configs))  # 2 axes of curves a configuration, ~10 panels' time each
+        figures.costs.append(50.0 * len(s.configs))  # 2 axes of curves a configuration, ~25 panels' time each
     return figures
 
 
