@@ -58,6 +58,7 @@ def test_the_figures_and_the_galleries_are_drawn_in_one_pool(class_run) -> None:
     each kind logged under its own key."""
     [drawn] = POOLS
     assert drawn["costs"] == [100.0, 40.0]
+    assert json.loads((class_run / "metrics.json").read_text())["concepts/seconds/figures"] > 0  # the stage, timed
     fidelity, galleries = drawn["paths"]
     assert fidelity == [class_run / CONCEPT_FIDELITY_FIGURE]
     assert sorted(p.relative_to(class_run).as_posix() for p in galleries) == [

@@ -9,6 +9,7 @@ loggers on rank zero (class-level: :mod:`.class_concept_explain`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,7 @@ class ConceptExplainCallback(Callback):
         if self.figures:  # the images' (and fidelity's) figures and the class galleries, in one pool
             figures = concept_figure_set(self.settings, dm, data, names, class_names, self.output_dir,
                                          self.max_figures, cmap=self.cmap, alpha=self.alpha)
-            galleries, self.classes.gallery_figures = self.classes.gallery_figures, None
+            galleries, self.classes.gallery_figures, t0 = self.classes.gallery_figures, None, time.perf_counter()
             draw_figure_sets(trainer, [figures, galleries])
+            outputs.write_json(out / outputs.METRICS, {"concepts/seconds/figures": time.perf_counter() - t0}, merge=True)
         log.info("Concepts of %d images x %d configurations written to %s", len(names), len(configs), out)
