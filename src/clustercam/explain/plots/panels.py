@@ -32,6 +32,7 @@ from matplotlib.transforms import Affine2D, offset_copy
 
 from clustercam.exceptions import UserError
 from clustercam.explain.plots.canvas import PanelCanvas
+from clustercam.explain.plots.common import to_numpy
 
 
 def _table(cmap: Any, dtype: Any) -> np.ndarray:
@@ -45,7 +46,7 @@ _named_table = functools.lru_cache(maxsize=16)(_table)  # a registered map's tab
 def colours(heat: np.ndarray, cmap: Any, dtype: Any = np.float64) -> np.ndarray:
     """``plt.get_cmap(cmap)(heat)[..., :3]`` for maps in [0, 1], by one table lookup.
 
-    The same index arithmetic as ``Colormap.__call__``; ``heat`` is overwritten.
+    The same index arithmetic as ``Colormap.__call__``.
     """
     lut = _named_table(cmap, np.dtype(dtype)) if isinstance(cmap, str) else _table(cmap, dtype)
     n = len(lut)
@@ -60,7 +61,7 @@ def _blend_table(cmap: Any, alpha: float) -> np.ndarray:
     The colour map's colour at opacity ``alpha * m / 255``, truncated to bytes; opaque.
     """
     level = np.arange(256, dtype=np.float64) / 255
-    colour = colours(level.copy(), cmap)  # 256 x 3
+    colour = colours(level, cmap)  # 256 x 3
     grey = level[None, :, None]
     out = np.full((256, 256, 4), 255, np.uint8)
     out[..., :3] = (grey + (alpha * level)[:, None, None] * (colour[:, None, :] - grey)) * 255 + 1e-9
@@ -72,8 +73,7 @@ _named_blend_table = functools.lru_cache(maxsize=16)(_blend_table)
 
 def levels(x: Any) -> np.ndarray:
     """Values in [0, 1] (clipped) as 256 uint8 levels, rounded."""
-    x = np.asarray(x.detach().cpu().float() if hasattr(x, "detach") else x, dtype=np.float32)
-    out = np.clip(x, 0, 1)
+    out = np.clip(np.asarray(to_numpy(x), dtype=np.float32), 0, 1)
     out *= 255
     out += 0.5
     return out.astype(np.uint8)
