@@ -327,19 +327,40 @@ def figure_times(batches, model, dm, n_images: int = 4) -> dict[str, list[float]
 # ---------------------------------------------------------------------------------------
 # the trainer: wall time and peak RSS of whole runs
 # ---------------------------------------------------------------------------------------
+PROFILE = "test-profile.txt"  # Lightning's SimpleProfiler report of the test loop, in the run folder
+
+
+def profile_totals(path: Path) -> dict[str, float]:
+    """Total seconds per action of a SimpleProfiler report (``| action | mean | calls | total | % |``
+    rows), e.g. ``[Strategy]SingleDeviceStrategy.test_step``: the model's steps in the run."""
+    totals = {}
+    for line in Path(path).read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 5 and cells[1] not in ("Action", "Total"):
+            try:
+                totals[cells[1]] = float(cells[4])
+            except ValueError:
+                continue
+    return totals
+
+
 def trainer_run(folder: Path, device: str, *overrides: str, metrics: dict | None = None,
-                env_extra: dict | None = None) -> tuple[float, float]:
+                env_extra: dict | None = None, profile: bool = False) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of ``python -m clustercam.train experiment=concepts_imagenet``
     over ``folder`` in a fresh process (no logger); ``metrics`` (a dict) receives the run's
     ``metrics.json`` and its CPU seconds (``process/cpu_seconds``, user + system, every
-    thread); ``env_extra``: more environment variables for the run."""
+    thread); ``env_extra``: more environment variables for the run. ``profile``: the run
+    also has Lightning's SimpleProfiler (a clock read around each hook and step), whose
+    totals go to ``metrics`` as ``profile/<action>`` seconds."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MPLBACKEND": "Agg",
            "PYTHONWARNINGS": "ignore", **(env_extra or {})}
     with tempfile.TemporaryDirectory() as out:
+        profiler = ["+trainer.profiler._target_=lightning.pytorch.profilers.SimpleProfiler",
+                    f"+trainer.profiler.dirpath={out}", "+trainer.profiler.filename=profile"] if profile else []
         cmd = [sys.executable, "-m", "clustercam.train", "print_config=false",
                "experiment=concepts_imagenet", "model.pretrained=false", "logger=none",
                f"data.data_dir={folder}", f"paths.output_dir={out}", f"hydra.run.dir={out}",
-               f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}", *overrides]
+               f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}", *profiler, *overrides]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
@@ -353,6 +374,8 @@ def trainer_run(folder: Path, device: str, *overrides: str, metrics: dict | None
         if metrics is not None and (Path(out) / "metrics.json").is_file():
             metrics.update(json.loads((Path(out) / "metrics.json").read_text()))
             metrics["process/cpu_seconds"] = usage.ru_utime + usage.ru_stime
+        if metrics is not None and profile and (Path(out) / PROFILE).is_file():
+            metrics.update({f"profile/{k}": v for k, v in profile_totals(Path(out) / PROFILE).items()})
     return wall, usage.ru_maxrss / 1024
 
 
