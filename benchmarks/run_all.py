@@ -8,7 +8,8 @@ run, not results), unless ``--out`` says otherwise.
 Each section is also saved to ``benchmarks/.cache/section-NAME.json``. On a shared machine,
 ``--only NAME --keep-others`` re-runs one benchmark (say, once the load is low again) and
 writes the results file with the other sections as last measured; every section states
-when and under which load it was measured.
+when and under which load it was measured. Where a section has no saved copy (a fresh
+clone keeps none) it stops before running anything rather than drop that section.
 """
 
 from __future__ import annotations
@@ -77,11 +78,17 @@ def main() -> int:
         raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}")
     out = Path(args.out) if args.out else (
         CACHE / "RESULTS-quick.md" if args.quick else ROOT / "benchmarks" / "RESULTS.md")
+    suffix = "-quick" if args.quick else ""
+    unsaved = [n for n in BENCHES if n not in names and not (CACHE / f"section-{n}{suffix}.json").is_file()]
+    if args.keep_others and unsaved and out.is_file():  # checked before hours of benchmarks
+        raise SystemExit(f"--keep-others: no saved results of {unsaved} under {CACHE}, so writing {out} "
+                         "would drop their sections; run them too (--only), or write elsewhere (--out FILE) "
+                         "and copy the new sections over by hand")
     t0, load0, meter = time.perf_counter(), load_average(), CpuMeter()
     repeats = args.repeats
     sections, headlines, failed = [], [], []
     for name in BENCHES:
-        saved = CACHE / f"section-{name}{'-quick' if args.quick else ''}.json"
+        saved = CACHE / f"section-{name}{suffix}.json"
         if name not in names:
             if args.keep_others and saved.is_file():
                 section = Section.from_json(saved.read_text())
