@@ -94,12 +94,12 @@ OWN_NOTE = ("÷ the run's own model steps: per repeat, the slope of the wall tim
             "pooled head, the same forward as the backbone row.")
 
 
-def own_backbone_ratios(walls: dict, metrics_all: dict, name: str, small: int, large: int) -> list[float]:
+def own_backbone_ratios(walls: dict, metrics: dict, name: str, small: int, large: int) -> list[float]:
     """Per repeat: the marginal wall time of a photo ÷ the marginal seconds of its model step,
     both from the same two runs (see :data:`OWN_NOTE`); NaN where a run has no profile."""
     out = []
     for r, (ws, wl) in enumerate(zip(walls[(name, small)], walls[(name, large)])):
-        ss, sl = (metrics_all[(name, n)][r].get(STEP, float("nan")) for n in (small, large))
+        ss, sl = (metrics[(name, n)][r].get(STEP, float("nan")) for n in (small, large))
         out.append((wl - ws) / (sl - ss))
     return out
 
@@ -120,9 +120,7 @@ def run(args) -> Section:
     walls: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     rss: dict[tuple[str, int], float] = {}
-    metrics: dict[tuple[str, int], dict] = {}
-    metrics_all: dict[tuple[str, int], list[dict]] = {}  # every repeat's, in repeat order
-    stages: dict[int, list[float]] = {}  # the figure stage's seconds, per folder size
+    metrics: dict[tuple[str, int], list[dict]] = {}  # every repeat's metrics.json, in repeat order
     jobs, threads = max(1, getattr(args, "jobs", 1) or 1), getattr(args, "threads", None)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
     by_cpu = jobs > 1 or bool(threads)
@@ -144,10 +142,7 @@ def run(args) -> Section:
             walls.setdefault((name, n), []).append(wall)
             cpus.setdefault((name, n), []).append(m.get("process/cpu_seconds", float("nan")))
             rss[(name, n)] = max(rss.get((name, n), 0.0), peak)
-            metrics[(name, n)] = m
-            metrics_all.setdefault((name, n), []).append(m)
-            if name == FIGURES and "concepts/seconds/figures" in m:
-                stages.setdefault(n, []).append(m["concepts/seconds/figures"])
+            metrics.setdefault((name, n), []).append(m)
             loads.append(load_average())
     more, more_cpu = backbone_per_photo(folders[large], large, args.device, bb_repeats)
     bb, bb_cpu = bb + more, bb_cpu + more_cpu
@@ -161,7 +156,7 @@ def run(args) -> Section:
     for name in CASES:
         marginal[name] = (wall(name, large) - wall(name, small)) / (large - small)
         marginal_cpu[name] = (median(cpus[(name, large)]) - median(cpus[(name, small)])) / (large - small)
-        own[name] = own_backbone_ratios(walls, metrics_all, name, small, large)
+        own[name] = own_backbone_ratios(walls, metrics, name, small, large)
         rows.append([name, fmt_s(wall(name, small)), fmt_s(wall(name, large)), fmt_s(marginal[name]),
                      fmt_x(marginal[name] / per_bb), f"{fmt_x(median(own[name]))} ({fmt_x(min(own[name]))}–"
                      f"{fmt_x(max(own[name]))})", fmt_s(marginal_cpu[name]),
@@ -188,7 +183,8 @@ def run(args) -> Section:
         return median(cpus[(name, n)])
 
     def stage(n: int) -> float:  # the figure stage, timed inside the figures-on runs (metrics.json)
-        return median(stages.get(n, [])) if stages.get(n) else float("nan")
+        timed = [m["concepts/seconds/figures"] for m in metrics.get((FIGURES, n), []) if "concepts/seconds/figures" in m]
+        return median(timed) if timed else float("nan")
 
     fig_rows = [[f"{n} photos", fmt_s(wall(FIGURES, n)), fmt_s(wall(DEFAULT, n)),
                  fmt_s(wall(FIGURES, n) - wall(DEFAULT, n)), fmt_s(cpu(FIGURES, n) - cpu(DEFAULT, n)),
@@ -201,7 +197,7 @@ def run(args) -> Section:
                          "whole runs moves by several seconds on a shared machine."]))
     steps = []
     for n in (small, large):
-        m = metrics.get((DEFAULT, n), {})
+        m = metrics.get((DEFAULT, n), [{}])[-1]  # the last repeat's
         steps.append([f"{n} photos", *[fmt_s(m.get(f"class_concepts/seconds/{k}", float("nan")))
                                        for k in CLASS_STEPS], str(m.get("class_concepts/passes", "–"))])
     tables.append(Table("The class concepts' steps in the default runs (figures off), from metrics.json",
