@@ -35,3 +35,37 @@ def test_without_malloc_trim_it_is_a_no_op(monkeypatch) -> None:
 
     monkeypatch.setattr(memory, "_trim", lambda: None)
     assert memory.release_freed_memory() is False
+
+
+def _fake_system(tmp_path, cgroup_line: str, files: dict[str, str], available_kib: int = 8 * 2**20):
+    """A /proc (meminfo, self/cgroup) and a cgroup tree under tmp_path."""
+    (tmp_path / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "proc" / "meminfo").write_text(f"MemTotal:       32000000 kB\nMemAvailable:   {available_kib} kB\n")
+    (tmp_path / "proc" / "self" / "cgroup").write_text(cgroup_line + "\n")
+    for name, text in files.items():
+        (tmp_path / "cg" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cg" / name).write_text(text)
+    return str(tmp_path / "proc"), str(tmp_path / "cg")
+
+
+@pytest.mark.parametrize(("line", "files", "expected_gib"), [
+    ("0::/", {}, 8),  # no cgroup files: MemAvailable (8 GiB)
+    ("0::/job", {"job/memory.max": "max\n", "job/memory.current": "1\n"}, 8),  # v2 without a limit
+    ("0::/job", {"job/memory.max": f"{6 * 2**30}\n", "job/memory.current": f"{2**30}\n"}, 5),  # v2: 6 - 1 GiB
+    ("4:memory:/slurm/job", {"memory/slurm/job/memory.limit_in_bytes": f"{4 * 2**30}",
+                             "memory/slurm/job/memory.usage_in_bytes": f"{2**30}"}, 3),  # v1 at its path
+    ("4:memory:/host/path", {"memory/memory.limit_in_bytes": f"{3 * 2**30}",  # v1, container: at the root
+                             "memory/memory.usage_in_bytes": "0"}, 3),
+    ("4:memory:/x", {"memory/x/memory.limit_in_bytes": "9223372036854771712",
+                     "memory/x/memory.usage_in_bytes": "5"}, 8),  # v1's "no limit"
+])
+def test_available_memory_is_the_least_of_meminfo_and_the_cgroup_room(tmp_path, line, files, expected_gib) -> None:
+    from clustercam.callbacks.memory import available_memory
+
+    assert available_memory(*_fake_system(tmp_path, line, files)) == expected_gib * 2**30
+
+
+def test_available_memory_is_none_where_nothing_says(tmp_path) -> None:
+    from clustercam.callbacks.memory import available_memory
+
+    assert available_memory(str(tmp_path / "nothing"), str(tmp_path / "none")) is None

@@ -31,9 +31,10 @@ from clustercam.callbacks.concept_figures import FigureSet, class_gallery_set
 from clustercam.callbacks.evaluated import batches_again, concept_batch, eval_classes, eval_loader
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_table
-from clustercam.callbacks.memory import release_freed_memory
+from clustercam.callbacks.memory import available_memory, release_freed_memory
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
+from clustercam.explain.concepts.classes.memory import check_class_concept_memory
 from clustercam.explain.concepts.classes.passes import ClassConceptRun, pooled_head_or_none
 from clustercam.explain.concepts.image.settings import ConceptSettings
 from clustercam.explain.concepts.vocabulary import ConceptConfig
@@ -51,11 +52,9 @@ class ClassConceptOutputs:
         class_settings: what the class level computes (None: the defaults of
             :class:`~clustercam.explain.concepts.classes.coassociation.ClassConceptSettings`
             with the concept ``seed``); checked even when disabled.
-        output_dir: the run folder.
-        enabled: compute them at all.
+        output_dir: the run folder; ``enabled``: compute them at all (checked against the free memory).
         figures: draw the galleries; ``class_figures``: of the first groups only (classes in
-            order, then all images; None: every group).
-        cmap: the colour map of the galleries' heat-map overlay (``alpha``: its opacity).
+            order, then all images; None: every group); ``cmap``, ``alpha``: their heat-map overlay.
     """
 
     def __init__(self, settings: ConceptSettings, class_settings: ClassConceptSettings | None,
@@ -81,7 +80,7 @@ class ClassConceptOutputs:
         self.gallery_figures: FigureSet | None = None  # their figure jobs, drawn in the concept callback's pool
 
     def _groups(self, y: Tensor) -> Tensor:
-        return self._lookup[y.long().cpu()]
+        return torch.searchsorted(self._classes, y.long().cpu())  # y's row of the (sorted) evaluated classes
 
     def observe(self, trainer: Trainer, activations: Tensor, concept_labels: Mapping, y: Tensor, idx: Tensor,
                 *, pl_module: LightningModule | None = None, pred: Tensor | None = None,
@@ -94,11 +93,12 @@ class ClassConceptOutputs:
             return
         a, t0 = activations.detach(), time.perf_counter()
         if self.run is None:
-            self._classes, self._names = eval_classes(trainer)
-            self._lookup = torch.full((int(self._classes.max()) + 1,), -1, dtype=torch.long)
-            self._lookup[self._classes] = torch.arange(len(self._classes))
+            self._classes, self._names, sizes = eval_classes(trainer)
             pooled = None if pl_module is None else pooled_head_or_none(
                 pl_module.head, getattr(pl_module, "pooled_head", None), a)
+            check_class_concept_memory(self.class_settings, len(self.configs), a.shape[1], a[0, 0].numel(), sizes,
+                                       available_memory(), pooled=pooled is not None, processes=trainer.world_size,
+                                       local_processes=trainer.num_devices, prefix="callbacks.concepts.")
             self.run = ClassConceptRun(self.class_settings, self.configs, a.shape[1], len(self._classes),
                                        map_size=a.shape[-2:], pooled_head=pooled)
             if self.store is not None and self.store.found and trainer.is_global_zero:  # a killed run's shards
@@ -169,8 +169,7 @@ class ClassConceptOutputs:
         """The class column as the dataset's labels (the run counts the classes 0.. in order)."""
         return [{**r, "class": int(self._classes[r["class"]]) if r["class"] >= 0 else r["class"]} for r in rows]
 
-    def _write(self, trainer: Trainer, pl_module: LightningModule,
-               run: ClassConceptRun) -> tuple[dict[str, float], str]:
+    def _write(self, trainer: Trainer, pl_module: LightningModule, run: ClassConceptRun) -> tuple[dict[str, float], str]:
         out, names = self.output_dir, self._names
         rows, truth = self._original(class_run_rows(run, names)), self._original(class_run_truth_rows(run))
         outputs.write_csv(out / outputs.CLASS_CONCEPTS, rows, outputs.CLASS_CONCEPT_COLUMNS)

@@ -28,19 +28,19 @@ def eval_dataset(trainer: Trainer) -> Any:
     return ds.dataset if isinstance(ds, ResumedSubset) else ds
 
 
-def eval_classes(trainer: Trainer) -> tuple[Tensor, list[str]]:
-    """The classes of the evaluated images (sorted) and a name for each."""
+def eval_classes(trainer: Trainer) -> tuple[Tensor, list[str], list[int]]:
+    """The classes of the evaluated images (sorted), a name and the number of images of each."""
     ds = eval_dataset(trainer)
     y = getattr(ds, "y", getattr(ds, "targets", None))
     if y is None:
         raise RuntimeError(f"class concepts need the evaluated dataset's labels: {type(ds).__name__} "
                            "has neither .y nor .targets")
     y = torch.as_tensor(y).long().view(-1)
-    classes = y.unique()
+    classes, sizes = y.unique(return_counts=True)
     per_image = getattr(getattr(trainer, "datamodule", None), "class_names", None) or []
     first = [int((y == c).nonzero()[0]) for c in classes]
     names = [str(per_image[i]) if len(per_image) == len(y) else str(int(c)) for i, c in zip(first, classes)]
-    return classes, names
+    return classes, names, sizes.tolist()
 
 
 def batches_again(trainer: Trainer) -> Callable[[list[int]], Any]:

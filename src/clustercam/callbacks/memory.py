@@ -1,4 +1,5 @@
-"""Hand the heap memory a batch freed back to the operating system.
+"""The process's memory: the heap a batch freed handed back to the operating system, and how
+much the machine has available (:func:`available_memory`, for the class concepts' check).
 
 Per batch, the concept callbacks free large temporaries (activations, distance blocks) and
 keep a few small result tensors. glibc serves large blocks from its heap once its dynamic
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from pathlib import Path
 
 
 @functools.cache
@@ -38,3 +40,46 @@ def release_freed_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+
+def _cgroup_room(proc: str, cgroup_root: str) -> list[int]:
+    """Bytes left under each memory limit of this process's cgroups (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``), read at the cgroup's path or, inside a container whose
+    namespace starts there, at the controller's root."""
+    try:
+        lines = Path(proc, "self", "cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    room = []
+    for line in lines:  # "0::/path" (v2) or "4:memory:/path" (v1)
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            root, files = Path(cgroup_root), ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            root, files = Path(cgroup_root, "memory"), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        for base in dict.fromkeys((root / path.lstrip("/"), root)):
+            try:
+                limit, used = ((base / f).read_text().strip() for f in files)
+            except OSError:
+                continue
+            if limit.isdigit() and used.isdigit() and int(limit) < 2**60:  # "max" / v1's 2**63: no limit
+                room.append(max(0, int(limit) - int(used)))
+            break
+    return room
+
+
+def available_memory(proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes this process may still take: Linux's ``MemAvailable``, lowered to what its
+    cgroup (a container's or a SLURM job's memory limit) leaves; None where neither is
+    readable (macOS, Windows)."""
+    found = _cgroup_room(proc, cgroup_root)
+    try:
+        for line in Path(proc, "meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return min(found) if found else None
