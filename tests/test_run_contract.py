@@ -96,7 +96,7 @@ def run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("concept_run")
     ds, net = Images(), TinyNet().eval()
     loader = DataLoader(ds, batch_size=3)
-    trainer = SimpleNamespace(world_size=1, global_rank=0, is_global_zero=True, predicting=False,
+    trainer = SimpleNamespace(world_size=1, num_devices=1, global_rank=0, is_global_zero=True, predicting=False,
                               datamodule=Data(ds), loggers=[], logger=None, test_dataloaders=loader,
                               default_root_dir=str(out), global_step=0,
                               strategy=SimpleNamespace(batch_to_device=lambda b: b))
