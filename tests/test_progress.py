@@ -56,3 +56,32 @@ def test_the_rich_bar_of_a_resumed_loop_names_the_images_done(resumed) -> None:
     text = out.getvalue()
     assert "Testing" in text
     assert ("Testing (5 of 12 images resumed)" in text) == resumed
+
+
+def test_log_progress_logs_a_long_step_every_so_often_and_its_end_and_a_short_step_never(caplog) -> None:
+    import logging
+
+    from clustercam.callbacks.progress import log_progress
+
+    now = [0.0]
+    with caplog.at_level(logging.INFO, logger="clustercam.callbacks.progress"):
+        step = log_progress("class concepts", every=30, clock=lambda: now[0])
+        for done, t in [(1, 10), (2, 31), (3, 40), (4, 62), (5, 64)]:
+            now[0] = t
+            step(done, 5)
+        lines = [r.getMessage() for r in caplog.records]
+        assert lines == ["class concepts: 2 of 5 done (31 s, about 46 s left)",
+                         "class concepts: 4 of 5 done (62 s, about 16 s left)",
+                         "class concepts: 5 of 5 done (64 s, about 0 s left)"]
+        caplog.clear()
+        now[0] = 100.0
+        short = log_progress("short", every=30, clock=lambda: now[0])
+        for done in (1, 2):
+            now[0] += 5
+            short(done, 2)
+        assert caplog.records == []
+        now[0] = 0.0
+        long_ = log_progress("long", every=60, clock=lambda: now[0])
+        now[0] = 5400.0
+        long_(1, 3)
+        assert caplog.records[-1].getMessage() == "long: 1 of 3 done (90 min, about 180 min left)"

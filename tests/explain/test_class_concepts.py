@@ -781,3 +781,21 @@ def test_a_head_that_is_not_pooling_plus_linear_takes_the_second_pass():
     assert neg.one_pass
     neg.observe(a - 0.5, {cfg: labels}, y, torch.arange(6, 12), masks=masks[:6])
     assert not neg.one_pass
+
+
+def test_finalise_reports_every_clustering_and_nmf_fit() -> None:
+    """2 classes and the dataset group (scope both) x 2 configurations of the same n: 6
+    co-association clusterings and 3 NMF fits (NMF sees the sample, not the partitions:
+    one fit per group for both configurations)."""
+    from clustercam.explain.concepts import cluster_channels
+
+    settings = ClassConceptSettings(n_random=0, nmf_max_images=4, scope="both")
+    configs = [("cgap", "kmeans", 2), ("cpha", "kmeans", 2)]
+    run = ClassConceptRun(settings, configs, n_channels=8, n_classes=2)
+    torch.manual_seed(0)
+    a, y = torch.rand(6, 8, 3, 3), torch.tensor([0, 0, 0, 1, 1, 1])
+    labels = cluster_channels(a, n_concepts=2, n_init=2).labels
+    run.observe(a, {c: labels for c in configs}, y, torch.arange(6))
+    seen: list[tuple[int, int]] = []
+    run.finalise(progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 9) for i in range(1, 10)]

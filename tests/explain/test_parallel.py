@@ -150,3 +150,24 @@ def test_call_all_returns_results_in_task_order_and_submits_the_costliest_first(
     assert parallel.call_all(tasks, workers=0, cost=[1, 1, 9, 1, 8]) == [0, 1, 4, 9, 16]
     assert submitted == []  # serial: no pool
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_call_all_reports_each_task_as_it_ends_in_the_callers_thread(workers) -> None:
+    import threading
+
+    caller, seen = threading.get_ident(), []
+    ended = threading.Event()
+
+    def slow() -> str:  # ends after the second task has ended (threads) or simply first (serial)
+        ended.wait(5 if workers else 0)
+        return "slow"
+
+    def fast() -> str:
+        ended.set()
+        return "fast"
+
+    out = parallel.call_all([slow, fast, lambda: "third"], workers,
+                            progress=lambda done, total: seen.append((done, total, threading.get_ident())))
+    assert out == ["slow", "fast", "third"]
+    assert seen == [(1, 3, caller), (2, 3, caller), (3, 3, caller)]

@@ -32,6 +32,7 @@ from clustercam.callbacks.evaluated import batches_again, concept_batch, eval_cl
 from clustercam.callbacks.gather import gather_split, unpadded
 from clustercam.callbacks.loggers import log_table
 from clustercam.callbacks.memory import available_memory, release_freed_memory
+from clustercam.callbacks.progress import log_progress
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
 from clustercam.explain.concepts.classes.memory import check_class_concept_memory
@@ -127,7 +128,7 @@ class ClassConceptOutputs:
                                    for k, v in run.counts_state().items()})
             if run.sample is not None:
                 run.load_sample_state(gather_split(trainer, [run.sample_state()]))
-        run.finalise(self._names)
+        run.finalise(self._names, log_progress("class concepts: clusterings and NMF fits") if trainer.is_global_zero else None)
         if ddp:  # one clustering for all ranks, whatever their BLAS does
             run.load_concepts_state(strategy.broadcast(run.concepts_state(), src=0))
         t1 = time.perf_counter()

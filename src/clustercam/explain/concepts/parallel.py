@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -86,15 +86,24 @@ def _tasks(workers: int) -> Iterator[Callable[..., Future]]:
         torch.set_num_threads(before)
 
 
-def call_all(tasks: Sequence[Callable[[], T]], workers: int, cost: Sequence[float] | None = None) -> list[T]:
+def call_all(tasks: Sequence[Callable[[], T]], workers: int, cost: Sequence[float] | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[T]:
     """``[t() for t in tasks]``; with ``workers`` >= 2 over that many threads of one
     intra-op thread each, the tasks of largest ``cost`` started first (a long task
-    started last would run alone at the end). Results in the order of ``tasks``."""
+    started last would run alone at the end). Results in the order of ``tasks``;
+    ``progress(done, total)`` is called in the caller's thread as each task ends."""
+    note = progress or (lambda done, total: None)
     if workers < 2 or len(tasks) < 2:
-        return [t() for t in tasks]
+        results = []
+        for t in tasks:
+            results.append(t())
+            note(len(results), len(tasks))
+        return results
     order = sorted(range(len(tasks)), key=lambda i: -cost[i]) if cost is not None else range(len(tasks))
     with _tasks(workers) as submit:
         futures = {i: submit(tasks[i]) for i in order}
+        for done, _ in enumerate(as_completed(futures.values()), 1):
+            note(done, len(tasks))
         return [futures[i].result() for i in range(len(tasks))]
 
 

@@ -258,12 +258,15 @@ class ClassConceptRun:
             s = self.settings
             self.sample = NMFSample.from_state(state, s.nmf_max_images, s.seed, s.scope)
 
-    def finalise(self, class_names: Sequence[str] | None = None) -> None:
+    def finalise(self, class_names: Sequence[str] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         """Class concepts of every configuration (co-association, NMF, random controls).
 
         Every group's clustering and NMF is independent of the others: on a CPU with two
         or more torch threads they run side by side (:func:`~.parallel.call_all`, the
         largest NMF first, each with one BLAS thread as when run alone: the same labels).
+        ``progress(done, total)`` as each of those clusterings and fits ends (minutes for
+        a thousand classes).
         """
         s = self.settings
         jobs = {cfg: self.co[cfg].clusterings(s.n_for(cfg[2]), s.min_presence) for cfg in self.configs}
@@ -274,7 +277,7 @@ class ClassConceptRun:
         tasks = [t for j in nmf_jobs.values() for _, t in j] + [t for j in jobs.values() for _, _, t in j]
         cost = [m for j in nmf_jobs.values() for m, _ in j] + [0] * sum(map(len, jobs.values()))  # NMFs first
         with nmf_environment():
-            done = iter(call_all(tasks, cpu_workers(torch.device("cpu")), cost))
+            done = iter(call_all(tasks, cpu_workers(torch.device("cpu")), cost, progress))
         nmf_found = {k: [(m, next(done)) for m, _ in j] for k, j in nmf_jobs.items()}
         nmf: dict[tuple, ClassConcepts] = {}
         for cfg, j in jobs.items():
