@@ -89,9 +89,18 @@ def test_the_check_stops_warns_or_stays_silent() -> None:
         check_class_concept_memory(*args, 20 * 2**30, prefix="callbacks.concepts.")
     text = str(err.value)
     assert "1000 classes" in text and "56.3 GiB" in text and "20.0 GiB of memory available" in text
-    assert f"callbacks.concepts.scope=dataset ({size_text(dataset)})" in text
-    assert f"callbacks.concepts.nmf_max_images=0, no NMF baseline ({size_text(no_nmf)})" in text
-    assert text.endswith("or callbacks.concepts.class_concepts=false")
+    # the ways out that fit: one matrix for all images (0.7 GiB); not dropping NMF alone (31.9 GiB)
+    assert text.endswith(f"set callbacks.concepts.scope=dataset ({size_text(dataset)}), "
+                         "or callbacks.concepts.class_concepts=false")
+    with pytest.raises(UserError) as err:
+        check_class_concept_memory(*args, no_nmf + 1, prefix="callbacks.concepts.")
+    assert str(err.value).endswith(f"set callbacks.concepts.scope=dataset ({size_text(dataset)}), "
+                                   f"callbacks.concepts.nmf_max_images=0 (no NMF baseline) ({size_text(no_nmf)}), "
+                                   "or callbacks.concepts.class_concepts=false")
+    with pytest.raises(UserError) as err:  # already one matrix: only turning them off is left
+        check_class_concept_memory(ClassConceptSettings(scope="dataset", nmf_max_images=0), 2, 2048, 64,
+                                   [50] * 1000, 1000, prefix="callbacks.concepts.")
+    assert str(err.value).endswith("of memory available: set callbacks.concepts.class_concepts=false")
     # 4 processes on this machine: each holds all the counts and a quarter of the images
     per_process = class_concept_memory(*args, processes=4).total
     with pytest.raises(UserError, match="in each of 4 processes"):

@@ -93,8 +93,8 @@ def check_class_concept_memory(settings: ClassConceptSettings, n_configs: int, n
     if need(settings) <= available:
         warn_class(f"{what}: more than half of the {size_text(available)} of memory available")
         return
-    ways = [f"{prefix}scope=dataset ({size_text(need(replace(settings, scope='dataset')))})"]
-    if settings.nmf_max_images:
-        ways.append(f"{prefix}nmf_max_images=0, no NMF baseline ({size_text(need(replace(settings, nmf_max_images=0)))})")
+    ways = [(f"{prefix}scope=dataset", replace(settings, scope="dataset")),
+            (f"{prefix}nmf_max_images=0 (no NMF baseline)", replace(settings, nmf_max_images=0))]
+    fit = [f"{way} ({size_text(need(s))})" for way, s in ways if s != settings and need(s) <= available]
     raise UserError(f"{what}, more than the {size_text(available)} of memory available: set "
-                    + ", ".join(ways) + f", or {prefix}class_concepts=false")
+                    + "".join(f"{w}, " for w in fit) + ("or " if fit else "") + f"{prefix}class_concepts=false")
