@@ -337,7 +337,7 @@ def test_finalise_in_threads_gives_the_serial_class_concepts_bit_for_bit(monkeyp
     parts = {c: torch.randint(-1, c[2], (36, 48), generator=gen) for c in cfgs}
     workers: list[int] = []
     real = passes.call_all
-    monkeypatch.setattr(passes, "call_all", lambda t, n, cost: (workers.append(n), real(t, n, cost))[1])
+    monkeypatch.setattr(passes, "call_all", lambda t, n, cost, progress=None: (workers.append(n), real(t, n, cost, progress))[1])
     found = []
     before = torch.get_num_threads()
     for threads in (1, 2):
