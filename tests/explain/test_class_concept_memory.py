@@ -55,10 +55,11 @@ def test_the_estimate_is_what_a_run_holds(scope, sizes, k) -> None:
 
 def test_hand_computed_for_ddp_processes_and_the_dataset_scope() -> None:
     s = ClassConceptSettings(nmf_max_images=4)
-    # 2 processes: each holds every count matrix and its half of each class (2 and 3 images)
+    # 2 processes: each holds every count matrix, its half of each class (2 and 3 images) and,
+    # at the end, both processes' samples
     two = class_concept_memory(s, 2, 8, 9, [3, 6], processes=2)
     assert two.coassociation == 2 * 2 * (64 + 8) * 4
-    assert two.nmf_sample == (2 + 3) * 8 * 9 * 4
+    assert two.nmf_sample == (2 + 3) * 8 * 9 * 4 * (1 + 2)
     assert two.per_image == 5 * (2 * 8 + 4 * 8 + IMAGE_OVERHEAD)
     # one matrix per configuration, one sample of at most 4 images over all classes
     one = class_concept_memory(ClassConceptSettings(nmf_max_images=4, scope="dataset"), 2, 8, 9, [3, 6], pooled=False)

@@ -29,7 +29,7 @@ from clustercam import outputs
 from clustercam.callbacks import evaluated
 from clustercam.callbacks.concept_figures import FigureSet, class_gallery_set
 from clustercam.callbacks.evaluated import batches_again, concept_batch, eval_classes, eval_loader
-from clustercam.callbacks.gather import gather_split, unpadded
+from clustercam.callbacks.gather import gather_split, reduce_sum, unpadded
 from clustercam.callbacks.loggers import log_table
 from clustercam.callbacks.memory import available_memory, release_freed_memory
 from clustercam.callbacks.progress import log_progress
@@ -124,8 +124,7 @@ class ClassConceptOutputs:
         t0 = time.perf_counter()
         if ddp:
             dev = strategy.root_device
-            run.load_counts_state({k: strategy.reduce(v.to(dev), reduce_op="sum").cpu()
-                                   for k, v in run.counts_state().items()})
+            run.load_counts_state({k: reduce_sum(trainer, v) for k, v in run.counts_state().items()})
             if run.sample is not None:
                 run.load_sample_state(gather_split(trainer, [run.sample_state()]))
         run.finalise(self._names, log_progress("class concepts: clusterings and NMF fits") if trainer.is_global_zero else None)

@@ -16,6 +16,21 @@ from clustercam.exceptions import UserError
 from clustercam.explain.concepts import ConceptBatch
 
 Split = TypeVar("Split", dict[str, Tensor], ConceptBatch)
+CHUNK_BYTES = 256 * 2**20  # the most one collective moves onto a device at a time
+
+
+def _row_slices(v: Tensor, max_bytes: int) -> tuple[Tensor, ...]:
+    """``v`` split along its first axis into slices of at most ``max_bytes`` (one row at least)."""
+    return (v,) if v.ndim == 0 or len(v) == 0 else v.split(max(1, max_bytes // max(v[0].nbytes, 1)))
+
+
+def reduce_sum(trainer: Trainer, tensor: Tensor, max_bytes: int = CHUNK_BYTES) -> Tensor:
+    """``tensor`` summed over the ranks, on the CPU, moved to the strategy's device a slice of
+    its first axis at a time: a thousand classes' C x C counts (16 GiB at C = 2048) never sit
+    on a GPU whole. Every rank must call it (collectives)."""
+    s = trainer.strategy
+    parts = [s.reduce(p.to(s.root_device), reduce_op="sum").cpu() for p in _row_slices(tensor, max_bytes)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
@@ -54,7 +69,8 @@ def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
         gathered = {}
         for k, v in local.items():
             pad = torch.zeros((n_max - len(v), *v.shape[1:]), dtype=v.dtype, device=v.device)
-            g = trainer.strategy.all_gather(torch.cat([v, pad]).to(trainer.strategy.root_device))
+            g = torch.cat([trainer.strategy.all_gather(p.to(trainer.strategy.root_device)).cpu()  # ranks x rows x ...
+                           for p in _row_slices(torch.cat([v, pad]), CHUNK_BYTES // len(sizes))], dim=1)
             gathered[k] = torch.cat([g[r, : int(sizes[r])] for r in range(len(sizes))])
         local = gathered
     local = {k: v.cpu() for k, v in local.items()}

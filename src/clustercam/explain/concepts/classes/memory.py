@@ -9,7 +9,8 @@ baseline keeps up to ``nmf_max_images`` images a class of C x positions float32 
 image at 2048 x 8 x 8; ``scope: dataset``: one sample of that many images over all classes;
 ``both`` draws the dataset's sample from the class samples, at no cost). Each image leaves
 its labels (int8, C a configuration) and, with a pooling + linear head, its C pooled
-float32 values. Each DDP process holds all the count matrices and its share of the images.
+float32 values. Each DDP process holds all the count matrices and its share of the images,
+and at the end receives every process's NMF sample (the counts are summed in place).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def class_concept_memory(settings: ClassConceptSettings, n_configs: int, n_chann
     k = int(settings.nmf_max_images)
     rows = min(sum(share), k) if settings.scope == "dataset" else sum(min(n, k) for n in share)
     per_image = int(n_configs) * c + (4 * c if pooled else 0) + IMAGE_OVERHEAD
-    return ClassConceptMemory(coassociation, rows * c * int(positions) * 4, sum(share) * per_image)
+    gathered = rows * r if r > 1 else 0  # every process's sample, gathered at the end
+    return ClassConceptMemory(coassociation, (rows + gathered) * c * int(positions) * 4, sum(share) * per_image)
 
 
 def check_class_concept_memory(settings: ClassConceptSettings, n_configs: int, n_channels: int, positions: int,
