@@ -42,8 +42,8 @@ LOGGED: dict[str, list[Path]] = {}  # the figures handed to the loggers, by key
 def class_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("classes") / "run"
 
-    def pool(jobs, workers=None, costs=None):
-        POOLS.append({"costs": list(costs), "paths": figure_jobs.figure_job_paths(jobs, workers, costs)})
+    def pool(jobs, workers=None, costs=None, progress=None):
+        POOLS.append({"costs": list(costs), "paths": figure_jobs.figure_job_paths(jobs, workers, costs, progress)})
         return POOLS[-1]["paths"]
     with pytest.warns(ClassConceptWarning, match="has one image"), pytest.MonkeyPatch.context() as mp:
         mp.setattr(concept_figures, "figure_job_paths", pool)

@@ -215,3 +215,18 @@ def test_without_fork_the_jobs_run_in_this_process(tmp_path, monkeypatch) -> Non
     paths = outputs.run_figure_jobs([drawing_job(tmp_path, i) for i in range(2)], workers=2)
     assert paths == [tmp_path / "0.png", tmp_path / "1.png"]
     assert {int(v) for v in files(tmp_path, ".pid").values()} == {os.getpid()}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_counts_the_jobs_as_they_end_in_this_process(tmp_path, workers) -> None:
+    """One call a job, (done, total), from the parent (the forked workers cannot report)."""
+    import os
+
+    parent, seen = os.getpid(), []
+
+    def job(i: int):
+        return lambda save: [tmp_path / f"{i}"]
+    per_job = figure_jobs.figure_job_paths([job(i) for i in range(3)], workers=workers, costs=[1, 3, 2],
+                                           progress=lambda done, total: seen.append((done, total, os.getpid())))
+    assert per_job == [[tmp_path / f"{i}"] for i in range(3)]
+    assert seen == [(1, 3, parent), (2, 3, parent), (3, 3, parent)]

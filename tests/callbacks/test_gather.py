@@ -32,7 +32,9 @@ class TwoRanks:
 def test_reduce_sum_moves_slices_of_at_most_the_budget_and_sums_them_all() -> None:
     trainer = SimpleNamespace(strategy=TwoRanks())
     counts = torch.arange(7 * 4 * 4, dtype=torch.int32).view(7, 4, 4)  # 7 classes of 4 x 4 counts (64 bytes each)
-    assert torch.equal(gather.reduce_sum(trainer, counts.clone(), max_bytes=150), 2 * counts)
+    mine = counts.clone()
+    assert gather.reduce_sum(trainer, mine, max_bytes=150) is mine  # summed in place, no second copy
+    assert torch.equal(mine, 2 * counts)
     assert trainer.strategy.moved == [128, 128, 128, 64]  # 2 classes a call (150 // 64), the rest last
     trainer.strategy.moved.clear()
     assert torch.equal(gather.reduce_sum(trainer, torch.tensor(5)), torch.tensor(10))  # a scalar: one call

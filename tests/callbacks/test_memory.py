@@ -58,6 +58,16 @@ def _fake_system(tmp_path, cgroup_line: str, files: dict[str, str], available_ki
                              "memory/memory.usage_in_bytes": "0"}, 3),
     ("4:memory:/x", {"memory/x/memory.limit_in_bytes": "9223372036854771712",
                      "memory/x/memory.usage_in_bytes": "5"}, 8),  # v1's "no limit"
+    # SLURM: the limit on the job, the task in a child without one; a parent's limit counts
+    ("0::/slurm/job_7/step_0/task_0", {"slurm/job_7/step_0/task_0/memory.max": "max",
+                                       "slurm/job_7/step_0/task_0/memory.current": f"{2**30}",
+                                       "slurm/job_7/memory.max": f"{4 * 2**30}",
+                                       "slurm/job_7/memory.current": f"{2**30}"}, 3),
+    # page cache the kernel can drop is not used memory: 6 GiB used of which 4 inactive file pages
+    ("0::/c", {"c/memory.max": f"{7 * 2**30}", "c/memory.current": f"{6 * 2**30}",
+               "c/memory.stat": f"anon 1\ninactive_file {4 * 2**30}\nactive_file 5\n"}, 5),
+    ("4:memory:/c", {"memory/c/memory.limit_in_bytes": f"{7 * 2**30}", "memory/c/memory.usage_in_bytes": f"{6 * 2**30}",
+                     "memory/c/memory.stat": f"inactive_file 1\ntotal_inactive_file {4 * 2**30}\n"}, 5),
 ])
 def test_available_memory_is_the_least_of_meminfo_and_the_cgroup_room(tmp_path, line, files, expected_gib) -> None:
     from clustercam.callbacks.memory import available_memory

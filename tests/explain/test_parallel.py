@@ -171,3 +171,23 @@ def test_call_all_reports_each_task_as_it_ends_in_the_callers_thread(workers) ->
                             progress=lambda done, total: seen.append((done, total, threading.get_ident())))
     assert out == ["slow", "fast", "third"]
     assert seen == [(1, 3, caller), (2, 3, caller), (3, 3, caller)]
+
+
+def test_call_all_stops_handing_out_tasks_once_one_fails() -> None:
+    """The error comes out at the failing task's place; tasks not started by then never run."""
+    import time
+
+    ran: list[int] = []
+
+    def task(i: int):
+        def run() -> int:
+            if i == 0:
+                raise ValueError("task 0")
+            time.sleep(0.05)
+            ran.append(i)
+            return i
+        return run
+
+    with pytest.raises(ValueError, match="task 0"):
+        parallel.call_all([task(i) for i in range(12)], workers=2)
+    assert len(ran) <= 4  # the other worker's task and at most a few more, not the 11

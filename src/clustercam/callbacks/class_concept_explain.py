@@ -28,10 +28,16 @@ from torch import Tensor
 from clustercam import outputs
 from clustercam.callbacks import evaluated
 from clustercam.callbacks.concept_figures import FigureSet, class_gallery_set
-from clustercam.callbacks.evaluated import batches_again, concept_batch, eval_classes, eval_loader
+from clustercam.callbacks.evaluated import (
+    batches_again,
+    class_rows,
+    concept_batch,
+    eval_classes,
+    eval_loader,
+)
 from clustercam.callbacks.gather import gather_split, reduce_sum, unpadded
 from clustercam.callbacks.loggers import log_table
-from clustercam.callbacks.memory import available_memory, release_freed_memory
+from clustercam.callbacks.memory import least_available_memory, release_freed_memory
 from clustercam.callbacks.progress import log_progress
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
@@ -81,7 +87,7 @@ class ClassConceptOutputs:
         self.gallery_figures: FigureSet | None = None  # their figure jobs, drawn in the concept callback's pool
 
     def _groups(self, y: Tensor) -> Tensor:
-        return torch.searchsorted(self._classes, y.long().cpu())  # y's row of the (sorted) evaluated classes
+        return class_rows(self._classes, y)
 
     def observe(self, trainer: Trainer, activations: Tensor, concept_labels: Mapping, y: Tensor, idx: Tensor,
                 *, pl_module: LightningModule | None = None, pred: Tensor | None = None,
@@ -97,8 +103,8 @@ class ClassConceptOutputs:
             self._classes, self._names, sizes = eval_classes(trainer)
             pooled = None if pl_module is None else pooled_head_or_none(
                 pl_module.head, getattr(pl_module, "pooled_head", None), a)
-            check_class_concept_memory(self.class_settings, len(self.configs), a.shape[1], a[0, 0].numel(), sizes,
-                                       available_memory(), pooled=pooled is not None, processes=trainer.world_size,
+            check_class_concept_memory(self.class_settings, self.configs, a, sizes, least_available_memory(trainer),
+                                       pooled=pooled is not None, masks=masks is not None, processes=trainer.world_size,
                                        local_processes=trainer.num_devices, prefix="callbacks.concepts.")
             self.run = ClassConceptRun(self.class_settings, self.configs, a.shape[1], len(self._classes),
                                        map_size=a.shape[-2:], pooled_head=pooled)

@@ -21,6 +21,7 @@ from lightning import Trainer
 
 from clustercam import outputs
 from clustercam.callbacks.loggers import log_images
+from clustercam.callbacks.progress import log_progress
 from clustercam.explain.concepts.classes.coassociation import group_name
 from clustercam.explain.concepts.classes.passes import ClassGallery
 from clustercam.explain.concepts.image.batch import ConceptBatch, figure_maps
@@ -49,7 +50,8 @@ def draw_figure_sets(trainer: Trainer, sets: Sequence[FigureSet | None]) -> list
     """Draw the jobs of every set (None: none) in one pool of workers, costliest first, and
     log each set's paths under its key. Returns each set's paths (None: none), in job order."""
     kept = [fs for fs in sets if fs is not None]
-    per_job = figure_job_paths([j for fs in kept for j in fs.jobs], costs=[c for fs in kept for c in fs.costs])
+    per_job = figure_job_paths([j for fs in kept for j in fs.jobs], costs=[c for fs in kept for c in fs.costs],
+                               progress=log_progress("figures") if trainer.is_global_zero else None)
     drawn, start = [], 0
     for fs in kept:
         paths = [p for job_paths in per_job[start: start + len(fs.jobs)] for p in job_paths]

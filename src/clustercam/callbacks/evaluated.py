@@ -12,6 +12,7 @@ from lightning import LightningModule, Trainer
 from torch import Tensor
 
 from clustercam.callbacks.concept_shards import ResumedSubset
+from clustercam.exceptions import UserError
 
 
 def eval_loader(trainer: Trainer) -> Any:
@@ -41,6 +42,16 @@ def eval_classes(trainer: Trainer) -> tuple[Tensor, list[str], list[int]]:
     first = [int((y == c).nonzero()[0]) for c in classes]
     names = [str(per_image[i]) if len(per_image) == len(y) else str(int(c)) for i, c in zip(first, classes)]
     return classes, names, sizes.tolist()
+
+
+def class_rows(classes: Tensor, y: Tensor) -> Tensor:
+    """The row of each label ``y`` among the evaluated ``classes`` (sorted: :func:`eval_classes`)."""
+    y = y.long().cpu()
+    rows = torch.searchsorted(classes, y).clamp(max=max(len(classes) - 1, 0))
+    if len(y) and not torch.equal(classes[rows], y):
+        raise UserError(f"class concepts: the batch's labels {sorted(set(y[classes[rows] != y].tolist()))} are not "
+                        "among the evaluated dataset's (its .y / .targets)")
+    return rows
 
 
 def batches_again(trainer: Trainer) -> Callable[[list[int]], Any]:

@@ -25,12 +25,12 @@ def _row_slices(v: Tensor, max_bytes: int) -> tuple[Tensor, ...]:
 
 
 def reduce_sum(trainer: Trainer, tensor: Tensor, max_bytes: int = CHUNK_BYTES) -> Tensor:
-    """``tensor`` summed over the ranks, on the CPU, moved to the strategy's device a slice of
-    its first axis at a time: a thousand classes' C x C counts (16 GiB at C = 2048) never sit
-    on a GPU whole. Every rank must call it (collectives)."""
-    s = trainer.strategy
-    parts = [s.reduce(p.to(s.root_device), reduce_op="sum").cpu() for p in _row_slices(tensor, max_bytes)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    """``tensor`` summed over the ranks, in place (and returned), moved to the strategy's
+    device a slice of its first axis at a time: a thousand classes' C x C counts (16 GiB at
+    C = 2048) never sit on a GPU whole. Every rank must call it (collectives)."""
+    for p in _row_slices(tensor, max_bytes):  # each slice's sum written back in place: no second copy
+        p.copy_(trainer.strategy.reduce(p.to(trainer.strategy.root_device), reduce_op="sum"))
+    return tensor
 
 
 def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
@@ -42,7 +42,7 @@ def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
     :meth:`~clustercam.explain.concepts.ConceptBatch.tensors`), and holds ``idx`` (dataset
     indices). A DistributedSampler pads ranks to equal length by repeating samples; sorting
     by index and keeping one row per index gives exactly the single-process split, in order.
-    Every rank must call it (an all-gather under DDP).
+    Every rank must call it (all-gathers under DDP, of at most :data:`CHUNK_BYTES` each).
 
     Args:
         trainer: the running trainer.
@@ -69,8 +69,9 @@ def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
         gathered = {}
         for k, v in local.items():
             pad = torch.zeros((n_max - len(v), *v.shape[1:]), dtype=v.dtype, device=v.device)
-            g = torch.cat([trainer.strategy.all_gather(p.to(trainer.strategy.root_device)).cpu()  # ranks x rows x ...
-                           for p in _row_slices(torch.cat([v, pad]), CHUNK_BYTES // len(sizes))], dim=1)
+            g, at = torch.empty((len(sizes), n_max, *v.shape[1:]), dtype=v.dtype), 0  # ranks x rows x ...
+            for p in _row_slices(torch.cat([v, pad]), CHUNK_BYTES // len(sizes)):  # filled a slice at a time
+                g[:, at: (at := at + len(p))] = trainer.strategy.all_gather(p.to(trainer.strategy.root_device)).cpu()
             gathered[k] = torch.cat([g[r, : int(sizes[r])] for r in range(len(sizes))])
         local = gathered
     local = {k: v.cpu() for k, v in local.items()}

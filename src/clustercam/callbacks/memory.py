@@ -16,6 +16,9 @@ import ctypes
 import ctypes.util
 import functools
 from pathlib import Path
+from typing import Any
+
+import torch
 
 
 @functools.cache
@@ -43,10 +46,24 @@ def release_freed_memory() -> bool:
 
 
 
+def _stat(path: Path, key: str) -> int:
+    """A counter of a cgroup's ``memory.stat`` (0 where it has none)."""
+    try:
+        for line in (path / "memory.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
 def _cgroup_room(proc: str, cgroup_root: str) -> list[int]:
-    """Bytes left under each memory limit of this process's cgroups (v2 ``memory.max``, v1
-    ``memory.limit_in_bytes``), read at the cgroup's path or, inside a container whose
-    namespace starts there, at the controller's root."""
+    """Bytes left under each memory limit over this process: its cgroup's and every parent's
+    (a SLURM job's limit sits on the job, its task in a child), v2 ``memory.max`` or v1
+    ``memory.limit_in_bytes``, less the usage without the page cache the kernel can drop
+    (``inactive_file``); read at the cgroup's path or, inside a container whose namespace
+    starts there, at the controller's root."""
     try:
         lines = Path(proc, "self", "cgroup").read_text().splitlines()
     except OSError:
@@ -55,19 +72,23 @@ def _cgroup_room(proc: str, cgroup_root: str) -> list[int]:
     for line in lines:  # "0::/path" (v2) or "4:memory:/path" (v1)
         _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         if controllers == "":
-            root, files = Path(cgroup_root), ("memory.max", "memory.current")
+            root, files, cache = Path(cgroup_root), ("memory.max", "memory.current"), "inactive_file"
         elif "memory" in controllers.split(","):
             root, files = Path(cgroup_root, "memory"), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+            cache = "total_inactive_file"
         else:
             continue
-        for base in dict.fromkeys((root / path.lstrip("/"), root)):
+        level, levels = root / path.strip("/"), [root]
+        while level != root and root in level.parents and level.is_dir():
+            levels.insert(-1, level)
+            level = level.parent
+        for level in levels:
             try:
-                limit, used = ((base / f).read_text().strip() for f in files)
+                limit, used = ((level / f).read_text().strip() for f in files)
             except OSError:
                 continue
             if limit.isdigit() and used.isdigit() and int(limit) < 2**60:  # "max" / v1's 2**63: no limit
-                room.append(max(0, int(limit) - int(used)))
-            break
+                room.append(max(0, int(limit) - max(0, int(used) - _stat(level, cache))))
     return room
 
 
@@ -83,3 +104,16 @@ def available_memory(proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -
     except (OSError, ValueError, IndexError):
         pass
     return min(found) if found else None
+
+
+def least_available_memory(trainer: Any) -> int | None:
+    """:func:`available_memory` of the rank that has the least, on every DDP rank (a
+    collective: every rank calls it), so that they all come to the same verdict on it; None
+    where no rank can tell."""
+    mine = available_memory()
+    if trainer.world_size <= 1:
+        return mine
+    unknown = 2**62
+    t = torch.tensor([unknown if mine is None else mine], dtype=torch.int64, device=trainer.strategy.root_device)
+    least = int(trainer.strategy.all_gather(t).min())
+    return None if least == unknown else least

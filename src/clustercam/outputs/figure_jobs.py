@@ -86,8 +86,8 @@ def dispatch_order(costs: Sequence[float] | None, n: int) -> list[int]:
     return sorted(range(n), key=lambda i: -float(costs[i]))
 
 
-def figure_job_paths(jobs: Sequence[FigureJob], workers: int | None = None,
-                     costs: Sequence[float] | None = None) -> list[list[Path]]:
+def figure_job_paths(jobs: Sequence[FigureJob], workers: int | None = None, costs: Sequence[float] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> list[list[Path]]:
     """As :func:`run_figure_jobs`, but each job's paths in a list of their own (to log the
     paths of several kinds of jobs drawn in one pool apart).
 
@@ -95,6 +95,7 @@ def figure_job_paths(jobs: Sequence[FigureJob], workers: int | None = None,
         jobs: each draws and saves its figures with the ``save`` function it is given.
         workers: processes to draw in (None: :func:`figure_workers`).
         costs: a rough cost of each job; the costliest start first (None: in job order).
+        progress: called ``(done, total)`` in this process as the jobs end (in dispatch order).
 
     Returns:
         Per job, in the order of ``jobs``, the paths it wrote.
@@ -104,6 +105,7 @@ def figure_job_paths(jobs: Sequence[FigureJob], workers: int | None = None,
     """
     global _JOBS
     order, done = dispatch_order(costs, len(jobs)), [[] for _ in jobs]  # done[i]: job i's paths
+    note = progress or (lambda k, total: None)
     n = min(figure_workers() if workers is None else int(workers), len(jobs))
     if n > 1 and "fork" in multiprocessing.get_all_start_methods():
         from concurrent.futures.process import BrokenProcessPool
@@ -113,8 +115,9 @@ def figure_job_paths(jobs: Sequence[FigureJob], workers: int | None = None,
         try:  # chunksize 1: the workers take the jobs in ``order``
             with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
                                      initializer=_start_worker) as pool:
-                for i, paths in zip(order, pool.map(_run, order)):
+                for k, (i, paths) in enumerate(zip(order, pool.map(_run, order)), 1):
                     done[i] = paths
+                    note(k, len(jobs))
                 return done
         except BrokenProcessPool as err:  # a worker died (killed for memory?): draw them here
             log.warning("figure workers failed (%s): drawing the figures in this process", err)
@@ -122,8 +125,9 @@ def figure_job_paths(jobs: Sequence[FigureJob], workers: int | None = None,
             _JOBS = ()
             gc.unfreeze()
     with one_thread(torch.device("cpu")), FigureWriter() as writer:
-        for i in order:
+        for k, i in enumerate(order, 1):
             done[i] = jobs[i](writer.save)
+            note(k, len(jobs))
     return done
 
 

@@ -102,7 +102,9 @@ def call_all(tasks: Sequence[Callable[[], T]], workers: int, cost: Sequence[floa
     order = sorted(range(len(tasks)), key=lambda i: -cost[i]) if cost is not None else range(len(tasks))
     with _tasks(workers) as submit:
         futures = {i: submit(tasks[i]) for i in order}
-        for done, _ in enumerate(as_completed(futures.values()), 1):
+        for done, f in enumerate(as_completed(futures.values()), 1):
+            if f.exception() is not None:
+                break  # raised below, at its place in the task order
             note(done, len(tasks))
         return [futures[i].result() for i in range(len(tasks))]
 

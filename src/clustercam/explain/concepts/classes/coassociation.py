@@ -263,16 +263,22 @@ class CoAssociation:
     flush_images = 64  # a class's pending images are counted this many at a time
 
     def __init__(self, n_channels: int, n_classes: int, scope: str = "class",
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", *, counts: Mapping[str, Tensor] | None = None) -> None:
         if int(n_channels) < 1 or int(n_classes) < 1:
             raise UserError(f"n_channels and n_classes must be >= 1, got {n_channels}, {n_classes}")
         if scope not in SCOPES:
             raise UserError(f"scope must be one of {SCOPES}, got {scope!r}")
         self.n_channels, self.n_classes, self.scope = int(n_channels), int(n_classes), scope
         g = 1 if scope == "dataset" else self.n_classes
-        self._co = torch.zeros(g, self.n_channels, self.n_channels, dtype=torch.int32, device=device)
-        self.presence = torch.zeros(g, self.n_channels, dtype=torch.int32, device=device)
-        self.images = torch.zeros(g, dtype=torch.int64, device=device)
+        if counts is None:
+            self._co = torch.zeros(g, self.n_channels, self.n_channels, dtype=torch.int32, device=device)
+            self.presence = torch.zeros(g, self.n_channels, dtype=torch.int32, device=device)
+            self.images = torch.zeros(g, dtype=torch.int64, device=device)
+        else:  # a state's tensors themselves (from_state: the summed counts are not copied again)
+            self._co, self.presence, self.images = (counts[k].to(device, t).contiguous() for k, t in
+                                                    (("co", torch.int32), ("presence", torch.int32), ("images", torch.int64)))
+            if self._co.shape != (g, self.n_channels, self.n_channels):
+                raise UserError(f"counts of shape {tuple(self._co.shape)} for {g} groups of {self.n_channels} channels")
         self._pending: dict[int, list[Tensor]] = {}  # group -> labels of images not counted yet
 
     @property
@@ -337,11 +343,7 @@ class CoAssociation:
     def from_state(cls, state: Mapping[str, Tensor], scope: str = "class") -> CoAssociation:
         co = state["co"]
         n_classes = 1 if scope == "dataset" else co.shape[0]
-        acc = cls(co.shape[-1], n_classes, scope, device=co.device)
-        acc._co.copy_(co)
-        acc.presence.copy_(state["presence"])
-        acc.images.copy_(state["images"])
-        return acc
+        return cls(co.shape[-1], n_classes, scope, device=co.device, counts=state)
 
     def merge(self, other: CoAssociation) -> CoAssociation:
         """Add another accumulator's counts (in place); the result equals one accumulator

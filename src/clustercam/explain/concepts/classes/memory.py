@@ -5,11 +5,14 @@ numbers and the settings that shrink them, instead of being killed near its end.
 Per concept configuration (one per method), pass 1 keeps one C x C int32 co-association
 count matrix per class (one for all images with ``scope: dataset``): 16 MiB a class at
 C = 2048, whatever the folder size, so 1,000 classes x 2 methods hold 31 GiB. The NMF
-baseline keeps up to ``nmf_max_images`` images a class of C x positions float32 (512 KiB an
-image at 2048 x 8 x 8; ``scope: dataset``: one sample of that many images over all classes;
-``both`` draws the dataset's sample from the class samples, at no cost). Each image leaves
-its labels (int8, C a configuration) and, with a pooling + linear head, its C pooled
-float32 values. Each DDP process holds all the count matrices and its share of the images,
+baseline keeps up to ``nmf_max_images`` (k) images a class of C x positions float32 (512 KiB
+an image at 2048 x 8 x 8), up to 2k while a class's sample waits to be cut back to k
+(``scope: dataset``: one sample over all classes; ``both`` draws the dataset's sample from
+the class samples); signed activations (transformer tokens) drop it. Each image leaves its
+labels (int8, C a configuration; a class's last images also wait to be counted) and, with a
+pooling + linear head, its pooled values (C float32, C more for a pool that is not the
+average, 4C float64 with part masks). At the end, the largest factorisation copies its
+matrix twice. Each DDP process holds all the count matrices and its share of the images,
 and at the end receives every process's NMF sample (the counts are summed in place).
 """
 
@@ -19,8 +22,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from torch import Tensor
+
 from clustercam.exceptions import UserError
-from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings, warn_class
+from clustercam.explain.concepts.classes.coassociation import (
+    ClassConceptSettings,
+    CoAssociation,
+    warn_class,
+)
 
 IMAGE_OVERHEAD = 32  # bytes an image beside its labels and pooled values: index, class, target, flags
 
@@ -51,47 +60,65 @@ class ClassConceptMemory:
 
 
 def class_concept_memory(settings: ClassConceptSettings, n_configs: int, n_channels: int, positions: int,
-                         class_sizes: Sequence[int], *, pooled: bool = True, processes: int = 1) -> ClassConceptMemory:
-    """What one of ``processes`` (DDP ranks, the images split evenly) keeps for the class
-    concepts of ``n_configs`` configurations: C = ``n_channels`` at ``positions`` (h x w, or
-    a series' length), classes of ``class_sizes`` images; ``pooled``: the one pass keeps
-    each image's pooled values.
+                         class_sizes: Sequence[int], *, pooled: bool = True, masks: bool = False,
+                         signed: bool = False, n_concepts: int = 2, processes: int = 1) -> ClassConceptMemory:
+    """At most what one of ``processes`` (DDP ranks, the images split evenly) keeps for the
+    class concepts of ``n_configs`` configurations (the largest with ``n_concepts``): C =
+    ``n_channels`` at ``positions`` (h x w, or a series' length), classes of ``class_sizes``
+    images; ``pooled``: the one pass keeps each image's pooled values (``masks``: with part
+    masks); ``signed``: signed activations, no NMF sample.
 
     Example:
         >>> s = ClassConceptSettings(nmf_max_images=4)
         >>> m = class_concept_memory(s, n_configs=2, n_channels=8, positions=9, class_sizes=[3, 6])
-        >>> m.coassociation, m.nmf_sample   # 2 x 2 classes x 8 x 8 x 4 (+ presence); (3 + 4) x 8 x 9 x 4
-        (1152, 2016)
+        >>> m.coassociation   # 2 configurations x 2 classes x (8 x 8 counts + 8 presences) x 4 bytes
+        1152
+        >>> m.nmf_sample      # (3 + 6 rows held, at most 2 x 4 a class; 2 x 4 copied by a fit) x 8 x 9 x 4
+        4896
     """
-    c, r = int(n_channels), max(1, int(processes))
+    c, r, k = int(n_channels), max(1, int(processes)), int(settings.nmf_max_images)
     share = [math.ceil(int(n) / r) for n in class_sizes]
-    groups = 1 if settings.scope == "dataset" else len(share)
-    coassociation = int(n_configs) * groups * (c * c + c) * 4  # counts and presence, int32
-    k = int(settings.nmf_max_images)
-    rows = min(sum(share), k) if settings.scope == "dataset" else sum(min(n, k) for n in share)
-    per_image = int(n_configs) * c + (4 * c if pooled else 0) + IMAGE_OVERHEAD
-    gathered = rows * r if r > 1 else 0  # every process's sample, gathered at the end
-    return ClassConceptMemory(coassociation, (rows + gathered) * c * int(positions) * 4, sum(share) * per_image)
+    groups = [sum(share)] if settings.scope == "dataset" else share
+    coassociation = int(n_configs) * len(groups) * (c * c + c) * 4  # counts and presence, int32
+    rows = 0
+    if k and not signed:
+        rows = sum(min(n, 2 * k) for n in groups)  # held, before a group is cut back to k
+        rows += 2 * min(max(groups + [sum(share) if settings.scope == "both" else 0]), k)  # the largest fit's copies
+        rows += r * sum(min(n, k) for n in groups) if r > 1 else 0  # every process's sample, gathered
+    wide = int(n_concepts) > 127
+    labels = int(n_configs) * c * (2 if wide else 1)
+    values = (8 * c + (32 * c if masks else 0)) if pooled else 0
+    waiting = int(n_configs) * c * (4 if wide else 1) * sum(min(n, CoAssociation.flush_images - 1) for n in groups)
+    return ClassConceptMemory(coassociation, rows * c * int(positions) * 4,
+                              sum(share) * (labels + values + IMAGE_OVERHEAD) + waiting)
 
 
-def check_class_concept_memory(settings: ClassConceptSettings, n_configs: int, n_channels: int, positions: int,
+def check_class_concept_memory(settings: ClassConceptSettings, configs: Sequence[Sequence], activations: Tensor,
                                class_sizes: Sequence[int], available: int | None, *, pooled: bool = True,
-                               processes: int = 1, local_processes: int = 1, prefix: str = "") -> None:
-    """Raise a :class:`~clustercam.exceptions.UserError` where the ``local_processes`` of this
-    machine (of ``processes`` in all) would keep more than ``available`` bytes (None: unknown,
-    no check), naming the settings (``prefix`` + name) that fit; warn
+                               masks: bool = False, processes: int = 1, local_processes: int = 1,
+                               prefix: str = "") -> None:
+    """Before the first batch is added: raise a :class:`~clustercam.exceptions.UserError`
+    where the ``local_processes`` of this machine (of ``processes`` in all) would keep more
+    than ``available`` bytes (None: unknown, no check) for the class concepts of ``configs``
+    ((method, algorithm, n_concepts) each) over that batch's ``activations`` (B x C x ...),
+    naming the settings (``prefix`` + name) that would fit; warn
     (:class:`~clustercam.explain.concepts.classes.coassociation.ClassConceptWarning`) where
     they would keep more than half of it."""
+    c, positions = int(activations.shape[1]), int(activations[0, 0].numel()) if len(activations) else 1
+    signed = bool(activations.numel()) and float(activations.min()) < 0  # no NMF sample then
+
+    def memory(s: ClassConceptSettings) -> ClassConceptMemory:
+        return class_concept_memory(s, len(configs), c, positions, class_sizes, pooled=pooled, masks=masks,
+                                    signed=signed, n_concepts=max(int(cfg[2]) for cfg in configs), processes=processes)
+
     def need(s: ClassConceptSettings) -> int:
-        return local_processes * class_concept_memory(s, n_configs, n_channels, positions, class_sizes,
-                                                      pooled=pooled, processes=processes).total
+        return local_processes * memory(s).total
 
     if available is None or need(settings) <= available // 2:
         return
-    m = class_concept_memory(settings, n_configs, n_channels, positions, class_sizes, pooled=pooled,
-                             processes=processes)
-    what = (f"the class concepts of {len(class_sizes)} classes ({n_configs} configurations, {n_channels} channels x "
-            f"{positions} positions) keep {m}" + (f" in each of {local_processes} processes" if local_processes > 1 else ""))
+    what = (f"the class concepts of {len(class_sizes)} classes ({len(configs)} configurations, {c} channels x "
+            f"{positions} positions) keep {memory(settings)}"
+            + (f" in each of {local_processes} processes" if local_processes > 1 else ""))
     if need(settings) <= available:
         warn_class(f"{what}: more than half of the {size_text(available)} of memory available")
         return

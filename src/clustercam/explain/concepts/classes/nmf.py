@@ -171,8 +171,14 @@ class NMFSample:
             parts = [self._compact(g) for g in self.groups()]
             if not parts:
                 return torch.zeros(0)
-            key, idx, acts = (torch.cat([p[j] for p in parts]) for j in range(3))
-            return acts[_bottom(key, idx, self.max_images)]
+            key, idx = (torch.cat([p[j] for p in parts]) for j in range(2))
+            sel = _bottom(key, idx, self.max_images)  # rows of the classes' samples, end to end
+            owner = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(p[0]) for p in parts]))[sel]
+            start = torch.tensor([0] + [len(p[0]) for p in parts]).cumsum(0)
+            out = parts[0][2].new_empty((len(sel), *parts[0][2].shape[1:]))  # the chosen rows only, not every class's
+            for i, p in enumerate(parts):
+                out[owner == i] = p[2][sel[owner == i] - start[i]]
+            return out
         return self._compact(group)[2]
 
     def find(self, index: Sequence[int]) -> tuple[list[int], Tensor | None]:
