@@ -125,14 +125,15 @@ def test_class_concepts_are_off_by_default_outside_the_experiments(tmp_path) -> 
 
 def test_a_run_the_machine_cannot_hold_stops_at_its_first_batch(tmp_path, monkeypatch) -> None:
     """With less memory available than the class concepts would keep (here 2 x 6 classes of
-    96 x 96 int32 counts, 436 KiB), the run ends with the numbers and the settings that fit,
-    before the first batch is counted; the image concepts' files are not started either."""
+    96 x 96 int32 counts, 436 KiB, and the NMF samples), the run ends with the numbers and the
+    settings that fit, before the first batch is counted; the image concepts' files are not
+    started either."""
     from clustercam.callbacks import class_concept_explain
     from clustercam.exceptions import UserError
 
-    monkeypatch.setattr(class_concept_explain, "available_memory", lambda: 300_000)
+    monkeypatch.setattr(class_concept_explain, "least_available_memory", lambda trainer: 600_000)
     with pytest.raises(UserError, match=r"class concepts of 6 classes \(2 configurations, 96 channels x 64 positions\) "
-                                        r"keep .*co-association counts 436 KiB.* more than the 293 KiB of memory "
+                                        r"keep .*co-association counts 436 KiB.* more than the 586 KiB of memory "
                                         r"available: set callbacks.concepts.scope=dataset \("):
         train(CLASS_TINY, tmp_path / "run")
     assert not (tmp_path / "run" / "concepts.csv").exists()

@@ -799,3 +799,19 @@ def test_finalise_reports_every_clustering_and_nmf_fit() -> None:
     seen: list[tuple[int, int]] = []
     run.finalise(progress=lambda done, total: seen.append((done, total)))
     assert seen == [(i, 9) for i in range(1, 10)]
+
+
+def test_the_dataset_sample_of_scope_both_is_the_bottom_k_of_the_class_samples_rows() -> None:
+    """Cut from the class samples without copying them all: the same rows, in the same (key)
+    order, as the bottom k of their concatenation."""
+    from clustercam.explain.concepts.classes.nmf import _bottom
+
+    torch.manual_seed(0)
+    sample = NMFSample(max_images=5, seed=3, scope="both")
+    for b in range(6):
+        idx = torch.arange(b * 7, (b + 1) * 7)
+        sample.update(torch.rand(7, 4, 2, 2), torch.randint(0, 3, (7,)), idx)
+    parts = [sample._compact(g) for g in sample.groups()]
+    key, idx, acts = (torch.cat([p[j] for p in parts]) for j in range(3))
+    assert torch.equal(sample.activations(-1), acts[_bottom(key, idx, 5)])
+    assert sample.activations(-1).shape == (5, 4, 2, 2)

@@ -28,13 +28,7 @@ from torch import Tensor
 from clustercam import outputs
 from clustercam.callbacks import evaluated
 from clustercam.callbacks.concept_figures import FigureSet, class_gallery_set
-from clustercam.callbacks.evaluated import (
-    batches_again,
-    class_rows,
-    concept_batch,
-    eval_classes,
-    eval_loader,
-)
+from clustercam.callbacks.evaluated import batches_again, concept_batch, eval_classes, eval_loader
 from clustercam.callbacks.gather import gather_split, reduce_sum, unpadded
 from clustercam.callbacks.loggers import log_table
 from clustercam.callbacks.memory import least_available_memory, release_freed_memory
@@ -87,7 +81,7 @@ class ClassConceptOutputs:
         self.gallery_figures: FigureSet | None = None  # their figure jobs, drawn in the concept callback's pool
 
     def _groups(self, y: Tensor) -> Tensor:
-        return class_rows(self._classes, y)
+        return evaluated.class_rows(self._classes, y)
 
     def observe(self, trainer: Trainer, activations: Tensor, concept_labels: Mapping, y: Tensor, idx: Tensor,
                 *, pl_module: LightningModule | None = None, pred: Tensor | None = None,

@@ -258,16 +258,13 @@ class ClassConceptRun:
             s = self.settings
             self.sample = NMFSample.from_state(state, s.nmf_max_images, s.seed, s.scope)
 
-    def finalise(self, class_names: Sequence[str] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+    def finalise(self, class_names: Sequence[str] | None = None, progress: Callable[[int, int], None] | None = None) -> None:
         """Class concepts of every configuration (co-association, NMF, random controls).
 
         Every group's clustering and NMF is independent of the others: on a CPU with two
         or more torch threads they run side by side (:func:`~.parallel.call_all`, the
-        largest NMF first, each with one BLAS thread as when run alone: the same labels).
-        ``progress(done, total)`` as each of those clusterings and fits ends (minutes for
-        a thousand classes).
-        """
+        largest NMF first, each with one BLAS thread as when run alone: the same labels),
+        calling ``progress(done, total)`` as each ends (minutes for a thousand classes)."""
         s = self.settings
         jobs = {cfg: self.co[cfg].clusterings(s.n_for(cfg[2]), s.min_presence) for cfg in self.configs}
         keys = {cfg: (tuple(g for g, _, _ in j), s.n_for(cfg[2]), tuple(n for _, n, _ in j)) for cfg, j in jobs.items()}
