@@ -57,7 +57,8 @@ def test_the_estimate_bounds_what_a_run_holds(scope, sizes, k) -> None:
     assert m.coassociation == co  # exactly
     row = 6 * 12 * 4
     groups = [sum(sizes)] if scope == "dataset" else sizes
-    fit = 2 * min(max(groups + ([sum(sizes)] if scope == "both" else [])), k) * row
+    both = [min(sum(sizes), k)] if scope == "both" else []  # the dataset's rows, drawn from the classes'
+    fit = (sum(both) + 3 * max([min(n, k) for n in groups] + both)) * row  # one fit at a time: 3 copies
     assert nmf_peak <= m.nmf_sample - fit  # the samples never held more than the bound (2k a group)
     assert per_image <= m.per_image  # a pool that is not the average keeps sums too: counted, not held here
     assert m.per_image - per_image <= sum(sizes) * (4 * 6 + IMAGE_OVERHEAD)
@@ -65,18 +66,21 @@ def test_the_estimate_bounds_what_a_run_holds(scope, sizes, k) -> None:
 
 def test_hand_computed_for_ddp_processes_signed_activations_and_the_dataset_scope() -> None:
     s = ClassConceptSettings(nmf_max_images=4)
-    # 2 processes: each holds every count matrix, its half of each class (2 and 3 images), the
-    # copies of the largest fit (2 x 3 rows) and, at the end, both processes' samples
+    # 2 processes: each holds every count matrix, its half of each class (2 and 3 images), at
+    # the end both processes' samples, twice while gathered, and 3 copies of the largest fit
+    # over the gathered sample (min(6, 4) rows)
     two = class_concept_memory(s, 2, 8, 9, [3, 6], processes=2)
     assert two.coassociation == 2 * 2 * (64 + 8) * 4
-    assert two.nmf_sample == ((2 + 3) + 2 * 3 + 2 * (2 + 3)) * 8 * 9 * 4
+    assert two.nmf_sample == ((2 + 3) + 3 * 4 + 2 * 2 * (2 + 3)) * 8 * 9 * 4
+    # 2 fits side by side: both classes' copied (3 + 4 rows, 3 times)
+    assert class_concept_memory(s, 2, 8, 9, [3, 6], workers=2).nmf_sample == ((3 + 6) + 3 * (3 + 4)) * 8 * 9 * 4
     # labels 2 x 8 int8, pooled + sums 2 x 8 float32; labels waiting (< 64 a class): 2 x 8 int8
     assert two.per_image == 5 * (2 * 8 + 8 * 8 + IMAGE_OVERHEAD) + 5 * 2 * 8
     assert class_concept_memory(s, 2, 8, 9, [3, 6], signed=True).nmf_sample == 0  # tokens: no NMF
     one = class_concept_memory(ClassConceptSettings(nmf_max_images=4, scope="dataset"), 2, 8, 9, [3, 6], pooled=False,
                                n_concepts=300)  # labels past 127: int16 kept, int32 waiting
     assert one.coassociation == 2 * (64 + 8) * 4
-    assert one.nmf_sample == (8 + 2 * 4) * 8 * 9 * 4  # 9 images: at most 2 x 4 held; a fit of 4 copied twice
+    assert one.nmf_sample == (8 + 3 * 4) * 8 * 9 * 4  # 9 images: at most 2 x 4 held; a fit of 4 copied 3 times
     assert one.per_image == 9 * (2 * 8 * 2 + IMAGE_OVERHEAD) + 9 * 2 * 8 * 4
 
 
@@ -84,8 +88,11 @@ def test_imagenet_validation_at_nf_resnet50_would_need_tens_of_gib() -> None:
     """The case the check is for: 1,000 classes of 50 photos, C = 2048 at 8 x 8, 2 methods."""
     m = class_concept_memory(ClassConceptSettings(scope="both"), *IMAGENET_VAL)
     assert m.coassociation == 2 * 1000 * (2048 * 2048 + 2048) * 4  # 31.3 GiB
-    assert m.nmf_sample == (50_000 + 2 * 200) * 2048 * 64 * 4  # 24.6 GiB: every photo, and the dataset fit's copies
-    assert str(m).startswith("57.0 GiB (co-association counts 31.3 GiB, NMF samples 24.6 GiB")
+    # 24.8 GiB: every photo, the dataset's 200 drawn from them and copied 3 times by its fit
+    assert m.nmf_sample == (50_000 + 200 + 3 * 200) * 2048 * 64 * 4
+    assert str(m).startswith("57.2 GiB (co-association counts 31.3 GiB, NMF samples 24.8 GiB")
+    eight = class_concept_memory(ClassConceptSettings(scope="both"), *IMAGENET_VAL, workers=8)
+    assert eight.nmf_sample - m.nmf_sample == 3 * 7 * 50 * 2048 * 64 * 4  # 7 classes' fits beside it
 
 
 def _acts(c: int = 2048, side: int = 8, signed: bool = False) -> torch.Tensor:
@@ -110,8 +117,8 @@ def test_the_check_stops_warns_or_stays_silent() -> None:
         check_class_concept_memory(s, configs, _acts(), sizes, 20 * 2**30, prefix="callbacks.concepts.")
     text = str(err.value)
     assert "1000 classes (2 configurations, 2048 channels x 64 positions)" in text
-    assert "keep 57.0 GiB" in text and "20.0 GiB of memory available" in text
-    # the ways out that fit: one matrix for all images (1.4 GiB); not dropping NMF alone (32.4 GiB)
+    assert "keep 57.2 GiB" in text and "20.0 GiB of memory available" in text
+    # the ways out that fit: one matrix for all images (1.5 GiB); not dropping NMF alone (32.4 GiB)
     assert text.endswith(f"set callbacks.concepts.scope=dataset ({size_text(need(scope='dataset'))}), "
                          "or callbacks.concepts.class_concepts=false")
     with pytest.raises(UserError) as err:

@@ -174,20 +174,24 @@ def test_call_all_reports_each_task_as_it_ends_in_the_callers_thread(workers) ->
 
 
 def test_call_all_stops_handing_out_tasks_once_one_fails() -> None:
-    """The error comes out at the failing task's place; tasks not started by then never run."""
+    """A failing task started first (the costliest) though last in task order: the tasks not
+    started by then never run, and of several failures the first in task order is raised."""
     import time
 
     ran: list[int] = []
 
-    def task(i: int):
+    def task(i: int, fails: bool = False):
         def run() -> int:
-            if i == 0:
-                raise ValueError("task 0")
+            if fails:
+                raise ValueError(f"task {i}")
             time.sleep(0.05)
             ran.append(i)
             return i
         return run
 
-    with pytest.raises(ValueError, match="task 0"):
-        parallel.call_all([task(i) for i in range(12)], workers=2)
-    assert len(ran) <= 4  # the other worker's task and at most a few more, not the 11
+    with pytest.raises(ValueError, match="task 11"):
+        parallel.call_all([task(i, fails=i == 11) for i in range(12)], workers=2, cost=[1] * 11 + [9])
+    assert len(ran) <= 3  # the other worker's task and at most a couple more, not the 11
+    with pytest.raises(ValueError, match="task 3"):  # 7 and 3 start first and both fail
+        parallel.call_all([task(i, fails=i in (3, 7)) for i in range(12)], workers=2,
+                          cost=[8 if i == 3 else 9 if i == 7 else 1 for i in range(12)])

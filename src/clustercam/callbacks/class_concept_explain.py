@@ -7,9 +7,9 @@ counts, NMF sample, the labels as int8 and, for a pooling + linear head, each im
 pooled activations). At epoch end, on every rank, it sums the counts over DDP ranks,
 finds the class concepts once and scores them from what pass 1 kept (one pass; another
 head: a second walk over the evaluated dataloader); the scores are gathered and rank
-zero writes the class-concept files of the outputs contract (rows, rows against the
-parts, channel ids, galleries: after one pass their maps are recomputed for the gallery
-images alone, drawn by the concept callback) and logs them. ``resume=true``: replays the done batches.
+zero writes the class-concept files of the outputs contract (rows, rows against the parts,
+channel ids, galleries drawn by the concept callback, whose maps one pass recomputes for the
+gallery images alone) and logs them. ``resume=true``: replays the done batches.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from clustercam.explain.concepts.classes.coassociation import ClassConceptSettin
 from clustercam.explain.concepts.classes.memory import check_class_concept_memory
 from clustercam.explain.concepts.classes.passes import ClassConceptRun, pooled_head_or_none
 from clustercam.explain.concepts.image.settings import ConceptSettings
+from clustercam.explain.concepts.parallel import cpu_workers
 from clustercam.explain.concepts.vocabulary import ConceptConfig
 from clustercam.outputs.concept_markdown import class_markdown
 from clustercam.outputs.concept_results import class_results
@@ -99,7 +100,8 @@ class ClassConceptOutputs:
                 pl_module.head, getattr(pl_module, "pooled_head", None), a)
             check_class_concept_memory(self.class_settings, self.configs, a, sizes, least_available_memory(trainer),
                                        pooled=pooled is not None, masks=masks is not None, processes=trainer.world_size,
-                                       local_processes=trainer.num_devices, prefix="callbacks.concepts.")
+                                       local_processes=trainer.num_devices, prefix="callbacks.concepts.",
+                                       workers=max(1, cpu_workers(torch.device("cpu"))))
             self.run = ClassConceptRun(self.class_settings, self.configs, a.shape[1], len(self._classes),
                                        map_size=a.shape[-2:], pooled_head=pooled)
             if self.store is not None and self.store.found and trainer.is_global_zero:  # a killed run's shards
@@ -123,7 +125,6 @@ class ClassConceptOutputs:
             return {}, ""
         t0 = time.perf_counter()
         if ddp:
-            dev = strategy.root_device
             run.load_counts_state({k: reduce_sum(trainer, v) for k, v in run.counts_state().items()})
             if run.sample is not None:
                 run.load_sample_state(gather_split(trainer, [run.sample_state()]))
@@ -136,7 +137,7 @@ class ClassConceptOutputs:
         else:
             self._second_pass(trainer, pl_module)
         if ddp:
-            gathered = {k: strategy.all_gather(v.to(dev)).cpu() for k, v in run.scores_state().items()}
+            gathered = {k: strategy.all_gather(v.to(strategy.root_device)).cpu() for k, v in run.scores_state().items()}
             run.load_scores_states([{k: v[r] for k, v in gathered.items()} for r in range(trainer.world_size)])
         run.batches, t2 = [], time.perf_counter()
         if not trainer.is_global_zero:

@@ -33,6 +33,16 @@ def reduce_sum(trainer: Trainer, tensor: Tensor, max_bytes: int = CHUNK_BYTES) -
     return tensor
 
 
+def _gather_rows(trainer: Trainer, v: Tensor, n_max: int) -> Tensor:
+    """Every rank's ``v`` padded to ``n_max`` rows, as (ranks x ``n_max``) rows on the CPU,
+    all-gathered a slice (padded on its own) at a time."""
+    g, at = torch.empty((trainer.world_size, n_max, *v.shape[1:]), dtype=v.dtype), 0
+    for n in (len(p) for p in _row_slices(g[0], CHUNK_BYTES // trainer.world_size)):
+        part = torch.cat([v[at: at + n], v.new_zeros((max(0, n - len(v[at: at + n])), *v.shape[1:]))])
+        g[:, at: (at := at + n)] = trainer.strategy.all_gather(part.to(trainer.strategy.root_device)).cpu()
+    return g.flatten(0, 1)
+
+
 def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
     """Concatenate this rank's batch outputs, all-gather them, drop duplicates, sort by index.
 
@@ -62,26 +72,22 @@ def gather_split(trainer: Trainer, chunks: Sequence[Split]) -> Split:
     else:
         local = {k: v.detach() for k, v in type(chunks[0]).cat(chunks).tensors().items()}
         rebuild = type(chunks[0]).from_tensors
-    if trainer.world_size > 1:
-        n_local = torch.tensor([len(local["idx"])], device=trainer.strategy.root_device)
-        sizes = trainer.strategy.all_gather(n_local).flatten()
+    rows, n_max, world = None, len(local["idx"]), trainer.world_size  # rows: of the ranks' gathered rows
+    if world > 1:  # each tensor gathered (idx first), then only the kept rows copied out of it
+        sizes = trainer.strategy.all_gather(torch.tensor([n_max], device=trainer.strategy.root_device)).flatten()
         n_max = int(sizes.max())
-        gathered = {}
-        for k, v in local.items():
-            pad = torch.zeros((n_max - len(v), *v.shape[1:]), dtype=v.dtype, device=v.device)
-            g, at = torch.empty((len(sizes), n_max, *v.shape[1:]), dtype=v.dtype), 0  # ranks x rows x ...
-            for p in _row_slices(torch.cat([v, pad]), CHUNK_BYTES // len(sizes)):  # filled a slice at a time
-                g[:, at: (at := at + len(p))] = trainer.strategy.all_gather(p.to(trainer.strategy.root_device)).cpu()
-            gathered[k] = torch.cat([g[r, : int(sizes[r])] for r in range(len(sizes))])
-        local = gathered
-    local = {k: v.cpu() for k, v in local.items()}
-    idx = local["idx"].long()
+        rows = torch.cat([r * n_max + torch.arange(int(n)) for r, n in enumerate(sizes)])  # not the padding
+        local = {**local, "idx": _gather_rows(trainer, local["idx"], n_max)[rows]}
+    idx = local["idx"].cpu().long()
     order = torch.argsort(idx, stable=True)
     idx_sorted = idx[order]
     keep = torch.ones_like(idx_sorted, dtype=torch.bool)
     keep[1:] = idx_sorted[1:] != idx_sorted[:-1]
     sel = order[keep]
-    return rebuild({k: v[sel] for k, v in local.items()})
+    if rows is not None:
+        return rebuild({k: v[sel] if k == "idx" else _gather_rows(trainer, v, n_max)[rows[sel]]
+                        for k, v in local.items()})
+    return rebuild({k: v.cpu()[sel] for k, v in local.items()})
 
 
 def keep_lowest(kept: dict[str, Tensor] | None, new: dict[str, Tensor], k: int | None) -> dict[str, Tensor]:
@@ -122,10 +128,8 @@ def unpadded(trainer: Trainer, n_seen: int, batch: int, n_dataset: int) -> Tenso
     sampler does not repeat.
 
     Args:
-        trainer: the running trainer.
-        n_seen: samples this rank has seen before this batch.
-        batch: the batch's size.
-        n_dataset: the dataset's size.
+        trainer: the running trainer; ``n_seen``: samples this rank has seen before this batch;
+            ``batch``: the batch's size; ``n_dataset``: the dataset's size.
 
     Returns:
         ``batch`` bools, False for a padding repeat.
@@ -161,15 +165,8 @@ def eval_inputs(trainer: Trainer, idx: Tensor | None) -> tuple[Tensor, Tensor]:
 
 
 def number_of_clusters(trainer: Trainer, n_clusters: int | None) -> int | None:
-    """K: as configured, else the datamodule's number of classes.
-
-    Args:
-        trainer: the trainer.
-        n_clusters: the configured K (None: not configured).
-
-    Returns:
-        K, or None when neither is known.
-    """
+    """K: ``n_clusters`` as configured, else the ``trainer``'s datamodule's number of classes;
+    None when neither is known."""
     if n_clusters is not None:
         return int(n_clusters)
     dm = getattr(trainer, "datamodule", None)

@@ -71,6 +71,8 @@ def _cgroup_room(proc: str, cgroup_root: str) -> list[int]:
     room = []
     for line in lines:  # "0::/path" (v2) or "4:memory:/path" (v1)
         _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if ".." in path.split("/"):  # outside this namespace's cgroup tree: unreadable from here
+            continue
         if controllers == "":
             root, files, cache = Path(cgroup_root), ("memory.max", "memory.current"), "inactive_file"
         elif "memory" in controllers.split(","):

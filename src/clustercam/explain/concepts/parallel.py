@@ -103,8 +103,12 @@ def call_all(tasks: Sequence[Callable[[], T]], workers: int, cost: Sequence[floa
     with _tasks(workers) as submit:
         futures = {i: submit(tasks[i]) for i in order}
         for done, f in enumerate(as_completed(futures.values()), 1):
-            if f.exception() is not None:
-                break  # raised below, at its place in the task order
+            if f.exception() is not None:  # nothing more is started; the first failure in task order
+                for g in futures.values():
+                    g.cancel()
+                wait(list(futures.values()))
+                raise next(e for i in range(len(tasks))
+                           if not futures[i].cancelled() and (e := futures[i].exception()) is not None)
             note(done, len(tasks))
         return [futures[i].result() for i in range(len(tasks))]
 

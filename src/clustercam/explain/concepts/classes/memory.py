@@ -11,9 +11,12 @@ an image at 2048 x 8 x 8), up to 2k while a class's sample waits to be cut back 
 the class samples); signed activations (transformer tokens) drop it. Each image leaves its
 labels (int8, C a configuration; a class's last images also wait to be counted) and, with a
 pooling + linear head, its pooled values (C float32, C more for a pool that is not the
-average, 4C float64 with part masks). At the end, the largest factorisation copies its
-matrix twice. Each DDP process holds all the count matrices and its share of the images,
-and at the end receives every process's NMF sample (the counts are summed in place).
+average, 4C float64 with part masks). At the end each factorisation running (one a
+worker thread, the largest first) copies its matrix three times: as (images x positions) x
+C, and twice in the solver (``both`` also draws the dataset's rows out of the classes').
+Each DDP process holds all the count matrices and its share of the images, and at the end
+receives every process's NMF sample, twice while it is gathered (the counts are summed in
+place). An upper bound: the parts that peak at different moments are added.
 """
 
 from __future__ import annotations
@@ -61,20 +64,22 @@ class ClassConceptMemory:
 
 def class_concept_memory(settings: ClassConceptSettings, n_configs: int, n_channels: int, positions: int,
                          class_sizes: Sequence[int], *, pooled: bool = True, masks: bool = False,
-                         signed: bool = False, n_concepts: int = 2, processes: int = 1) -> ClassConceptMemory:
+                         signed: bool = False, n_concepts: int = 2, processes: int = 1,
+                         workers: int = 1) -> ClassConceptMemory:
     """At most what one of ``processes`` (DDP ranks, the images split evenly) keeps for the
     class concepts of ``n_configs`` configurations (the largest with ``n_concepts``): C =
     ``n_channels`` at ``positions`` (h x w, or a series' length), classes of ``class_sizes``
     images; ``pooled``: the one pass keeps each image's pooled values (``masks``: with part
-    masks); ``signed``: signed activations, no NMF sample.
+    masks); ``signed``: signed activations, no NMF sample; ``workers``: the NMF fits that run
+    side by side at the end.
 
     Example:
         >>> s = ClassConceptSettings(nmf_max_images=4)
         >>> m = class_concept_memory(s, n_configs=2, n_channels=8, positions=9, class_sizes=[3, 6])
         >>> m.coassociation   # 2 configurations x 2 classes x (8 x 8 counts + 8 presences) x 4 bytes
         1152
-        >>> m.nmf_sample      # (3 + 6 rows held, at most 2 x 4 a class; 2 x 4 copied by a fit) x 8 x 9 x 4
-        4896
+        >>> m.nmf_sample      # (3 + 6 rows held, at most 2 x 4 a class; 3 x 4 copied by a fit) x 8 x 9 x 4
+        6048
     """
     c, r, k = int(n_channels), max(1, int(processes)), int(settings.nmf_max_images)
     share = [math.ceil(int(n) / r) for n in class_sizes]
@@ -83,8 +88,11 @@ def class_concept_memory(settings: ClassConceptSettings, n_configs: int, n_chann
     rows = 0
     if k and not signed:
         rows = sum(min(n, 2 * k) for n in groups)  # held, before a group is cut back to k
-        rows += 2 * min(max(groups + [sum(share) if settings.scope == "both" else 0]), k)  # the largest fit's copies
-        rows += r * sum(min(n, k) for n in groups) if r > 1 else 0  # every process's sample, gathered
+        whole = [sum(map(int, class_sizes))] if settings.scope == "dataset" else [int(n) for n in class_sizes]
+        both = [min(sum(map(int, class_sizes)), k)] if settings.scope == "both" else []  # the dataset's fit
+        fits = sorted([min(n, k) for n in whole] + both, reverse=True)  # after the gather: every process's images
+        rows += sum(both) + 3 * sum(fits[: max(1, int(workers))])  # the fits running side by side, copied
+        rows += 2 * r * sum(min(n, k) for n in groups) if r > 1 else 0  # every process's sample, gathered
     wide = int(n_concepts) > 127
     labels = int(n_configs) * c * (2 if wide else 1)
     values = (8 * c + (32 * c if masks else 0)) if pooled else 0
@@ -96,10 +104,11 @@ def class_concept_memory(settings: ClassConceptSettings, n_configs: int, n_chann
 def check_class_concept_memory(settings: ClassConceptSettings, configs: Sequence[Sequence], activations: Tensor,
                                class_sizes: Sequence[int], available: int | None, *, pooled: bool = True,
                                masks: bool = False, processes: int = 1, local_processes: int = 1,
-                               prefix: str = "") -> None:
+                               workers: int = 1, prefix: str = "") -> None:
     """Before the first batch is added: raise a :class:`~clustercam.exceptions.UserError`
     where the ``local_processes`` of this machine (of ``processes`` in all) would keep more
-    than ``available`` bytes (None: unknown, no check) for the class concepts of ``configs``
+    than ``available`` bytes (None: unknown, no check; ``workers``: the NMF fits side by
+    side at the end) for the class concepts of ``configs``
     ((method, algorithm, n_concepts) each) over that batch's ``activations`` (B x C x ...),
     naming the settings (``prefix`` + name) that would fit; warn
     (:class:`~clustercam.explain.concepts.classes.coassociation.ClassConceptWarning`) where
@@ -109,7 +118,8 @@ def check_class_concept_memory(settings: ClassConceptSettings, configs: Sequence
 
     def memory(s: ClassConceptSettings) -> ClassConceptMemory:
         return class_concept_memory(s, len(configs), c, positions, class_sizes, pooled=pooled, masks=masks,
-                                    signed=signed, n_concepts=max(int(cfg[2]) for cfg in configs), processes=processes)
+                                    signed=signed, n_concepts=max(int(cfg[2]) for cfg in configs), processes=processes,
+                                    workers=workers)
 
     def need(s: ClassConceptSettings) -> int:
         return local_processes * memory(s).total

@@ -264,7 +264,7 @@ def _nmf_labels(x: Tensor | np.ndarray, n_components: int, seed: int, max_iter: 
     k = min(int(n_components), int(cols.sum()), len(x))
     if k == 0:
         return labels
-    xs = x[:, cols].numpy()
+    xs = (x if bool(cols.all()) else x[:, cols]).numpy()  # the tensor's memory where no column is all zero
     model = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=max_iter, tol=tol)
     # one OpenMP thread (a per-thread setting, safe in threads): the solver's stopping test
     # sums its violation over OpenMP threads, so its iterations would depend on their number
