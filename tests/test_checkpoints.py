@@ -38,6 +38,13 @@ def test_missing_random_and_bare_files_are_named_in_one_line(tmp_path):
     with pytest.raises(CheckpointError, match=r"noise.ckpt' is not a Lightning checkpoint: 1024 bytes "
                                               r"that are neither torch's zip format nor a pickle"):
         read_checkpoint(noise)
+    noise.write_bytes(b"\x80" + os.urandom(1023))  # a pickle's first byte, not torch's magic number
+    with pytest.raises(CheckpointError, match=r"noise.ckpt' is not a Lightning checkpoint: 1024 bytes"):
+        read_checkpoint(noise)
+    legacy = tmp_path / "legacy.pt"  # the pre-zip format is still a torch file: read, then found wanting
+    torch.save({"weight": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"legacy.pt' is not a Lightning checkpoint \(it holds a dict"):
+        read_checkpoint(legacy)
     bare = tmp_path / "bare.pt"
     torch.save({"weight": torch.zeros(2)}, bare)  # a state dict, not a Lightning checkpoint
     with pytest.raises(CheckpointError, match=r"bare.pt' is not a Lightning checkpoint \(it holds a dict "

@@ -24,14 +24,23 @@ def _fail(path: Path | str, what: str) -> CheckpointError:
     return CheckpointError(f"ckpt_path={str(path)!r} {what}")
 
 
+def _legacy_heads() -> tuple[bytes, ...]:
+    """How a legacy (pre-zip) ``torch.save`` file starts: its magic number, pickled with
+    protocol 2 (torch's default) to 5."""
+    import pickle
+
+    return tuple(pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=p) for p in (2, 3, 4, 5))
+
+
 def torch_file_problem(path: str | Path) -> str | None:
-    """Why ``path`` cannot be a file of ``torch.save`` (its zip format, or the legacy pickle),
-    or None: so that random bytes get one line, not torch's unpickling error and its
-    ``weights_only`` advice."""
+    """Why ``path`` cannot be a file of ``torch.save`` (its zip format, or the legacy pickle
+    that starts with torch's magic number), or None: so that random bytes get one line, not
+    torch's unpickling error and its ``weights_only`` advice (a pickle's first byte alone,
+    0x80, is one random file in 256)."""
     path = Path(path)
     with open(path, "rb") as fh:
-        head = fh.read(1)
-    if zipfile.is_zipfile(path) or head == b"\x80":
+        head = fh.read(32)
+    if zipfile.is_zipfile(path) or head.startswith(_legacy_heads()):
         return None
     size = path.stat().st_size
     return (f"{size} bytes that are neither torch's zip format nor a pickle (a damaged or "
