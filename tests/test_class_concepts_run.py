@@ -128,10 +128,10 @@ def test_a_run_the_machine_cannot_hold_stops_at_its_first_batch(tmp_path, monkey
     96 x 96 int32 counts, 436 KiB, and the NMF samples), the run ends with the numbers and the
     settings that fit, before the first batch is counted; the image concepts' files are not
     started either."""
-    from clustercam.callbacks import class_concept_explain
+    from clustercam.callbacks import memory
     from clustercam.exceptions import UserError
 
-    monkeypatch.setattr(class_concept_explain, "least_available_memory", lambda trainer: 700_000)
+    monkeypatch.setattr(memory, "least_available_memory", lambda trainer: 700_000)
     with pytest.raises(UserError, match=r"class concepts of 6 classes \(2 configurations, 96 channels x 64 positions\) "
                                         r"keep .*co-association counts 436 KiB.* more than the 684 KiB of memory "
                                         r"available: set callbacks.concepts.scope=dataset \("):

@@ -79,3 +79,37 @@ def test_available_memory_is_none_where_nothing_says(tmp_path) -> None:
     from clustercam.callbacks.memory import available_memory
 
     assert available_memory(str(tmp_path / "nothing"), str(tmp_path / "none")) is None
+
+
+class _Ranks:
+    """A trainer of ``world_size`` ranks whose all_gather stacks this rank's tensor with the
+    other ranks' ``others`` (what a DDP collective returns on every rank)."""
+
+    def __init__(self, others: list[int]) -> None:
+        import torch
+
+        self.world_size = 1 + len(others)
+        self.strategy = self
+        self.root_device = torch.device("cpu")
+        self._others = others
+
+    def all_gather(self, t):
+        import torch
+
+        return torch.stack([t, *(torch.full_like(t, v) for v in self._others)])
+
+
+def test_ranks_agree_on_the_sign_and_on_the_least_memory(monkeypatch) -> None:
+    """One rank's non-negative first batch beside another's signed one: both take the signed
+    verdict (the memory check would otherwise stop one rank and not the other: a hang)."""
+    import torch
+
+    from clustercam.callbacks import memory
+
+    relu, signed = torch.rand(2, 4, 3, 3), torch.rand(2, 4, 3, 3) - 0.5
+    assert not memory.signed_on_any_rank(_Ranks([]), relu) and memory.signed_on_any_rank(_Ranks([]), signed)
+    assert memory.signed_on_any_rank(_Ranks([1]), relu)  # the other rank saw a negative value
+    assert not memory.signed_on_any_rank(_Ranks([0, 0]), relu)
+    monkeypatch.setattr(memory, "available_memory", lambda: 5 * 2**30)
+    assert memory.least_available_memory(_Ranks([3 * 2**30, 2**62])) == 3 * 2**30  # 2**62: a rank that cannot tell
+    assert memory.least_available_memory(_Ranks([])) == 5 * 2**30

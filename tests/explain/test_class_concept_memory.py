@@ -144,6 +144,7 @@ def test_signed_activations_are_checked_without_the_nmf_sample_they_drop() -> No
     signed = class_concept_memory(s, 1, 768, 196, sizes, n_concepts=5, signed=True).total
     assert signed < unsigned // 2
     check_class_concept_memory(s, configs, _acts(768, 14, signed=True), sizes, 2 * signed + 2)  # ViT-B/16 tokens
+    check_class_concept_memory(s, configs, _acts(768, 14), sizes, 2 * signed + 2, signed=True)  # another rank's sign
     with pytest.raises(UserError):  # the same shape, non-negative: the NMF sample counts
         check_class_concept_memory(s, configs, _acts(768, 14), sizes, 2 * signed + 2)
 

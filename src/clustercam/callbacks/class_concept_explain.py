@@ -26,12 +26,11 @@ from lightning import LightningModule, Trainer
 from torch import Tensor
 
 from clustercam import outputs
-from clustercam.callbacks import evaluated
+from clustercam.callbacks import evaluated, memory
 from clustercam.callbacks.concept_figures import FigureSet, class_gallery_set
 from clustercam.callbacks.evaluated import batches_again, concept_batch, eval_classes, eval_loader
 from clustercam.callbacks.gather import gather_split, reduce_sum, unpadded
 from clustercam.callbacks.loggers import log_table
-from clustercam.callbacks.memory import least_available_memory, release_freed_memory
 from clustercam.callbacks.progress import log_progress
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
@@ -81,9 +80,6 @@ class ClassConceptOutputs:
         self.recomputed = 0  # images whose activations the galleries' maps took again (one pass)
         self.gallery_figures: FigureSet | None = None  # their figure jobs, drawn in the concept callback's pool
 
-    def _groups(self, y: Tensor) -> Tensor:
-        return evaluated.class_rows(self._classes, y)
-
     def observe(self, trainer: Trainer, activations: Tensor, concept_labels: Mapping, y: Tensor, idx: Tensor,
                 *, pl_module: LightningModule | None = None, pred: Tensor | None = None,
                 masks: Tensor | None = None) -> None:
@@ -98,10 +94,11 @@ class ClassConceptOutputs:
             self._classes, self._names, sizes = eval_classes(trainer)
             pooled = None if pl_module is None else pooled_head_or_none(
                 pl_module.head, getattr(pl_module, "pooled_head", None), a)
-            check_class_concept_memory(self.class_settings, self.configs, a, sizes, least_available_memory(trainer),
+            check_class_concept_memory(self.class_settings, self.configs, a, sizes, memory.least_available_memory(trainer),
                                        pooled=pooled is not None, masks=masks is not None, processes=trainer.world_size,
                                        local_processes=trainer.num_devices, prefix="callbacks.concepts.",
-                                       workers=max(1, cpu_workers(torch.device("cpu"))))
+                                       workers=max(1, cpu_workers(torch.device("cpu"))),
+                                       signed=memory.signed_on_any_rank(trainer, a))
             self.run = ClassConceptRun(self.class_settings, self.configs, a.shape[1], len(self._classes),
                                        map_size=a.shape[-2:], pooled_head=pooled)
             if self.store is not None and self.store.found and trainer.is_global_zero:  # a killed run's shards
@@ -110,7 +107,8 @@ class ClassConceptOutputs:
         keep = unpadded(trainer, self._seen, len(y), len(eval_loader(trainer).dataset))
         self._seen += len(y)
         parts, t = {c: concept_labels[c] for c in self.configs}, None if self.settings.target == "label" else pred
-        self.run.observe(a, parts, self._groups(y), idx, keep, targets=(y if t is None else t).long(), masks=masks)
+        self.run.observe(a, parts, evaluated.class_rows(self._classes, y), idx, keep,
+                         targets=(y if t is None else t).long(), masks=masks)
         self.seconds["observe"] += time.perf_counter() - t0
 
     def batch_state(self) -> dict[str, Tensor] | None:
@@ -163,8 +161,8 @@ class ClassConceptOutputs:
             t = y.long() if s.target == "label" else logits.argmax(-1)
             m = None if masks is None else masks[idx.long().cpu()].to(a.device)
             self.run.score(head, a, {c: v.long() for c, v in seen.partitions.items()},
-                           self._groups(y), idx.long(), t, m, seen.keep)
-            release_freed_memory()
+                           evaluated.class_rows(self._classes, y), idx.long(), t, m, seen.keep)
+            memory.release_freed_memory()
 
     def _original(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The class column as the dataset's labels (the run counts the classes 0.. in order)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 
 @functools.cache
@@ -106,6 +107,17 @@ def available_memory(proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -
     except (OSError, ValueError, IndexError):
         pass
     return min(found) if found else None
+
+
+def signed_on_any_rank(trainer: Any, activations: Tensor) -> bool:
+    """Whether a first batch's ``activations`` have a negative value on any DDP rank (a
+    collective: every rank calls it): the class concepts' memory check counts no NMF sample
+    for signed activations, and ranks that read the sign apart would take apart verdicts."""
+    mine = bool(activations.numel()) and float(activations.min()) < 0
+    if trainer.world_size <= 1:
+        return mine
+    t = torch.tensor([int(mine)], dtype=torch.int64, device=trainer.strategy.root_device)
+    return bool(trainer.strategy.all_gather(t).max())
 
 
 def least_available_memory(trainer: Any) -> int | None:

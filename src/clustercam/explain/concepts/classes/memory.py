@@ -104,17 +104,19 @@ def class_concept_memory(settings: ClassConceptSettings, n_configs: int, n_chann
 def check_class_concept_memory(settings: ClassConceptSettings, configs: Sequence[Sequence], activations: Tensor,
                                class_sizes: Sequence[int], available: int | None, *, pooled: bool = True,
                                masks: bool = False, processes: int = 1, local_processes: int = 1,
-                               workers: int = 1, prefix: str = "") -> None:
+                               workers: int = 1, signed: bool | None = None, prefix: str = "") -> None:
     """Before the first batch is added: raise a :class:`~clustercam.exceptions.UserError`
     where the ``local_processes`` of this machine (of ``processes`` in all) would keep more
     than ``available`` bytes (None: unknown, no check; ``workers``: the NMF fits side by
-    side at the end) for the class concepts of ``configs``
+    side at the end; ``signed``: the activations have negative values, None: read from
+    ``activations``) for the class concepts of ``configs``
     ((method, algorithm, n_concepts) each) over that batch's ``activations`` (B x C x ...),
     naming the settings (``prefix`` + name) that would fit; warn
     (:class:`~clustercam.explain.concepts.classes.coassociation.ClassConceptWarning`) where
     they would keep more than half of it."""
     c, positions = int(activations.shape[1]), int(activations[0, 0].numel()) if len(activations) else 1
-    signed = bool(activations.numel()) and float(activations.min()) < 0  # no NMF sample then
+    if signed is None:  # no NMF sample then
+        signed = bool(activations.numel()) and float(activations.min()) < 0
 
     def memory(s: ClassConceptSettings) -> ClassConceptMemory:
         return class_concept_memory(s, len(configs), c, positions, class_sizes, pooled=pooled, masks=masks,
