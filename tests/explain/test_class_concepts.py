@@ -815,3 +815,29 @@ def test_the_dataset_sample_of_scope_both_is_the_bottom_k_of_the_class_samples_r
     key, idx, acts = (torch.cat([p[j] for p in parts]) for j in range(3))
     assert torch.equal(sample.activations(-1), acts[_bottom(key, idx, 5)])
     assert sample.activations(-1).shape == (5, 4, 2, 2)
+
+
+def test_ranks_that_read_the_sign_apart_give_up_the_same_things():
+    """One rank meets a signed batch (it drops the NMF sample; with part masks, the one pass),
+    the other never does: after the summed counts both have given up the same, so neither
+    waits in a gather or a second pass the other skips."""
+    settings = ClassConceptSettings(n_random=0, nmf_max_images=4)
+    ph = PooledHead(pool=lambda x: x.mean((2, 3)), linear=lambda p: p[:, :2], checked=True)
+    ranks = [ClassConceptRun(settings, [("cgap", "kmeans", 2)], 6, 2, map_size=(3, 3), pooled_head=ph)
+             for _ in range(2)]
+    cfg, y, masks = ranks[0].configs[0], torch.tensor([0, 1]), torch.ones(2, 3, 3, 3)
+    labels = {cfg: torch.randint(0, 2, (2, 6))}
+    with pytest.warns(ClassConceptWarning, match="signed"):
+        ranks[0].observe(torch.rand(2, 6, 3, 3) - 0.5, labels, y, torch.arange(2), targets=y, masks=masks)
+    ranks[1].observe(torch.rand(2, 6, 3, 3), labels, y, torch.arange(2, 4), targets=y, masks=masks)
+    assert ranks[0].sample is None and not ranks[0].one_pass
+    assert ranks[1].sample is not None and ranks[1].one_pass
+    counts = [r.counts_state() for r in ranks]
+    summed = {k: counts[0][k] + counts[1][k] for k in counts[0]}  # all_reduce(SUM)
+    for run in ranks:
+        run.load_counts_state(summed)
+        assert run.sample is None and not run.one_pass
+    alone = ClassConceptRun(settings, [("cgap", "kmeans", 2)], 6, 2, map_size=(3, 3), pooled_head=ph)
+    alone.observe(torch.rand(2, 6, 3, 3), labels, y, torch.arange(2), targets=y, masks=masks)
+    alone.load_counts_state(alone.counts_state())  # one process: nothing given up stays so
+    assert alone.sample is not None and alone.one_pass

@@ -96,11 +96,10 @@ class ClassGallery:
 class ClassConceptRun:
     """Accumulators, class concepts and scores for every (method, algorithm, n_concepts).
 
-    ``n_channels``/``n_classes``: of the classifier; ``map_size``: the activation map size
-    (h, w), needed under DDP so that empty ranks have states of the right shape;
-    ``pooled_head``: the head's checked pooling + linear form
-    (:func:`pooled_head_or_none`): the scores then come from the first pass
-    (:meth:`score_observed`); None: :meth:`score` in a second pass.
+    ``n_channels``/``n_classes``: of the classifier; ``map_size``: the activation map size (h, w),
+    needed under DDP so that empty ranks have states of the right shape; ``pooled_head``: the
+    head's checked pooling + linear form (:func:`pooled_head_or_none`): the scores then come
+    from the first pass (:meth:`score_observed`); None: :meth:`score` in a second pass.
 
     Example:
         >>> import torch
@@ -133,18 +132,16 @@ class ClassConceptRun:
     def __init__(self, settings: ClassConceptSettings, configs: Sequence[tuple[str, str, int]], n_channels: int,
                  n_classes: int, map_size: Sequence[int] | None = None,
                  device: torch.device | str = "cpu", pooled_head: PooledHead | None = None) -> None:
-        self.settings, self.configs = settings, [ConceptConfig(*c) for c in configs]
-        self.pooled_head = pooled_head
+        self.settings, self.configs, self.pooled_head = settings, [ConceptConfig(*c) for c in configs], pooled_head
         self.batches: list[ObservedBatch] = []
         self._mean_pool: bool | None = None  # decided on the first batch
-        self._linear_masses = True  # False once a batch with part masks has negative activations
+        self._linear_masses, self.masked = True, False  # False once a batch with part masks has negative activations
         self.n_channels, self.map_size = int(n_channels), None if map_size is None else tuple(map_size)
         self.co = {c: CoAssociation(n_channels, n_classes, settings.scope, device) for c in self.configs}
         self.sample = (NMFSample(settings.nmf_max_images, settings.seed, settings.scope)
                        if settings.nmf_max_images else None)
         self.concepts: dict[ConceptConfig, dict[str, list[ClassConcepts]]] = {}
         self.scores: dict[ConceptConfig, dict[str, list[ClassConceptScores]]] = {}
-        self.masked = False
 
     # -- pass 1 ----------------------------------------------------------------------------------
     def observe(self, activations: Tensor, partitions: Mapping[tuple[str, str, int], Tensor], classes: Tensor,
@@ -236,13 +233,16 @@ class ClassConceptRun:
         return self.pooled_head is not None and self._linear_masses
 
     def counts_state(self) -> dict[str, Tensor]:
-        """The co-association counts: SUM each tensor over ranks, then :meth:`load_counts_state`."""
-        return {f"{i}/{k}": v for i, c in enumerate(self.configs) for k, v in self.co[c].state().items()}
+        """The counts and what :meth:`_note` gave up: SUM each over ranks, then :meth:`load_counts_state`."""
+        return {"given_up": torch.tensor([self.sample is None, not self._linear_masses], dtype=torch.int64),
+                **{f"{i}/{k}": v for i, c in enumerate(self.configs) for k, v in self.co[c].state().items()}}
 
     def load_counts_state(self, state: Mapping[str, Tensor]) -> None:
         for i, c in enumerate(self.configs):
             part = {k.split("/", 1)[1]: v for k, v in state.items() if k.split("/", 1)[0] == str(i)}
             self.co[c] = CoAssociation.from_state(part, self.settings.scope)
+        given_up = state.get("given_up", torch.zeros(2)).tolist()
+        self.sample, self._linear_masses = (None if given_up[0] else self.sample), self._linear_masses and not given_up[1]
 
     def sample_state(self) -> dict[str, Tensor]:
         """The NMF sample as rows with ``idx``: gather them over ranks (``gather_split``)."""
