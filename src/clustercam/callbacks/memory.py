@@ -46,7 +46,6 @@ def release_freed_memory() -> bool:
     return True
 
 
-
 def _stat(path: Path, key: str) -> int:
     """A counter of a cgroup's ``memory.stat`` (0 where it has none)."""
     try:
@@ -109,15 +108,17 @@ def available_memory(proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -
     return min(found) if found else None
 
 
+def _every_rank(trainer: Any, value: int) -> Tensor:
+    """``value`` of every DDP rank (a collective: every rank calls it)."""
+    return trainer.strategy.all_gather(torch.tensor([value], dtype=torch.int64, device=trainer.strategy.root_device))
+
+
 def signed_on_any_rank(trainer: Any, activations: Tensor) -> bool:
     """Whether a first batch's ``activations`` have a negative value on any DDP rank (a
     collective: every rank calls it): the class concepts' memory check counts no NMF sample
     for signed activations, and ranks that read the sign apart would take apart verdicts."""
     mine = bool(activations.numel()) and float(activations.min()) < 0
-    if trainer.world_size <= 1:
-        return mine
-    t = torch.tensor([int(mine)], dtype=torch.int64, device=trainer.strategy.root_device)
-    return bool(trainer.strategy.all_gather(t).max())
+    return mine if trainer.world_size <= 1 else bool(_every_rank(trainer, int(mine)).max())
 
 
 def least_available_memory(trainer: Any) -> int | None:
@@ -128,6 +129,5 @@ def least_available_memory(trainer: Any) -> int | None:
     if trainer.world_size <= 1:
         return mine
     unknown = 2**62
-    t = torch.tensor([unknown if mine is None else mine], dtype=torch.int64, device=trainer.strategy.root_device)
-    least = int(trainer.strategy.all_gather(t).min())
+    least = int(_every_rank(trainer, unknown if mine is None else mine).min())
     return None if least == unknown else least

@@ -88,8 +88,9 @@ def class_concept_memory(settings: ClassConceptSettings, n_configs: int, n_chann
     rows = 0
     if k and not signed:
         rows = sum(min(n, 2 * k) for n in groups)  # held, before a group is cut back to k
-        whole = [sum(map(int, class_sizes))] if settings.scope == "dataset" else [int(n) for n in class_sizes]
-        both = [min(sum(map(int, class_sizes)), k)] if settings.scope == "both" else []  # the dataset's fit
+        sizes = [int(n) for n in class_sizes]
+        whole = [sum(sizes)] if settings.scope == "dataset" else sizes
+        both = [min(sum(sizes), k)] if settings.scope == "both" else []  # the dataset's fit
         fits = sorted([min(n, k) for n in whole] + both, reverse=True)  # after the gather: every process's images
         rows += sum(both) + 3 * sum(fits[: max(1, int(workers))])  # the fits running side by side, copied
         rows += 2 * r * sum(min(n, k) for n in groups) if r > 1 else 0  # every process's sample, gathered

@@ -135,7 +135,7 @@ class ClassConceptRun:
         self.settings, self.configs, self.pooled_head = settings, [ConceptConfig(*c) for c in configs], pooled_head
         self.batches: list[ObservedBatch] = []
         self._mean_pool: bool | None = None  # decided on the first batch
-        self._linear_masses, self.masked = True, False  # False once a batch with part masks has negative activations
+        self._linear_masses, self.masked = True, False  # the first: False once part masks meet negative activations
         self.n_channels, self.map_size = int(n_channels), None if map_size is None else tuple(map_size)
         self.co = {c: CoAssociation(n_channels, n_classes, settings.scope, device) for c in self.configs}
         self.sample = (NMFSample(settings.nmf_max_images, settings.seed, settings.scope)
