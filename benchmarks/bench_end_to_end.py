@@ -9,8 +9,11 @@ their sizes: the interpreter, model and Lightning start-up, the clustering of ea
 co-association (a cost per class) cancel; JPEG decoding, the concepts, the class concepts
 (NMF samples of up to ``nmf_max_images`` images a class included) and the files do not.
 Backbone: ``forward_features`` alone on the same preprocessed photos (the 110-photo
-folder, batches of 16 as in the run), in this benchmark's own process, timed before and
-after the runs; ratio = the run's marginal cost per photo ÷ the backbone's per photo. The
+folder, batches of 16 as in the run), in a fresh process with torch's allocator set as the
+runs had it (``THP_MEM_ALLOC_ENABLE``: huge pages, which the CLI turns on unless the
+environment says otherwise; a third of a CPU forward's time is page faults without them),
+timed before and after the runs, and once more the other way for comparison; ratio = the
+run's marginal cost per photo ÷ the backbone's per photo with the runs' setting. The
 runs also have Lightning's SimpleProfiler: their marginal cost ÷ the marginal seconds of
 their own ``test_step`` (the same forward, inside the same runs) cancels the machine's drift
 between the runs and the backbone's timings.
@@ -32,6 +35,10 @@ photos, ``/work/shared/data/imagenet-11``); the package itself reads no fixed fo
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +54,7 @@ from benchmarks.bench_concept_run import (
     trainer_run,
 )
 from benchmarks.common import (
+    ROOT,
     CpuMeter,
     Headline,
     Section,
@@ -89,11 +97,36 @@ def backbone_per_photo(folder: Path, n: int, device: str, repeats: int = 3) -> t
     return wall, cpu
 
 
+HUGE = "THP_MEM_ALLOC_ENABLE"  # torch's CPU allocator: huge pages for tensors >= 2 MB (read once a process)
+SETTING = {"1": "on", "0": "off"}
+
+
+def runs_huge_pages() -> str:
+    """The allocator setting of the runs: the CLI sets ``THP_MEM_ALLOC_ENABLE=1`` unless the
+    environment already says."""
+    return os.environ.get(HUGE, "1")
+
+
+def backbone_fresh(folder: Path, n: int, device: str, repeats: int, huge: str,
+                   threads: int | None = None) -> tuple[list[float], list[float]]:
+    """:func:`backbone_per_photo` in a fresh process with ``THP_MEM_ALLOC_ENABLE=huge``
+    (torch reads it at a process's first tensor: one process cannot time both settings)."""
+    code = ("import json, sys, torch; from pathlib import Path; "
+            "from benchmarks.bench_end_to_end import backbone_per_photo as b; "
+            "t = int(sys.argv[5]); t and torch.set_num_threads(t); "
+            "print(json.dumps(b(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))")
+    env = {**os.environ, HUGE: huge, "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-c", code, str(folder), str(n), device, str(repeats), str(threads or 0)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, cpu
+
+
 STEP = "profile/[Strategy]SingleDeviceStrategy.test_step"  # the model's steps, SimpleProfiler's total
 OWN_NOTE = ("÷ the run's own model steps: per repeat, the slope of the wall time ÷ the slope of "
             "the runs' `test_step` seconds (Lightning's SimpleProfiler): the backbone as it ran "
-            "inside the same two runs, so a change of the machine's pace between this process's "
-            "backbone timings and the runs cancels. `test_step` is `forward_features` plus the "
+            "inside the same two runs, so a change of the machine's pace between the backbone's "
+            "own timings and the runs cancels. `test_step` is `forward_features` plus the "
             "pooled head, the same forward as the backbone row.")
 
 
@@ -119,7 +152,15 @@ def run(args) -> Section:
     folders = {n: photo_folder(n, source=getattr(args, "photos", None)) for n in (small, large)}
     loads = [load_average()]
     bb_repeats = 1 if (getattr(args, "jobs", 1) or 1) > 1 or getattr(args, "threads", None) else 3
-    bb, bb_cpu = backbone_per_photo(folders[large], large, args.device, bb_repeats)
+    huge = runs_huge_pages()
+    other = "0" if huge == "1" else "1"
+
+    def backbones() -> tuple[list[float], list[float], list[float]]:  # as the runs, the other setting
+        w, c = backbone_fresh(folders[large], large, args.device, bb_repeats, huge, getattr(args, "threads", None))
+        return w, c, backbone_fresh(folders[large], large, args.device, bb_repeats, other,
+                                    getattr(args, "threads", None))[0]
+
+    bb, bb_cpu, bb_other = backbones()
     walls: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     rss: dict[tuple[str, int], float] = {}
@@ -147,10 +188,10 @@ def run(args) -> Section:
             rss[(name, n)] = max(rss.get((name, n), 0.0), peak)
             metrics.setdefault((name, n), []).append(m)
             loads.append(load_average())
-    more, more_cpu = backbone_per_photo(folders[large], large, args.device, bb_repeats)
-    bb, bb_cpu = bb + more, bb_cpu + more_cpu
+    more, more_cpu, more_other = backbones()
+    bb, bb_cpu, bb_other = bb + more, bb_cpu + more_cpu, bb_other + more_other
     torch.set_num_threads(saved_threads)
-    per_bb, per_bb_cpu = median(bb), median(bb_cpu)
+    per_bb, per_bb_cpu, per_other = median(bb), median(bb_cpu), median(bb_other)
 
     def wall(name: str, n: int) -> float:
         return median(walls[(name, n)])
@@ -165,15 +206,19 @@ def run(args) -> Section:
                      fmt_x(marginal[name] / per_bb), f"{fmt_x(median(own[name]))} ({fmt_x(min(own[name]))}–"
                      f"{fmt_x(max(own[name]))})", fmt_x(marginal[name] / marginal[BARE]), fmt_s(marginal_cpu[name]),
                      fmt_x(marginal_cpu[name] / per_bb_cpu), fmt_mib(rss[(name, large)])])
-    rows.append([f"backbone `forward_features` alone (this process, {large} photos)", "", "", fmt_s(per_bb),
-                 "1.00×", "", "", fmt_s(per_bb_cpu), "1.00×", ""])
+    rows.append([f"backbone `forward_features` alone (a fresh process, {large} photos, huge pages "
+                 f"{SETTING.get(huge, huge)} as in the runs)", "", "", fmt_s(per_bb), "1.00×", "", "", fmt_s(per_bb_cpu), "1.00×", ""])
+    rows.append([f"… the same with huge pages {SETTING.get(other, other)}", "", "", fmt_s(per_other),
+                 fmt_x(per_other / per_bb), "", "", "", "", ""])
     tables = [Table(f"Whole runs over {small} and {large} photos: the marginal cost of a photo",
                     ["case", f"{small} photos", f"{large} photos", "per photo (slope)", "÷ backbone",
                      "÷ the run's own model steps (median, range)", "÷ the bare run", "CPU s per photo (slope)",
                      "CPU ÷ backbone CPU", f"peak RSS ({large})"], rows,
                     [f"Wall times: median of {args.repeats} run(s) per case and folder, the cases "
                      f"interleaved; backbone: median of {len(bb)} timings ({fmt_s(min(bb))}–"
-                     f"{fmt_s(max(bb))} per photo), before and after the runs. 1-minute load "
+                     f"{fmt_s(max(bb))} per photo), before and after the runs, each in a fresh process "
+                     f"with torch's `{HUGE}` as the runs had it ({huge}; the CLI sets 1 unless the "
+                     "environment says) and, for the row below it, the other way. 1-minute load "
                      f"average during the runs: {min(loads):.2f}–{max(loads):.2f}. CPU seconds (user + "
                      "system of every thread: the runs' from `wait4`, the backbone's from "
                      "`time.process_time`) move less with other processes' load than wall times, "
@@ -231,7 +276,9 @@ def run(args) -> Section:
                      median(own[NO_CLASSES]) <= 1.3)]),
         *([] if by_cpu else [
             Headline("… the default ÷ the same run without the concept callback (the bare run: what the "
-                     "concepts add)", fmt_x(marginal[DEFAULT] / marginal[BARE]), "(informational)", None)]),
+                     "concepts add)", fmt_x(marginal[DEFAULT] / marginal[BARE]), "(informational)", None),
+            Headline(f"… the default ÷ the backbone alone with huge pages {SETTING.get(other, other)} (the runs had them "
+                     f"{SETTING.get(huge, huge)})", fmt_x(marginal[DEFAULT] / per_other), "(informational)", None)]),
         Headline(f"… what the default figures add to a run (the larger of the two folders; {what}"
                  + ("" if by_cpu else ": the figure stage timed inside the run") + ")", fmt_s(added),
                  "≤ 10 s", added <= 10),
