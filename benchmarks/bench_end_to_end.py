@@ -143,29 +143,26 @@ def own_backbone_ratios(walls: dict, metrics: dict, name: str, small: int, large
 def run(args) -> Section:
     args.repeats = args.repeats or 2
     t_start, load0, meter = time.perf_counter(), load_average(), CpuMeter()
-    saved_threads = torch.get_num_threads()
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
     small, large = SIZES_QUICK if args.quick else SIZES
     if getattr(args, "sizes", None):
         small, large = (int(v) for v in args.sizes.split(","))
     folders = {n: photo_folder(n, source=getattr(args, "photos", None)) for n in (small, large)}
     loads = [load_average()]
-    bb_repeats = 1 if (getattr(args, "jobs", 1) or 1) > 1 or getattr(args, "threads", None) else 3
+    jobs, threads = max(1, getattr(args, "jobs", 1) or 1), getattr(args, "threads", None)
+    bb_repeats = 1 if jobs > 1 or threads else 3
     huge = runs_huge_pages()
     other = "0" if huge == "1" else "1"
 
     def backbones() -> tuple[list[float], list[float], list[float]]:  # as the runs, the other setting
-        w, c = backbone_fresh(folders[large], large, args.device, bb_repeats, huge, getattr(args, "threads", None))
-        return w, c, backbone_fresh(folders[large], large, args.device, bb_repeats, other,
-                                    getattr(args, "threads", None))[0]
+        (w, c), (w_other, _) = (backbone_fresh(folders[large], large, args.device, bb_repeats, h, threads)
+                                for h in (huge, other))
+        return w, c, w_other
 
     bb, bb_cpu, bb_other = backbones()
     walls: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
     rss: dict[tuple[str, int], float] = {}
     metrics: dict[tuple[str, int], list[dict]] = {}  # every repeat's metrics.json, in repeat order
-    jobs, threads = max(1, getattr(args, "jobs", 1) or 1), getattr(args, "threads", None)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
     by_cpu = jobs > 1 or bool(threads)
     plan = []
@@ -190,7 +187,6 @@ def run(args) -> Section:
             loads.append(load_average())
     more, more_cpu, more_other = backbones()
     bb, bb_cpu, bb_other = bb + more, bb_cpu + more_cpu, bb_other + more_other
-    torch.set_num_threads(saved_threads)
     per_bb, per_bb_cpu, per_other = median(bb), median(bb_cpu), median(bb_other)
 
     def wall(name: str, n: int) -> float:

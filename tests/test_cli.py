@@ -2,6 +2,10 @@
 one clear message for a missing dataset. Other end-to-end runs call the training function
 in-process (tests/helpers/run.py)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tests.helpers.run import check_contract, cli, train
@@ -64,10 +68,6 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 8)
 
 
 def _faults_per_tensor(how: str, thp: str | None) -> float:
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     if thp is not None:
         env["THP_MEM_ALLOC_ENABLE"] = thp
