@@ -9,11 +9,12 @@ their sizes: the interpreter, model and Lightning start-up, the clustering of ea
 co-association (a cost per class) cancel; JPEG decoding, the concepts, the class concepts
 (NMF samples of up to ``nmf_max_images`` images a class included) and the files do not.
 Backbone: ``forward_features`` alone on the same preprocessed photos (the 110-photo
-folder, batches of 16 as in the run), in a fresh process with torch's allocator set as the
-runs had it (``THP_MEM_ALLOC_ENABLE``: huge pages, which the CLI turns on unless the
-environment says otherwise; a third of a CPU forward's time is page faults without them),
-timed before and after the runs, and once more the other way for comparison; ratio = the
-run's marginal cost per photo ÷ the backbone's per photo with the runs' setting. The
+folder, batches of 16 as in the run), in a fresh process with the allocator set up as the
+CLI sets up the runs' (``clustercam.runtime.allocator``: torch's huge pages, glibc keeping
+freed blocks for the next batch, unless the environment says otherwise; with torch's and
+glibc's defaults a third of a CPU forward's time is page faults), timed before and after the
+runs, and once more with those defaults (a plain script) for comparison; ratio = the run's
+marginal cost per photo ÷ the backbone's per photo with the runs' setting. The
 runs also have Lightning's SimpleProfiler: their marginal cost ÷ the marginal seconds of
 their own ``test_step`` (the same forward, inside the same runs) cancels the machine's drift
 between the runs and the backbone's timings.
@@ -97,29 +98,31 @@ def backbone_per_photo(folder: Path, n: int, device: str, repeats: int = 3) -> t
     return wall, cpu
 
 
-HUGE = "THP_MEM_ALLOC_ENABLE"  # torch's CPU allocator: huge pages for tensors >= 2 MB (read once a process)
-SETTING = {"1": "on", "0": "off"}
+PLAIN = {"THP_MEM_ALLOC_ENABLE": "0", "CLUSTERCAM_KEEP_FREED_MEMORY": "0"}  # torch's and glibc's defaults
 
 
-def runs_huge_pages() -> str:
-    """The allocator setting of the runs: the CLI sets ``THP_MEM_ALLOC_ENABLE=1`` unless the
-    environment already says."""
-    return os.environ.get(HUGE, "1")
+def describe_allocator(setting: dict[str, bool]) -> str:
+    """``huge pages on, freed blocks kept`` and the like, from ``configure_process()``'s answer."""
+    return (f"huge pages {'on' if setting.get('huge_pages') else 'off'}, freed blocks "
+            f"{'kept' if setting.get('keep_freed_memory') else 'returned'}")
 
 
-def backbone_fresh(folder: Path, n: int, device: str, repeats: int, huge: str,
-                   threads: int | None = None) -> tuple[list[float], list[float]]:
-    """:func:`backbone_per_photo` in a fresh process with ``THP_MEM_ALLOC_ENABLE=huge``
-    (torch reads it at a process's first tensor: one process cannot time both settings)."""
-    code = ("import json, sys, torch; from pathlib import Path; "
+def backbone_fresh(folder: Path, n: int, device: str, repeats: int, env_extra: dict[str, str] | None = None,
+                   threads: int | None = None) -> tuple[list[float], list[float], dict[str, bool]]:
+    """:func:`backbone_per_photo` in a fresh process whose allocator is set up as the CLI sets
+    its own (``clustercam.runtime.allocator.configure_process``, from the environment plus
+    ``env_extra``; torch reads its part at a process's first tensor: one process cannot time
+    two settings). Also returns which settings were on."""
+    code = ("from clustercam.runtime.allocator import configure_process; a = configure_process(); "
+            "import json, sys, torch; from pathlib import Path; "
             "from benchmarks.bench_end_to_end import backbone_per_photo as b; "
             "t = int(sys.argv[5]); t and torch.set_num_threads(t); "
-            "print(json.dumps(b(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))")
-    env = {**os.environ, HUGE: huge, "PYTHONWARNINGS": "ignore"}
+            "print(json.dumps([*b(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])), a]))")
+    env = {**os.environ, **(env_extra or {}), "PYTHONWARNINGS": "ignore"}
     out = subprocess.run([sys.executable, "-c", code, str(folder), str(n), device, str(repeats), str(threads or 0)],
                          cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
-    return wall, cpu
+    wall, cpu, setting = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, cpu, setting
 
 
 STEP = "profile/[Strategy]SingleDeviceStrategy.test_step"  # the model's steps, SimpleProfiler's total
@@ -150,13 +153,13 @@ def run(args) -> Section:
     loads = [load_average()]
     jobs, threads = max(1, getattr(args, "jobs", 1) or 1), getattr(args, "threads", None)
     bb_repeats = 1 if jobs > 1 or threads else 3
-    huge = runs_huge_pages()
-    other = "0" if huge == "1" else "1"
+    setting: dict[str, bool] = {}
 
-    def backbones() -> tuple[list[float], list[float], list[float]]:  # as the runs, the other setting
-        (w, c), (w_other, _) = (backbone_fresh(folders[large], large, args.device, bb_repeats, h, threads)
-                                for h in (huge, other))
-        return w, c, w_other
+    def backbones() -> tuple[list[float], list[float], list[float]]:  # as the runs, torch's and glibc's defaults
+        w, c, got = backbone_fresh(folders[large], large, args.device, bb_repeats, None, threads)
+        w_plain, _, _ = backbone_fresh(folders[large], large, args.device, bb_repeats, PLAIN, threads)
+        setting.update(got)
+        return w, c, w_plain
 
     bb, bb_cpu, bb_other = backbones()
     walls: dict[tuple[str, int], list[float]] = {}
@@ -202,10 +205,10 @@ def run(args) -> Section:
                      fmt_x(marginal[name] / per_bb), f"{fmt_x(median(own[name]))} ({fmt_x(min(own[name]))}–"
                      f"{fmt_x(max(own[name]))})", fmt_x(marginal[name] / marginal[BARE]), fmt_s(marginal_cpu[name]),
                      fmt_x(marginal_cpu[name] / per_bb_cpu), fmt_mib(rss[(name, large)])])
-    rows.append([f"backbone `forward_features` alone (a fresh process, {large} photos, huge pages "
-                 f"{SETTING.get(huge, huge)} as in the runs)", "", "", fmt_s(per_bb), "1.00×", "", "", fmt_s(per_bb_cpu), "1.00×", ""])
-    rows.append([f"… the same with huge pages {SETTING.get(other, other)}", "", "", fmt_s(per_other),
-                 fmt_x(per_other / per_bb), "", "", "", "", ""])
+    rows.append([f"backbone `forward_features` alone (a fresh process, {large} photos, the runs' allocator: "
+                 f"{describe_allocator(setting)})", "", "", fmt_s(per_bb), "1.00×", "", "", fmt_s(per_bb_cpu), "1.00×", ""])
+    rows.append(["… the same with torch's and glibc's defaults (a plain script: "
+                 f"{describe_allocator({})})", "", "", fmt_s(per_other), fmt_x(per_other / per_bb), "", "", "", "", ""])
     tables = [Table(f"Whole runs over {small} and {large} photos: the marginal cost of a photo",
                     ["case", f"{small} photos", f"{large} photos", "per photo (slope)", "÷ backbone",
                      "÷ the run's own model steps (median, range)", "÷ the bare run", "CPU s per photo (slope)",
@@ -213,8 +216,9 @@ def run(args) -> Section:
                     [f"Wall times: median of {args.repeats} run(s) per case and folder, the cases "
                      f"interleaved; backbone: median of {len(bb)} timings ({fmt_s(min(bb))}–"
                      f"{fmt_s(max(bb))} per photo), before and after the runs, each in a fresh process "
-                     f"with torch's `{HUGE}` as the runs had it ({huge}; the CLI sets 1 unless the "
-                     "environment says) and, for the row below it, the other way. 1-minute load "
+                     "with the allocator set up as the CLI sets up the runs' (`clustercam.runtime.allocator`: "
+                     f"{describe_allocator(setting)}, unless the environment says otherwise) and, for the "
+                     "row below it, with torch's and glibc's defaults. 1-minute load "
                      f"average during the runs: {min(loads):.2f}–{max(loads):.2f}. CPU seconds (user + "
                      "system of every thread: the runs' from `wait4`, the backbone's from "
                      "`time.process_time`) move less with other processes' load than wall times, "
@@ -273,8 +277,9 @@ def run(args) -> Section:
         *([] if by_cpu else [
             Headline("… the default ÷ the same run without the concept callback (the bare run: what the "
                      "concepts add)", fmt_x(marginal[DEFAULT] / marginal[BARE]), "(informational)", None),
-            Headline(f"… the default ÷ the backbone alone with huge pages {SETTING.get(other, other)} (the runs had them "
-                     f"{SETTING.get(huge, huge)})", fmt_x(marginal[DEFAULT] / per_other), "(informational)", None)]),
+            Headline("… the default ÷ the backbone alone in a plain script (torch's and glibc's allocator "
+                     f"defaults; the runs had {describe_allocator(setting)})", fmt_x(marginal[DEFAULT] / per_other),
+                     "(informational)", None)]),
         Headline(f"… what the default figures add to a run (the larger of the two folders; {what}"
                  + ("" if by_cpu else ": the figure stage timed inside the run") + ")", fmt_s(added),
                  "≤ 10 s", added <= 10),

@@ -14,12 +14,13 @@ from typing import Any
 
 # offline unless the user chose otherwise (the default run needs no network)
 os.environ.setdefault("WANDB_MODE", "offline")
-# torch's CPU allocator: huge pages for its tensors of 2 MB and more, unless the user chose
-# otherwise (THP_MEM_ALLOC_ENABLE=0). Without them a CPU forward of nf_resnet50 at 256 px
-# spends a third of its CPU time in the kernel, faulting in ~40,000 fresh 4 KiB pages a
-# photo: 121 -> 93 ms a photo on 2 cores. torch reads the variable once, at the process's
-# first tensor: it must be set before anything below allocates one.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# the CPU allocator, before anything below allocates a tensor: torch's huge pages and glibc
+# keeping freed blocks for the next batch, unless the environment says otherwise (see
+# clustercam.runtime.allocator: a CPU forward of nf_resnet50 at 256 px spent a third of its
+# time faulting in fresh pages; 121 -> 93 -> 71 ms a photo on 2 cores)
+from clustercam.runtime.allocator import configure_process  # noqa: E402
+
+ALLOCATOR = configure_process()
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
