@@ -152,6 +152,7 @@ class ClassConceptOutputs:
         masks = dm.eval_part_masks() if hasattr(dm, "eval_part_masks") else None
         # the batches pass 1 saw, in order (fewer than the loader's under limit_test_batches / fast_dev_run);
         again = (batches_again(trainer)(ob.index.tolist()) for ob in self.run.batches[: self._restored])  # by index
+        trim = memory.BatchTrim()
         for seen, batch in zip(self.run.batches, itertools.chain(again, eval_loader(trainer))):
             x, y, idx = trainer.strategy.batch_to_device(batch)[:3]
             if not torch.equal(idx.long().cpu(), seen.index):
@@ -162,7 +163,7 @@ class ClassConceptOutputs:
             m = None if masks is None else masks[idx.long().cpu()].to(a.device)
             self.run.score(head, a, {c: v.long() for c, v in seen.partitions.items()},
                            evaluated.class_rows(self._classes, y), idx.long(), t, m, seen.keep)
-            memory.release_freed_memory()
+            trim()
 
     def _original(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The class column as the dataset's labels (the run counts the classes 0.. in order)."""

@@ -22,7 +22,7 @@ from clustercam.callbacks.concept_figures import concept_figure_set, draw_figure
 from clustercam.callbacks.concept_shards import open_shards
 from clustercam.callbacks.gather import gather_split, keep_lowest
 from clustercam.callbacks.loggers import log_scalars, log_table
-from clustercam.callbacks.memory import release_freed_memory
+from clustercam.callbacks.memory import BatchTrim
 from clustercam.exceptions import UserError
 from clustercam.explain.concepts import ConceptBatch, ConceptSettings, run_concepts
 from clustercam.explain.concepts.classes.coassociation import ClassConceptSettings
@@ -92,6 +92,7 @@ class ConceptExplainCallback(Callback):
                                            figures=figures, class_figures=class_figures, cmap=cmap, alpha=alpha)
         self.resume, self._store = bool(resume), None  # the ShardStore of the test / predict loop
         self._chunks: list[ConceptBatch] = []
+        self._trim = BatchTrim()  # freed heap handed back between batches (reset each epoch)
         self._maps: dict[str, Any] | None = None  # the maps of the figure images only
         self.results: dict[str, Any] = {}
 
@@ -107,9 +108,9 @@ class ConceptExplainCallback(Callback):
                "layout": self.layout, "classes": self.classes.enabled and self.classes.class_settings}  # shards' key
         self._store = self.classes.store = open_shards(trainer, pl_module, stage, self.output_dir, key, self.resume)
 
-    # -- per batch (every rank) ---------------------------------------------------------------
+    # -- per batch (every rank) --------------------------------------------------------------
     def _reset(self, *args: Any) -> None:
-        self._chunks, self._maps = [], None
+        self._chunks, self._maps, self._trim = [], None, BatchTrim()
         self.classes.reset()
 
     on_test_epoch_start = on_predict_epoch_start = _reset
@@ -144,7 +145,7 @@ class ConceptExplainCallback(Callback):
         self._chunks.append(chunk.replace(maps=None, sub_maps=None, degenerate=None, concept_labels=None,
                                           idx=idx.cpu(), paint_out=paint_out))
         _ = self._store and self._store.write(self._chunks[-1], kept, self.classes.batch_state())  # resume=true
-        release_freed_memory()  # else the heap grows ~0.75 MB per image (see callbacks.memory)
+        self._trim()  # else the heap's gaps grow ~0.75 MB per image (see callbacks.memory)
 
     # -- epoch end ---------------------------------------------------------------------------
     def _epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

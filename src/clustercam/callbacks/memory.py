@@ -6,8 +6,13 @@ keep a few small result tensors. glibc serves large blocks from its heap once it
 mmap threshold has risen, and the small kept tensors pin that heap, so the freed pages are
 never returned: a run over a large folder grows by ~0.75 MB per image (measured with
 ``test_resnet``, 256 px) though what it keeps is ~12 KB per image. ``malloc_trim(0)`` after
-each batch returns those pages (the run's resident memory then stays flat) and costs no
-measurable time; ``mallopt(M_MMAP_THRESHOLD)`` does the same but slowed the loop by half.
+each batch returns those pages (the run's resident memory then stays flat). Where the process
+keeps freed blocks for the next batch (the CLI's allocator, :mod:`clustercam.runtime.allocator`)
+a trim every batch would hand back the very blocks the next forward reuses (it faulted them
+all in again: 430k page faults in a 110-photo run against 223k), so :class:`BatchTrim` trims
+there only once the heap's free bytes pass twice the first batch's. Interleaved 110-photo
+runs on 2 cores: class concepts off 109 against 122 ms a photo, the default 133 against 139;
+peak RSS +5-7 %; 10,000 photos (``test_resnet``) 1,621 MiB against 1,596 MiB.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from clustercam.runtime.allocator import heap_free_bytes, keeps_freed_memory
+
 
 @functools.cache
 def _trim():
@@ -31,6 +38,27 @@ def _trim():
         return getattr(libc, "malloc_trim", None)
     except OSError:
         return None
+
+
+class BatchTrim:
+    """Freed heap handed back between batches (:func:`release_freed_memory`): after every
+    batch where the process returns freed memory anyway (glibc's defaults); where it keeps
+    freed blocks for the next batch (:mod:`clustercam.runtime.allocator`, the CLI's default)
+    only once the heap's free bytes pass twice those after the first batch (the blocks
+    every batch reuses): trimming them each batch made the next forward fault all its
+    activations in again, while never trimming lets the heap's gaps grow with the run."""
+
+    def __init__(self) -> None:
+        self.base: int | None = None
+
+    def __call__(self) -> bool:
+        if keeps_freed_memory() and (free := heap_free_bytes()) is not None:
+            if self.base is None:
+                self.base = max(free, 1 << 20)
+                return False
+            if free <= 2 * self.base:
+                return False
+        return release_freed_memory()
 
 
 def release_freed_memory() -> bool:

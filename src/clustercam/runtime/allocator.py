@@ -29,6 +29,7 @@ KEEP_FREED = "CLUSTERCAM_KEEP_FREED_MEMORY"  # "0": glibc's defaults
 TRIM_THRESHOLD = 1 << 30  # free heap kept for reuse (bytes): above one batch's transient peak
 _GLIBC_OWN = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's malloc.h
+_KEPT = False  # whether keep_freed_memory() applied its settings in this process
 
 
 def _user_set_glibc() -> bool:
@@ -42,11 +43,34 @@ def keep_freed_memory() -> bool:
     with ``CLUSTERCAM_KEEP_FREED_MEMORY=0``, or where the user tunes glibc's malloc."""
     if os.environ.get(KEEP_FREED, "1") == "0" or _user_set_glibc() or platform.libc_ver()[0] != "glibc":
         return False
+    global _KEPT
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        _KEPT = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     except (OSError, AttributeError):
-        return False
+        _KEPT = False
+    return _KEPT
+
+
+def keeps_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` applied its settings in this process."""
+    return _KEPT
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_free_bytes() -> int | None:
+    """Free bytes in glibc's heaps (``mallinfo2().fordblks``, every arena); None off glibc
+    or before its 2.33."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return int(fn().fordblks)
 
 
 def configure_process() -> dict[str, bool]:
