@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
@@ -30,6 +31,12 @@ TRIM_THRESHOLD = 1 << 30  # free heap kept for reuse (bytes): above one batch's 
 _GLIBC_OWN = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's malloc.h
 _KEPT = False  # whether keep_freed_memory() applied its settings in this process
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, found once (``find_library`` runs ``ldconfig``)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def _user_set_glibc() -> bool:
@@ -45,7 +52,7 @@ def keep_freed_memory() -> bool:
         return False
     global _KEPT
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         _KEPT = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     except (OSError, AttributeError):
         _KEPT = False
@@ -66,7 +73,7 @@ def heap_free_bytes() -> int | None:
     """Free bytes in glibc's heaps (``mallinfo2().fordblks``, every arena); None off glibc
     or before its 2.33."""
     try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+        fn = _libc().mallinfo2
     except (OSError, AttributeError):
         return None
     fn.restype = _MallInfo2
