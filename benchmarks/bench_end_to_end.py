@@ -153,12 +153,14 @@ def run(args) -> Section:
     loads = [load_average()]
     jobs, threads = max(1, getattr(args, "jobs", 1) or 1), getattr(args, "threads", None)
     bb_repeats = 1 if jobs > 1 or threads else 3
-    setting: dict[str, bool] = {}
+    setting: dict[str, bool] = {}  # the runs' allocator, as the backbone's fresh processes report it
+    plain: dict[str, bool] = {}  # and with torch's and glibc's defaults asked for
 
     def backbones() -> tuple[list[float], list[float], list[float]]:  # as the runs, torch's and glibc's defaults
         w, c, got = backbone_fresh(folders[large], large, args.device, bb_repeats, None, threads)
-        w_plain, _, _ = backbone_fresh(folders[large], large, args.device, bb_repeats, PLAIN, threads)
+        w_plain, _, got_plain = backbone_fresh(folders[large], large, args.device, bb_repeats, PLAIN, threads)
         setting.update(got)
+        plain.update(got_plain)
         return w, c, w_plain
 
     bb, bb_cpu, bb_other = backbones()
@@ -208,7 +210,7 @@ def run(args) -> Section:
     rows.append([f"backbone `forward_features` alone (a fresh process, {large} photos, the runs' allocator: "
                  f"{describe_allocator(setting)})", "", "", fmt_s(per_bb), "1.00×", "", "", fmt_s(per_bb_cpu), "1.00×", ""])
     rows.append(["… the same with torch's and glibc's defaults (a plain script: "
-                 f"{describe_allocator({})})", "", "", fmt_s(per_other), fmt_x(per_other / per_bb), "", "", "", "", ""])
+                 f"{describe_allocator(plain)})", "", "", fmt_s(per_other), fmt_x(per_other / per_bb), "", "", "", "", ""])
     tables = [Table(f"Whole runs over {small} and {large} photos: the marginal cost of a photo",
                     ["case", f"{small} photos", f"{large} photos", "per photo (slope)", "÷ backbone",
                      "÷ the run's own model steps (median, range)", "÷ the bare run", "CPU s per photo (slope)",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 
 import pytest
 
 from clustercam.callbacks.memory import _trim, release_freed_memory
+from clustercam.runtime.allocator import heap_free_bytes
 
 
 def _rss_mib() -> float:
@@ -134,3 +138,25 @@ def test_ranks_agree_on_the_sign_and_on_the_least_memory(monkeypatch) -> None:
     monkeypatch.setattr(memory, "available_memory", lambda: 5 * 2**30)
     assert memory.least_available_memory(_Ranks([3 * 2**30, 2**62])) == 3 * 2**30  # 2**62: a rank that cannot tell
     assert memory.least_available_memory(_Ranks([])) == 5 * 2**30
+
+
+@pytest.mark.skipif(heap_free_bytes() is None, reason="glibc >= 2.33 only (mallinfo2)")
+def test_heap_free_bytes_counts_the_blocks_a_free_left_in_the_heap() -> None:
+    blocks = [bytearray(64 * 1024) for _ in range(2000)]  # 125 MiB from the heap (below the mmap threshold)
+    pinned = [bytearray(64 * 1024) for _ in range(20)]  # after them: free() cannot shrink the heap's top
+    before = heap_free_bytes()
+    del blocks
+    assert heap_free_bytes() - before > 100 * 2**20
+    assert len(pinned) == 20
+
+
+@pytest.mark.skipif(heap_free_bytes() is None, reason="glibc only")
+@pytest.mark.parametrize(("env", "kept"), [({}, True), ({"CLUSTERCAM_KEEP_FREED_MEMORY": "0"}, False),
+                                           ({"MALLOC_TOP_PAD_": "0"}, False)])
+def test_configure_process_says_what_it_set_and_keeps_freed_memory_agrees(env, kept) -> None:
+    code = ("import json; from clustercam.runtime.allocator import configure_process, keeps_freed_memory; "
+            "a = configure_process(); print(json.dumps([a, keeps_freed_memory()]))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "CLUSTERCAM_KEEP", "THP_MEM"))}
+    out = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True, text=True, check=True)
+    setting, keeps = json.loads(out.stdout)
+    assert setting == {"huge_pages": True, "keep_freed_memory": kept} and keeps is kept

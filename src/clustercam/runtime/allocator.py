@@ -34,8 +34,15 @@ _KEPT = False  # whether keep_freed_memory() applied its settings in this proces
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
-    """The C library, found once (``find_library`` runs ``ldconfig``)."""
+def c_library() -> ctypes.CDLL:
+    """The C library, loaded once (``find_library`` runs ``ldconfig``).
+
+    Returns:
+        Its ``ctypes`` handle.
+
+    Raises:
+        OSError: where there is none to load (Windows).
+    """
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
@@ -52,7 +59,7 @@ def keep_freed_memory() -> bool:
         return False
     global _KEPT
     try:
-        libc = _libc()
+        libc = c_library()
         _KEPT = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     except (OSError, AttributeError):
         _KEPT = False
@@ -69,15 +76,22 @@ class _MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def heap_free_bytes() -> int | None:
-    """Free bytes in glibc's heaps (``mallinfo2().fordblks``, every arena); None off glibc
-    or before its 2.33."""
+@functools.cache
+def _mallinfo2():
+    """glibc's ``mallinfo2`` returning :class:`_MallInfo2`, or None (off glibc, before 2.33)."""
     try:
-        fn = _libc().mallinfo2
+        fn = c_library().mallinfo2
     except (OSError, AttributeError):
         return None
     fn.restype = _MallInfo2
-    return int(fn().fordblks)
+    return fn
+
+
+def heap_free_bytes() -> int | None:
+    """Free bytes in glibc's heaps (``mallinfo2().fordblks``, every arena); None off glibc
+    or before its 2.33."""
+    fn = _mallinfo2()
+    return None if fn is None else int(fn().fordblks)
 
 
 def configure_process() -> dict[str, bool]:
