@@ -1,6 +1,6 @@
 """Run every benchmark and write ``benchmarks/RESULTS.md`` (``make bench``).
 
-    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training,clam,dcec,concepts_series,motifs]
+    python -m benchmarks.run_all [--quick] [--device cuda] [--only gradceam,concepts,training,clam,dcec,concepts_series,motifs,concept_settings,...]
 
 ``--quick`` writes ``benchmarks/.cache/RESULTS-quick.md`` instead (small sizes are a smoke
 run, not results), unless ``--out`` says otherwise.
@@ -24,6 +24,7 @@ from benchmarks import (
     bench_class_concepts,
     bench_concept_layers,
     bench_concept_run,
+    bench_concept_settings,
     bench_concepts,
     bench_concepts_series,
     bench_dcec,
@@ -56,6 +57,7 @@ BENCHES = {
     "peers": bench_peers.run,
     "concept_run": bench_concept_run.run,
     "end_to_end": bench_end_to_end.run,
+    "concept_settings": bench_concept_settings.run,
     "class_concepts": bench_class_concepts.run,
     "clam": bench_clam.run,
     "dcec": bench_dcec.run,
