@@ -41,23 +41,27 @@ def test_without_malloc_trim_it_is_a_no_op(monkeypatch) -> None:
     assert memory.release_freed_memory() is False
 
 
-def test_batch_trim_trims_every_batch_unless_freed_blocks_are_kept_then_only_past_twice_the_first(monkeypatch) -> None:
+def test_batch_trim_trims_every_batch_unless_freed_blocks_are_kept_then_at_each_growth_by_the_first(monkeypatch) -> None:
     """With glibc's defaults every batch hands its freed heap back; where the process keeps
     freed blocks (the CLI's allocator) the first batch's free bytes are the blocks each
-    batch reuses, and only a heap whose free bytes pass twice that is trimmed."""
+    batch reuses, and the heap is trimmed only when its free bytes pass twice that, then
+    each time they have grown by as much again since the last trim (the free bytes still
+    count what a trim handed back, so a fixed threshold would trim every batch once passed)."""
     from clustercam.callbacks import memory
 
     trims: list[int] = []
     monkeypatch.setattr(memory, "release_freed_memory", lambda: trims.append(1) or True)
-    free = iter([300, 600, 601])
+    free = iter([300, 600, 601, 700, 901, 902, 902])
     monkeypatch.setattr(memory, "heap_free_bytes", lambda: next(free) << 20)
     monkeypatch.setattr(memory, "keeps_freed_memory", lambda: False)
     plain = memory.BatchTrim()
     assert [plain() for _ in range(3)] == [True, True, True] and len(trims) == 3
     monkeypatch.setattr(memory, "keeps_freed_memory", lambda: True)
+    free = iter([300, 600, 601, 700, 901, 902, 902])
     kept = memory.BatchTrim()
-    assert [kept() for _ in range(3)] == [False, False, True]  # 300 MiB: the base; 600 <= 2 x 300; 601 > 600
-    assert len(trims) == 4
+    # 300 MiB: the base; 600 <= 2 x 300; 601 > 600: trim, next at 601 + 300; 700, 901 <= 901; 902: trim
+    assert [kept() for _ in range(7)] == [False, False, True, False, False, True, False]
+    assert len(trims) == 5
     monkeypatch.setattr(memory, "heap_free_bytes", lambda: None)  # no mallinfo2 (glibc < 2.33): every batch
     assert memory.BatchTrim()() is True
 

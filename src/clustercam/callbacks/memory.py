@@ -10,7 +10,7 @@ each batch returns those pages (the run's resident memory then stays flat). Wher
 keeps freed blocks for the next batch (the CLI's allocator, :mod:`clustercam.runtime.allocator`)
 a trim every batch would hand back the very blocks the next forward reuses (it faulted them
 all in again: 430k page faults in a 110-photo run against 223k), so :class:`BatchTrim` trims
-there only once the heap's free bytes pass twice the first batch's. Interleaved 110-photo
+there only each time the heap's free bytes have grown by the first batch's. Interleaved 110-photo
 runs on 2 cores: class concepts off 109 against 122 ms a photo, the default 133 against 139;
 peak RSS +5-7 %; 10,000 photos (``test_resnet``) 1,621 MiB against 1,596 MiB.
 """
@@ -40,20 +40,26 @@ class BatchTrim:
     """Freed heap handed back between batches (:func:`release_freed_memory`): after every
     batch where the process returns freed memory anyway (glibc's defaults); where it keeps
     freed blocks for the next batch (:mod:`clustercam.runtime.allocator`, the CLI's default)
-    only once the heap's free bytes pass twice those after the first batch (the blocks
-    every batch reuses): trimming them each batch made the next forward fault all its
-    activations in again, while never trimming lets the heap's gaps grow with the run."""
+    only each time the heap's free bytes have grown by as much as those after the first
+    batch (the blocks every batch reuses): first at twice them, then at the free bytes of
+    the last trim plus as much again. Trimming each batch made the next forward fault all
+    its activations in again; never trimming lets the heap's gaps grow with the run. The
+    free bytes still count the pages a trim handed back (glibc's ``mallinfo2``), so a
+    fixed threshold, once passed, would trim every batch for the rest of the run."""
 
     def __init__(self) -> None:
         self.base: int | None = None
+        self.limit = 0
 
     def __call__(self) -> bool:
         if keeps_freed_memory() and (free := heap_free_bytes()) is not None:
             if self.base is None:
                 self.base = max(free, 1 << 20)
+                self.limit = 2 * self.base
                 return False
-            if free <= 2 * self.base:
+            if free <= self.limit:
                 return False
+            self.limit = free + self.base
         return release_freed_memory()
 
 
