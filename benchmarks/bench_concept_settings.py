@@ -14,7 +14,9 @@ make a run faster, measured against the defaults.
   off) over 11 and 110 photos per variant: their end-of-run ``finalise`` seconds
   (``metrics.json``), the part of the class concepts that grows with the folder until the
   NMF samples are full (``nmf_max_images`` images a class, and as many for the whole
-  dataset with ``scope: both``), and the runs' wall times (one run each: ±10 %).
+  dataset with ``scope: both``), and the runs' marginal wall time of a photo (median of 2
+  runs a folder and setting, interleaved) ÷ the backbone's, timed alone in a fresh process with the
+  CLI's allocator, also for a few settings together.
 
     python -m benchmarks.bench_concept_settings [--quick] [--device cuda] [--repeats 3]
 """
@@ -61,6 +63,8 @@ CLASS_VARIANTS: dict[str, list[str]] = {  # CLI overrides -> the class-concept t
     "`nmf_max_images=50`": ["callbacks.concepts.nmf_max_images=50"],
     "`nmf_max_images=0` (no NMF baseline)": ["callbacks.concepts.nmf_max_images=0"],
     "`class_concepts=false`": ["callbacks.concepts.class_concepts=false"],
+    "`n_init=3 nmf_max_images=0`": ["callbacks.concepts.n_init=3", "callbacks.concepts.nmf_max_images=0"],
+    "`n_init=3 class_concepts=false`": ["callbacks.concepts.n_init=3", "callbacks.concepts.class_concepts=false"],
 }
 RESTARTS = (10, 3, 1)
 SEEDS = (0, 1, 2)
@@ -108,20 +112,37 @@ def restart_rows(acts: torch.Tensor) -> tuple[list[list[str]], dict[str, float]]
     return rows, found
 
 
-def class_rows(device: str, sizes: tuple[int, int], source: str | None) -> list[list[str]]:
-    """The class-concept table: finalise seconds and the wall time per variant and folder."""
+def class_rows(device: str, sizes: tuple[int, int], source: str | None, repeats: int) -> list[list[str]]:
+    """The class-concept table: per variant, the median over ``repeats`` (variants
+    interleaved) of the finalise seconds and of the wall time at each folder size; the
+    marginal wall time of a photo ÷ the backbone's, timed alone in a fresh process with the
+    CLI's allocator (``bench_end_to_end.backbone_fresh``) before and after the runs."""
+    from benchmarks.bench_end_to_end import backbone_fresh
+
     small, large = sizes
+    folder = photo_folder(large, source=source)
+    backbone = backbone_fresh(folder, large, device, 3)[0]
+    fin: dict[tuple[str, int], list[float]] = {}
+    wall: dict[tuple[str, int], list[float]] = {}
+    for _ in range(repeats):
+        for name, overrides in CLASS_VARIANTS.items():
+            for n in sizes:
+                metrics: dict[str, Any] = {}
+                w, _ = trainer_run(photo_folder(n, source=source), device, "callbacks.concepts.figures=false",
+                                   *overrides, metrics=metrics)
+                wall.setdefault((name, n), []).append(w)
+                fin.setdefault((name, n), []).append(
+                    next((v for k, v in metrics.items() if k.endswith("/seconds/finalise")), float("nan")))
+    backbone += backbone_fresh(folder, large, device, 3)[0]
+    per_photo = median(backbone)
     rows = []
-    for name, overrides in CLASS_VARIANTS.items():
-        fin, wall = {}, {}
-        for n in sizes:
-            metrics: dict[str, Any] = {}
-            wall[n], _ = trainer_run(photo_folder(n, source=source), device, "callbacks.concepts.figures=false",
-                                     *overrides, metrics=metrics)
-            fin[n] = next((v for k, v in metrics.items() if k.endswith("/seconds/finalise")), float("nan"))
-        per = (fin[large] - fin[small]) / (large - small)
-        rows.append([name, fmt_s(fin[small]), fmt_s(fin[large]), fmt_s(per),
-                     fmt_s((wall[large] - wall[small]) / (large - small))])
+    for name in CLASS_VARIANTS:
+        f_small, f_large = median(fin[(name, small)]), median(fin[(name, large)])
+        run_per = (median(wall[(name, large)]) - median(wall[(name, small)])) / (large - small)
+        rows.append([name, fmt_s(f_small), fmt_s(f_large), fmt_s((f_large - f_small) / (large - small)),
+                     fmt_s(run_per), fmt_x(run_per / per_photo)])
+    rows.append(["backbone `forward_features` alone (fresh process, the CLI's allocator)", "", "", "",
+                 fmt_s(per_photo), "1.00×"])
     return rows
 
 
@@ -178,14 +199,17 @@ def run(args) -> Section:
                          "optima, and partitions that move more from seed to seed."]))
 
     sizes = (11, 33) if args.quick else (11, 110)
-    tables.append(Table(f"Class concepts under other settings: the CLI run, {sizes[0]} and {sizes[1]} photos",
+    tables.append(Table(f"Class concepts and whole runs under other settings: the CLI run, {sizes[0]} and {sizes[1]} photos",
                         ["setting (`callbacks.concepts.…`)", f"finalise, {sizes[0]} photos",
-                         f"finalise, {sizes[1]} photos", "finalise per photo (slope)", "run per photo (slope)"],
-                        class_rows(args.device, sizes, args.photos),
+                         f"finalise, {sizes[1]} photos", "finalise per photo (slope)", "run per photo (slope)",
+                         "run ÷ backbone"],
+                        class_rows(args.device, sizes, args.photos, 1 if args.quick else 2),
                         ["finalise: the end-of-run clustering of each class's co-association and the NMF "
                          "baseline's fits (threads side by side); what it adds per photo stops growing "
-                         "once the NMF samples are full. Run per photo: one run per folder and setting, "
-                         "so ±10 ms on this machine; the end-to-end section measures the defaults properly."]))
+                         f"once the NMF samples are full. Median of {1 if args.quick else 2} "
+                         "run(s) per folder and setting, the settings interleaved: ±5-10 ms a photo on this machine "
+                         "(the end-to-end section measures the defaults with more). Backbone: median of 6 timings, "
+                         "half before and half after the runs."]))
 
     headlines = [
         Headline("Per-image concept steps with `n_init=3` ÷ the default `n_init=10`, in one process",
