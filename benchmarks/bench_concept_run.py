@@ -134,12 +134,12 @@ def make_model(device: str, name: str = MODEL) -> Any:
     return ClassifierModule(name, pretrained=False).to(device).eval()
 
 
-def concept_call(model: Any) -> Callable[[torch.Tensor, torch.Tensor], Any]:
-    """``run_concepts`` with the default settings, as the callback calls it (its pooled head
-    where this pipeline version takes one)."""
+def concept_call(model: Any, settings: Any = None) -> Callable[[torch.Tensor, torch.Tensor], Any]:
+    """``run_concepts`` with ``settings`` (default: the default ``ConceptSettings``), as the
+    callback calls it (its pooled head where this pipeline version takes one)."""
     from clustercam.explain.concepts import ConceptSettings, run_concepts
 
-    settings = ConceptSettings()
+    settings = ConceptSettings() if settings is None else settings
     params = inspect.signature(run_concepts).parameters
     extra = {}
     if "pooled_head" in params and getattr(model, "pooled_head", None) is not None:

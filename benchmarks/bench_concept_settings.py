@@ -31,7 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.bench_concept_run import BATCH, load_photos, make_model, photo_folder, trainer_run
+from benchmarks.bench_concept_run import (
+    BATCH,
+    concept_call,
+    load_photos,
+    make_model,
+    photo_folder,
+    trainer_run,
+)
 from benchmarks.common import (
     CpuMeter,
     Headline,
@@ -99,7 +106,8 @@ def restart_rows(acts: torch.Tensor) -> tuple[list[list[str]], dict[str, float]]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cl = cluster_channels(acts, method=method, n_init=n_init, seed=seed)
-            runs[(n_init, seed)] = (cl.labels.cpu(), inertia(cl.space.cpu(), cl.labels.cpu()))
+            labels = cl.labels.cpu()
+            runs[(n_init, seed)] = (labels, inertia(cl.space.cpu(), labels))
         for n_init in RESTARTS:
             between = np.concatenate([_ari(runs[(n_init, s)][0], runs[(n_init, t)][0])
                                       for s, t in itertools.combinations(SEEDS, 2)])
@@ -149,7 +157,7 @@ def class_rows(device: str, sizes: tuple[int, int], source: str | None, repeats:
 def run(args) -> Section:
     args.repeats = args.repeats or 3
     t_start, load0, meter = time.perf_counter(), load_average(), CpuMeter()
-    from clustercam.explain.concepts import ConceptSettings, run_concepts
+    from clustercam.explain.concepts import ConceptSettings
 
     n = 16 if args.quick else 64
     batches, _ = load_photos(photo_folder(n, source=args.photos), args.device)
@@ -158,12 +166,12 @@ def run(args) -> Section:
         acts = [(model.features(x), y) for x, y in batches]
 
     def concepts(settings: ConceptSettings) -> Any:
+        run_one = concept_call(model, settings)
+
         def call() -> None:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with torch.no_grad():
                 for a, y in acts:
-                    run_concepts(model.head, a, y, settings=settings, logits=model.head(a),
-                                 pooled_head=model.pooled_head)
+                    run_one(a, y)
         return call
 
     def backbone() -> None:
